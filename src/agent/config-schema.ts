@@ -1,0 +1,54 @@
+import { z } from 'zod';
+
+/**
+ * The agent's configuration: the single source of truth for every key, its environment
+ * variable, its default and its README description. `docs/` and `--help` are generated from
+ * or checked against this table.
+ */
+export interface ConfigKeyInfo {
+  key: keyof AgentConfigInput;
+  env: string;
+  flag?: string;
+  default?: string;
+  description: string;
+}
+
+export const DEFAULT_CONFIG_PATH = '/etc/skypanel-agent/config.json';
+export const DEFAULT_STATE_DIR = '/var/lib/skypanel-agent';
+
+const httpUrl = z
+  .string()
+  .url()
+  .refine((u) => /^https?:$/.test(new URL(u).protocol), 'must be an http:// or https:// URL')
+  .transform((u) => u.replace(/\/+$/, ''));
+
+export const configSchema = z.object({
+  controlPlaneUrl: httpUrl,
+  token: z.string().min(1, 'must not be empty').max(8192).refine((t) => !/\s/.test(t), 'must not contain whitespace'),
+  workerId: z.string().min(1).max(128).regex(/^[A-Za-z0-9_.-]+$/, 'must be letters, digits, _ . -').optional(),
+  heartbeatIntervalSec: z.coerce.number().int().min(1).max(600).default(30),
+  requestTimeoutSec: z.coerce.number().min(1).max(120).default(10),
+  backoffCapSec: z.coerce.number().min(1).max(3600).default(60),
+  ipAddress: z.string().min(1).optional(),
+  name: z.string().min(1).max(255).optional(),
+  stateDir: z.string().min(1).default(DEFAULT_STATE_DIR),
+  dockerSocket: z.string().min(1).default('/var/run/docker.sock'),
+  logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+});
+
+export type AgentConfig = z.infer<typeof configSchema>;
+export type AgentConfigInput = z.input<typeof configSchema>;
+
+export const CONFIG_KEYS: readonly ConfigKeyInfo[] = [
+  { key: 'controlPlaneUrl', env: 'SKYPANEL_AGENT_CONTROL_PLANE_URL', flag: '--control-plane', description: 'Panel origin, e.g. https://panel.example.com' },
+  { key: 'token', env: 'SKYPANEL_AGENT_TOKEN', flag: '--token / --token-file', description: 'Worker token issued by the panel (kept only in the 0600 config file)' },
+  { key: 'workerId', env: 'SKYPANEL_AGENT_WORKER_ID', description: 'Worker id returned by register; written by `register`' },
+  { key: 'heartbeatIntervalSec', env: 'SKYPANEL_AGENT_HEARTBEAT_INTERVAL', flag: '--heartbeat-interval', default: '30', description: 'Seconds between heartbeats (the panel marks a worker offline after 120 s)' },
+  { key: 'requestTimeoutSec', env: 'SKYPANEL_AGENT_REQUEST_TIMEOUT', default: '10', description: 'Bound on each control-plane request (connect, headers, body)' },
+  { key: 'backoffCapSec', env: 'SKYPANEL_AGENT_BACKOFF_CAP', default: '60', description: 'Longest wait between retries after failures (jittered over the whole window)' },
+  { key: 'ipAddress', env: 'SKYPANEL_AGENT_IP_ADDRESS', flag: '--ip-address', description: 'Address reported to the panel; default: the local address used to reach it' },
+  { key: 'name', env: 'SKYPANEL_AGENT_NAME', flag: '--name', description: 'Human-readable worker name sent in register metadata' },
+  { key: 'stateDir', env: 'SKYPANEL_AGENT_STATE_DIR', flag: '--state-dir', default: DEFAULT_STATE_DIR, description: 'Directory for durable agent state' },
+  { key: 'dockerSocket', env: 'SKYPANEL_AGENT_DOCKER_SOCKET', flag: '--docker-socket', default: '/var/run/docker.sock', description: 'Docker Engine API socket' },
+  { key: 'logLevel', env: 'SKYPANEL_AGENT_LOG_LEVEL', flag: '--log-level', default: 'info', description: 'fatal, error, warn, info, debug, trace or silent' },
+];

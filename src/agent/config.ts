@@ -1,0 +1,134 @@
+import { readFile, stat } from 'node:fs/promises';
+import { AgentError } from '../errors.js';
+import { writeFileAtomic } from './atomic-file.js';
+import { CONFIG_KEYS, configSchema, type AgentConfig, type AgentConfigInput } from './config-schema.js';
+
+export type ConfigSource = 'flag' | 'env' | 'file' | 'default';
+
+export interface LoadConfigOptions {
+  path: string;
+  /** Values from command-line flags, already mapped to config keys; undefined entries are ignored. */
+  flags?: Partial<Record<keyof AgentConfigInput, unknown>>;
+  env?: NodeJS.ProcessEnv;
+}
+
+export interface LoadedConfig {
+  config: AgentConfig;
+  sources: Partial<Record<keyof AgentConfigInput, ConfigSource>>;
+  fileExisted: boolean;
+}
+
+/** Keys the file may hold: exactly the schema's keys, so a typo is reported instead of ignored. */
+const FILE_KEYS = new Set(Object.keys(configSchema.shape));
+
+/**
+ * Read the config file (if any), refusing one that group or others can read: it holds the
+ * worker token, and we refuse it as ssh refuses a world-readable private key.
+ */
+export async function readConfigFile(path: string): Promise<Record<string, unknown> | undefined> {
+  let st;
+  try {
+    st = await stat(path);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return undefined;
+    throw new AgentError('SKP_ERR_CONFIG_UNREADABLE', `config file ${path} cannot be read (${code ?? 'error'})`);
+  }
+  if (!st.isFile()) throw new AgentError('SKP_ERR_CONFIG_UNREADABLE', `config file ${path} is not a regular file`);
+  if ((st.mode & 0o077) !== 0) {
+    const mode = (st.mode & 0o777).toString(8).padStart(4, '0');
+    throw new AgentError(
+      'SKP_ERR_CONFIG_INSECURE',
+      `config file ${path} has mode ${mode} and holds the worker token; refusing it. Fix: chmod 600 ${path}`,
+    );
+  }
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? 'error';
+    throw new AgentError('SKP_ERR_CONFIG_UNREADABLE', `config file ${path} cannot be read (${code})`);
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (err) {
+    // JSON.parse messages quote the offending text, which may be part of the token: keep only the position.
+    const where = /position \d+/.exec(String((err as Error).message))?.[0] ?? 'unknown position';
+    throw new AgentError('SKP_ERR_CONFIG_INVALID', `config file ${path} is not valid JSON (${where})`);
+  }
+  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
+    throw new AgentError('SKP_ERR_CONFIG_INVALID', `config file ${path} must hold a JSON object`);
+  }
+  for (const key of Object.keys(parsed)) {
+    if (!FILE_KEYS.has(key)) {
+      throw new AgentError('SKP_ERR_CONFIG_INVALID', `config file ${path}: unknown key "${key}"`, { field: key });
+    }
+  }
+  return parsed as Record<string, unknown>;
+}
+
+function sourceLabel(key: string, source: ConfigSource | undefined, path: string): string {
+  const info = CONFIG_KEYS.find((k) => k.key === key);
+  switch (source) {
+    case 'flag':
+      return info?.flag ? ` (from ${info.flag.split(' ')[0]})` : ' (from a flag)';
+    case 'env':
+      return info ? ` (from ${info.env})` : ' (from the environment)';
+    case 'file':
+      return ` (from ${path})`;
+    default:
+      return '';
+  }
+}
+
+/** Merge flags > environment > file > defaults, validate once, and name the offending key on error. */
+export async function loadConfig(opts: LoadConfigOptions): Promise<LoadedConfig> {
+  const env = opts.env ?? process.env;
+  const file = await readConfigFile(opts.path);
+  const merged: Record<string, unknown> = {};
+  const sources: LoadedConfig['sources'] = {};
+  const layers: [ConfigSource, Record<string, unknown>][] = [['file', file ?? {}]];
+  const fromEnv: Record<string, unknown> = {};
+  for (const info of CONFIG_KEYS) {
+    const v = env[info.env];
+    if (v !== undefined && v !== '') fromEnv[info.key] = v;
+  }
+  layers.push(['env', fromEnv], ['flag', opts.flags ?? {}]);
+  for (const [source, values] of layers) {
+    for (const [key, value] of Object.entries(values)) {
+      if (value === undefined) continue;
+      merged[key] = value;
+      sources[key as keyof AgentConfigInput] = source;
+    }
+  }
+  const result = configSchema.safeParse(merged);
+  if (!result.success) {
+    const issue = result.error.issues[0]!;
+    const key = issue.path.map(String).join('.') || '(root)';
+    const missing = issue.code === 'invalid_type' && merged[key] === undefined;
+    const hint = missing && file === undefined ? `; config file ${opts.path} does not exist (run \`skypanel-agent register\` first)` : '';
+    const what = missing ? 'is required' : issue.message;
+    throw new AgentError(
+      'SKP_ERR_CONFIG_INVALID',
+      `config key "${key}"${sourceLabel(key, sources[key as keyof AgentConfigInput], opts.path)} ${what}${hint}`,
+      { field: key },
+    );
+  }
+  return { config: result.data, sources, fileExisted: file !== undefined };
+}
+
+/** Persist the config atomically with mode 0600 (it holds the token). */
+export async function writeConfigFile(path: string, config: AgentConfigInput): Promise<void> {
+  configSchema.parse(config);
+  // Write only what was set: defaults stay defaults, so a later release can change them.
+  const explicit = Object.fromEntries(Object.entries(config).filter(([, v]) => v !== undefined));
+  await writeFileAtomic(path, `${JSON.stringify(explicit, null, 2)}\n`, 0o600);
+}
+
+
+/** Change some keys of an existing config file, keeping everything else as the operator wrote it. */
+export async function updateConfigFile(path: string, patch: Partial<AgentConfigInput>): Promise<void> {
+  const current = (await readConfigFile(path)) ?? {};
+  await writeConfigFile(path, { ...(current as AgentConfigInput), ...patch });
+}

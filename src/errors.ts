@@ -1,0 +1,38 @@
+/**
+ * One registry of agent errors. Every error the agent raises on purpose carries a stable
+ * `code`; the CLI maps codes to exit codes here and nowhere else.
+ */
+export const ERROR_CODES = {
+  SKP_ERR_CONFIG_INVALID: { exitCode: 2 },
+  SKP_ERR_CONFIG_UNREADABLE: { exitCode: 2 },
+  SKP_ERR_CONFIG_INSECURE: { exitCode: 2 },
+  SKP_ERR_USAGE: { exitCode: 2 },
+  SKP_ERR_REGISTER_REJECTED: { exitCode: 1 },
+  SKP_ERR_CONTROL_PLANE_UNREACHABLE: { exitCode: 1 },
+  SKP_ERR_UNAUTHORIZED: { exitCode: 1 },
+  SKP_ERR_DOCKER_UNAVAILABLE: { exitCode: 1 },
+  SKP_ERR_SWARM_JOIN: { exitCode: 1 },
+} as const;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+export class AgentError extends Error {
+  readonly code: ErrorCode;
+  /** Dotted name of the offending field or config key, when there is one. */
+  readonly field: string | undefined;
+
+  constructor(code: ErrorCode, message: string, opts: { field?: string; cause?: unknown } = {}) {
+    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    this.name = 'AgentError';
+    this.code = code;
+    this.field = opts.field;
+  }
+
+  get exitCode(): number {
+    return ERROR_CODES[this.code].exitCode;
+  }
+}
+
+export function exitCodeFor(err: unknown): number {
+  return err instanceof AgentError ? err.exitCode : 1;
+}

@@ -1,0 +1,107 @@
+import { describe, expect, it } from 'vitest';
+import { CpuSampler, cpuPercentBetween, parseProcStat } from '../../src/collectors/cpu.js';
+import { parseMeminfo, readMemory } from '../../src/collectors/memory.js';
+import { readDisk } from '../../src/collectors/disk.js';
+import { diskPathFor, readCapacity, HostLoadCollector, PANEL_CAPACITY_LIMITS } from '../../src/collectors/host-metrics.js';
+import { parseOsRelease } from '../../src/collectors/host.js';
+
+const stat = (user: number, idle: number, iowait = 0) => `cpu  ${user} 0 0 ${idle} ${iowait} 0 0 0 0 0\ncpu0 1 2 3 4\n`;
+
+describe('cpu utilisation from /proc/stat samples', () => {
+  it('parses the aggregate line and counts iowait as idle', () => {
+    expect(parseProcStat(stat(100, 300, 50))).toEqual({ busy: 100, total: 450 });
+  });
+
+  it('reports busy share between two samples, not since boot', () => {
+    expect(cpuPercentBetween(parseProcStat(stat(100, 100)), parseProcStat(stat(175, 125)))).toBe(75);
+  });
+
+  it('clamps to 0..100 and survives counters that did not move', () => {
+    const s = parseProcStat(stat(10, 10));
+    expect(cpuPercentBetween(s, s)).toBe(0);
+  });
+
+  it('the sampler reports utilisation since its previous call', async () => {
+    const texts = [stat(0, 0), stat(50, 50), stat(50, 150)];
+    const sampler = new CpuSampler(async () => texts.shift()!);
+    await sampler.prime();
+    expect(await sampler.sample()).toBe(50);
+    expect(await sampler.sample()).toBe(0);
+  });
+
+  it('reads the real /proc/stat of this machine', async () => {
+    const sampler = new CpuSampler();
+    await sampler.prime();
+    const v = await sampler.sample();
+    expect(typeof v).toBe('number');
+    expect(v).toBeGreaterThanOrEqual(0);
+    expect(v).toBeLessThanOrEqual(100);
+  });
+});
+
+describe('memory in use excluding page cache', () => {
+  it('uses MemAvailable', () => {
+    const m = parseMeminfo('MemTotal:       1000 kB\nMemFree:         100 kB\nMemAvailable:    750 kB\nCached: 600 kB\n');
+    expect(m.totalBytes).toBe(1000 * 1024);
+    expect(m.usedBytes).toBe(250 * 1024);
+    expect(m.percent).toBe(25);
+  });
+
+  it('falls back to free + buffers + cached on kernels without MemAvailable', () => {
+    const m = parseMeminfo('MemTotal: 1000 kB\nMemFree: 100 kB\nBuffers: 100 kB\nCached: 300 kB\n');
+    expect(m.percent).toBe(50);
+  });
+
+  it('rejects a file without MemTotal', () => {
+    expect(() => parseMeminfo('nothing')).toThrow(/MemTotal/);
+  });
+
+  it('reads real numbers from this machine', async () => {
+    const m = await readMemory();
+    expect(m.totalBytes).toBeGreaterThan(0);
+    expect(m.percent).toBeGreaterThan(0);
+    expect(m.percent).toBeLessThanOrEqual(100);
+  });
+});
+
+describe('disk on the filesystem holding Docker data', () => {
+  it('statfs gives total, used and a df-like percent', async () => {
+    const d = await readDisk('/');
+    expect(d.totalBytes).toBeGreaterThan(0);
+    expect(d.usedBytes).toBeGreaterThan(0);
+    expect(d.percent).toBeGreaterThan(0);
+    expect(d.percent).toBeLessThanOrEqual(100);
+  });
+
+  it('falls back to an existing directory when the data root is missing', () => {
+    expect(diskPathFor('/nonexistent/docker')).toMatch(/^\/(var\/lib\/docker)?$/);
+  });
+});
+
+describe('capacity', () => {
+  it('reports whole cores, MiB and GiB within what the panel accepts', async () => {
+    const { capacity } = await readCapacity(undefined);
+    expect(Number.isInteger(capacity.cpuCores)).toBe(true);
+    expect(capacity.cpuCores).toBeGreaterThan(0);
+    expect(Number.isInteger(capacity.memoryMb)).toBe(true);
+    expect(capacity.diskGb).toBeGreaterThan(0);
+    expect(capacity.diskGb).toBeLessThanOrEqual(PANEL_CAPACITY_LIMITS.diskGb);
+  });
+
+  it('load collector returns three numeric percents', async () => {
+    const c = new HostLoadCollector();
+    await c.prime();
+    const load = await c.read(undefined);
+    for (const v of Object.values(load)) {
+      expect(typeof v).toBe('number');
+      expect(v).toBeGreaterThanOrEqual(0);
+      expect(v).toBeLessThanOrEqual(100);
+    }
+  });
+});
+
+describe('os-release', () => {
+  it('takes PRETTY_NAME without quotes', () => {
+    expect(parseOsRelease('NAME="Debian"\nPRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\n')).toBe('Debian GNU/Linux 12 (bookworm)');
+  });
+});

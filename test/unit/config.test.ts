@@ -1,0 +1,113 @@
+import { chmod, mkdtemp, readFile, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { beforeEach, describe, expect, it } from 'vitest';
+import { loadConfig, updateConfigFile, writeConfigFile } from '../../src/agent/config.js';
+import { CONFIG_KEYS, configSchema } from '../../src/agent/config-schema.js';
+import { AgentError, exitCodeFor } from '../../src/errors.js';
+
+const TOKEN = 'tok-3f9a1c0b7e-config-test';
+let dir: string;
+let path: string;
+
+async function writeRaw(content: string, mode = 0o600) {
+  await writeFile(path, content, { mode });
+  await chmod(path, mode);
+}
+
+async function expectConfigError(p: Promise<unknown>, pattern: RegExp, field?: string) {
+  const err = await p.then(() => undefined, (e: unknown) => e);
+  expect(err).toBeInstanceOf(AgentError);
+  expect((err as AgentError).message).toMatch(pattern);
+  expect(exitCodeFor(err)).toBe(2);
+  if (field) expect((err as AgentError).field).toBe(field);
+  expect((err as AgentError).message).not.toContain(TOKEN);
+}
+
+beforeEach(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'skp-config-'));
+  path = join(dir, 'config.json');
+});
+
+describe('config precedence: flags > env > file > defaults', () => {
+  it('layers each source over the one below', async () => {
+    await writeRaw(JSON.stringify({ controlPlaneUrl: 'http://file.example', token: TOKEN, heartbeatIntervalSec: 20, logLevel: 'warn' }));
+    const env = { SKYPANEL_AGENT_HEARTBEAT_INTERVAL: '15', SKYPANEL_AGENT_LOG_LEVEL: 'debug' };
+    const { config, sources } = await loadConfig({ path, env, flags: { heartbeatIntervalSec: 5 } });
+    expect(config.heartbeatIntervalSec).toBe(5);
+    expect(sources.heartbeatIntervalSec).toBe('flag');
+    expect(config.logLevel).toBe('debug');
+    expect(sources.logLevel).toBe('env');
+    expect(config.controlPlaneUrl).toBe('http://file.example');
+    expect(config.stateDir).toBe('/var/lib/skypanel-agent');
+    expect(config.requestTimeoutSec).toBe(10);
+  });
+
+  it('works from the environment alone when no file exists', async () => {
+    const { config, fileExisted } = await loadConfig({ path, env: { SKYPANEL_AGENT_CONTROL_PLANE_URL: 'https://panel.example.com/', SKYPANEL_AGENT_TOKEN: TOKEN } });
+    expect(fileExisted).toBe(false);
+    expect(config.controlPlaneUrl).toBe('https://panel.example.com');
+  });
+
+  it('every schema key has a row in the config table (one source of truth for docs and env)', () => {
+    expect(CONFIG_KEYS.map((k) => k.key).sort()).toEqual(Object.keys(configSchema.shape).sort());
+  });
+});
+
+describe('bad config gets one clear error naming the key, exit code 2', () => {
+  it('missing file and no env: says to register first', async () => {
+    await expectConfigError(loadConfig({ path, env: {} }), /"controlPlaneUrl".*is required.*does not exist.*register/);
+  });
+
+  it('invalid JSON: names the file and position, not the content', async () => {
+    await writeRaw(`{"token": "${TOKEN}", oops}`);
+    await expectConfigError(loadConfig({ path, env: {} }), /not valid JSON \(position \d+\)/);
+  });
+
+  it('world- or group-readable file is refused like ssh refuses a key', async () => {
+    await writeRaw(JSON.stringify({ controlPlaneUrl: 'http://x', token: TOKEN }), 0o644);
+    await expectConfigError(loadConfig({ path, env: {} }), /mode 0644.*chmod 600/);
+  });
+
+  it('a directory instead of a file', async () => {
+    await expectConfigError(loadConfig({ path: dir, env: {} }), /not a regular file|mode/);
+  });
+
+  it('unknown key (a typo) is named', async () => {
+    await writeRaw(JSON.stringify({ controlPlaneUrl: 'http://x', token: TOKEN, hearbeatIntervalSec: 5 }));
+    await expectConfigError(loadConfig({ path, env: {} }), /unknown key "hearbeatIntervalSec"/, 'hearbeatIntervalSec');
+  });
+
+  it('out-of-range value names key and source', async () => {
+    await writeRaw(JSON.stringify({ controlPlaneUrl: 'http://x', token: TOKEN }));
+    await expectConfigError(loadConfig({ path, env: { SKYPANEL_AGENT_HEARTBEAT_INTERVAL: '0' } }), /"heartbeatIntervalSec" \(from SKYPANEL_AGENT_HEARTBEAT_INTERVAL\)/, 'heartbeatIntervalSec');
+  });
+
+  it('a non-http URL', async () => {
+    await writeRaw(JSON.stringify({ controlPlaneUrl: 'ftp://x', token: TOKEN }));
+    await expectConfigError(loadConfig({ path, env: {} }), /"controlPlaneUrl".*http/, 'controlPlaneUrl');
+  });
+
+  it('a token with whitespace, without echoing it', async () => {
+    await writeRaw(JSON.stringify({ controlPlaneUrl: 'http://x', token: `${TOKEN} x` }));
+    await expectConfigError(loadConfig({ path, env: {} }), /"token".*whitespace/, 'token');
+  });
+});
+
+describe('writing the config', () => {
+  it('is atomic, mode 0600, and keeps only explicit keys', async () => {
+    await writeConfigFile(path, { controlPlaneUrl: 'http://x', token: TOKEN, workerId: 'w1' });
+    expect((await stat(path)).mode & 0o777).toBe(0o600);
+    expect(JSON.parse(await readFile(path, 'utf8'))).toEqual({ controlPlaneUrl: 'http://x', token: TOKEN, workerId: 'w1' });
+  });
+
+  it('updateConfigFile changes one key and keeps the rest', async () => {
+    await writeConfigFile(path, { controlPlaneUrl: 'http://x', token: TOKEN, workerId: 'w1', heartbeatIntervalSec: 7 });
+    await updateConfigFile(path, { workerId: 'w2' });
+    expect(JSON.parse(await readFile(path, 'utf8'))).toMatchObject({ workerId: 'w2', heartbeatIntervalSec: 7 });
+  });
+
+  it('refuses to write an invalid config', async () => {
+    await expect(writeConfigFile(path, { controlPlaneUrl: 'nope', token: TOKEN })).rejects.toThrow();
+  });
+});
