@@ -1,0 +1,65 @@
+import { z } from 'zod';
+
+/**
+ * Protocol v1, worker calls served by stock SkyPanelV2 (docs/PROTOCOL.md is the prose version).
+ * Request bodies are typed here; responses are validated here before the agent trusts them.
+ */
+export const PROTOCOL_VERSION = 1;
+
+export type SwarmRole = 'manager' | 'worker' | 'none';
+export type ReconcileMode = 'manager' | 'remote-manager' | 'observe' | 'none';
+
+export interface RegisterRequest {
+  hostname: string;
+  ipAddress: string;
+  capacity: { cpuCores: number; memoryMb: number; diskGb: number };
+  metadata: {
+    agentVersion: string;
+    osVersion: string;
+    dockerVersion: string;
+    swarmNodeId: string | null;
+    swarmRole: SwarmRole;
+    reconcileMode: ReconcileMode;
+    protocolVersion: number;
+    name?: string;
+    labels: Record<string, string>;
+  };
+}
+
+export interface HeartbeatRequest {
+  cpuPercent: number;
+  memoryPercent: number;
+  diskPercent: number;
+  containerCount: number;
+  bootId: string;
+  seq: number;
+  sentAt: string;
+  agentVersion: string;
+  swarmNodeId: string | null;
+  dockerHealthy: boolean;
+}
+
+/** SkyPanelV2 answers 201 with the worker row; only `id` matters to the agent. */
+export const registerResponseSchema = z.object({
+  success: z.literal(true),
+  data: z.object({ id: z.string().min(1).max(128).regex(/^[A-Za-z0-9_.-]+$/) }).passthrough(),
+});
+
+/**
+ * Error bodies come in three shapes on SkyPanelV2: `{success:false, error:{code,message}}`,
+ * `{error, message}` (401 from the auth middleware) and `{success:false, error:"API not found"}`.
+ */
+export function describeErrorBody(body: unknown): { code?: string; message?: string } {
+  if (!body || typeof body !== 'object') return {};
+  const b = body as Record<string, unknown>;
+  const err = b.error;
+  if (err && typeof err === 'object') {
+    const e = err as Record<string, unknown>;
+    return { code: str(e.code), message: str(e.message) };
+  }
+  return { code: str(err), message: str(b.message) ?? str(err) };
+}
+
+function str(v: unknown): string | undefined {
+  return typeof v === 'string' ? v.slice(0, 300) : undefined;
+}
