@@ -1,0 +1,81 @@
+/** Boundary types of the reference control plane. */
+
+export type WorkerStatus = 'pending' | 'active' | 'unhealthy' | 'draining' | 'offline';
+
+export interface WorkerLoad {
+  cpuPercent: number;
+  memoryPercent: number;
+  diskPercent: number;
+  containerCount: number;
+}
+
+/**
+ * One row of SkyPanelV2's `container_workers` table, camelCased, plus two reference-only fields
+ * (`heartbeats`, `lastHeartbeatExtras`) that tests use to observe the agent.
+ */
+export interface WorkerRow {
+  id: string;
+  name: string;
+  hostname: string;
+  ipAddress: string;
+  swarmNodeId: string | null;
+  /** sha256 hex of the bearer token, as SkyPanelV2 stores it. */
+  authTokenHash: string;
+  status: WorkerStatus;
+  /** JSONB as sent; stock does not type-check it on re-registration. */
+  capacity: Record<string, unknown>;
+  currentLoad: WorkerLoad;
+  /** JSONB as sent (any JSON value; `{}` when the body had none). */
+  metadata: unknown;
+  lastHeartbeatAt: Date | null;
+  createdAt: Date;
+  updatedAt: Date;
+  heartbeats: number;
+  /** Heartbeat body fields beyond the four metrics (bootId, seq, sentAt, agentVersion, ...). */
+  lastHeartbeatExtras: Record<string, unknown> | null;
+}
+
+export interface RequestRecord {
+  method: string;
+  /** Path without the query string. */
+  path: string;
+  /** 0 while the request is in flight, and for requests that got no answer (reset, client gone). */
+  status: number;
+  /** Arrival time, Date.now(). */
+  at: number;
+  /** The parsed JSON body, only when the request carried valid JSON with a JSON content type. */
+  body?: unknown;
+  /** Never the Authorization value itself: only whether one was sent. */
+  headers: { authorization: boolean; contentType: string | null; ifNoneMatch?: string };
+  /** Set when an injected fault answered (or dropped) this request. */
+  fault?: Fault['kind'];
+}
+
+/**
+ * Injected failures for exercising a client's retry logic against a real socket; they apply to
+ * every request under /api/. `count` limits a fault to the next N requests. `delay` answers
+ * normally after waiting (the request still takes effect if the client gave up); `garbage` is a
+ * 200 whose body is HTML although the header says JSON; `reset` drops the connection with a RST.
+ */
+export type Fault =
+  | { kind: 'status'; status: number; retryAfter?: string; body?: string; count?: number }
+  | { kind: 'delay'; ms: number; count?: number }
+  | { kind: 'garbage'; count?: number }
+  | { kind: 'reset'; count?: number };
+
+export interface RateLimitOptions {
+  max: number;
+  windowMs: number;
+}
+
+export interface ReferenceControlPlaneOptions {
+  host?: string;
+  port?: number;
+  /** Defaults to 32 random bytes, per instance. */
+  jwtSecret?: string;
+  /** Off by default; `skypanel-agent dev` passes SkyPanelV2's anonymous limit {max: 200, windowMs: 900000}. */
+  rateLimit?: RateLimitOptions | false;
+  logger?: (line: string) => void;
+  /** Oldest request records are dropped beyond this many. Default 10000. */
+  maxRecords?: number;
+}
