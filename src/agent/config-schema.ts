@@ -33,10 +33,21 @@ export const configSchema = z.object({
   name: z.string().min(1).max(255).optional(),
   stateDir: z.string().min(1).default(DEFAULT_STATE_DIR),
   dockerSocket: z.string().min(1).default('/var/run/docker.sock'),
+  statusListen: z
+    .string()
+    .regex(/^(\[[0-9a-fA-F:.]+\]|[^:[\]\s]+):\d{1,5}$/, 'must be host:port or [ipv6]:port')
+    .default('0.0.0.0:9740'),
+  statusTlsCert: z.string().min(1).optional(),
+  statusTlsKey: z.string().min(1).optional(),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 
 export type AgentConfig = z.infer<typeof configSchema>;
+
+/** Cross-key rules the per-key schema cannot express. */
+export const configRefinements: { field: keyof AgentConfig; check: (c: AgentConfig) => boolean; message: string }[] = [
+  { field: 'statusTlsKey', check: (c) => (c.statusTlsCert === undefined) === (c.statusTlsKey === undefined), message: 'statusTlsCert and statusTlsKey must be set together' },
+];
 export type AgentConfigInput = z.input<typeof configSchema>;
 
 export const CONFIG_KEYS: readonly ConfigKeyInfo[] = [
@@ -50,5 +61,8 @@ export const CONFIG_KEYS: readonly ConfigKeyInfo[] = [
   { key: 'name', env: 'SKYPANEL_AGENT_NAME', flag: '--name', description: 'Human-readable worker name sent in register metadata' },
   { key: 'stateDir', env: 'SKYPANEL_AGENT_STATE_DIR', flag: '--state-dir', default: DEFAULT_STATE_DIR, description: 'Directory for durable agent state' },
   { key: 'dockerSocket', env: 'SKYPANEL_AGENT_DOCKER_SOCKET', flag: '--docker-socket', default: '/var/run/docker.sock', description: 'Docker Engine API socket' },
+  { key: 'statusListen', env: 'SKYPANEL_AGENT_STATUS_LISTEN', flag: '--status-listen', default: '0.0.0.0:9740', description: 'Address of the status API (healthz, status, deployments, metrics)' },
+  { key: 'statusTlsCert', env: 'SKYPANEL_AGENT_STATUS_TLS_CERT', description: 'PEM certificate file: serve the status API over HTTPS (with statusTlsKey)' },
+  { key: 'statusTlsKey', env: 'SKYPANEL_AGENT_STATUS_TLS_KEY', description: 'PEM private key file for statusTlsCert' },
   { key: 'logLevel', env: 'SKYPANEL_AGENT_LOG_LEVEL', flag: '--log-level', default: 'info', description: 'fatal, error, warn, info, debug, trace or silent' },
 ];

@@ -1,7 +1,7 @@
 import { readFile, stat } from 'node:fs/promises';
 import { AgentError } from '../errors.js';
 import { writeFileAtomic } from './atomic-file.js';
-import { CONFIG_KEYS, configSchema, type AgentConfig, type AgentConfigInput } from './config-schema.js';
+import { CONFIG_KEYS, configRefinements, configSchema, type AgentConfig, type AgentConfigInput } from './config-schema.js';
 
 export type ConfigSource = 'flag' | 'env' | 'file' | 'default';
 
@@ -114,6 +114,11 @@ export async function loadConfig(opts: LoadConfigOptions): Promise<LoadedConfig>
       `config key "${key}"${sourceLabel(key, sources[key as keyof AgentConfigInput], opts.path)} ${what}${hint}`,
       { field: key },
     );
+  }
+  for (const rule of configRefinements) {
+    if (!rule.check(result.data)) {
+      throw new AgentError('SKP_ERR_CONFIG_INVALID', `config key "${rule.field}": ${rule.message}`, { field: rule.field });
+    }
   }
   return { config: result.data, sources, fileExisted: file !== undefined };
 }

@@ -1,0 +1,210 @@
+import { AGENT_VERSION } from '../version.js';
+import { Secret } from '../secret.js';
+import { HostLoadCollector, readCapacity, type Capacity } from '../collectors/host-metrics.js';
+import type { AgentConfig } from './config-schema.js';
+import { updateConfigFile } from './config.js';
+import { ControlPlaneClient } from './control-plane-client.js';
+import { DEFAULT_BACKOFF } from './backoff.js';
+import { HeartbeatLoop, type HeartbeatPayload, type HeartbeatRecord } from './heartbeat-loop.js';
+import type { Logger } from './logger.js';
+import { createAgentMetrics, type AgentMetrics } from './metrics.js';
+import { createStatusServer, type StatusServer } from './status-server.js';
+import type { StatusSource, StatusView } from './status-model.js';
+import { buildRegisterRequest, registerWorker, reconcileModeFor, type EngineSummary } from './registration.js';
+
+export interface EngineSnapshot extends EngineSummary {
+  containersRunning: number;
+}
+
+/** What the agent needs from Docker; implemented by src/swarm over the Engine API. */
+export interface EngineProbe {
+  snapshot(): Promise<EngineSnapshot>;
+  close?(): Promise<void> | void;
+}
+
+export interface AgentOptions {
+  config: AgentConfig;
+  /** Where to persist a new worker id after re-registering; undefined when config came only from flags/env. */
+  configPath?: string;
+  logger: Logger;
+  engine: EngineProbe;
+}
+
+/**
+ * The composition root of a running agent: builds the loops from injected parts and owns
+ * their lifecycle. Several agents can live in one process (tests, `dev`).
+ */
+export class Agent {
+  readonly #opts: AgentOptions;
+  readonly #client: ControlPlaneClient;
+  readonly #load = new HostLoadCollector();
+  readonly #heartbeat: HeartbeatLoop;
+  readonly #metrics: AgentMetrics;
+  readonly #statusServer: StatusServer;
+  readonly startedAt = Date.now();
+  #workerId: string;
+  #engine: EngineSnapshot | undefined;
+  #dockerHealthy = false;
+  #capacity: Capacity | undefined;
+  #lastLoad: StatusView['load'] = null;
+
+  constructor(opts: AgentOptions) {
+    this.#opts = opts;
+    const { config } = opts;
+    if (!config.workerId) throw new Error('Agent needs a registered workerId');
+    this.#workerId = config.workerId;
+    this.#client = new ControlPlaneClient({
+      baseUrl: config.controlPlaneUrl,
+      token: new Secret(config.token),
+      timeoutMs: config.requestTimeoutSec * 1000,
+    });
+    this.#heartbeat = new HeartbeatLoop({
+      send: (id, body) => this.#client.postJson(`/api/workers/${encodeURIComponent(id)}/heartbeat`, body),
+      collect: () => this.#collect(),
+      workerId: () => this.#workerId,
+      reregister: () => this.#reregister(),
+      logger: opts.logger.child({ loop: 'heartbeat' }),
+      intervalMs: config.heartbeatIntervalSec * 1000,
+      backoff: { ...DEFAULT_BACKOFF, capMs: config.backoffCapSec * 1000 },
+      onBeat: (r) => this.#metrics.recordHeartbeat(r),
+    });
+    this.#metrics = createAgentMetrics({ dockerHealthy: () => this.#dockerHealthy });
+    this.#statusServer = createStatusServer({
+      listen: config.statusListen,
+      token: new Secret(config.token),
+      source: this.statusSource(),
+      metrics: this.#metrics,
+      tls: config.statusTlsCert && config.statusTlsKey ? { certFile: config.statusTlsCert, keyFile: config.statusTlsKey } : undefined,
+      logger: opts.logger.child({ component: 'status-api' }),
+    });
+  }
+
+  get workerId(): string {
+    return this.#workerId;
+  }
+
+  get bootId(): string {
+    return this.#heartbeat.bootId;
+  }
+
+  get lastHeartbeat(): HeartbeatRecord | undefined {
+    return this.#heartbeat.last;
+  }
+
+  /** The running agent as the status API sees it: views only, nothing secret. */
+  statusSource(): StatusSource {
+    const intervalSec = this.#opts.config.heartbeatIntervalSec;
+    return {
+      status: () => {
+        const role = this.#engine?.swarmRole ?? 'none';
+        const hb = this.#heartbeat.last;
+        return {
+          workerId: this.#workerId,
+          agentVersion: AGENT_VERSION,
+          uptimeSec: Math.round((Date.now() - this.startedAt) / 1000),
+          bootId: this.#heartbeat.bootId,
+          swarm: { nodeId: this.#engine?.swarmNodeId ?? null, role, reconcileMode: reconcileModeFor(role) },
+          dockerHealthy: this.#dockerHealthy,
+          capacity: this.#capacity ?? null,
+          load: this.#lastLoad,
+          lastHeartbeat: hb
+            ? { at: new Date(hb.at).toISOString(), outcome: hb.outcome, status: hb.status, rttMs: hb.rttMs, message: hb.message }
+            : null,
+          lastReconcile: null,
+          deployments: {},
+        };
+      },
+      // Overdue time of the next heartbeat: a loop waiting out a long Retry-After is alive, not wedged.
+      loopStalledForSec: () => {
+        const hb = this.#heartbeat.last;
+        const dueAt = hb ? hb.at + hb.nextInMs : this.startedAt;
+        return Math.max(0, (Date.now() - dueAt) / 1000);
+      },
+      wedgedAfterSec: () => 3 * intervalSec,
+      deployments: () => [],
+    };
+  }
+
+  async start(): Promise<void> {
+    await this.#load.prime();
+    await this.#refreshEngine();
+    this.#capacity = (await readCapacity(this.#engine?.dockerRootDir)).capacity;
+    const listening = await this.#statusServer.start();
+    const role = this.#engine?.swarmRole ?? 'none';
+    this.#opts.logger.info(
+      {
+        workerId: this.#workerId,
+        agentVersion: AGENT_VERSION,
+        controlPlane: this.#opts.config.controlPlaneUrl,
+        heartbeatIntervalSec: this.#opts.config.heartbeatIntervalSec,
+        dockerHealthy: this.#dockerHealthy,
+        swarmRole: role,
+        reconcileMode: reconcileModeFor(role),
+        statusApi: `${listening.address}:${listening.port}`,
+      },
+      'agent started',
+    );
+    this.#heartbeat.start();
+  }
+
+  async stop(): Promise<void> {
+    await this.#heartbeat.stop();
+    await this.#statusServer.stop();
+    await this.#client.close();
+    await this.#opts.engine.close?.();
+    this.#opts.logger.info('agent stopped');
+  }
+
+  async #refreshEngine(): Promise<void> {
+    try {
+      this.#engine = await this.#opts.engine.snapshot();
+      if (!this.#dockerHealthy) this.#opts.logger.info({ dockerVersion: this.#engine.dockerVersion }, 'docker reachable');
+      this.#dockerHealthy = true;
+    } catch (err) {
+      if (this.#dockerHealthy || this.#engine === undefined) {
+        this.#opts.logger.warn({ err: (err as Error).message }, 'docker unreachable; heartbeats report dockerHealthy=false');
+      }
+      this.#dockerHealthy = false;
+    }
+  }
+
+  async #collect(): Promise<HeartbeatPayload> {
+    await this.#refreshEngine();
+    const load = await this.#load.read(this.#engine?.dockerRootDir);
+    // With Docker down the last known count is the best estimate; dockerHealthy=false says so.
+    const containerCount = this.#engine?.containersRunning ?? 0;
+    this.#lastLoad = { ...load, containerCount };
+    return {
+      ...load,
+      containerCount,
+      agentVersion: AGENT_VERSION,
+      swarmNodeId: this.#engine?.swarmNodeId ?? null,
+      dockerHealthy: this.#dockerHealthy,
+    };
+  }
+
+  async #reregister(): Promise<boolean> {
+    const { config, logger, configPath } = this.#opts;
+    try {
+      const req = await buildRegisterRequest({
+        controlPlaneUrl: config.controlPlaneUrl,
+        ipAddress: config.ipAddress,
+        name: config.name,
+        engine: this.#engine,
+        logger,
+      });
+      const id = await registerWorker(this.#client, req);
+      if (id !== this.#workerId) {
+        logger.warn({ previous: this.#workerId, workerId: id }, 'control plane assigned a new worker id');
+        this.#workerId = id;
+        if (configPath) await updateConfigFile(configPath, { workerId: id });
+      } else {
+        logger.info({ workerId: id }, 'registered again');
+      }
+      return true;
+    } catch (err) {
+      logger.warn({ err: (err as Error).message }, 're-registration failed; will retry');
+      return false;
+    }
+  }
+}

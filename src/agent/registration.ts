@@ -1,0 +1,82 @@
+import { AgentError } from '../errors.js';
+import { AGENT_VERSION } from '../version.js';
+import { PROTOCOL_VERSION, registerResponseSchema, type RegisterRequest, type ReconcileMode, type SwarmRole } from '../protocol/worker.js';
+import { readCapacity } from '../collectors/host-metrics.js';
+import { readHostname, readOsVersion } from '../collectors/host.js';
+import { localAddressToward, toPanelIp } from '../collectors/address.js';
+import type { ControlPlaneClient } from './control-plane-client.js';
+import type { Logger } from './logger.js';
+
+export interface EngineSummary {
+  dockerVersion: string;
+  dockerRootDir: string;
+  swarmNodeId: string | null;
+  swarmRole: SwarmRole;
+}
+
+export function reconcileModeFor(role: SwarmRole): ReconcileMode {
+  // Workers cannot write services; until a manager endpoint is configured they only observe.
+  if (role === 'manager') return 'manager';
+  if (role === 'worker') return 'observe';
+  return 'none';
+}
+
+export interface BuildRegisterOptions {
+  controlPlaneUrl: string;
+  ipAddress?: string;
+  name?: string;
+  engine: EngineSummary | undefined;
+  logger: Logger;
+}
+
+export async function buildRegisterRequest(opts: BuildRegisterOptions): Promise<RegisterRequest> {
+  const { engine, logger } = opts;
+  let ipAddress: string;
+  if (opts.ipAddress !== undefined) {
+    const ip = toPanelIp(opts.ipAddress);
+    if (!ip) throw new AgentError('SKP_ERR_CONFIG_INVALID', `config key "ipAddress" must be an IPv4 or IPv6 address`, { field: 'ipAddress' });
+    ipAddress = ip;
+  } else {
+    ipAddress = await localAddressToward(opts.controlPlaneUrl);
+  }
+  const [{ capacity, capped }, osVersion] = await Promise.all([readCapacity(engine?.dockerRootDir), readOsVersion()]);
+  if (capped.length > 0) logger.warn({ capped, capacity }, 'capacity capped to what SkyPanelV2 accepts');
+  const role = engine?.swarmRole ?? 'none';
+  return {
+    hostname: readHostname(),
+    ipAddress,
+    capacity,
+    metadata: {
+      agentVersion: AGENT_VERSION,
+      osVersion,
+      dockerVersion: engine?.dockerVersion ?? 'unavailable',
+      swarmNodeId: engine?.swarmNodeId ?? null,
+      swarmRole: role,
+      reconcileMode: reconcileModeFor(role),
+      protocolVersion: PROTOCOL_VERSION,
+      ...(opts.name !== undefined ? { name: opts.name } : {}),
+      labels: {},
+    },
+  };
+}
+
+/** POST /api/workers/register; returns the worker id or throws an AgentError that says what to do. */
+export async function registerWorker(client: ControlPlaneClient, req: RegisterRequest): Promise<string> {
+  const res = await client.postJson('/api/workers/register', req);
+  if (!res.ok) {
+    if (res.kind !== 'http') {
+      throw new AgentError('SKP_ERR_CONTROL_PLANE_UNREACHABLE', `register failed: ${res.message}`);
+    }
+    const what = `${res.status}${res.code ? ` ${res.code}` : ''}: ${res.message}`;
+    if (res.status === 401 || res.status === 403) {
+      throw new AgentError('SKP_ERR_UNAUTHORIZED', `the control plane refused the worker token (${what}); ask the panel for a new token`);
+    }
+    throw new AgentError('SKP_ERR_REGISTER_REJECTED', `register rejected (${what})`);
+  }
+  const parsed = registerResponseSchema.safeParse(res.body);
+  if (!parsed.success) {
+    const field = parsed.error.issues[0]?.path.join('.') ?? '(body)';
+    throw new AgentError('SKP_ERR_REGISTER_REJECTED', `register answered ${res.status} without a usable worker id (field "${field}")`, { field });
+  }
+  return parsed.data.data.id;
+}

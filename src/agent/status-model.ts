@@ -1,0 +1,63 @@
+/**
+ * What the status API serves: plain, secret-free views built by the agent. The HTTP layer
+ * (status-server.ts) renders these and nothing else, so redaction happens once, where views are built.
+ */
+export interface HeartbeatView {
+  at: string;
+  outcome: string;
+  status?: number;
+  rttMs?: number;
+  message?: string;
+}
+
+export interface ReconcilePassView {
+  at: string;
+  durationMs: number;
+  actions: { kind: string; deploymentId?: string; ok: boolean; error?: string }[];
+}
+
+export interface StatusView {
+  workerId: string;
+  agentVersion: string;
+  uptimeSec: number;
+  bootId: string;
+  swarm: { nodeId: string | null; role: 'manager' | 'worker' | 'none'; reconcileMode: string };
+  dockerHealthy: boolean;
+  capacity: { cpuCores: number; memoryMb: number; diskGb: number } | null;
+  load: { cpuPercent: number; memoryPercent: number; diskPercent: number; containerCount: number } | null;
+  lastHeartbeat: HeartbeatView | null;
+  lastReconcile: ReconcilePassView | null;
+  deployments: Record<string, number>;
+}
+
+export interface DeploymentView {
+  id: string;
+  serviceId: string;
+  slug: string;
+  imageTag: string;
+  desiredState: 'running' | 'stopped';
+  observedStatus: string;
+  swarmServiceId: string | null;
+  replicas: { running: number; desired: number };
+  publicUrl: string | null;
+  lastError: string | null;
+  /** Names only: values may be secrets and are never served. */
+  environmentVarNames: string[];
+  secretNames: string[];
+}
+
+/** Implemented by the running agent; the status server only reads through this. */
+export interface StatusSource {
+  status(): StatusView;
+  /** Seconds since the agent loop last made progress (heartbeat attempt or reconcile pass). */
+  loopStalledForSec(): number;
+  /** Intervals (seconds) after which a stalled loop counts as wedged. */
+  wedgedAfterSec(): number;
+  deployments(): DeploymentView[];
+  deploymentLogs?(id: string, lines: number): Promise<string[]>;
+  /**
+   * Every secret value the agent currently holds (registry passwords, secret data). The status
+   * server strips them from any body as a last defence; the worker token is added by the server.
+   */
+  secretValues?(): string[];
+}

@@ -1,0 +1,298 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import http, { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
+import https from 'node:https';
+import type { Duplex } from 'node:stream';
+import { AgentError } from '../errors.js';
+import type { Secret } from '../secret.js';
+import type { Logger } from './logger.js';
+import type { DeploymentView, StatusSource } from './status-model.js';
+
+export interface StatusServerOptions {
+  /** 'host:port', '[v6-host]:port'. */
+  listen: string;
+  token: Secret;
+  source: StatusSource;
+  metrics: { render(): string };
+  tls?: { certFile: string; keyFile: string };
+  logger: Logger;
+}
+
+export interface StatusServer {
+  start(): Promise<{ address: string; port: number }>;
+  stop(): Promise<void>;
+}
+
+const REDACTED = '[redacted]';
+/**
+ * Shorter "secrets" are skipped by the final string pass: values like "true" or "1234" cannot be
+ * told apart from ordinary words and numbers, and replacing them would corrupt every body.
+ */
+export const MIN_REDACTABLE_LENGTH = 6;
+const LOGS_MAX = 1000;
+const LOGS_TIMEOUT_MS = 5_000;
+
+const BASE_HEADERS = {
+  'cache-control': 'no-store',
+  'x-content-type-options': 'nosniff',
+  'content-security-policy': "default-src 'none'",
+} as const;
+
+export function parseListen(listen: string): { host: string; port: number } {
+  const m = /^\[([0-9a-fA-F:.]+)\]:(\d{1,5})$/.exec(listen) ?? /^([^:[\]\s]+):(\d{1,5})$/.exec(listen);
+  const port = m ? Number(m[2]) : NaN;
+  if (!m || port > 65535) {
+    throw new AgentError('SKP_ERR_CONFIG_INVALID', `status listen address ${JSON.stringify(listen)} must be host:port or [ipv6]:port`, { field: 'statusListen' });
+  }
+  return { host: m[1]!, port };
+}
+
+/**
+ * Last line of defence: replaces every known secret value in an already-serialised body, both as
+ * written and as JSON escapes it (a secret with a quote or newline appears escaped in JSON).
+ */
+export function redactKnownSecrets(body: string, secrets: readonly string[]): string {
+  let out = body;
+  // Longest first, so a secret that contains another is replaced whole.
+  const forms = new Set<string>();
+  for (const s of secrets) {
+    if (typeof s !== 'string' || s.length < MIN_REDACTABLE_LENGTH) continue;
+    forms.add(s);
+    forms.add(JSON.stringify(s).slice(1, -1));
+  }
+  for (const f of [...forms].sort((a, b) => b.length - a.length)) out = out.split(f).join(REDACTED);
+  return out;
+}
+
+/** Redacts inside values before serialising, so the JSON stays valid; the string pass above then finds nothing. */
+function redactValue(v: unknown, secrets: readonly string[]): unknown {
+  if (typeof v === 'string') return redactKnownSecrets(v, secrets);
+  if (typeof v === 'number' || typeof v === 'boolean') {
+    const s = String(v);
+    return redactKnownSecrets(s, secrets) === s ? v : REDACTED;
+  }
+  if (Array.isArray(v)) return v.map((x) => redactValue(x, secrets));
+  if (v !== null && typeof v === 'object') {
+    const o: Record<string, unknown> = {};
+    for (const [k, x] of Object.entries(v)) o[redactKnownSecrets(k, secrets)] = redactValue(x, secrets);
+    return o;
+  }
+  return v;
+}
+
+const sha256 = (s: string) => createHash('sha256').update(s, 'utf8').digest();
+
+type Route = { kind: 'healthz' } | { kind: 'status' } | { kind: 'deployments' } | { kind: 'deployment'; id: string } | { kind: 'metrics' };
+
+function route(path: string): Route | undefined {
+  if (path === '/healthz') return { kind: 'healthz' };
+  if (path === '/v1/status') return { kind: 'status' };
+  if (path === '/v1/deployments') return { kind: 'deployments' };
+  if (path === '/metrics') return { kind: 'metrics' };
+  const m = /^\/v1\/deployments\/([^/]+)$/.exec(path);
+  if (m) {
+    try {
+      return { kind: 'deployment', id: decodeURIComponent(m[1]!) };
+    } catch {
+      return undefined;
+    }
+  }
+  return undefined;
+}
+
+class HttpError extends Error {
+  constructor(readonly status: number, message: string) {
+    super(message);
+  }
+}
+
+export function createStatusServer(opts: StatusServerOptions): StatusServer {
+  const { source, logger } = opts;
+  const { host, port } = parseListen(opts.listen);
+  const tokenDigest = sha256(opts.token.reveal());
+  let server: http.Server | undefined;
+
+  const secrets = (): string[] => {
+    let extra: string[] = [];
+    try {
+      extra = source.secretValues?.() ?? [];
+    } catch {
+      // A failing source must not turn into an unredacted body: the worker token is still redacted.
+    }
+    return [opts.token.reveal(), ...extra];
+  };
+
+  const send = (res: ServerResponse, status: number, body: string, contentType: string, extra: Record<string, string> = {}) => {
+    res.writeHead(status, { ...BASE_HEADERS, 'content-type': contentType, 'content-length': Buffer.byteLength(body), ...extra });
+    res.end(body); // node drops the body itself for HEAD
+  };
+
+  const sendJson = (res: ServerResponse, status: number, value: unknown, extra: Record<string, string> = {}) => {
+    const known = secrets();
+    send(res, status, redactKnownSecrets(JSON.stringify(redactValue(value, known)), known), 'application/json; charset=utf-8', extra);
+  };
+
+  const authorized = (req: IncomingMessage): boolean => {
+    const m = /^Bearer +(\S+) *$/i.exec(req.headers.authorization ?? '');
+    // Digests have a fixed length, so neither the comparison time nor an early length check reveals anything about the token.
+    const same = timingSafeEqual(sha256(m?.[1] ?? ''), tokenDigest);
+    return same && m !== null;
+  };
+
+  const findDeployment = (id: string): DeploymentView => {
+    const d = source.deployments().find((x) => x.id === id);
+    if (!d) throw new HttpError(404, 'deployment not found');
+    return d;
+  };
+
+  const logsParam = (url: URL): number | undefined => {
+    const all = url.searchParams.getAll('logs');
+    if (all.length === 0) return undefined;
+    const raw = all[0]!;
+    if (all.length > 1 || !/^\d{1,4}$/.test(raw) || Number(raw) < 1 || Number(raw) > LOGS_MAX) {
+      throw new HttpError(400, `invalid query parameter 'logs': must be an integer from 1 to ${LOGS_MAX}`);
+    }
+    return Number(raw);
+  };
+
+  const readLogs = async (id: string, lines: number): Promise<string[]> => {
+    if (!source.deploymentLogs) throw new HttpError(501, 'logs are not available on this agent');
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new HttpError(504, 'reading logs timed out')), LOGS_TIMEOUT_MS);
+    });
+    try {
+      return await Promise.race([source.deploymentLogs(id, lines), deadline]);
+    } catch (err) {
+      if (err instanceof HttpError) throw err;
+      throw new HttpError(502, `could not read logs: ${(err as Error).message}`);
+    } finally {
+      clearTimeout(timer);
+    }
+  };
+
+  const handle = async (req: IncomingMessage, res: ServerResponse, path: string, url: URL | undefined) => {
+    const method = req.method ?? '';
+    // These routes take no body; refuse one before anything reads it, and close so node need not drain it.
+    const length = Number(req.headers['content-length'] ?? 0); // NaN (garbage) counts as a body too
+    if (req.headers['transfer-encoding'] !== undefined || length !== 0) {
+      return sendJson(res, 413, { error: 'request body not allowed' }, { connection: 'close' });
+    }
+    if (!url) return sendJson(res, 400, { error: 'bad request target' });
+    const r = route(path);
+    if (r?.kind !== 'healthz' && !authorized(req)) {
+      // One constant response for a missing and a wrong token, and for unknown routes too: nothing to probe.
+      return sendJson(res, 401, { error: 'unauthorized' }, { 'www-authenticate': 'Bearer realm="skypanel-agent"' });
+    }
+    if (!r) return sendJson(res, 404, { error: 'not found' });
+    if (method !== 'GET' && method !== 'HEAD') return sendJson(res, 405, { error: 'method not allowed' }, { allow: 'GET, HEAD' });
+
+    switch (r.kind) {
+      case 'healthz': {
+        const stalled = source.loopStalledForSec();
+        if (stalled < source.wedgedAfterSec()) return sendJson(res, 200, { status: 'ok' });
+        return sendJson(res, 503, { status: 'wedged', reason: `no heartbeat attempt or reconcile pass for ${Math.round(stalled)} s` });
+      }
+      case 'status':
+        return sendJson(res, 200, source.status());
+      case 'deployments':
+        return sendJson(res, 200, { deployments: source.deployments() });
+      case 'deployment': {
+        const lines = logsParam(url);
+        const d = findDeployment(r.id);
+        if (lines === undefined) return sendJson(res, 200, d);
+        return sendJson(res, 200, { ...d, logs: await readLogs(r.id, lines) });
+      }
+      case 'metrics':
+        // Not redacted: the registry only holds numbers and bounded, agent-chosen label values.
+        return send(res, 200, opts.metrics.render(), 'text/plain; version=0.0.4; charset=utf-8');
+    }
+  };
+
+  const onRequest = (req: IncomingMessage, res: ServerResponse) => {
+    const started = performance.now();
+    let url: URL | undefined;
+    try {
+      url = new URL(req.url ?? '', 'http://status.invalid');
+    } catch {
+      url = undefined;
+    }
+    // Absolute-form targets ("GET http://x/...") are not ours to serve.
+    if (!req.url?.startsWith('/')) url = undefined;
+    const path = url?.pathname ?? '-';
+    res.on('close', () => {
+      // statusCode defaults to 200 before anything is sent; a client that left early must not look served.
+      const status = res.headersSent ? res.statusCode : 'aborted';
+      logger.debug({ method: req.method, path: path.slice(0, 200), status, ms: Math.round(performance.now() - started) }, 'status api request');
+    });
+    handle(req, res, path, url).catch((err: unknown) => {
+      if (res.headersSent) return void res.destroy();
+      if (err instanceof HttpError) return sendJson(res, err.status, { error: err.message });
+      logger.warn({ path, err: (err as Error).message }, 'status api handler failed');
+      sendJson(res, 500, { error: 'internal error' });
+    });
+  };
+
+  const onClientError = (err: NodeJS.ErrnoException, socket: Duplex) => {
+    logger.debug({ code: err.code }, 'status api dropped a malformed or slow request');
+    const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
+    // Same as node's default, which a listener replaces: answer only if nothing was sent on this socket yet.
+    if (err.code !== 'ECONNRESET' && socket.writable && (socket as Duplex & { bytesWritten?: number }).bytesWritten === 0) {
+      socket.write(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+    }
+    socket.destroy();
+  };
+
+  return {
+    async start() {
+      if (server) throw new Error('status server already started');
+      const limits: http.ServerOptions = {
+        maxHeaderSize: 8 * 1024,
+        headersTimeout: 5_000,
+        requestTimeout: 10_000,
+        keepAliveTimeout: 5_000,
+        // headersTimeout and requestTimeout are only enforced on this tick; node's 30 s default would let a slow client linger.
+        connectionsCheckingInterval: 500,
+      };
+      if (opts.tls) {
+        const [cert, key] = await Promise.all([readFile(opts.tls.certFile), readFile(opts.tls.keyFile)]);
+        server = https.createServer({ ...limits, cert, key, minVersion: 'TLSv1.2' }, onRequest);
+      } else {
+        server = http.createServer(limits, onRequest);
+      }
+      const s = server;
+      s.keepAliveTimeout = 5_000;
+      s.maxRequestsPerSocket = 100;
+      s.maxConnections = 64;
+      // Idle bound for a socket whose request was read but whose client stopped reading the answer.
+      s.setTimeout(30_000);
+      s.on('clientError', onClientError);
+      await new Promise<void>((resolve, reject) => {
+        const fail = (err: NodeJS.ErrnoException) => {
+          server = undefined;
+          reject(new Error(`status API cannot listen on ${opts.listen}: ${err.code ?? err.message}`, { cause: err }));
+        };
+        s.once('error', fail);
+        s.listen({ host, port }, () => {
+          s.off('error', fail);
+          s.on('error', (err) => logger.error({ err: err.message }, 'status api server error'));
+          resolve();
+        });
+      });
+      const addr = s.address();
+      if (addr === null || typeof addr === 'string') throw new Error('status API has no TCP address');
+      logger.info({ address: addr.address, port: addr.port, tls: opts.tls !== undefined }, 'status api listening');
+      return { address: addr.address, port: addr.port };
+    },
+
+    async stop() {
+      const s = server;
+      server = undefined;
+      if (!s) return;
+      await new Promise<void>((resolve) => {
+        s.close(() => resolve());
+        s.closeAllConnections();
+      });
+    },
+  };
+}

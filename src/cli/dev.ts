@@ -1,0 +1,52 @@
+import { mkdtemp } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { randomUUID } from 'node:crypto';
+import { loadConfig } from '../agent/config.js';
+import type { Logger } from '../agent/logger.js';
+import { Secret } from '../secret.js';
+import { startReferenceControlPlane } from '../refcp/index.js';
+import { runRegister } from './register.js';
+import { startAgent, stopOnSignals } from './run.js';
+
+export interface DevOptions {
+  port: number;
+  heartbeatIntervalSec: number;
+  configPath?: string;
+  dockerSocket?: string;
+  logger: Logger;
+  say: (line: string) => void;
+}
+
+/**
+ * One process, everything a newcomer needs to see the agent work: the reference control plane on
+ * 127.0.0.1 (with SkyPanelV2's validation and rate limit), a freshly minted worker token, a
+ * registration, and the running agent.
+ */
+export async function runDev(opts: DevOptions): Promise<void> {
+  const cp = await startReferenceControlPlane({
+    host: '127.0.0.1',
+    port: opts.port,
+    rateLimit: { max: 200, windowMs: 15 * 60_000 },
+    logger: (line) => opts.logger.debug({ component: 'reference-control-plane' }, line),
+  });
+  opts.say(`reference control plane listening on ${cp.url}`);
+  const configPath = opts.configPath ?? join(await mkdtemp(join(tmpdir(), 'skypanel-agent-dev-')), 'config.json');
+  const token = new Secret(cp.mintToken(randomUUID()));
+  const reg = await runRegister({
+    controlPlaneUrl: cp.url,
+    token,
+    configPath,
+    heartbeatIntervalSec: opts.heartbeatIntervalSec,
+    dockerSocket: opts.dockerSocket,
+    logger: opts.logger,
+    say: opts.say,
+  });
+  const { config } = await loadConfig({ path: configPath });
+  const agent = await startAgent(config, configPath, opts.logger);
+  opts.say(`agent running as worker ${reg.workerId}; heartbeats every ${config.heartbeatIntervalSec}s. Ctrl-C stops both.`);
+  stopOnSignals(async () => {
+    await agent.stop();
+    await cp.close();
+  }, opts.logger);
+}

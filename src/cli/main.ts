@@ -1,0 +1,168 @@
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { AGENT_VERSION } from '../version.js';
+import { AgentError, exitCodeFor } from '../errors.js';
+import { Secret } from '../secret.js';
+import { DEFAULT_CONFIG_PATH } from '../agent/config-schema.js';
+import { loadConfig } from '../agent/config.js';
+import { createLogger } from '../agent/logger.js';
+import { readToken } from './token-input.js';
+import { runRegister } from './register.js';
+import { assertRegistered, startAgent, stopOnSignals } from './run.js';
+import { runDev } from './dev.js';
+import { runStatus, statusUrlFromListen } from './status.js';
+
+function positiveInt(name: string) {
+  return (v: string): number => {
+    if (!/^\d+$/.test(v) || Number(v) < 1) throw new InvalidArgumentError(`${name} must be a positive integer`);
+    return Number(v);
+  };
+}
+
+const say = (line: string) => process.stderr.write(`${line}\n`);
+
+export function buildProgram(): Command {
+  const program = new Command('skypanel-agent')
+    .description('Worker-node agent of the SkyPanelV2 Container Platform')
+    .version(AGENT_VERSION, '-V, --version')
+    .showHelpAfterError('(run with --help for usage)')
+    .addHelpText('after', `
+Examples:
+  $ skypanel-agent dev                                   # everything local, to see it work
+  $ skypanel-agent register --control-plane https://panel.example.com --token-file /root/worker.token
+  $ skypanel-agent run`);
+
+  program
+    .command('register')
+    .description('register this host with the control plane and write the config file (mode 0600)')
+    .requiredOption('--control-plane <url>', 'panel origin, e.g. https://panel.example.com')
+    .option('--token <token>', 'worker token (prefer --token-file or stdin: keeps it out of shell history)')
+    .option('--token-file <path>', 'read the worker token from a file (mode 0600), or - for stdin')
+    .option('--name <name>', 'human-readable worker name')
+    .option('--ip-address <ip>', 'address to report (default: the local address used to reach the panel)')
+    .option('--config <path>', 'config file to write', DEFAULT_CONFIG_PATH)
+    .option('--heartbeat-interval <seconds>', 'seconds between heartbeats', positiveInt('--heartbeat-interval'))
+    .option('--docker-socket <path>', 'Docker Engine API socket')
+    .option('--swarm-join-token <token>', 'join the swarm first with this token (or --swarm-join-token-file)')
+    .option('--swarm-join-token-file <path>', 'read the swarm join token from a file')
+    .option('--swarm-manager <host:port>', 'manager address to join through')
+    .addHelpText('after', `
+Examples:
+  $ skypanel-agent register --control-plane https://panel.example.com --token-file /root/worker.token
+  $ cat worker.token | skypanel-agent register --control-plane https://panel.example.com
+  $ skypanel-agent register --control-plane https://panel.example.com --token-file t \\
+      --swarm-join-token-file swarm.token --swarm-manager 10.0.0.2:2377`)
+    .action(async (o: Record<string, string | number | undefined>) => {
+      const logger = createLogger({ level: 'warn', destination: process.stderr });
+      const token = await readToken({ token: o.token as string | undefined, tokenFile: o.tokenFile as string | undefined, stdin: process.stdin });
+      let joinToken: Secret | undefined;
+      if (o.swarmJoinToken !== undefined || o.swarmJoinTokenFile !== undefined) {
+        joinToken = await readToken({ token: o.swarmJoinToken as string | undefined, tokenFile: o.swarmJoinTokenFile as string | undefined });
+      }
+      await runRegister({
+        controlPlaneUrl: String(o.controlPlane),
+        token,
+        configPath: o.config as string,
+        name: o.name as string | undefined,
+        ipAddress: o.ipAddress as string | undefined,
+        heartbeatIntervalSec: o.heartbeatInterval as number | undefined,
+        dockerSocket: o.dockerSocket as string | undefined,
+        swarmJoinToken: joinToken,
+        swarmManager: o.swarmManager as string | undefined,
+        logger,
+        say,
+      });
+      say('next: skypanel-agent run   (or install it as a service)');
+    });
+
+  program
+    .command('run')
+    .description('run the agent daemon: heartbeats (and, later, reconciliation) until SIGTERM')
+    .option('--config <path>', 'config file', DEFAULT_CONFIG_PATH)
+    .option('--heartbeat-interval <seconds>', 'seconds between heartbeats (default 30)', positiveInt('--heartbeat-interval'))
+    .option('--docker-socket <path>', 'Docker Engine API socket')
+    .option('--state-dir <path>', 'durable state directory')
+    .option('--status-listen <host:port>', 'status API address (default 0.0.0.0:9740)')
+    .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']))
+    .addHelpText('after', `
+Configuration precedence: flags > SKYPANEL_AGENT_* environment > config file > defaults.
+Examples:
+  $ skypanel-agent run
+  $ SKYPANEL_AGENT_LOG_LEVEL=debug skypanel-agent run --heartbeat-interval 10`)
+    .action(async (o: Record<string, string | number | undefined>) => {
+      const path = o.config as string;
+      const { config, fileExisted } = await loadConfig({
+        path,
+        flags: {
+          heartbeatIntervalSec: o.heartbeatInterval,
+          dockerSocket: o.dockerSocket,
+          stateDir: o.stateDir,
+          statusListen: o.statusListen,
+          logLevel: o.logLevel,
+        },
+      });
+      assertRegistered(config, path);
+      const logger = createLogger({ level: config.logLevel });
+      const agent = await startAgent(config, fileExisted ? path : undefined, logger);
+      stopOnSignals(() => agent.stop(), logger);
+    });
+
+  program
+    .command('status')
+    .description("ask the local agent's status API and print a summary; exit 0 healthy, 1 unhealthy, 2 unreachable")
+    .option('--config <path>', 'config file (for the token and status address)', DEFAULT_CONFIG_PATH)
+    .option('--url <url>', 'status API base URL (default: from statusListen, via loopback)')
+    .option('--json', 'print the raw status and deployments as JSON')
+    .addHelpText('after', `
+Examples:
+  $ skypanel-agent status
+  $ skypanel-agent status --json | jq .status.lastHeartbeat`)
+    .action(async (o: { config: string; url?: string; json?: boolean }) => {
+      const { config } = await loadConfig({ path: o.config });
+      const tls = config.statusTlsCert !== undefined;
+      process.exitCode = await runStatus({
+        url: o.url ?? statusUrlFromListen(config.statusListen, { tls }),
+        token: new Secret(config.token),
+        json: o.json === true,
+        timeoutMs: 5_000,
+        out: (s) => process.stdout.write(s.endsWith('\n') ? s : `${s}\n`),
+        err: (s) => process.stderr.write(s.endsWith('\n') ? s : `${s}\n`),
+      });
+    });
+
+  program
+    .command('dev')
+    .description('start the reference control plane on 127.0.0.1, register, and run the agent in one process')
+    .option('--port <port>', 'control-plane port (0 = any free port)', (v) => Number(v), 0)
+    .option('--heartbeat-interval <seconds>', 'seconds between heartbeats', positiveInt('--heartbeat-interval'), 10)
+    .option('--config <path>', 'config file to write (default: a new temporary directory)')
+    .option('--docker-socket <path>', 'Docker Engine API socket')
+    .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
+    .addHelpText('after', `
+Examples:
+  $ skypanel-agent dev
+  $ skypanel-agent dev --port 3001 --heartbeat-interval 5 --log-level debug`)
+    .action(async (o: Record<string, string | number | undefined>) => {
+      const logger = createLogger({ level: o.logLevel as string });
+      await runDev({
+        port: o.port as number,
+        heartbeatIntervalSec: o.heartbeatInterval as number,
+        configPath: o.config as string | undefined,
+        dockerSocket: o.dockerSocket as string | undefined,
+        logger,
+        say,
+      });
+    });
+
+  return program;
+}
+
+export async function main(argv: string[] = process.argv): Promise<void> {
+  try {
+    await buildProgram().parseAsync(argv);
+  } catch (err) {
+    // One line, no stack: operators read this. Messages never carry secrets (AgentError messages are written that way).
+    const message = err instanceof AgentError ? err.message : `unexpected error: ${(err as Error)?.message ?? String(err)}`;
+    process.stderr.write(`skypanel-agent: ${message}\n`);
+    process.exitCode = exitCodeFor(err);
+  }
+}

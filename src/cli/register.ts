@@ -1,0 +1,88 @@
+import { AgentError } from '../errors.js';
+import { Secret } from '../secret.js';
+import { DEFAULT_CONFIG_PATH } from '../agent/config-schema.js';
+import { readConfigFile, writeConfigFile } from '../agent/config.js';
+import { ControlPlaneClient } from '../agent/control-plane-client.js';
+import type { Logger } from '../agent/logger.js';
+import { buildRegisterRequest, registerWorker } from '../agent/registration.js';
+import { createEngineProbe } from '../swarm/engine-probe.js';
+import { joinSwarm } from '../swarm/join.js';
+
+export interface RegisterOptions {
+  controlPlaneUrl: string;
+  token: Secret;
+  configPath?: string;
+  name?: string;
+  ipAddress?: string;
+  heartbeatIntervalSec?: number;
+  dockerSocket?: string;
+  swarmJoinToken?: Secret;
+  swarmManager?: string;
+  timeoutMs?: number;
+  logger: Logger;
+  /** Where human-readable progress goes (stderr for the CLI). */
+  say?: (line: string) => void;
+}
+
+export interface RegisterResult {
+  workerId: string;
+  configPath: string;
+  swarmNodeId: string | null;
+}
+
+/** Collect facts, optionally join the swarm, call register, and write the 0600 config file. */
+export async function runRegister(opts: RegisterOptions): Promise<RegisterResult> {
+  const say = opts.say ?? (() => {});
+  const configPath = opts.configPath ?? DEFAULT_CONFIG_PATH;
+  let url: URL;
+  try {
+    url = new URL(opts.controlPlaneUrl);
+    if (!/^https?:$/.test(url.protocol)) throw new Error('scheme');
+  } catch {
+    throw new AgentError('SKP_ERR_USAGE', `--control-plane must be an http:// or https:// URL`, { field: 'controlPlaneUrl' });
+  }
+  // Refuse an insecure existing config before doing anything with side effects.
+  await readConfigFile(configPath);
+
+  const engine = createEngineProbe({ socketPath: opts.dockerSocket });
+  try {
+    if (opts.swarmJoinToken) {
+      if (!opts.swarmManager) throw new AgentError('SKP_ERR_USAGE', '--swarm-join-token needs --swarm-manager HOST:PORT', { field: 'swarmManager' });
+      say(`joining the swarm through ${opts.swarmManager} ...`);
+      const nodeId = await joinSwarm(engine.docker, { joinToken: opts.swarmJoinToken, managerAddr: opts.swarmManager });
+      say(`joined the swarm as node ${nodeId}`);
+    }
+    const snapshot = await engine.snapshot().catch((err: Error) => {
+      say(`warning: Docker is not reachable (${err.message}); registering without Docker facts`);
+      return undefined;
+    });
+    const req = await buildRegisterRequest({
+      controlPlaneUrl: url.toString(),
+      ipAddress: opts.ipAddress,
+      name: opts.name,
+      engine: snapshot,
+      logger: opts.logger,
+    });
+    const client = new ControlPlaneClient({ baseUrl: opts.controlPlaneUrl, token: opts.token, timeoutMs: opts.timeoutMs ?? 10_000 });
+    let workerId: string;
+    try {
+      workerId = await registerWorker(client, req);
+    } finally {
+      await client.close();
+    }
+    await writeConfigFile(configPath, {
+      controlPlaneUrl: opts.controlPlaneUrl,
+      token: opts.token.reveal(),
+      workerId,
+      ...(opts.heartbeatIntervalSec !== undefined ? { heartbeatIntervalSec: opts.heartbeatIntervalSec } : {}),
+      ...(opts.ipAddress !== undefined ? { ipAddress: opts.ipAddress } : {}),
+      ...(opts.name !== undefined ? { name: opts.name } : {}),
+      ...(opts.dockerSocket !== undefined ? { dockerSocket: opts.dockerSocket } : {}),
+    });
+    say(`registered worker ${workerId} (${req.hostname}, ${req.ipAddress}, ${req.capacity.cpuCores} cores, ${req.capacity.memoryMb} MiB, ${req.capacity.diskGb} GiB)`);
+    say(`config written to ${configPath} (mode 0600)`);
+    return { workerId, configPath, swarmNodeId: snapshot?.swarmNodeId ?? null };
+  } finally {
+    await engine.close();
+  }
+}

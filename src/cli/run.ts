@@ -1,0 +1,45 @@
+import { Agent } from '../agent/agent.js';
+import type { AgentConfig } from '../agent/config-schema.js';
+import type { Logger } from '../agent/logger.js';
+import { AgentError } from '../errors.js';
+import { createEngineProbe } from '../swarm/engine-probe.js';
+
+/** SIGTERM/SIGINT must stop the agent within this bound, even if something hangs. */
+export const SHUTDOWN_BOUND_MS = 5_000;
+
+export function assertRegistered(config: AgentConfig, configPath: string): asserts config is AgentConfig & { workerId: string } {
+  if (!config.workerId) {
+    throw new AgentError('SKP_ERR_CONFIG_INVALID', `config key "workerId" is required: run \`skypanel-agent register\` first (config: ${configPath})`, { field: 'workerId' });
+  }
+}
+
+export async function startAgent(config: AgentConfig, configPath: string | undefined, logger: Logger): Promise<Agent> {
+  const engine = createEngineProbe({ socketPath: config.dockerSocket });
+  const agent = new Agent({ config, configPath, logger, engine });
+  await agent.start();
+  return agent;
+}
+
+/** Stop on the first SIGTERM/SIGINT; a hard exit backs the bound if stopping hangs. */
+export function stopOnSignals(stop: () => Promise<void>, logger: Logger): void {
+  let stopping = false;
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal }, 'stopping');
+    const hard = setTimeout(() => {
+      logger.error({ boundMs: SHUTDOWN_BOUND_MS }, 'shutdown took too long; exiting');
+      process.exit(1);
+    }, SHUTDOWN_BOUND_MS);
+    hard.unref();
+    stop().then(
+      () => process.exit(0),
+      (err: Error) => {
+        logger.error({ err: err.message }, 'error while stopping');
+        process.exit(1);
+      },
+    );
+  };
+  process.once('SIGTERM', onSignal);
+  process.once('SIGINT', onSignal);
+}

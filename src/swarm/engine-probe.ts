@@ -1,0 +1,30 @@
+import type Docker from 'dockerode';
+import type { EngineProbe, EngineSnapshot } from '../agent/agent.js';
+import { createDockerClient } from './docker-client.js';
+import { getEngineFacts } from './engine.js';
+
+export interface EngineProbeOptions {
+  socketPath?: string;
+  timeoutMs?: number;
+}
+
+/** The agent's view of the local engine: one GET /info per snapshot. */
+export function createEngineProbe(opts: EngineProbeOptions = {}): EngineProbe & { docker: Docker; close(): void } {
+  const docker = createDockerClient({ socketPath: opts.socketPath, timeoutMs: opts.timeoutMs ?? 10_000 });
+  return {
+    docker,
+    async snapshot(): Promise<EngineSnapshot> {
+      const f = await getEngineFacts(docker);
+      return {
+        dockerVersion: f.dockerVersion,
+        dockerRootDir: f.dockerRootDir,
+        containersRunning: f.containersRunning,
+        swarmNodeId: f.swarm.nodeId,
+        swarmRole: f.swarm.role,
+      };
+    },
+    close() {
+      // dockerode keeps no pooled sockets of its own; nothing to release beyond dropping the reference.
+    },
+  };
+}

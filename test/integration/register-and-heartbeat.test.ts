@@ -1,0 +1,200 @@
+import { randomUUID } from 'node:crypto';
+import { mkdtemp, readFile, stat, writeFile, chmod } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { startReferenceControlPlane } from '../../src/refcp/index.js';
+import { AgentProcess, capturedOutput, runCli, waitFor } from '../helpers/cli.js';
+
+type RefCp = Awaited<ReturnType<typeof startReferenceControlPlane>>;
+
+let cp: RefCp;
+let dir: string;
+const agents: AgentProcess[] = [];
+const tokens: string[] = [];
+
+beforeAll(async () => {
+  cp = await startReferenceControlPlane({ host: '127.0.0.1', port: 0 });
+  dir = await mkdtemp(join(tmpdir(), 'skp-int-'));
+});
+
+afterEach(async () => {
+  cp.setFault(null);
+  await Promise.all(agents.splice(0).map((a) => a.stop('SIGKILL')));
+});
+
+afterAll(async () => {
+  await cp.close();
+  // No token ever reaches any output of any command in this file.
+  const all = capturedOutput.join('\n');
+  for (const t of tokens) expect(all).not.toContain(t);
+});
+
+async function registered(opts: { interval?: number; extra?: Record<string, unknown> } = {}) {
+  const token = cp.mintToken(randomUUID());
+  tokens.push(token);
+  const config = join(dir, `${randomUUID()}.json`);
+  const tokenFile = join(dir, `${randomUUID()}.token`);
+  await writeFile(tokenFile, `${token}\n`, { mode: 0o600 });
+  const res = await runCli(['register', '--control-plane', cp.url, '--token-file', tokenFile, '--config', config, '--heartbeat-interval', String(opts.interval ?? 1)]);
+  expect(res.code, res.stderr).toBe(0);
+  const written = JSON.parse(await readFile(config, 'utf8')) as Record<string, unknown>;
+  if (opts.extra) {
+    await writeFile(config, JSON.stringify({ ...written, ...opts.extra }), { mode: 0o600 });
+  }
+  return { token, config, workerId: written.workerId as string };
+}
+
+function startAgent(config: string, env: NodeJS.ProcessEnv = {}) {
+  const a = new AgentProcess(['run', '--config', config], env);
+  agents.push(a);
+  return a;
+}
+
+const beatsFor = (workerId: string) => cp.requests.filter((r) => r.path === `/api/workers/${workerId}/heartbeat`);
+
+describe('register', () => {
+  it('registers with a JWT, writes the config 0600 and the panel row holds real capacity', async () => {
+    const { config, workerId, token } = await registered();
+    expect((await stat(config)).mode & 0o777).toBe(0o600);
+    const row = cp.workers.get(workerId)!;
+    expect(row).toBeDefined();
+    expect(row.ipAddress).toBe('127.0.0.1');
+    expect(row.status).toBe('active');
+    expect(Number.isInteger(row.capacity.cpuCores)).toBe(true);
+    expect(row.capacity.memoryMb).toBeGreaterThan(100);
+    expect(row.capacity.diskGb).toBeGreaterThan(0);
+    expect(row.metadata).toMatchObject({ agentVersion: expect.any(String), osVersion: expect.any(String), labels: {} });
+    expect(['manager', 'worker', 'none']).toContain((row.metadata as Record<string, unknown>).swarmRole);
+    expect(row.authTokenHash).toMatch(/^[0-9a-f]{64}$/);
+    expect(await readFile(config, 'utf8')).toContain(token);
+  });
+
+  it('takes the token from stdin', async () => {
+    const token = cp.mintToken(randomUUID());
+    tokens.push(token);
+    const config = join(dir, 'stdin.json');
+    const res = await runCli(['register', '--control-plane', cp.url, '--config', config], { input: token });
+    expect(res.code, res.stderr).toBe(0);
+  });
+
+  it('refuses a token file others can read', async () => {
+    const tokenFile = join(dir, 'open.token');
+    await writeFile(tokenFile, cp.mintToken(randomUUID()));
+    await chmod(tokenFile, 0o644);
+    const res = await runCli(['register', '--control-plane', cp.url, '--token-file', tokenFile, '--config', join(dir, 'x.json')]);
+    expect(res.code).toBe(2);
+    expect(res.stderr).toMatch(/mode 0644.*chmod 600/);
+  });
+
+  it('a token the panel refuses fails with a clear message and exit 1', async () => {
+    const bad = 'eyJhbGciOiJIUzI1NiJ9.eyJ3b3JrZXJJZCI6IngifQ.bm90LWEtc2lnbmF0dXJl';
+    tokens.push(bad);
+    const res = await runCli(['register', '--control-plane', cp.url, '--token', bad, '--config', join(dir, 'bad.json')]);
+    expect(res.code).toBe(1);
+    expect(res.stderr).toMatch(/refused the worker token \(401/);
+  });
+
+  it('an unreachable control plane fails within the timeout', async () => {
+    const res = await runCli(['register', '--control-plane', 'http://127.0.0.1:9', '--token', 'x', '--config', join(dir, 'down.json')]);
+    expect(res.code).toBe(1);
+    expect(res.stderr).toMatch(/register failed: .*ECONNREFUSED/);
+  });
+});
+
+describe('run: heartbeats', () => {
+  it('sends heartbeats the panel accepts, with numbers, seq, bootId; stops on SIGTERM within 5 s', async () => {
+    const { config, workerId } = await registered();
+    const agent = startAgent(config);
+    await waitFor(() => (cp.workers.get(workerId)?.heartbeats ?? 0) >= 2, 15_000, () => agent.output);
+    const row = cp.workers.get(workerId)!;
+    for (const k of ['cpuPercent', 'memoryPercent', 'diskPercent', 'containerCount'] as const) {
+      expect(typeof row.currentLoad[k]).toBe('number');
+    }
+    const bodies = beatsFor(workerId).filter((r) => r.status === 200).map((r) => r.body as Record<string, unknown>);
+    expect(bodies[0]).toMatchObject({ seq: 1, bootId: expect.any(String), sentAt: expect.any(String), agentVersion: expect.any(String), dockerHealthy: expect.any(Boolean) });
+    expect(bodies[1]!.seq).toBe(2);
+    expect(bodies[1]!.bootId).toBe(bodies[0]!.bootId);
+    const { code, ms } = await agent.stop('SIGTERM');
+    expect(code).toBe(0);
+    expect(ms).toBeLessThan(5_000);
+  });
+
+  it('first heartbeat is sent right after start', async () => {
+    const { config, workerId } = await registered({ interval: 30 });
+    const started = Date.now();
+    const agent = startAgent(config);
+    await waitFor(() => beatsFor(workerId).some((r) => r.status === 200), 10_000, () => agent.output);
+    expect(Date.now() - started).toBeLessThan(10_000);
+  });
+
+  it('retries 5xx with backoff and recovers', async () => {
+    const { config, workerId } = await registered({ extra: { backoffCapSec: 2 } });
+    cp.setFault({ kind: 'status', status: 500, count: 3 });
+    const agent = startAgent(config);
+    await waitFor(() => beatsFor(workerId).some((r) => r.status === 200), 15_000, () => agent.output);
+    expect(beatsFor(workerId).filter((r) => r.status === 500).length).toBeGreaterThanOrEqual(1);
+    await agent.waitForLog((l) => l.msg === 'heartbeat accepted again after failures');
+  });
+
+  it('honours Retry-After on 429', async () => {
+    const { config, workerId } = await registered({ extra: { backoffCapSec: 1 } });
+    cp.setFault({ kind: 'status', status: 429, retryAfter: '3', count: 1, body: '{"success":false,"error":"Too many requests"}' });
+    const agent = startAgent(config);
+    const accepted = await waitFor(() => beatsFor(workerId).find((r) => r.status === 200), 15_000, () => agent.output);
+    const limited = beatsFor(workerId).find((r) => r.status === 429)!;
+    expect(limited).toBeDefined();
+    expect(accepted.at - limited.at).toBeGreaterThanOrEqual(3_000);
+  });
+
+  it('times out a control plane that does not answer, then recovers', async () => {
+    const { config, workerId } = await registered({ extra: { requestTimeoutSec: 1, backoffCapSec: 1 } });
+    cp.setFault({ kind: 'delay', ms: 4_000, count: 1 });
+    const agent = startAgent(config);
+    await agent.waitForLog((l) => l.outcome === 'timeout');
+    await waitFor(() => beatsFor(workerId).some((r) => r.status === 200), 15_000, () => agent.output);
+  });
+
+  it('treats a non-JSON 200 as a failure and retries', async () => {
+    const { config, workerId } = await registered({ extra: { backoffCapSec: 1 } });
+    cp.setFault({ kind: 'garbage', count: 1 });
+    const agent = startAgent(config);
+    await agent.waitForLog((l) => l.outcome === 'invalid-response');
+    await waitFor(() => (cp.workers.get(workerId)?.heartbeats ?? 0) >= 1, 15_000, () => agent.output);
+  });
+
+  it('does not hammer a control plane that refuses the token', async () => {
+    const { config, workerId } = await registered({ extra: { backoffCapSec: 1 } });
+    cp.setFault({ kind: 'status', status: 401, body: '{"error":"Unauthorized","message":"Invalid or expired worker token"}' });
+    const agent = startAgent(config);
+    const line = await agent.waitForLog((l) => l.outcome === 'unauthorized');
+    expect(String(line.msg)).toMatch(/token refused/);
+    await new Promise((r) => setTimeout(r, 3_000));
+    expect(beatsFor(workerId).length).toBe(1);
+  });
+
+  it('registers again when the panel lost the worker row (404), keeping the same id', async () => {
+    const { config, workerId } = await registered({ extra: { backoffCapSec: 1 } });
+    const agent = startAgent(config);
+    await waitFor(() => (cp.workers.get(workerId)?.heartbeats ?? 0) >= 1, 15_000, () => agent.output);
+    cp.workers.delete(workerId);
+    await waitFor(() => (cp.workers.get(workerId)?.heartbeats ?? 0) >= 1, 15_000, () => agent.output);
+    expect(beatsFor(workerId).some((r) => r.status === 404)).toBe(true);
+    expect(cp.requests.filter((r) => r.path === '/api/workers/register').length).toBeGreaterThanOrEqual(2);
+  });
+});
+
+describe('run: bad local input', () => {
+  it('a missing config exits 2 and says to register', async () => {
+    const res = await runCli(['run', '--config', join(dir, 'nope.json')]);
+    expect(res.code).toBe(2);
+    expect(res.stderr).toMatch(/"controlPlaneUrl".*register/);
+  });
+
+  it('an invalid flag value exits 2 naming the key', async () => {
+    const { config } = await registered();
+    const res = await runCli(['run', '--config', config], { env: { SKYPANEL_AGENT_HEARTBEAT_INTERVAL: '9999' } });
+    expect(res.code).toBe(2);
+    expect(res.stderr).toMatch(/"heartbeatIntervalSec" \(from SKYPANEL_AGENT_HEARTBEAT_INTERVAL\)/);
+  });
+});
