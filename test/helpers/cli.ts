@@ -90,11 +90,11 @@ export class AgentProcess {
 }
 
 /** Poll until `probe` returns a value (not undefined/false), bounded in time. */
-export async function waitFor<T>(probe: () => T | undefined | false | Promise<T | undefined | false>, timeoutMs = 15_000, describe: () => string = () => 'condition'): Promise<T> {
+export async function waitFor<T>(probe: () => T | undefined | null | false | Promise<T | undefined | null | false>, timeoutMs = 15_000, describe: () => string = () => 'condition'): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const v = await probe();
-    if (v !== undefined && v !== false) return v;
+    if (v !== undefined && v !== null && v !== false) return v;
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${describe()}`);
     await new Promise((r) => setTimeout(r, 50));
   }
