@@ -39,3 +39,22 @@ export function jitteredInterval(intervalMs: number, random: Random = Math.rando
 export function unauthorizedDelay(random: Random = Math.random): number {
   return Math.round(UNAUTHORIZED_RETRY_MS * (0.5 + random() * 0.5));
 }
+
+export interface FailureFacts {
+  kind: 'network' | 'timeout' | 'http' | 'invalid-response' | 'collect-failed';
+  status?: number;
+  retryAfterMs?: number;
+}
+
+/**
+ * The one rule for "how long until we try again" after a failed control-plane call, shared by
+ * every loop: refused tokens go to the slow lane, Retry-After (429, 503) is a floor, everything
+ * else is full-jitter backoff on the attempt count.
+ */
+export function delayAfterFailure(f: FailureFacts, attempt: number, policy: BackoffPolicy = DEFAULT_BACKOFF, random: Random = Math.random): number {
+  let delay = fullJitter(attempt, policy, random);
+  if (f.kind === 'http' && (f.status === 401 || f.status === 403)) delay = Math.max(policy.capMs, unauthorizedDelay(random));
+  const honoursRetryAfter = f.kind === 'http' && (f.status === 429 || f.status === 503);
+  if (honoursRetryAfter && f.retryAfterMs !== undefined) delay = Math.max(delay, afterRetryAfter(f.retryAfterMs, policy, random));
+  return delay;
+}

@@ -59,6 +59,11 @@ export class ControlPlaneClient {
     return this.request<T>('POST', path, JSON.stringify(body));
   }
 
+  /** Conditional GET: 304 comes back as ok with no body. */
+  getJson<T = unknown>(path: string, etag?: string): Promise<CallResult<T>> {
+    return this.request<T>('GET', path, undefined, etag ? { 'if-none-match': etag } : {});
+  }
+
   async request<T = unknown>(method: Dispatcher.HttpMethod, path: string, body?: string, extraHeaders: Record<string, string> = {}): Promise<CallResult<T>> {
     const started = performance.now();
     const rtt = () => Math.round(performance.now() - started);
@@ -84,8 +89,9 @@ export class ControlPlaneClient {
     }
     const parsed = parseJson(text);
     const status = res.statusCode;
-    if (status >= 200 && status < 300) {
-      if (parsed === undefined && status !== 204 && text.length > 0) {
+    // 304 Not Modified is a success for conditional GETs: the caller keeps what it has.
+    if ((status >= 200 && status < 300) || status === 304) {
+      if (parsed === undefined && status !== 204 && status !== 304 && text.length > 0) {
         return { ok: false, kind: 'invalid-response', status, message: `control plane answered ${status} with a body that is not JSON`, rttMs: rtt() };
       }
       return { ok: true, status, body: parsed as T, headers: res.headers, rttMs: rtt() };

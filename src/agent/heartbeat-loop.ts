@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { Logger } from './logger.js';
 import type { HeartbeatRequest } from '../protocol/worker.js';
 import type { CallResult } from './control-plane-client.js';
-import { DEFAULT_BACKOFF, afterRetryAfter, fullJitter, jitteredInterval, unauthorizedDelay, type BackoffPolicy, type Random } from './backoff.js';
+import { DEFAULT_BACKOFF, delayAfterFailure, jitteredInterval, type BackoffPolicy, type Random } from './backoff.js';
 
 export type HeartbeatPayload = Omit<HeartbeatRequest, 'bootId' | 'seq' | 'sentAt'>;
 
@@ -110,7 +110,7 @@ export class HeartbeatLoop {
       }
       if (status === 401 || status === 403) return this.#failed(at, 'unauthorized', detail);
       if (status === 429) return this.#failed(at, 'rate-limited', detail, res.retryAfterMs);
-      if (status >= 500) return this.#failed(at, 'unavailable', detail, status === 503 ? res.retryAfterMs : undefined);
+      if (status >= 500) return this.#failed(at, 'unavailable', detail, res.retryAfterMs);
       return this.#failed(at, 'rejected', detail);
     }
     return this.#failed(at, res.kind, detail);
@@ -136,9 +136,8 @@ export class HeartbeatLoop {
     const { random, backoff = DEFAULT_BACKOFF } = this.#deps;
     const attempt = this.#failures++;
     this.#downSince ??= at;
-    let nextInMs = fullJitter(attempt, backoff, random);
-    if (outcome === 'unauthorized') nextInMs = Math.max(backoff.capMs, unauthorizedDelay(random));
-    if (retryAfterMs !== undefined) nextInMs = Math.max(nextInMs, afterRetryAfter(retryAfterMs, backoff, random));
+    const kind = outcome === 'timeout' || outcome === 'network' || outcome === 'invalid-response' || outcome === 'collect-failed' ? outcome : 'http';
+    const nextInMs = delayAfterFailure({ kind, status: detail.status, retryAfterMs }, attempt, backoff, random);
     // Warn when a failure streak starts or changes kind; the rest goes to debug so an hour-long outage is a few lines, not thousands.
     const log = outcome !== this.#lastFailure ? this.#deps.logger.warn.bind(this.#deps.logger) : this.#deps.logger.debug.bind(this.#deps.logger);
     const hint = outcome === 'unauthorized' ? ' (token refused: check the token issued by the panel; retrying slowly)' : '';

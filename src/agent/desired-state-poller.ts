@@ -1,0 +1,146 @@
+import { parseDesiredSet, type Deployment, type RejectedDeployment } from '../protocol/deployment.js';
+import { DEFAULT_BACKOFF, delayAfterFailure, jitteredInterval, type BackoffPolicy, type Random } from './backoff.js';
+import type { ControlPlaneClient } from './control-plane-client.js';
+import type { Logger } from './logger.js';
+import type { StateStore } from './state-store.js';
+
+export interface DesiredSet {
+  deployments: Deployment[];
+  rejected: RejectedDeployment[];
+  etag: string | null;
+  /** Where this set came from: the control plane now, or the state directory after a restart. */
+  source: 'control-plane' | 'state-dir';
+  receivedAt: number;
+}
+
+/** 'unknown' until the first answer; 'heartbeat-only' when the panel lacks the deployments API. */
+export type DeploymentsApiMode = 'unknown' | 'available' | 'heartbeat-only';
+
+const STATE_FILE = 'desired.json';
+/** A stock panel (404) is asked again this often, in case it was upgraded. */
+export const EXTENSION_PROBE_MS = 10 * 60_000;
+
+interface StoredDesired {
+  etag: string | null;
+  body: unknown;
+  savedAt: number;
+}
+
+export interface DesiredStatePollerDeps {
+  client: ControlPlaneClient;
+  workerId(): string;
+  intervalMs: number;
+  backoff?: BackoffPolicy;
+  store: StateStore;
+  logger: Logger;
+  onDesired(set: DesiredSet): void;
+  random?: Random;
+}
+
+/**
+ * Polls the desired set with If-None-Match, so an unchanged set costs one 304. A set that cannot
+ * be parsed changes nothing; a set that can is persisted before it is acted on, so a restart during
+ * an outage keeps enforcing what the control plane last asked for.
+ */
+export class DesiredStatePoller {
+  readonly #deps: DesiredStatePollerDeps;
+  #timer: NodeJS.Timeout | undefined;
+  #inFlight: Promise<void> | undefined;
+  #stopped = true;
+  #etag: string | null = null;
+  #failures = 0;
+  #mode: DeploymentsApiMode = 'unknown';
+  #lastPollAt: number | undefined;
+
+  constructor(deps: DesiredStatePollerDeps) {
+    this.#deps = deps;
+  }
+
+  get mode(): DeploymentsApiMode {
+    return this.#mode;
+  }
+
+  get lastPollAt(): number | undefined {
+    return this.#lastPollAt;
+  }
+
+  /** The last desired set saved to the state directory, if any. */
+  async restore(): Promise<DesiredSet | undefined> {
+    const stored = await this.#deps.store.read<StoredDesired>(STATE_FILE);
+    if (!stored) return undefined;
+    const parsed = parseDesiredSet(stored.body);
+    if (!parsed.ok) return undefined;
+    this.#etag = stored.etag;
+    return { deployments: parsed.deployments, rejected: parsed.rejected, etag: stored.etag, source: 'state-dir', receivedAt: stored.savedAt };
+  }
+
+  start(): void {
+    if (!this.#stopped) return;
+    this.#stopped = false;
+    this.#schedule(0);
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    clearTimeout(this.#timer);
+    await this.#inFlight;
+  }
+
+  #schedule(ms: number): void {
+    if (this.#stopped) return;
+    this.#timer = setTimeout(() => {
+      this.#inFlight = this.#poll()
+        .catch((err: Error) => {
+          this.#deps.logger.error({ err: err.message }, 'desired-state poll failed unexpectedly');
+          return fullDelay(this.#deps, this.#failures++);
+        })
+        .then((next) => this.#schedule(next))
+        .finally(() => (this.#inFlight = undefined));
+    }, ms);
+  }
+
+  /** One poll; resolves with the delay before the next. */
+  async #poll(): Promise<number> {
+    const { client, logger } = this.#deps;
+    const res = await client.getJson(`/api/workers/${encodeURIComponent(this.#deps.workerId())}/deployments`, this.#etag ?? undefined);
+    this.#lastPollAt = Date.now();
+    if (res.ok) {
+      if (this.#mode !== 'available') logger.info({ previous: this.#mode }, 'control plane serves deployments: reconciling');
+      this.#mode = 'available';
+      this.#failures = 0;
+      if (res.status === 304) return this.#interval();
+      const parsed = parseDesiredSet(res.body);
+      if (!parsed.ok) {
+        // Nothing from an unusable answer is applied, and its ETag is not kept, so the next poll fetches it again.
+        logger.error({ reason: parsed.error }, 'desired set rejected as a whole; keeping the last one');
+        return fullDelay(this.#deps, this.#failures++);
+      }
+      const etagHeader = res.headers.etag;
+      const etag = typeof etagHeader === 'string' ? etagHeader : null;
+      await this.#deps.store.write(STATE_FILE, { etag, body: res.body, savedAt: Date.now() } satisfies StoredDesired);
+      this.#etag = etag;
+      for (const r of parsed.rejected) logger.warn({ deploymentId: r.id, field: r.field }, `deployment rejected: ${r.message}`);
+      this.#deps.onDesired({ deployments: parsed.deployments, rejected: parsed.rejected, etag, source: 'control-plane', receivedAt: Date.now() });
+      return this.#interval();
+    }
+    if (res.kind === 'http' && res.status === 404 && res.code !== 'WORKER_NOT_FOUND') {
+      if (this.#mode !== 'heartbeat-only') {
+        logger.info('control plane has no deployments API (stock SkyPanelV2): heartbeat-only mode; asking again every 10 minutes');
+      }
+      this.#mode = 'heartbeat-only';
+      return EXTENSION_PROBE_MS;
+    }
+    const next = delayAfterFailure(res, this.#failures++, this.#deps.backoff ?? DEFAULT_BACKOFF, this.#deps.random);
+    const log = this.#failures === 1 ? logger.warn.bind(logger) : logger.debug.bind(logger);
+    log({ kind: res.kind, status: res.status, retryInMs: next }, `desired-state poll failed: ${res.message}; enforcing the last known set`);
+    return next;
+  }
+
+  #interval(): number {
+    return jitteredInterval(this.#deps.intervalMs, this.#deps.random);
+  }
+}
+
+function fullDelay(deps: DesiredStatePollerDeps, attempt: number): number {
+  return delayAfterFailure({ kind: 'invalid-response' }, attempt, deps.backoff ?? DEFAULT_BACKOFF, deps.random);
+}
