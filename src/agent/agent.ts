@@ -11,6 +11,9 @@ import { createAgentMetrics, type AgentMetrics } from './metrics.js';
 import { createStatusServer, type StatusServer } from './status-server.js';
 import type { StatusSource, StatusView } from './status-model.js';
 import { buildRegisterRequest, registerWorker, reconcileModeFor, type EngineSummary } from './registration.js';
+import { DeploymentLoops } from './deployment-loops.js';
+import type { SwarmPort } from './executor.js';
+import { localAddressToward, toPanelIp } from '../collectors/address.js';
 
 export interface EngineSnapshot extends EngineSummary {
   containersRunning: number;
@@ -28,6 +31,8 @@ export interface AgentOptions {
   configPath?: string;
   logger: Logger;
   engine: EngineProbe;
+  /** Builds the Swarm port used to write services; absent in tests that only heartbeat. */
+  swarmPort?(workerId: string, nodeId: () => string | null): SwarmPort;
 }
 
 /**
@@ -47,6 +52,7 @@ export class Agent {
   #dockerHealthy = false;
   #capacity: Capacity | undefined;
   #lastLoad: StatusView['load'] = null;
+  #deployments: DeploymentLoops | undefined;
 
   constructor(opts: AgentOptions) {
     this.#opts = opts;
@@ -68,7 +74,11 @@ export class Agent {
       backoff: { ...DEFAULT_BACKOFF, capMs: config.backoffCapSec * 1000 },
       onBeat: (r) => this.#metrics.recordHeartbeat(r),
     });
-    this.#metrics = createAgentMetrics({ dockerHealthy: () => this.#dockerHealthy });
+    this.#metrics = createAgentMetrics({
+      dockerHealthy: () => this.#dockerHealthy,
+      deployments: () => this.#deployments?.counts() ?? {},
+      reportQueueDepth: () => this.#deployments?.queueDepth ?? 0,
+    });
     this.#statusServer = createStatusServer({
       listen: config.statusListen,
       token: new Secret(config.token),
@@ -110,8 +120,8 @@ export class Agent {
           lastHeartbeat: hb
             ? { at: new Date(hb.at).toISOString(), outcome: hb.outcome, status: hb.status, rttMs: hb.rttMs, message: hb.message }
             : null,
-          lastReconcile: null,
-          deployments: {},
+          lastReconcile: this.#deployments?.lastPass ?? null,
+          deployments: this.#deployments?.counts() ?? {},
         };
       },
       // Overdue time of the next heartbeat: a loop waiting out a long Retry-After is alive, not wedged.
@@ -121,7 +131,9 @@ export class Agent {
         return Math.max(0, (Date.now() - dueAt) / 1000);
       },
       wedgedAfterSec: () => 3 * intervalSec,
-      deployments: () => [],
+      deployments: () => this.#deployments?.views() ?? [],
+      deploymentLogs: (id, lines) => this.#deployments?.logs(id, lines) ?? Promise.resolve([]),
+      secretValues: () => this.#deployments?.secretValues() ?? [],
     };
   }
 
@@ -145,10 +157,36 @@ export class Agent {
       'agent started',
     );
     this.#heartbeat.start();
+    await this.#startDeployments(role);
+  }
+
+  async #startDeployments(role: string): Promise<void> {
+    const { config, logger } = this.#opts;
+    const ip = config.ipAddress !== undefined ? toPanelIp(config.ipAddress) : await localAddressToward(config.controlPlaneUrl).catch(() => undefined);
+    const canWrite = role === 'manager' && this.#opts.swarmPort !== undefined;
+    if (!canWrite) logger.warn({ swarmRole: role }, 'this engine is not a swarm manager: deployments are reported, not applied (observe mode)');
+    const nodeId = () => this.#engine?.swarmNodeId ?? null;
+    this.#deployments = new DeploymentLoops({
+      client: this.#client,
+      workerId: () => this.#workerId,
+      bootId: this.#heartbeat.bootId,
+      stateDir: config.stateDir,
+      pollIntervalMs: config.pollIntervalSec * 1000,
+      resyncMs: config.resyncIntervalSec * 1000,
+      backoff: { ...DEFAULT_BACKOFF, capMs: config.backoffCapSec * 1000 },
+      publicUrlTemplate: config.publicUrlTemplate,
+      ipAddress: ip ?? '127.0.0.1',
+      nodeId,
+      swarm: canWrite ? this.#opts.swarmPort!(this.#workerId, nodeId) : undefined,
+      metrics: this.#metrics,
+      logger,
+    });
+    await this.#deployments.start();
   }
 
   async stop(): Promise<void> {
     await this.#heartbeat.stop();
+    await this.#deployments?.stop();
     await this.#statusServer.stop();
     await this.#client.close();
     await this.#opts.engine.close?.();

@@ -27,6 +27,14 @@ export const configSchema = z.object({
   token: z.string().min(1, 'must not be empty').max(8192).refine((t) => !/\s/.test(t), 'must not contain whitespace'),
   workerId: z.string().min(1).max(128).regex(/^[A-Za-z0-9_.-]+$/, 'must be letters, digits, _ . -').optional(),
   heartbeatIntervalSec: z.coerce.number().int().min(1).max(600).default(30),
+  pollIntervalSec: z.coerce.number().int().min(1).max(3600).default(30),
+  resyncIntervalSec: z.coerce.number().int().min(5).max(3600).default(60),
+  publicUrlTemplate: z
+    .string()
+    .min(1)
+    .max(2048)
+    .refine((t) => /^https?:\/\//.test(t), 'must start with http:// or https://')
+    .default('http://{ipAddress}:{externalPort}'),
   requestTimeoutSec: z.coerce.number().min(1).max(120).default(10),
   backoffCapSec: z.coerce.number().min(1).max(3600).default(60),
   ipAddress: z.string().min(1).optional(),
@@ -55,6 +63,9 @@ export const CONFIG_KEYS: readonly ConfigKeyInfo[] = [
   { key: 'token', env: 'SKYPANEL_AGENT_TOKEN', flag: '--token / --token-file', description: 'Worker token issued by the panel (kept only in the 0600 config file)' },
   { key: 'workerId', env: 'SKYPANEL_AGENT_WORKER_ID', description: 'Worker id returned by register; written by `register`' },
   { key: 'heartbeatIntervalSec', env: 'SKYPANEL_AGENT_HEARTBEAT_INTERVAL', flag: '--heartbeat-interval', default: '30', description: 'Seconds between heartbeats (the panel marks a worker offline after 120 s)' },
+  { key: 'pollIntervalSec', env: 'SKYPANEL_AGENT_POLL_INTERVAL', flag: '--poll-interval', default: '30', description: 'Seconds between desired-state polls (If-None-Match: an unchanged set costs one 304)' },
+  { key: 'resyncIntervalSec', env: 'SKYPANEL_AGENT_RESYNC_INTERVAL', default: '60', description: 'Seconds between full reconcile passes even when nothing changed' },
+  { key: 'publicUrlTemplate', env: 'SKYPANEL_AGENT_PUBLIC_URL_TEMPLATE', default: 'http://{ipAddress}:{externalPort}', description: 'Public URL reported per deployment; also {slug}, {serviceId}' },
   { key: 'requestTimeoutSec', env: 'SKYPANEL_AGENT_REQUEST_TIMEOUT', default: '10', description: 'Bound on each control-plane request (connect, headers, body)' },
   { key: 'backoffCapSec', env: 'SKYPANEL_AGENT_BACKOFF_CAP', default: '60', description: 'Longest wait between retries after failures (jittered over the whole window)' },
   { key: 'ipAddress', env: 'SKYPANEL_AGENT_IP_ADDRESS', flag: '--ip-address', description: 'Address reported to the panel; default: the local address used to reach it' },

@@ -1,6 +1,6 @@
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { loadConfig } from '../agent/config.js';
 import type { Logger } from '../agent/logger.js';
@@ -42,7 +42,8 @@ export async function runDev(opts: DevOptions): Promise<void> {
     logger: opts.logger,
     say: opts.say,
   });
-  const { config } = await loadConfig({ path: configPath });
+  // dev keeps its state beside its config, never in the host's /var/lib.
+  const { config } = await loadConfig({ path: configPath, flags: { stateDir: join(dirname(configPath), 'state') } });
   const agent = await startAgent(config, configPath, opts.logger);
   opts.say(`agent running as worker ${reg.workerId}; heartbeats every ${config.heartbeatIntervalSec}s. Ctrl-C stops both.`);
   stopOnSignals(async () => {

@@ -3,6 +3,7 @@ import type { AgentConfig } from '../agent/config-schema.js';
 import type { Logger } from '../agent/logger.js';
 import { AgentError } from '../errors.js';
 import { createEngineProbe } from '../swarm/engine-probe.js';
+import { createSwarmPort } from '../swarm/swarm-port.js';
 
 /** SIGTERM/SIGINT must stop the agent within this bound, even if something hangs. */
 export const SHUTDOWN_BOUND_MS = 5_000;
@@ -15,7 +16,13 @@ export function assertRegistered(config: AgentConfig, configPath: string): asser
 
 export async function startAgent(config: AgentConfig, configPath: string | undefined, logger: Logger): Promise<Agent> {
   const engine = createEngineProbe({ socketPath: config.dockerSocket });
-  const agent = new Agent({ config, configPath, logger, engine });
+  const agent = new Agent({
+    config,
+    configPath,
+    logger,
+    engine,
+    swarmPort: (workerId, nodeId) => createSwarmPort(engine.docker, { workerId, nodeId }),
+  });
   await agent.start();
   return agent;
 }

@@ -12,9 +12,10 @@ export class FaultSlot {
   }
 
   /** The fault that applies to the request arriving now, if any. */
-  take(): Fault | null {
+  take(path = ''): Fault | null {
     const fault = this.#fault;
     if (fault === null) return null;
+    if (fault.pathEndsWith !== undefined && !path.endsWith(fault.pathEndsWith)) return null;
     this.#remaining--;
     if (this.#remaining <= 0) this.#fault = null;
     return fault;

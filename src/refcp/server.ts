@@ -159,7 +159,7 @@ class RefControlPlane implements ReferenceControlPlane {
     if (body.kind === 'json') record.body = redact(body.value, secrets);
 
     if (isApiPath(rawPath)) {
-      const fault = this.#faults.take();
+      const fault = this.#faults.take(rawPath.split('?')[0]);
       if (fault !== null) {
         record.fault = fault.kind;
         if (fault.kind !== 'delay') return answerWithFault(fault, req, res);

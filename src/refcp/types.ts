@@ -57,11 +57,15 @@ export interface RequestRecord {
  * normally after waiting (the request still takes effect if the client gave up); `garbage` is a
  * 200 whose body is HTML although the header says JSON; `reset` drops the connection with a RST.
  */
-export type Fault =
+export type Fault = (
   | { kind: 'status'; status: number; retryAfter?: string; body?: string; count?: number }
   | { kind: 'delay'; ms: number; count?: number }
   | { kind: 'garbage'; count?: number }
-  | { kind: 'reset'; count?: number };
+  | { kind: 'reset'; count?: number }
+) & {
+  /** Only requests whose path ends with this (e.g. '/heartbeat'); others pass untouched and do not spend `count`. */
+  pathEndsWith?: string;
+};
 
 export interface RateLimitOptions {
   max: number;

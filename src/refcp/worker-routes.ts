@@ -109,8 +109,8 @@ function registerWorker(ctx: RegisterContext, info: WorkerInfo): WorkerRow {
     name: pgVarchar(name, 255),
     hostname: pgVarchar(info.hostname, 255),
     ipAddress: pgInet(info.ipAddress),
-    // Reference addition: stock never fills swarm_node_id at registration.
-    swarmNodeId: swarmNodeIdFrom(metadata, ctx.workers),
+    // Like stock: the INSERT leaves swarm_node_id (UNIQUE) empty; the node id travels in metadata.
+    swarmNodeId: null,
     authTokenHash: hashToken(ctx.token),
     status: 'active',
     capacity: pgJsonb(info.capacity) as Record<string, unknown>,
@@ -136,18 +136,6 @@ function updateRegistration(row: WorkerRow, info: WorkerInfo, ctx: RegisterConte
     authTokenHash: hashToken(ctx.token),
   };
   Object.assign(row, next, { status: 'active', lastHeartbeatAt: ctx.now, updatedAt: ctx.now });
-}
-
-function swarmNodeIdFrom(metadata: unknown, workers: Map<string, WorkerRow>): string | null {
-  const value = prop(metadata, 'swarmNodeId');
-  if (typeof metadata !== 'object' || Array.isArray(metadata) || typeof value !== 'string') return null;
-  const swarmNodeId = pgVarchar(value, 255);
-  for (const other of workers.values()) {
-    if (other.swarmNodeId === swarmNodeId) {
-      throw new PgError('duplicate key value violates unique constraint "container_workers_swarm_node_id_key"');
-    }
-  }
-  return swarmNodeId;
 }
 
 export interface HeartbeatContext {

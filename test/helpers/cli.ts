@@ -1,4 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const BIN = fileURLToPath(new URL('../../bin/skypanel-agent', import.meta.url));
@@ -47,8 +50,15 @@ export class AgentProcess {
   output = '';
   #exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 
+  readonly stateDir: string;
+
   constructor(args: string[], env: NodeJS.ProcessEnv = {}) {
-    this.child = spawn(process.execPath, [BIN, ...args], { env: { ...baseEnv(), ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    // Each agent gets its own state directory unless the test shares one on purpose (restarts).
+    this.stateDir = env.SKYPANEL_AGENT_STATE_DIR ?? mkdtempSync(join(tmpdir(), 'skp-state-'));
+    this.child = spawn(process.execPath, [BIN, ...args], {
+      env: { ...baseEnv(), SKYPANEL_AGENT_STATE_DIR: this.stateDir, ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     const onData = (d: Buffer) => {
       this.output += d.toString();
     };

@@ -130,7 +130,7 @@ describe('run: heartbeats', () => {
 
   it('retries 5xx with backoff and recovers', async () => {
     const { config, workerId } = await registered({ extra: { backoffCapSec: 2 } });
-    cp.setFault({ kind: 'status', status: 500, count: 3 });
+    cp.setFault({ kind: 'status', status: 500, count: 3, pathEndsWith: '/heartbeat' });
     const agent = startAgent(config);
     await waitFor(() => beatsFor(workerId).some((r) => r.status === 200), 15_000, () => agent.output);
     expect(beatsFor(workerId).filter((r) => r.status === 500).length).toBeGreaterThanOrEqual(1);
@@ -139,7 +139,7 @@ describe('run: heartbeats', () => {
 
   it('honours Retry-After on 429', async () => {
     const { config, workerId } = await registered({ extra: { backoffCapSec: 1 } });
-    cp.setFault({ kind: 'status', status: 429, retryAfter: '3', count: 1, body: '{"success":false,"error":"Too many requests"}' });
+    cp.setFault({ kind: 'status', status: 429, retryAfter: '3', count: 1, body: '{"success":false,"error":"Too many requests"}', pathEndsWith: '/heartbeat' });
     const agent = startAgent(config);
     const accepted = await waitFor(() => beatsFor(workerId).find((r) => r.status === 200), 15_000, () => agent.output);
     const limited = beatsFor(workerId).find((r) => r.status === 429)!;
@@ -149,7 +149,7 @@ describe('run: heartbeats', () => {
 
   it('times out a control plane that does not answer, then recovers', async () => {
     const { config, workerId } = await registered({ extra: { requestTimeoutSec: 1, backoffCapSec: 1 } });
-    cp.setFault({ kind: 'delay', ms: 4_000, count: 1 });
+    cp.setFault({ kind: 'delay', ms: 4_000, count: 1, pathEndsWith: '/heartbeat' });
     const agent = startAgent(config);
     await agent.waitForLog((l) => l.outcome === 'timeout');
     await waitFor(() => beatsFor(workerId).some((r) => r.status === 200), 15_000, () => agent.output);
@@ -157,7 +157,7 @@ describe('run: heartbeats', () => {
 
   it('treats a non-JSON 200 as a failure and retries', async () => {
     const { config, workerId } = await registered({ extra: { backoffCapSec: 1 } });
-    cp.setFault({ kind: 'garbage', count: 1 });
+    cp.setFault({ kind: 'garbage', count: 1, pathEndsWith: '/heartbeat' });
     const agent = startAgent(config);
     await agent.waitForLog((l) => l.outcome === 'invalid-response');
     await waitFor(() => (cp.workers.get(workerId)?.heartbeats ?? 0) >= 1, 15_000, () => agent.output);
@@ -167,7 +167,7 @@ describe('run: heartbeats', () => {
     const { config, workerId } = await registered({ extra: { backoffCapSec: 1 } });
     cp.setFault({ kind: 'status', status: 401, body: '{"error":"Unauthorized","message":"Invalid or expired worker token"}' });
     const agent = startAgent(config);
-    const line = await agent.waitForLog((l) => l.outcome === 'unauthorized');
+    const line = await agent.waitForLog((l) => l.outcome === 'unauthorized' && l.loop === 'heartbeat');
     expect(String(line.msg)).toMatch(/token refused/);
     await new Promise((r) => setTimeout(r, 3_000));
     expect(beatsFor(workerId).length).toBe(1);

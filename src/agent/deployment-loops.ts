@@ -1,0 +1,129 @@
+import type { BackoffPolicy } from './backoff.js';
+import type { ControlPlaneClient } from './control-plane-client.js';
+import { DesiredStatePoller, type DesiredSet } from './desired-state-poller.js';
+import type { SwarmPort } from './executor.js';
+import type { Logger } from './logger.js';
+import type { AgentMetrics } from './metrics.js';
+import { Reconciler } from './reconciler.js';
+import { ReportOutbox } from './report-outbox.js';
+import type { DeploymentView, ReconcilePassView } from './status-model.js';
+import { StateStore } from './state-store.js';
+import { StatusReporter, secretValuesOf } from './status-reporter.js';
+
+export interface DeploymentLoopsOptions {
+  client: ControlPlaneClient;
+  workerId(): string;
+  bootId: string;
+  stateDir: string;
+  pollIntervalMs: number;
+  resyncMs: number;
+  backoff: BackoffPolicy;
+  publicUrlTemplate: string;
+  ipAddress: string;
+  nodeId(): string | null;
+  /** Present only when this agent can write services (manager mode). */
+  swarm: SwarmPort | undefined;
+  metrics: AgentMetrics;
+  logger: Logger;
+}
+
+/**
+ * Everything about deployments, wired together: desired state (poll, persist) → reconciler
+ * (observe, plan, apply) → reporter → durable outbox → control plane.
+ */
+export class DeploymentLoops {
+  readonly #opts: DeploymentLoopsOptions;
+  readonly #store: StateStore;
+  readonly #poller: DesiredStatePoller;
+  readonly #outbox: ReportOutbox;
+  readonly #reporter: StatusReporter;
+  readonly #reconciler: Reconciler | undefined;
+  #desired: DesiredSet | undefined;
+
+  constructor(opts: DeploymentLoopsOptions) {
+    this.#opts = opts;
+    const { logger } = opts;
+    this.#store = new StateStore(opts.stateDir);
+    this.#outbox = new ReportOutbox({
+      client: opts.client, workerId: opts.workerId, bootId: opts.bootId, store: this.#store, backoff: opts.backoff, logger: logger.child({ loop: 'reports' }),
+    });
+    this.#reporter = new StatusReporter(this.#outbox, () => this.secretValues());
+    this.#reconciler = opts.swarm
+      ? new Reconciler({
+          port: opts.swarm,
+          workerId: opts.workerId(),
+          nodeId: opts.nodeId,
+          ipAddress: opts.ipAddress,
+          publicUrlTemplate: opts.publicUrlTemplate,
+          resyncMs: opts.resyncMs,
+          logger: logger.child({ loop: 'reconcile' }),
+          onStatus: (changes, rejected) => this.#reporter.publish(changes, rejected),
+          onPass: (p) => opts.metrics.observeReconcilePass(p.durationMs / 1000),
+          onApplied: (s) => opts.metrics.observeDesiredToApplied(s),
+        })
+      : undefined;
+    this.#poller = new DesiredStatePoller({
+      client: opts.client,
+      workerId: opts.workerId,
+      intervalMs: opts.pollIntervalMs,
+      backoff: opts.backoff,
+      store: this.#store,
+      logger: logger.child({ loop: 'desired-state' }),
+      onDesired: (set) => this.#setDesired(set),
+    });
+  }
+
+  async start(): Promise<void> {
+    await this.#store.init();
+    await this.#outbox.restore();
+    // Enforce what the control plane last asked for, even if it is unreachable right now.
+    const restored = await this.#poller.restore();
+    if (restored) {
+      this.#opts.logger.info({ deployments: restored.deployments.length }, 'restored the last desired set from the state directory');
+      this.#setDesired(restored);
+    }
+    this.#outbox.start();
+    this.#reconciler?.start();
+    this.#poller.start();
+  }
+
+  async stop(): Promise<void> {
+    await this.#poller.stop();
+    await this.#reconciler?.stop();
+    await this.#outbox.stop();
+  }
+
+  #setDesired(set: DesiredSet): void {
+    this.#desired = set;
+    if (this.#reconciler) this.#reconciler.setDesired(set);
+    else if (set.deployments.length > 0) this.#opts.logger.warn({ deployments: set.deployments.length }, 'deployments assigned, but this engine cannot write Swarm services (not a manager); not applied');
+  }
+
+  get queueDepth(): number {
+    return this.#outbox.depth;
+  }
+
+  get lastPass(): ReconcilePassView | undefined {
+    return this.#reconciler?.lastPass;
+  }
+
+  views(): DeploymentView[] {
+    return this.#reconciler?.views() ?? [];
+  }
+
+  counts(): Record<string, number> {
+    const counts: Record<string, number> = {};
+    for (const v of this.views()) counts[v.observedStatus] = (counts[v.observedStatus] ?? 0) + 1;
+    return counts;
+  }
+
+  secretValues(): string[] {
+    return this.#desired ? secretValuesOf(this.#desired.deployments) : [];
+  }
+
+  logs(id: string, lines: number): Promise<string[]> {
+    const v = this.views().find((d) => d.id === id);
+    if (!v?.swarmServiceId || !this.#opts.swarm) return Promise.resolve([]);
+    return this.#opts.swarm.serviceLogs(v.swarmServiceId, lines);
+  }
+}

@@ -1,0 +1,266 @@
+import { LABEL } from '../domain/labels.js';
+import { plan, type Action, type ActualService, type UpdateState } from '../domain/planner.js';
+import { buildServiceSpec } from '../domain/service-spec.js';
+import { deriveStatus, renderPublicUrl, type DerivedStatus, type TaskObservation } from '../domain/deployment-status.js';
+import type { Deployment } from '../protocol/deployment.js';
+import { fullJitter, type Random } from './backoff.js';
+import type { DesiredSet } from './desired-state-poller.js';
+import { createActionHandlers, mapLimited, runAction, type ObservedServiceLite, type SwarmPort } from './executor.js';
+import type { Logger } from './logger.js';
+import type { DeploymentView, ReconcilePassView } from './status-model.js';
+
+export interface DeploymentState {
+  deployment: Deployment;
+  derived: DerivedStatus;
+  publicUrl: string | null;
+  lastError: string | null;
+}
+
+/** What the reconciler tells the reporter after every pass, per deployment it knows of. */
+export interface StatusChange {
+  deploymentId: string;
+  derived: DerivedStatus;
+  publicUrl: string | null;
+  /** Only on the pass where the deployment turned failed: the service's last log lines. */
+  logs?: string[];
+}
+
+export interface ReconcilerDeps {
+  port: SwarmPort;
+  workerId: string;
+  nodeId(): string | null;
+  ipAddress: string;
+  publicUrlTemplate: string;
+  resyncMs: number;
+  concurrency?: number;
+  logger: Logger;
+  onStatus(changes: StatusChange[], rejected: DesiredSet['rejected']): void;
+  onPass?(pass: ReconcilePassView): void;
+  onApplied?(latencySec: number): void;
+  random?: Random;
+}
+
+const SETTLE_MIN_MS = 1_000;
+const FAILED_LOG_LINES = 100;
+
+/**
+ * Level-triggered reconciliation, one pass at a time: observe (two Engine API calls), plan
+ * (pure), apply with bounded concurrency, derive statuses. Runs on every desired-set change and
+ * every resync interval; while something is still deploying it looks again sooner, backing off.
+ */
+export class Reconciler {
+  readonly #deps: ReconcilerDeps;
+  #desired: DesiredSet | undefined;
+  #timer: NodeJS.Timeout | undefined;
+  #running: Promise<void> | undefined;
+  #dirty = false;
+  #stopped = true;
+  #settleMs = SETTLE_MIN_MS;
+  readonly #backoff = new Map<string, { until: number; attempts: number; error: string }>();
+  /** deploymentId → spec hash Swarm rolled back from: not retried until the panel changes the deployment. */
+  readonly #rolledBack = new Map<string, string>();
+  /** deploymentId → when its current spec was first seen, for desired→applied latency. */
+  readonly #pendingSince = new Map<string, { hash: string; since: number }>();
+  readonly #states = new Map<string, DeploymentState>();
+  #lastPass: ReconcilePassView | undefined;
+
+  constructor(deps: ReconcilerDeps) {
+    this.#deps = deps;
+  }
+
+  get lastPass(): ReconcilePassView | undefined {
+    return this.#lastPass;
+  }
+
+  views(): DeploymentView[] {
+    return [...this.#states.values()].map(({ deployment: d, derived, publicUrl, lastError }) => ({
+      id: d.id,
+      serviceId: d.serviceId,
+      slug: d.slug,
+      imageTag: d.imageTag,
+      desiredState: d.desiredState,
+      observedStatus: derived.status,
+      swarmServiceId: derived.swarmServiceId,
+      replicas: { running: derived.runningReplicas, desired: derived.desiredReplicas },
+      publicUrl,
+      lastError: lastError ?? derived.message,
+      environmentVarNames: Object.keys(d.environmentVars).sort(),
+      secretNames: (d.secrets ?? []).map((s) => s.name),
+    }));
+  }
+
+  setDesired(set: DesiredSet): void {
+    this.#desired = set;
+    this.#settleMs = SETTLE_MIN_MS;
+    this.trigger();
+  }
+
+  start(): void {
+    this.#stopped = false;
+    if (this.#desired) this.trigger();
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    clearTimeout(this.#timer);
+    await this.#running;
+  }
+
+  /** Ask for a pass now; coalesces with one already running. */
+  trigger(): void {
+    if (this.#stopped || !this.#desired) return;
+    if (this.#running) {
+      this.#dirty = true;
+      return;
+    }
+    clearTimeout(this.#timer);
+    this.#running = this.#pass()
+      .catch((err: Error) => {
+        this.#deps.logger.warn({ err: err.message }, 'reconcile pass failed; retrying');
+        this.#settleMs = Math.min(this.#deps.resyncMs, this.#settleMs * 2);
+      })
+      .finally(() => {
+        this.#running = undefined;
+        if (this.#stopped) return;
+        if (this.#dirty) {
+          this.#dirty = false;
+          this.trigger();
+          return;
+        }
+        const deploying = [...this.#states.values()].some((s) => s.derived.status === 'deploying');
+        const next = deploying ? this.#settleMs : this.#deps.resyncMs;
+        if (deploying) this.#settleMs = Math.min(this.#deps.resyncMs, this.#settleMs * 2);
+        this.#timer = setTimeout(() => this.trigger(), next);
+      });
+  }
+
+  async #pass(): Promise<void> {
+    const { port, logger } = this.#deps;
+    const desiredSet = this.#desired!;
+    const started = performance.now();
+    const now = Date.now();
+    const [services, tasks] = await Promise.all([port.listServices(), port.listTasks()]);
+    const nodeId = this.#deps.nodeId();
+    if (!nodeId) throw new Error('this engine reports no swarm node id');
+    const ctx = { workerId: this.#deps.workerId, nodeId };
+    const desired = desiredSet.deployments;
+    const byId = new Map(desired.map((d) => [d.id, d]));
+    const hashes = new Map(desired.map((d) => [d.id, buildServiceSpec(d, ctx).specHash]));
+    this.#noteRollbacks(services, hashes);
+    this.#notePending(hashes, now);
+
+    const backoff = new Map<string, { until: number }>();
+    for (const [id, b] of this.#backoff) backoff.set(id, { until: b.until });
+    for (const [id, hash] of this.#rolledBack) if (hashes.get(id) === hash) backoff.set(id, { until: Number.POSITIVE_INFINITY });
+    const retainServiceIds = new Set(desiredSet.rejected.map((r) => r.serviceId).filter((s): s is string => s !== null));
+    const actual: ActualService[] = services.map((s) => ({
+      id: s.id, name: s.name, labels: s.labels, replicas: s.replicas, specHash: s.labels[LABEL.specHash], updateState: s.updateState as UpdateState | undefined,
+    }));
+    const actions = plan(desired, actual, { ...ctx, now, backoff, retainServiceIds });
+    const results = await this.#apply(actions, byId);
+
+    const failedNow: StatusChange[] = [];
+    const changes: StatusChange[] = [];
+    const serviceFor = new Map(services.map((s) => [s.labels[LABEL.serviceId], s]));
+    const seen = new Set<string>();
+    for (const d of desired) {
+      seen.add(d.id);
+      const svc = serviceFor.get(d.serviceId);
+      const b = this.#backoff.get(d.id);
+      const derived = deriveStatus(d, svc, tasks as TaskObservation[], b?.error);
+      const publicUrl = renderPublicUrl(this.#deps.publicUrlTemplate, { ipAddress: this.#deps.ipAddress, externalPort: derived.externalPort, slug: d.slug, serviceId: d.serviceId });
+      const prev = this.#states.get(d.id);
+      this.#states.set(d.id, { deployment: d, derived, publicUrl, lastError: b?.error ?? null });
+      const change: StatusChange = { deploymentId: d.id, derived, publicUrl };
+      if (derived.status === 'failed' && prev?.derived.status !== 'failed') failedNow.push(change);
+      if (derived.status === 'running') this.#applied(d.id, hashes.get(d.id)!, now);
+      changes.push(change);
+    }
+    // Deployments the panel took away: their service is gone (or going); report them stopped once.
+    for (const [id, st] of this.#states) {
+      if (seen.has(id)) continue;
+      this.#states.delete(id);
+      this.#backoff.delete(id);
+      this.#rolledBack.delete(id);
+      changes.push({ deploymentId: id, derived: { ...st.derived, status: 'stopped', runningReplicas: 0, desiredReplicas: 0, containerId: null, message: 'no longer assigned to this worker' }, publicUrl: null });
+    }
+    await Promise.all(
+      failedNow.map(async (c) => {
+        if (!c.derived.swarmServiceId) return;
+        c.logs = await port.serviceLogs(c.derived.swarmServiceId, FAILED_LOG_LINES).catch(() => undefined);
+      }),
+    );
+    this.#deps.onStatus(changes, desiredSet.rejected);
+    this.#lastPass = {
+      at: new Date(now).toISOString(),
+      durationMs: Math.round(performance.now() - started),
+      actions: actions.map((a, i) => ({ kind: a.kind, deploymentId: a.deploymentId, ok: results[i]!.status === 'fulfilled', ...(results[i]!.status === 'rejected' ? { error: errorText(results[i]) } : {}) })),
+    };
+    this.#deps.onPass?.(this.#lastPass);
+    if (actions.length > 0) logger.debug({ actions: actions.length, ms: this.#lastPass.durationMs }, 'reconcile pass applied actions');
+  }
+
+  /** Removals first (they may free the host port a create needs), then the rest concurrently. */
+  async #apply(actions: Action[], byId: ReadonlyMap<string, Deployment>): Promise<PromiseSettledResult<void>[]> {
+    const handlers = createActionHandlers(this.#deps.port, byId, { workerId: this.#deps.workerId, nodeId: this.#deps.nodeId()! }, this.#deps.logger);
+    const limit = this.#deps.concurrency ?? 4;
+    const order = actions.map((a, i) => ({ a, i })).sort((x, y) => Number(x.a.kind !== 'remove') - Number(y.a.kind !== 'remove'));
+    const removes = order.filter((o) => o.a.kind === 'remove');
+    const rest = order.filter((o) => o.a.kind !== 'remove');
+    const results: PromiseSettledResult<void>[] = new Array(actions.length);
+    for (const group of [removes, rest]) {
+      const r = await mapLimited(group, limit, (o) => runAction(handlers, o.a));
+      group.forEach((o, k) => (results[o.i] = r[k]!));
+    }
+    actions.forEach((a, i) => {
+      const id = a.deploymentId;
+      if (!id) return;
+      const r = results[i]!;
+      if (r.status === 'fulfilled') {
+        this.#backoff.delete(id);
+        return;
+      }
+      const attempts = (this.#backoff.get(id)?.attempts ?? 0) + 1;
+      const error = errorText(r);
+      const delay = Math.max(1_000, fullJitter(attempts, { baseMs: 2_000, capMs: 300_000 }, this.#deps.random));
+      this.#backoff.set(id, { until: Date.now() + delay, attempts, error });
+      this.#deps.logger.warn({ deploymentId: id, action: a.kind, attempt: attempts, retryInMs: delay }, `action failed: ${error}`);
+    });
+    return results;
+  }
+
+  #noteRollbacks(services: ObservedServiceLite[], hashes: ReadonlyMap<string, string>): void {
+    const byService = new Map((this.#desired?.deployments ?? []).map((d) => [d.serviceId, d]));
+    for (const s of services) {
+      if (s.updateState !== 'rollback_completed') continue;
+      const dep = byService.get(s.labels[LABEL.serviceId] ?? '');
+      const desiredHash = dep ? hashes.get(dep.id) : undefined;
+      if (!dep || !desiredHash || desiredHash === s.labels[LABEL.specHash]) continue;
+      if (this.#rolledBack.get(dep.id) !== desiredHash) {
+        this.#rolledBack.set(dep.id, desiredHash);
+        this.#deps.logger.warn({ deploymentId: dep.id, message: s.updateMessage }, 'update rolled back by Swarm; not retried until the deployment changes');
+      }
+    }
+  }
+
+  #notePending(hashes: ReadonlyMap<string, string>, now: number): void {
+    for (const [id, hash] of hashes) {
+      const p = this.#pendingSince.get(id);
+      if (!p || p.hash !== hash) this.#pendingSince.set(id, { hash, since: this.#desired?.receivedAt ?? now });
+    }
+    for (const id of this.#pendingSince.keys()) if (!hashes.has(id)) this.#pendingSince.delete(id);
+  }
+
+  #applied(id: string, hash: string, now: number): void {
+    const p = this.#pendingSince.get(id);
+    if (!p || p.hash !== hash || p.since < 0) return;
+    this.#deps.onApplied?.((now - p.since) / 1000);
+    this.#pendingSince.set(id, { hash, since: -1 });
+  }
+}
+
+function errorText(r: PromiseSettledResult<unknown> | undefined): string {
+  if (!r || r.status === 'fulfilled') return '';
+  const e = r.reason as { message?: string };
+  return String(e?.message ?? r.reason).slice(0, 500);
+}

@@ -1,0 +1,187 @@
+import { DEFAULT_BACKOFF, delayAfterFailure, type BackoffPolicy, type Random } from './backoff.js';
+import type { ControlPlaneClient } from './control-plane-client.js';
+import type { Logger } from './logger.js';
+import type { StateStore } from './state-store.js';
+import { EXTENSION_PROBE_MS } from './desired-state-poller.js';
+
+/** The body of POST /api/workers/{id}/deployments/{deploymentId}/status, minus the envelope fields. */
+export interface ReportContent {
+  status: 'deploying' | 'running' | 'stopped' | 'failed' | 'rolled_back';
+  swarmServiceId?: string;
+  containerId?: string;
+  publicUrl?: string;
+  externalPort?: number;
+  deploymentLogs?: string;
+  message?: string;
+  deployedAt?: string;
+  stoppedAt?: string;
+}
+
+interface Entry {
+  deploymentId: string;
+  content: ReportContent;
+  bootId: string;
+  seq: number;
+  reportedAt: string;
+}
+
+interface StoredOutbox {
+  pending: Entry[];
+  lastSent: Record<string, ReportContent>;
+}
+
+const STATE_FILE = 'outbox.json';
+
+export interface ReportOutboxDeps {
+  client: ControlPlaneClient;
+  workerId(): string;
+  bootId: string;
+  store: StateStore;
+  logger: Logger;
+  backoff?: BackoffPolicy;
+  random?: Random;
+  /** Bound on remembered deployments; the oldest entries go first. */
+  maxEntries?: number;
+}
+
+/**
+ * A durable outbox of status reports. Only the newest report per deployment is kept (coalescing),
+ * so a long outage cannot grow it past one entry per deployment; entries are sent in the order
+ * their deployments last changed, retried with backoff without limit, and removed only once the
+ * control plane accepted them. Written to the state directory on every change.
+ */
+export class ReportOutbox {
+  readonly #deps: ReportOutboxDeps;
+  readonly #pending = new Map<string, Entry>();
+  #lastSent = new Map<string, ReportContent>();
+  #seq = 0;
+  #failures = 0;
+  #timer: NodeJS.Timeout | undefined;
+  #sending: Promise<void> | undefined;
+  #stopped = true;
+  #persisting: Promise<void> = Promise.resolve();
+
+  constructor(deps: ReportOutboxDeps) {
+    this.#deps = deps;
+  }
+
+  get depth(): number {
+    return this.#pending.size;
+  }
+
+  /** The newest report queued or accepted for a deployment. */
+  lastReported(deploymentId: string): ReportContent | undefined {
+    return this.#pending.get(deploymentId)?.content ?? this.#lastSent.get(deploymentId);
+  }
+
+  async restore(): Promise<void> {
+    const stored = await this.#deps.store.read<StoredOutbox>(STATE_FILE);
+    if (!stored) return;
+    for (const e of stored.pending ?? []) this.#pending.set(e.deploymentId, e);
+    this.#lastSent = new Map(Object.entries(stored.lastSent ?? {}));
+  }
+
+  /** Queue a report if it differs from what was last sent (or queued) for that deployment. */
+  offer(deploymentId: string, content: ReportContent): void {
+    const queued = this.#pending.get(deploymentId);
+    const reference = queued?.content ?? this.#lastSent.get(deploymentId);
+    if (reference && sameReport(reference, content)) return;
+    this.#pending.delete(deploymentId);
+    this.#pending.set(deploymentId, { deploymentId, content, bootId: this.#deps.bootId, seq: ++this.#seq, reportedAt: new Date().toISOString() });
+    this.#trim();
+    this.#persist();
+    this.#kick(0);
+  }
+
+  start(): void {
+    this.#stopped = false;
+    this.#kick(0);
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    clearTimeout(this.#timer);
+    await this.#sending;
+    await this.#persisting;
+  }
+
+  #kick(ms: number): void {
+    if (this.#stopped || this.#sending) return;
+    clearTimeout(this.#timer);
+    this.#timer = setTimeout(() => {
+      this.#sending = this.#drain()
+        .catch((err: Error) => {
+          this.#deps.logger.error({ err: err.message }, 'report outbox failed unexpectedly');
+          return 5_000;
+        })
+        .then((next) => {
+          this.#sending = undefined;
+          if (next !== undefined) this.#kick(next);
+          else if (this.#pending.size > 0) this.#kick(0);
+        });
+    }, ms);
+  }
+
+  /** Send in order until empty or a failure; resolves with a retry delay after a failure. */
+  async #drain(): Promise<number | undefined> {
+    const { client, logger } = this.#deps;
+    for (const entry of this.#pending.values()) {
+      if (this.#stopped) return undefined;
+      const body = { ...entry.content, seq: entry.seq, bootId: entry.bootId, reportedAt: entry.reportedAt };
+      const res = await client.postJson(`/api/workers/${encodeURIComponent(this.#deps.workerId())}/deployments/${encodeURIComponent(entry.deploymentId)}/status`, body);
+      if (res.ok) {
+        this.#failures = 0;
+        this.#done(entry, true);
+        logger.debug({ deploymentId: entry.deploymentId, status: entry.content.status, seq: entry.seq }, 'status reported');
+        continue;
+      }
+      if (res.kind === 'http' && res.status === 404) {
+        if (res.code === 'DEPLOYMENT_NOT_FOUND') {
+          logger.warn({ deploymentId: entry.deploymentId }, 'control plane does not know this deployment; report dropped');
+          this.#done(entry, false);
+          continue;
+        }
+        // A stock panel has no status API: keep the newest report per deployment and ask again later.
+        return EXTENSION_PROBE_MS;
+      }
+      if (res.kind === 'http' && res.status === 400) {
+        logger.error({ deploymentId: entry.deploymentId, message: res.message }, 'control plane rejected a status report as invalid; dropped');
+        this.#done(entry, false);
+        continue;
+      }
+      const next = delayAfterFailure(res, this.#failures++, this.#deps.backoff ?? DEFAULT_BACKOFF, this.#deps.random);
+      if (this.#failures === 1) logger.warn({ kind: res.kind, status: res.status, queued: this.#pending.size, retryInMs: next }, `status report failed: ${res.message}; kept in the outbox`);
+      return next;
+    }
+    return undefined;
+  }
+
+  #done(entry: Entry, sent: boolean): void {
+    // A newer report for the same deployment may have replaced this one while it was in flight.
+    if (this.#pending.get(entry.deploymentId) === entry) this.#pending.delete(entry.deploymentId);
+    if (sent) {
+      this.#lastSent.delete(entry.deploymentId);
+      this.#lastSent.set(entry.deploymentId, entry.content);
+    }
+    this.#trim();
+    this.#persist();
+  }
+
+  #trim(): void {
+    const max = this.#deps.maxEntries ?? 5_000;
+    while (this.#pending.size > max) this.#pending.delete(this.#pending.keys().next().value!);
+    while (this.#lastSent.size > max) this.#lastSent.delete(this.#lastSent.keys().next().value!);
+  }
+
+  /** Writes are serialised so an older snapshot never lands after a newer one. */
+  #persist(): void {
+    const snapshot: StoredOutbox = { pending: [...this.#pending.values()], lastSent: Object.fromEntries(this.#lastSent) };
+    this.#persisting = this.#persisting
+      .then(() => this.#deps.store.write(STATE_FILE, snapshot))
+      .catch((err: Error) => this.#deps.logger.error({ err: err.message }, 'cannot write the report outbox to the state directory'));
+  }
+}
+
+function sameReport(a: ReportContent, b: ReportContent): boolean {
+  return JSON.stringify(a) === JSON.stringify(b);
+}
