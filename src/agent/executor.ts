@@ -8,6 +8,8 @@ import type { Logger } from './logger.js';
 export interface ObservedServiceLite extends ServiceObservation {
   name: string;
   labels: Record<string, string>;
+  /** The live ServiceSpec as Docker returns it, for drift detection. */
+  spec?: unknown;
 }
 
 /** What the reconciler needs from Swarm; src/swarm implements it over the Engine API. */

@@ -1,6 +1,7 @@
 import { LABEL } from '../domain/labels.js';
 import { plan, type Action, type ActualService, type UpdateState } from '../domain/planner.js';
 import { buildServiceSpec } from '../domain/service-spec.js';
+import { hasDrifted } from '../domain/drift.js';
 import { deriveStatus, renderPublicUrl, type DerivedStatus, type TaskObservation } from '../domain/deployment-status.js';
 import type { Deployment } from '../protocol/deployment.js';
 import { fullJitter, type Random } from './backoff.js';
@@ -145,7 +146,8 @@ export class Reconciler {
     const ctx = { workerId: this.#deps.workerId, nodeId };
     const desired = desiredSet.deployments;
     const byId = new Map(desired.map((d) => [d.id, d]));
-    const hashes = new Map(desired.map((d) => [d.id, buildServiceSpec(d, ctx).specHash]));
+    const built = new Map(desired.map((d) => [d.id, buildServiceSpec(d, ctx)]));
+    const hashes = new Map([...built].map(([id, b]) => [id, b.specHash]));
     this.#noteRollbacks(services, hashes);
     this.#notePending(hashes, now);
 
@@ -153,9 +155,18 @@ export class Reconciler {
     for (const [id, b] of this.#backoff) backoff.set(id, { until: b.until });
     for (const [id, hash] of this.#rolledBack) if (hashes.get(id) === hash) backoff.set(id, { until: Number.POSITIVE_INFINITY });
     const retainServiceIds = new Set(desiredSet.rejected.map((r) => r.serviceId).filter((s): s is string => s !== null));
-    const actual: ActualService[] = services.map((s) => ({
-      id: s.id, name: s.name, labels: s.labels, replicas: s.replicas, specHash: s.labels[LABEL.specHash], updateState: s.updateState as UpdateState | undefined,
-    }));
+    const desiredByService = new Map(desired.map((d) => [d.serviceId, d]));
+    const actual: ActualService[] = services.map((s) => {
+      const a: ActualService = { id: s.id, name: s.name, labels: s.labels, replicas: s.replicas, specHash: s.labels[LABEL.specHash], updateState: s.updateState as UpdateState | undefined };
+      // Same hash label but a spec changed by hand: hide the label so the planner puts the service back (drift).
+      const d = desiredByService.get(s.labels[LABEL.serviceId] ?? '');
+      const b = d ? built.get(d.id) : undefined;
+      if (b && a.specHash === b.specHash && s.spec !== undefined && hasDrifted(b.spec, s.spec, b.specHash)) {
+        const { [LABEL.specHash]: _dropped, ...rest } = s.labels;
+        return { ...a, labels: rest, specHash: undefined };
+      }
+      return a;
+    });
     const actions = plan(desired, actual, { ...ctx, now, backoff, retainServiceIds });
     const results = await this.#apply(actions, byId);
 

@@ -89,6 +89,7 @@ export function createSwarmPort(docker: Docker, opts: { workerId: string; nodeId
         specHash: s.Spec?.Labels?.['skypanel.spec-hash'],
         updateState: s.UpdateStatus?.State,
         updateMessage: s.UpdateStatus?.Message,
+        spec: s.Spec,
       }));
     },
 
