@@ -1,74 +1,169 @@
 import type Docker from 'dockerode';
+import { AgentError } from '../errors.js';
+import type { SwarmRole } from '../protocol/worker.js';
+import { describeDockerEndpoint, dockerTimeoutMs } from './docker-client.js';
 
-export class DockerUnavailableError extends Error {
-  readonly code = 'SKP_ERR_DOCKER_UNAVAILABLE';
-  constructor(message: string, opts?: { cause?: unknown }) {
-    super(message, opts);
+/**
+ * Docker could not be reached or answered nonsense. The message is one line naming the endpoint;
+ * the original error is deliberately not chained as `cause` so logs and the CLI show no
+ * dockerode/http internals, only `causeCode` (ENOENT, ECONNREFUSED, EACCES, ETIMEDOUT, HTTP_500...).
+ */
+export class DockerUnavailableError extends AgentError {
+  readonly endpoint: string;
+  readonly causeCode: string;
+
+  constructor(endpoint: string, detail: string, causeCode = 'UNKNOWN') {
+    super('SKP_ERR_DOCKER_UNAVAILABLE', `Docker Engine at ${endpoint} is unavailable: ${detail}`);
     this.name = 'DockerUnavailableError';
+    this.endpoint = endpoint;
+    this.causeCode = causeCode;
   }
 }
 
+export type SwarmState = 'inactive' | 'pending' | 'active' | 'error' | 'locked';
+
 export interface EngineFacts {
+  /** Engine release (`ServerVersion`), e.g. "20.10.24+dfsg1". */
   dockerVersion: string;
+  /** `/info` carries no API version and a second request is not worth it; set only if a future engine adds it. */
+  apiVersion?: string;
   dockerRootDir: string;
   containersRunning: number;
   ncpu: number;
   memTotalBytes: number;
   swarm: {
     nodeId: string | null;
-    state: 'inactive' | 'pending' | 'active' | 'error' | 'locked';
-    role: 'manager' | 'worker' | 'none';
+    state: SwarmState;
+    role: SwarmRole;
     nodeAddr: string | null;
+    /** Only managers see the cluster's manager count. */
+    managers?: number;
   };
 }
 
 interface InfoBody {
-  ServerVersion?: string;
-  DockerRootDir?: string;
-  ContainersRunning?: number;
-  NCPU?: number;
-  MemTotal?: number;
-  Swarm?: { NodeID?: string; LocalNodeState?: string; ControlAvailable?: boolean; NodeAddr?: string };
+  ServerVersion?: unknown;
+  ApiVersion?: unknown;
+  DockerRootDir?: unknown;
+  ContainersRunning?: unknown;
+  NCPU?: unknown;
+  MemTotal?: unknown;
+  Swarm?: {
+    NodeID?: unknown;
+    NodeAddr?: unknown;
+    LocalNodeState?: unknown;
+    ControlAvailable?: unknown;
+    Managers?: unknown;
+  } | null;
 }
 
-function describeTarget(docker: Docker): string {
-  const m = (docker as unknown as { modem?: { socketPath?: string; host?: string; port?: number } }).modem;
-  return m?.socketPath ? `unix://${m.socketPath}` : `${m?.host ?? 'unknown'}:${m?.port ?? ''}`;
+type Abortable = (opts: { abortSignal: AbortSignal }) => Promise<unknown>;
+
+const SWARM_STATES: readonly SwarmState[] = ['inactive', 'pending', 'active', 'error', 'locked'];
+
+function oneLine(s: string, max = 200): string {
+  const flat = s.replace(/\s+/g, ' ').trim();
+  return flat.length > max ? `${flat.slice(0, max - 1)}…` : flat;
 }
+
+function wrap(docker: Docker, err: unknown, timeoutMs: number, elapsedMs: number): DockerUnavailableError {
+  const endpoint = describeDockerEndpoint(docker);
+  const e = (err ?? {}) as { code?: unknown; statusCode?: unknown; message?: unknown; name?: unknown; json?: unknown };
+  const code = typeof e.code === 'string' ? e.code : undefined;
+  // docker-modem's idle timeout surfaces as a bare "socket hang up" (it destroys the request
+  // without a reason), and our own deadline as an AbortError; both mean "no answer in time".
+  const hungUp = code === 'ECONNRESET' || e.name === 'AbortError' || code === 'ABORT_ERR';
+  if (hungUp && elapsedMs >= timeoutMs * 0.9) return new DockerUnavailableError(endpoint, `no answer within ${timeoutMs} ms`, 'ETIMEDOUT');
+  if (typeof e.statusCode === 'number') {
+    const body = e.json as { message?: unknown } | undefined;
+    const msg = typeof body?.message === 'string' ? body.message : String(e.message ?? '');
+    return new DockerUnavailableError(endpoint, `HTTP ${e.statusCode}: ${oneLine(msg)}`, `HTTP_${e.statusCode}`);
+  }
+  switch (code) {
+    case 'ENOENT':
+      return new DockerUnavailableError(endpoint, 'the socket does not exist (is dockerd running?)', code);
+    case 'ECONNREFUSED':
+      return new DockerUnavailableError(endpoint, 'connection refused (is dockerd running?)', code);
+    case 'EACCES':
+    case 'EPERM':
+      return new DockerUnavailableError(endpoint, 'permission denied (run as root or join the docker group)', code);
+  }
+  const msg = err instanceof Error ? err.message : String(err);
+  return new DockerUnavailableError(endpoint, oneLine(code && !msg.includes(code) ? `${code}: ${msg}` : msg || 'unknown error'), code ?? 'UNKNOWN');
+}
+
+/**
+ * One Engine API call under a hard deadline. The modem's timeout only fires on an idle socket;
+ * this bounds the whole call, even against a peer that trickles bytes.
+ */
+async function bounded<T>(docker: Docker, fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  const timeoutMs = dockerTimeoutMs(docker);
+  const started = Date.now();
+  const ac = new AbortController();
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      ac.abort();
+      reject(new DockerUnavailableError(describeDockerEndpoint(docker), `no answer within ${timeoutMs} ms`, 'ETIMEDOUT'));
+    }, timeoutMs);
+  });
+  try {
+    return await Promise.race([fn(ac.signal), deadline]);
+  } catch (err) {
+    throw err instanceof DockerUnavailableError ? err : wrap(docker, err, timeoutMs, Date.now() - started);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+async function fetchInfo(docker: Docker): Promise<InfoBody> {
+  const info = await bounded(docker, (abortSignal) => (docker.info as unknown as Abortable).call(docker, { abortSignal }));
+  // Anything that is not a JSON object with a ServerVersion is some other server on the socket.
+  if (!info || typeof info !== 'object' || Buffer.isBuffer(info) || typeof (info as InfoBody).ServerVersion !== 'string') {
+    throw new DockerUnavailableError(describeDockerEndpoint(docker), 'GET /info did not return Docker engine info', 'EBADRESPONSE');
+  }
+  return info as InfoBody;
+}
+
+const str = (v: unknown): string | null => (typeof v === 'string' && v !== '' ? v : null);
+const num = (v: unknown): number => (typeof v === 'number' && Number.isFinite(v) ? v : 0);
 
 /** Everything the agent needs from the engine in one `GET /info` call. */
 export async function getEngineFacts(docker: Docker): Promise<EngineFacts> {
-  let info: InfoBody;
-  try {
-    info = (await docker.info()) as InfoBody;
-  } catch (err) {
-    const e = err as { code?: string; message?: string };
-    throw new DockerUnavailableError(`Docker Engine at ${describeTarget(docker)} did not answer (${e.code ?? e.message ?? 'error'})`, { cause: err });
-  }
-  const state = (info.Swarm?.LocalNodeState || 'inactive') as EngineFacts['swarm']['state'];
+  const info = await fetchInfo(docker);
+  const sw = info.Swarm ?? {};
+  const rawState = str(sw.LocalNodeState);
+  // An engine without swarm support reports nothing; an unknown new state is not something to act on.
+  const state: SwarmState = rawState === null ? 'inactive' : SWARM_STATES.includes(rawState as SwarmState) ? (rawState as SwarmState) : 'error';
   const active = state === 'active';
+  const role: SwarmRole = !active ? 'none' : sw.ControlAvailable === true ? 'manager' : 'worker';
+  const apiVersion = str(info.ApiVersion);
   return {
-    dockerVersion: info.ServerVersion ?? 'unknown',
-    dockerRootDir: info.DockerRootDir ?? '/var/lib/docker',
-    containersRunning: info.ContainersRunning ?? 0,
-    ncpu: info.NCPU ?? 0,
-    memTotalBytes: info.MemTotal ?? 0,
+    dockerVersion: info.ServerVersion as string,
+    ...(apiVersion ? { apiVersion } : {}),
+    dockerRootDir: str(info.DockerRootDir) ?? '/var/lib/docker',
+    containersRunning: num(info.ContainersRunning),
+    ncpu: num(info.NCPU),
+    memTotalBytes: num(info.MemTotal),
     swarm: {
-      nodeId: active && info.Swarm?.NodeID ? info.Swarm.NodeID : null,
+      nodeId: str(sw.NodeID),
       state,
-      role: !active ? 'none' : info.Swarm?.ControlAvailable ? 'manager' : 'worker',
-      nodeAddr: info.Swarm?.NodeAddr || null,
+      role,
+      nodeAddr: str(sw.NodeAddr),
+      ...(typeof sw.Managers === 'number' && role === 'manager' ? { managers: sw.Managers } : {}),
     },
   };
 }
 
+/** Running containers as the engine counts them (`/info`), without listing them. */
 export async function countRunningContainers(docker: Docker): Promise<number> {
-  return (await getEngineFacts(docker)).containersRunning;
+  return num((await fetchInfo(docker)).ContainersRunning);
 }
 
+/** Whether the engine answers `GET /_ping` within the client's timeout. Never throws. */
 export async function pingDocker(docker: Docker): Promise<boolean> {
   try {
-    await docker.ping();
+    await bounded(docker, (abortSignal) => (docker.ping as unknown as Abortable).call(docker, { abortSignal }));
     return true;
   } catch {
     return false;
