@@ -21,8 +21,12 @@ export type {
   RateLimitOptions,
   ReferenceControlPlaneOptions,
   RequestRecord,
+  StatusReportRecord,
   WorkerLoad,
   WorkerRow,
   WorkerStatus,
 } from './types.js';
+export { strongEtag, type DeploymentsControl } from './extension-store.js';
+export { etagMatches } from './deployment-routes.js';
+export { adminTokenMatches } from './admin-routes.js';
 export { isValidIpAddress, validateMetrics, validateWorkerInfo } from './skypanel-validation.js';

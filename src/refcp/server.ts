@@ -1,6 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { isAdminPath, serveAdmin } from './admin-routes.js';
+import { matchExtensionRoute, serveExtension } from './deployment-routes.js';
+import { ExtensionStore, type DeploymentsControl } from './extension-store.js';
 import { FaultSlot, GARBAGE_BODY, defaultFaultBody } from './faults.js';
 import { isApiPath, matchRoute, readJsonBody, requestPath, send, sendJson } from './http.js';
 import { signWorkerToken } from './jwt.js';
@@ -13,7 +16,7 @@ import { authenticateWorker, handleHeartbeat, handleRegister, type Reply } from 
  * over a real socket, plus fault injection so clients can be tested against genuine network
  * behaviour instead of mocks.
  */
-export interface ReferenceControlPlane {
+export interface ReferenceControlPlane extends DeploymentsControl {
   /** `http://host:port`; throws before the first listen() when the port is ephemeral. */
   readonly url: string;
   /** The HS256 secret tokens are checked against, for tests that forge their own tokens. */
@@ -37,7 +40,7 @@ const RATE_LIMITED = { success: false, error: 'Too many requests from this IP, p
 /** Secrets shorter than this are not worth redacting and would mangle unrelated text. */
 const MIN_SECRET_LENGTH = 8;
 
-class RefControlPlane implements ReferenceControlPlane {
+class RefControlPlane extends ExtensionStore implements ReferenceControlPlane {
   readonly workers = new Map<string, WorkerRow>();
   readonly requests: RequestRecord[] = [];
   readonly jwtSecret: string;
@@ -52,6 +55,7 @@ class RefControlPlane implements ReferenceControlPlane {
   #listening = false;
 
   constructor(opts: ReferenceControlPlaneOptions) {
+    super(opts);
     this.#host = opts.host ?? '127.0.0.1';
     this.#port = opts.port ?? 0;
     this.jwtSecret = opts.jwtSecret ?? randomBytes(32).toString('hex');
@@ -153,6 +157,8 @@ class RefControlPlane implements ReferenceControlPlane {
       logOnce(String(res.statusCode));
     });
     res.on('close', () => logOnce(record.fault === 'reset' ? 'reset' : 'aborted'));
+    // Operator routes: token checked before the body is read, which is never recorded (it holds secrets).
+    if (isAdminPath(rawPath)) return serveAdmin(req, res, rawPath, { store: this, workers: this.workers });
 
     const body = await readJsonBody(req);
     if (body.kind === 'aborted') return;
@@ -176,6 +182,10 @@ class RefControlPlane implements ReferenceControlPlane {
     if (body.kind === 'malformed' || body.kind === 'unsupported') return sendJson(res, 500, INTERNAL_ERROR);
     const parsedBody: unknown = body.kind === 'json' ? body.value : {};
 
+    const ext = this.extensions ? matchExtensionRoute(req.method, rawPath) : { kind: 'none' as const };
+    if (ext.kind !== 'none') {
+      return serveExtension(ext, req, res, { body: parsedBody, jwtSecret: this.jwtSecret, workers: this.workers, store: this, now: new Date() });
+    }
     const route = matchRoute(req.method, rawPath);
     if (route.kind === 'none') return sendJson(res, 404, NOT_FOUND);
     if (route.kind === 'bad-param') return sendJson(res, 500, INTERNAL_ERROR);

@@ -1,5 +1,7 @@
 /** Boundary types of the reference control plane. */
 
+import type { StatusReport } from '../protocol/status-report.js';
+
 export type WorkerStatus = 'pending' | 'active' | 'unhealthy' | 'draining' | 'offline';
 
 export interface WorkerLoad {
@@ -82,4 +84,20 @@ export interface ReferenceControlPlaneOptions {
   logger?: (line: string) => void;
   /** Oldest request records are dropped beyond this many. Default 10000. */
   maxRecords?: number;
+  /**
+   * Serve the protocol extensions (desired set, status reports, usage). Default true; false answers
+   * them with stock SkyPanelV2's 404 "API not found", for testing the agent's heartbeat-only mode.
+   */
+  extensions?: boolean;
+  /** Bearer token of the /admin/ routes; 32 random bytes in hex by default. At least 16 characters. */
+  adminToken?: string;
+  /** Per worker: status reports (and usage records) kept, oldest dropped first. Default 50000. */
+  maxReports?: number;
+}
+
+/** One accepted, distinct status report. */
+export interface StatusReportRecord {
+  deploymentId: string;
+  report: StatusReport;
+  receivedAt: Date;
 }
