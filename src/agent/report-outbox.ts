@@ -1,20 +1,44 @@
+import { statusReportSchema, type StatusReportContent } from '../protocol/status-report.js';
 import { DEFAULT_BACKOFF, delayAfterFailure, type BackoffPolicy, type Random } from './backoff.js';
 import type { ControlPlaneClient } from './control-plane-client.js';
 import type { Logger } from './logger.js';
 import type { StateStore } from './state-store.js';
 import { EXTENSION_PROBE_MS } from './desired-state-poller.js';
 
-/** The body of POST /api/workers/{id}/deployments/{deploymentId}/status, minus the envelope fields. */
-export interface ReportContent {
-  status: 'deploying' | 'running' | 'stopped' | 'failed' | 'rolled_back';
-  swarmServiceId?: string;
-  containerId?: string;
-  publicUrl?: string;
-  externalPort?: number;
-  deploymentLogs?: string;
-  message?: string;
-  deployedAt?: string;
-  stoppedAt?: string;
+
+/** The body of POST …/deployments/{deploymentId}/status minus seq, bootId and reportedAt. */
+export type ReportContent = StatusReportContent;
+
+/**
+ * SkyPanelV2-style panels refuse bodies over 100 kB, and 64 KiB of logs can serialise far larger
+ * (escaped control characters), so the whole JSON body is bounded, not just the log bytes.
+ */
+export const MAX_REPORT_BODY_BYTES = 90_000;
+
+/**
+ * Make a report the control plane will accept: fields that fail the protocol schema are dropped
+ * (a bad publicUrl template must not lose the status itself), and logs are cut from the oldest
+ * line until the body fits.
+ */
+export function fitReport(content: ReportContent): { content: ReportContent; dropped: string[] } {
+  const dropped: string[] = [];
+  let c: ReportContent = { ...content };
+  const envelope = { seq: 1, bootId: 'x'.repeat(36), reportedAt: new Date(0).toISOString() };
+  for (let i = 0; i < 10; i++) {
+    const r = statusReportSchema.safeParse({ ...c, ...envelope });
+    if (r.success) break;
+    const field = String(r.error.issues[0]?.path[0] ?? '');
+    if (!field || field === 'status' || !(field in c)) break;
+    dropped.push(field);
+    const { [field as keyof ReportContent]: _gone, ...rest } = c;
+    c = rest as ReportContent;
+  }
+  while (c.deploymentLogs !== undefined && Buffer.byteLength(JSON.stringify({ ...c, ...envelope })) > MAX_REPORT_BODY_BYTES) {
+    const logs = c.deploymentLogs;
+    const cut = logs.indexOf('\n', Math.floor(logs.length / 4));
+    c = cut < 0 ? (({ deploymentLogs: _l, ...rest }) => rest)(c) : { ...c, deploymentLogs: logs.slice(cut + 1) };
+  }
+  return { content: c, dropped };
 }
 
 interface Entry {
@@ -82,7 +106,9 @@ export class ReportOutbox {
   }
 
   /** Queue a report if it differs from what was last sent (or queued) for that deployment. */
-  offer(deploymentId: string, content: ReportContent): void {
+  offer(deploymentId: string, raw: ReportContent): void {
+    const { content, dropped } = fitReport(raw);
+    if (dropped.length > 0) this.#deps.logger.warn({ deploymentId, dropped }, 'report fields dropped: they do not fit the protocol');
     const queued = this.#pending.get(deploymentId);
     const reference = queued?.content ?? this.#lastSent.get(deploymentId);
     if (reference && sameReport(reference, content)) return;
@@ -144,7 +170,7 @@ export class ReportOutbox {
         // A stock panel has no status API: keep the newest report per deployment and ask again later.
         return EXTENSION_PROBE_MS;
       }
-      if (res.kind === 'http' && res.status === 400) {
+      if (res.kind === 'http' && (res.status === 400 || res.status === 413)) {
         logger.error({ deploymentId: entry.deploymentId, message: res.message }, 'control plane rejected a status report as invalid; dropped');
         this.#done(entry, false);
         continue;

@@ -1,4 +1,5 @@
-import { mkdtemp } from 'node:fs/promises';
+import { mkdtemp, readFile } from 'node:fs/promises';
+import { AgentError } from '../errors.js';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { randomUUID } from 'node:crypto';
@@ -14,6 +15,8 @@ export interface DevOptions {
   heartbeatIntervalSec: number;
   configPath?: string;
   dockerSocket?: string;
+  /** JSON file with `{"deployments": [...]}` (or a bare array) assigned to the dev worker. */
+  deploymentsFile?: string;
   logger: Logger;
   say: (line: string) => void;
 }
@@ -31,8 +34,15 @@ export async function runDev(opts: DevOptions): Promise<void> {
     logger: (line) => opts.logger.debug({ component: 'reference-control-plane' }, line),
   });
   opts.say(`reference control plane listening on ${cp.url}`);
+  opts.say(`  admin API: curl -H 'Authorization: Bearer ${cp.adminToken}' ${cp.url}/admin/workers`);
   const configPath = opts.configPath ?? join(await mkdtemp(join(tmpdir(), 'skypanel-agent-dev-')), 'config.json');
-  const token = new Secret(cp.mintToken(randomUUID()));
+  const workerId = randomUUID();
+  const token = new Secret(cp.mintToken(workerId));
+  if (opts.deploymentsFile) {
+    const list = await readDeploymentsFile(opts.deploymentsFile);
+    cp.setDeployments(workerId, list);
+    opts.say(`assigned ${list.length} deployment(s) from ${opts.deploymentsFile}`);
+  }
   const reg = await runRegister({
     controlPlaneUrl: cp.url,
     token,
@@ -46,8 +56,21 @@ export async function runDev(opts: DevOptions): Promise<void> {
   const { config } = await loadConfig({ path: configPath, flags: { stateDir: join(dirname(configPath), 'state') } });
   const agent = await startAgent(config, configPath, opts.logger);
   opts.say(`agent running as worker ${reg.workerId}; heartbeats every ${config.heartbeatIntervalSec}s. Ctrl-C stops both.`);
+  opts.say(`  status: skypanel-agent status --config ${configPath}`);
   stopOnSignals(async () => {
     await agent.stop();
     await cp.close();
   }, opts.logger);
+}
+
+async function readDeploymentsFile(path: string): Promise<unknown[]> {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(await readFile(path, 'utf8'));
+  } catch (err) {
+    throw new AgentError('SKP_ERR_USAGE', `--deployments ${path}: ${(err as Error).message.split('\n')[0]}`, { field: 'deployments' });
+  }
+  const list = Array.isArray(parsed) ? parsed : (parsed as { deployments?: unknown })?.deployments;
+  if (!Array.isArray(list)) throw new AgentError('SKP_ERR_USAGE', `--deployments ${path}: expected {"deployments": [...]} or an array`, { field: 'deployments' });
+  return list;
 }

@@ -136,9 +136,11 @@ Examples:
     .option('--heartbeat-interval <seconds>', 'seconds between heartbeats', positiveInt('--heartbeat-interval'), 10)
     .option('--config <path>', 'config file to write (default: a new temporary directory)')
     .option('--docker-socket <path>', 'Docker Engine API socket')
+    .option('--deployments <file>', 'assign the deployments in this JSON file to the dev worker')
     .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
     .addHelpText('after', `
 Examples:
+  $ skypanel-agent dev --deployments examples/hello.json   # then: curl http://127.0.0.1:18080/
   $ skypanel-agent dev
   $ skypanel-agent dev --port 3001 --heartbeat-interval 5 --log-level debug`)
     .action(async (o: Record<string, string | number | undefined>) => {
@@ -148,6 +150,7 @@ Examples:
         heartbeatIntervalSec: o.heartbeatInterval as number,
         configPath: o.config as string | undefined,
         dockerSocket: o.dockerSocket as string | undefined,
+        deploymentsFile: o.deployments as string | undefined,
         logger,
         say,
       });

@@ -16,10 +16,18 @@ export function projectOnto(desired: unknown, actual: unknown): unknown {
   if (actual === null || typeof actual !== 'object' || Array.isArray(actual)) return actual;
   const out: Record<string, unknown> = {};
   const a = actual as Record<string, unknown>;
-  for (const key of Object.keys(desired as Record<string, unknown>)) {
-    if (key in a) out[key] = projectOnto((desired as Record<string, unknown>)[key], a[key]);
+  for (const [key, want] of Object.entries(desired as Record<string, unknown>)) {
+    if (key in a) out[key] = projectOnto(want, a[key]);
+    // Docker's Go structs drop zero values (omitempty): an absent field equals a zero we sent.
+    else if (isZero(want)) out[key] = want;
   }
   return out;
+}
+
+function isZero(v: unknown): boolean {
+  if (v === 0 || v === '' || v === false || v === null) return true;
+  if (Array.isArray(v)) return v.length === 0;
+  return typeof v === 'object' && v !== null && Object.keys(v).length === 0;
 }
 
 /**

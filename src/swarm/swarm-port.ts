@@ -71,6 +71,7 @@ interface TaskInfo {
  */
 export function createSwarmPort(docker: Docker, opts: { workerId: string; nodeId: () => string | null }): SwarmPort {
   const labelFilter = JSON.stringify({ label: ownershipFilter(opts.workerId) });
+  const networksInFlight = new Map<string, Promise<void>>();
   let ownIds = new Set<string>();
   return {
     async listServices(): Promise<ObservedServiceLite[]> {
@@ -169,16 +170,14 @@ export function createSwarmPort(docker: Docker, opts: { workerId: string; nodeId
       }
     },
 
-    async ensureNetwork(spec): Promise<void> {
-      try {
-        const existing = (await docker.listNetworks({ filters: JSON.stringify({ name: [spec.Name] }) })) as { Name: string }[];
-        if (existing.some((n) => n.Name === spec.Name)) return;
-        await docker.createNetwork(spec as never);
-      } catch (err) {
-        // Another agent on another node created it between our look and our create.
-        if ((err as DockerApiError).statusCode === 409) return;
-        throw wrap(`creating network ${spec.Name}`, err);
+    ensureNetwork(spec): Promise<void> {
+      // Creates for one organization run concurrently in a pass: share one in-flight attempt per name.
+      let pending = networksInFlight.get(spec.Name);
+      if (!pending) {
+        pending = ensureNetworkOnce(docker, spec).finally(() => networksInFlight.delete(spec.Name));
+        networksInFlight.set(spec.Name, pending);
       }
+      return pending;
     },
 
     async ensureSecret(name: string, value: Secret, labels: Record<string, string>): Promise<string> {
@@ -209,4 +208,19 @@ export function createSwarmPort(docker: Docker, opts: { workerId: string; nodeId
       }
     },
   };
+}
+
+async function ensureNetworkOnce(docker: Docker, spec: { Name: string }): Promise<void> {
+  const exists = async () => {
+    const list = (await docker.listNetworks({ filters: JSON.stringify({ name: [spec.Name] }) })) as { Name: string }[];
+    return list.some((n) => n.Name === spec.Name);
+  };
+  try {
+    if (await exists()) return;
+    await docker.createNetwork(spec as never);
+  } catch (err) {
+    // Another agent (or node) created it between our look and our create: Swarm says 409 or "name conflicts".
+    if (await exists().catch(() => false)) return;
+    throw wrap(`creating network ${spec.Name}`, err);
+  }
 }

@@ -100,6 +100,10 @@ describe.skipIf(!dockerReady.ok)('reconciling against a real swarm', () => {
     expect(full.Spec.Name.length).toBeLessThanOrEqual(63);
     expect(full.Spec.TaskTemplate.Resources.Limits).toMatchObject({ NanoCPUs: 250_000_000, MemoryBytes: 32 * 1024 * 1024 });
     expect(full.Spec.TaskTemplate.Placement.Constraints).toContain(`node.id==${nodeId}`);
+    // A service the agent just made is not drift: later passes leave it alone.
+    await new Promise((r) => setTimeout(r, 4_500));
+    expect(logLines.join('')).not.toContain('service changed outside the agent');
+    expect(latest.get(web.id)!.derived.containerId).toBe(c.derived.containerId);
   });
 
   it('an env change rolls the service; the same hash never restarts it', async () => {

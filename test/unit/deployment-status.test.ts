@@ -73,6 +73,8 @@ describe('drift', () => {
     live.TaskTemplate.Networks = [{ Target: 'q8l2network' }];
     live.TaskTemplate.ContainerSpec.Isolation = 'default';
     live.Mode.Replicated.Replicas = 3;
+    // omitempty: Docker leaves zero values out of what it returns.
+    delete live.UpdateConfig.Delay;
     return live;
   };
 
