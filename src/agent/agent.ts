@@ -11,6 +11,7 @@ import { createAgentMetrics, type AgentMetrics } from './metrics.js';
 import { createStatusServer, type StatusServer } from './status-server.js';
 import type { StatusSource, StatusView } from './status-model.js';
 import { buildRegisterRequest, registerWorker, reconcileModeFor, type EngineSummary } from './registration.js';
+import type { SwarmRole } from '../protocol/worker.js';
 import { DeploymentLoops } from './deployment-loops.js';
 import type { SwarmPort } from './executor.js';
 import { localAddressToward, toPanelIp } from '../collectors/address.js';
@@ -31,8 +32,17 @@ export interface AgentOptions {
   configPath?: string;
   logger: Logger;
   engine: EngineProbe;
-  /** Builds the Swarm port used to write services; absent in tests that only heartbeat. */
-  swarmPort?(workerId: string, nodeId: () => string | null): SwarmPort;
+  /** Builds the Swarm ports for each reconcile mode; absent in tests that only heartbeat. */
+  swarm?: SwarmPorts;
+}
+
+export interface SwarmPorts {
+  /** Writes through the local engine (it is a manager). */
+  local(workerId: string, nodeId: () => string | null): SwarmPort;
+  /** Writes through the configured manager endpoint (mutual TLS). */
+  remote?(workerId: string, nodeId: () => string | null): Promise<SwarmPort>;
+  /** Reads this node's task containers; never writes. */
+  observe(): SwarmPort;
 }
 
 /**
@@ -113,7 +123,7 @@ export class Agent {
           agentVersion: AGENT_VERSION,
           uptimeSec: Math.round((Date.now() - this.startedAt) / 1000),
           bootId: this.#heartbeat.bootId,
-          swarm: { nodeId: this.#engine?.swarmNodeId ?? null, role, reconcileMode: reconcileModeFor(role) },
+          swarm: { nodeId: this.#engine?.swarmNodeId ?? null, role, reconcileMode: this.#mode(role) },
           dockerHealthy: this.#dockerHealthy,
           capacity: this.#capacity ?? null,
           load: this.#lastLoad,
@@ -151,7 +161,7 @@ export class Agent {
         heartbeatIntervalSec: this.#opts.config.heartbeatIntervalSec,
         dockerHealthy: this.#dockerHealthy,
         swarmRole: role,
-        reconcileMode: reconcileModeFor(role),
+        reconcileMode: this.#mode(role),
         statusApi: `${listening.address}:${listening.port}`,
       },
       'agent started',
@@ -160,12 +170,23 @@ export class Agent {
     await this.#startDeployments(role);
   }
 
-  async #startDeployments(role: string): Promise<void> {
+  #mode(role: SwarmRole) {
+    const { config } = this.#opts;
+    return reconcileModeFor(role, { managerEndpoint: config.swarmManagerHost !== undefined, forceObserve: config.reconcileMode === 'observe' });
+  }
+
+  async #startDeployments(role: SwarmRole): Promise<void> {
     const { config, logger } = this.#opts;
     const ip = config.ipAddress !== undefined ? toPanelIp(config.ipAddress) : await localAddressToward(config.controlPlaneUrl).catch(() => undefined);
-    const canWrite = role === 'manager' && this.#opts.swarmPort !== undefined;
-    if (!canWrite) logger.warn({ swarmRole: role }, 'this engine is not a swarm manager: deployments are reported, not applied (observe mode)');
     const nodeId = () => this.#engine?.swarmNodeId ?? null;
+    const mode = this.#mode(role);
+    const ports = this.#opts.swarm;
+    let swarm: SwarmPort | undefined;
+    if (ports && mode === 'manager') swarm = ports.local(this.#workerId, nodeId);
+    else if (ports && mode === 'remote-manager' && ports.remote) swarm = await ports.remote(this.#workerId, nodeId);
+    else if (ports && mode === 'observe') swarm = ports.observe();
+    if (mode === 'observe') logger.info('observe mode: deployments on this node are reported, never written');
+    if (mode === 'none') logger.warn('this engine is not in a swarm: deployments cannot run here and are not applied');
     this.#deployments = new DeploymentLoops({
       client: this.#client,
       workerId: () => this.#workerId,
@@ -177,7 +198,8 @@ export class Agent {
       publicUrlTemplate: config.publicUrlTemplate,
       ipAddress: ip ?? '127.0.0.1',
       nodeId,
-      swarm: canWrite ? this.#opts.swarmPort!(this.#workerId, nodeId) : undefined,
+      swarm,
+      readOnly: mode === 'observe',
       metrics: this.#metrics,
       logger,
     });
@@ -229,6 +251,7 @@ export class Agent {
         ipAddress: config.ipAddress,
         name: config.name,
         engine: this.#engine,
+        mode: { managerEndpoint: config.swarmManagerHost !== undefined, forceObserve: config.reconcileMode === 'observe' },
         logger,
       });
       const id = await registerWorker(this.#client, req);

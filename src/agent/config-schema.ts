@@ -41,6 +41,14 @@ export const configSchema = z.object({
   name: z.string().min(1).max(255).optional(),
   stateDir: z.string().min(1).default(DEFAULT_STATE_DIR),
   dockerSocket: z.string().min(1).default('/var/run/docker.sock'),
+  reconcileMode: z.enum(['auto', 'observe']).default('auto'),
+  swarmManagerHost: z
+    .string()
+    .regex(/^[A-Za-z0-9.-]+:\d{1,5}$|^\[[0-9A-Fa-f:.]+\]:\d{1,5}$/, 'must be host:port')
+    .optional(),
+  swarmManagerCa: z.string().min(1).optional(),
+  swarmManagerCert: z.string().min(1).optional(),
+  swarmManagerKey: z.string().min(1).optional(),
   statusListen: z
     .string()
     .regex(/^(\[[0-9a-fA-F:.]+\]|[^:[\]\s]+):\d{1,5}$/, 'must be host:port or [ipv6]:port')
@@ -54,6 +62,11 @@ export type AgentConfig = z.infer<typeof configSchema>;
 
 /** Cross-key rules the per-key schema cannot express. */
 export const configRefinements: { field: keyof AgentConfig; check: (c: AgentConfig) => boolean; message: string }[] = [
+  {
+    field: 'swarmManagerHost',
+    check: (c) => c.swarmManagerHost === undefined || (c.swarmManagerCa !== undefined && c.swarmManagerCert !== undefined && c.swarmManagerKey !== undefined),
+    message: 'needs swarmManagerCa, swarmManagerCert and swarmManagerKey: the manager API is only ever reached over mutual TLS',
+  },
   { field: 'statusTlsKey', check: (c) => (c.statusTlsCert === undefined) === (c.statusTlsKey === undefined), message: 'statusTlsCert and statusTlsKey must be set together' },
 ];
 export type AgentConfigInput = z.input<typeof configSchema>;
@@ -72,6 +85,11 @@ export const CONFIG_KEYS: readonly ConfigKeyInfo[] = [
   { key: 'name', env: 'SKYPANEL_AGENT_NAME', flag: '--name', description: 'Human-readable worker name sent in register metadata' },
   { key: 'stateDir', env: 'SKYPANEL_AGENT_STATE_DIR', flag: '--state-dir', default: DEFAULT_STATE_DIR, description: 'Directory for durable agent state' },
   { key: 'dockerSocket', env: 'SKYPANEL_AGENT_DOCKER_SOCKET', flag: '--docker-socket', default: '/var/run/docker.sock', description: 'Docker Engine API socket' },
+  { key: 'reconcileMode', env: 'SKYPANEL_AGENT_RECONCILE_MODE', default: 'auto', description: 'auto (write through a manager when there is one) or observe (report only, never write)' },
+  { key: 'swarmManagerHost', env: 'SKYPANEL_AGENT_SWARM_MANAGER_HOST', description: "A manager's Engine API (host:port, TLS) for a worker node to write its services through" },
+  { key: 'swarmManagerCa', env: 'SKYPANEL_AGENT_SWARM_MANAGER_CA', description: 'CA certificate file for swarmManagerHost' },
+  { key: 'swarmManagerCert', env: 'SKYPANEL_AGENT_SWARM_MANAGER_CERT', description: 'Client certificate file for swarmManagerHost' },
+  { key: 'swarmManagerKey', env: 'SKYPANEL_AGENT_SWARM_MANAGER_KEY', description: 'Client key file for swarmManagerHost' },
   { key: 'statusListen', env: 'SKYPANEL_AGENT_STATUS_LISTEN', flag: '--status-listen', default: '0.0.0.0:9740', description: 'Address of the status API (healthz, status, deployments, metrics)' },
   { key: 'statusTlsCert', env: 'SKYPANEL_AGENT_STATUS_TLS_CERT', description: 'PEM certificate file: serve the status API over HTTPS (with statusTlsKey)' },
   { key: 'statusTlsKey', env: 'SKYPANEL_AGENT_STATUS_TLS_KEY', description: 'PEM private key file for statusTlsCert' },

@@ -21,8 +21,9 @@ export interface DeploymentLoopsOptions {
   publicUrlTemplate: string;
   ipAddress: string;
   nodeId(): string | null;
-  /** Present only when this agent can write services (manager mode). */
+  /** How this agent reads (and, unless readOnly, writes) Swarm; absent when not in a swarm. */
   swarm: SwarmPort | undefined;
+  readOnly: boolean;
   metrics: AgentMetrics;
   logger: Logger;
 }
@@ -60,6 +61,7 @@ export class DeploymentLoops {
           onStatus: (changes, rejected) => this.#reporter.publish(changes, rejected),
           onPass: (p) => opts.metrics.observeReconcilePass(p.durationMs / 1000),
           onApplied: (s) => opts.metrics.observeDesiredToApplied(s),
+          readOnly: opts.readOnly,
         })
       : undefined;
     this.#poller = new DesiredStatePoller({
@@ -96,7 +98,7 @@ export class DeploymentLoops {
   #setDesired(set: DesiredSet): void {
     this.#desired = set;
     if (this.#reconciler) this.#reconciler.setDesired(set);
-    else if (set.deployments.length > 0) this.#opts.logger.warn({ deployments: set.deployments.length }, 'deployments assigned, but this engine cannot write Swarm services (not a manager); not applied');
+    else if (set.deployments.length > 0) this.#opts.logger.warn({ deployments: set.deployments.length }, 'deployments assigned, but this engine is not in a swarm; not applied');
   }
 
   get queueDepth(): number {

@@ -38,6 +38,8 @@ export interface ReconcilerDeps {
   onStatus(changes: StatusChange[], rejected: DesiredSet['rejected']): void;
   onPass?(pass: ReconcilePassView): void;
   onApplied?(latencySec: number): void;
+  /** Observe mode: derive and report statuses, never plan or apply an action. */
+  readOnly?: boolean;
   random?: Random;
 }
 
@@ -167,7 +169,7 @@ export class Reconciler {
       }
       return a;
     });
-    const actions = plan(desired, actual, { ...ctx, now, backoff, retainServiceIds });
+    const actions = this.#deps.readOnly ? [] : plan(desired, actual, { ...ctx, now, backoff, retainServiceIds });
     const results = await this.#apply(actions, byId);
 
     const failedNow: StatusChange[] = [];

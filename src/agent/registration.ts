@@ -14,11 +14,22 @@ export interface EngineSummary {
   swarmRole: SwarmRole;
 }
 
-export function reconcileModeFor(role: SwarmRole): ReconcileMode {
-  // Workers cannot write services; until a manager endpoint is configured they only observe.
+export interface ModeInputs {
+  /** A manager endpoint (swarmManagerHost) is configured. */
+  managerEndpoint?: boolean;
+  /** The operator asked for report-only. */
+  forceObserve?: boolean;
+}
+
+/**
+ * Services can only be written through a manager: the local engine when it is one, else a
+ * configured manager endpoint; with neither, the agent observes what runs on its node.
+ */
+export function reconcileModeFor(role: SwarmRole, inputs: ModeInputs = {}): ReconcileMode {
+  if (role === 'none') return 'none';
+  if (inputs.forceObserve) return 'observe';
   if (role === 'manager') return 'manager';
-  if (role === 'worker') return 'observe';
-  return 'none';
+  return inputs.managerEndpoint ? 'remote-manager' : 'observe';
 }
 
 export interface BuildRegisterOptions {
@@ -26,6 +37,7 @@ export interface BuildRegisterOptions {
   ipAddress?: string;
   name?: string;
   engine: EngineSummary | undefined;
+  mode?: ModeInputs;
   logger: Logger;
 }
 
@@ -52,7 +64,7 @@ export async function buildRegisterRequest(opts: BuildRegisterOptions): Promise<
       dockerVersion: engine?.dockerVersion ?? 'unavailable',
       swarmNodeId: engine?.swarmNodeId ?? null,
       swarmRole: role,
-      reconcileMode: reconcileModeFor(role),
+      reconcileMode: reconcileModeFor(role, opts.mode),
       protocolVersion: PROTOCOL_VERSION,
       ...(opts.name !== undefined ? { name: opts.name } : {}),
       labels: {},

@@ -42,7 +42,8 @@ export function secretValuesOf(deployments: readonly Deployment[]): string[] {
 export class StatusReporter {
   readonly #outbox: ReportOutbox;
   readonly #secrets: () => readonly string[];
-  readonly #times = new Map<string, { deployedAt?: string; stoppedAt?: string }>();
+  /** Per deployment: lifecycle times, and the log tail taken when it failed (kept while it stays failed). */
+  readonly #times = new Map<string, { deployedAt?: string; stoppedAt?: string; logs?: string }>();
 
   constructor(outbox: ReportOutbox, secrets: () => readonly string[]) {
     this.#outbox = outbox;
@@ -59,6 +60,9 @@ export class StatusReporter {
         t.stoppedAt = undefined;
       }
       if (c.derived.status === 'stopped') t.stoppedAt ??= now;
+      // Logs are read once, when a deployment turns failed; later passes must not report them away.
+      if (c.derived.status !== 'failed') t.logs = undefined;
+      else if (c.logs && c.logs.length > 0) t.logs = tailBytes(c.logs.map((l) => scrubSecrets(l, this.#secrets())));
       this.#times.set(c.deploymentId, t);
       const content: ReportContent = { status: c.derived.status };
       if (c.derived.swarmServiceId) content.swarmServiceId = c.derived.swarmServiceId;
@@ -66,7 +70,7 @@ export class StatusReporter {
       if (c.publicUrl) content.publicUrl = c.publicUrl;
       if (c.derived.externalPort !== null) content.externalPort = c.derived.externalPort;
       if (c.derived.message) content.message = scrubSecrets(c.derived.message, this.#secrets()).slice(0, 4096);
-      if (c.logs && c.logs.length > 0) content.deploymentLogs = tailBytes(c.logs.map((l) => scrubSecrets(l, this.#secrets())));
+      if (t.logs) content.deploymentLogs = t.logs;
       if (t.deployedAt) content.deployedAt = t.deployedAt;
       if (t.stoppedAt) content.stoppedAt = t.stoppedAt;
       if (c.derived.status === 'stopped' && c.derived.desiredReplicas === 0 && c.derived.swarmServiceId === null) this.#times.delete(c.deploymentId);

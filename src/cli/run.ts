@@ -4,6 +4,8 @@ import type { Logger } from '../agent/logger.js';
 import { AgentError } from '../errors.js';
 import { createEngineProbe } from '../swarm/engine-probe.js';
 import { createSwarmPort } from '../swarm/swarm-port.js';
+import { createObservePort } from '../swarm/observe-port.js';
+import { createManagerClient } from '../swarm/manager-client.js';
 
 /** SIGTERM/SIGINT must stop the agent within this bound, even if something hangs. */
 export const SHUTDOWN_BOUND_MS = 5_000;
@@ -21,7 +23,11 @@ export async function startAgent(config: AgentConfig, configPath: string | undef
     configPath,
     logger,
     engine,
-    swarmPort: (workerId, nodeId) => createSwarmPort(engine.docker, { workerId, nodeId }),
+    swarm: {
+      local: (workerId, nodeId) => createSwarmPort(engine.docker, { workerId, nodeId }),
+      remote: async (workerId, nodeId) => createSwarmPort(await createManagerClient(config), { workerId, nodeId }),
+      observe: () => createObservePort(engine.docker),
+    },
   });
   await agent.start();
   return agent;

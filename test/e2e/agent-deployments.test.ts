@@ -39,6 +39,9 @@ describe.skipIf(!ready.ok)('the built agent against the reference control plane 
 
   afterAll(async () => {
     await Promise.all(agents.map((a) => a.stop()));
+    // Leave nothing behind even when a test failed half-way.
+    const ours = (await docker.listServices({ filters: JSON.stringify({ label: ['skypanel.managed=true'] }) })) as { ID: string; Spec: { Labels: Record<string, string> } }[];
+    for (const s of ours) if (s.Spec.Labels[LABEL.organizationId] === 'org-agent-e2e') await docker.getService(s.ID).remove().catch(() => {});
     const everything = capturedOutput.join('\n') + JSON.stringify(cp.requests);
     for (const t of tokens) expect(everything).not.toContain(t);
     expect(everything).not.toContain(SECRET);

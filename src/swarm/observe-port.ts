@@ -1,0 +1,88 @@
+import type Docker from 'dockerode';
+import { LABEL } from '../domain/labels.js';
+import type { TaskObservation } from '../domain/deployment-status.js';
+import type { ObservedServiceLite, SwarmPort } from '../agent/executor.js';
+import { demuxDockerLogs } from './logs.js';
+import { SwarmError } from './swarm-port.js';
+
+interface ContainerInfo {
+  Id: string;
+  Labels?: Record<string, string>;
+  State?: string;
+  Status?: string;
+  Created?: number;
+  Ports?: { PrivatePort?: number; PublicPort?: number; Type?: string }[];
+}
+
+const SWARM_SERVICE_ID = 'com.docker.swarm.service.id';
+
+/** "Exited (3) 5 seconds ago" → 3. */
+function exitCodeOf(status: string | undefined): number | undefined {
+  const m = /Exited \((\d+)\)/.exec(status ?? '');
+  return m ? Number(m[1]) : undefined;
+}
+
+/**
+ * Observe mode: a swarm worker's Engine API refuses /services and /tasks ("This node is not a
+ * swarm manager"), so what this node runs is read from its own task containers, one
+ * `GET /containers/json` per pass. Deployments are matched by the `skypanel.service.id` label the
+ * service spec puts on every task container. Every write is refused: observe mode never writes.
+ */
+export function createObservePort(docker: Docker): SwarmPort {
+  let containers: ContainerInfo[] = [];
+  const refuse = (what: string) => () => Promise.reject(new SwarmError(`observe mode: ${what} refused (this agent has no manager endpoint)`));
+  return {
+    async listServices(): Promise<ObservedServiceLite[]> {
+      try {
+        containers = (await docker.listContainers({ all: true, filters: JSON.stringify({ label: [`${LABEL.managed}=true`, SWARM_SERVICE_ID] }) })) as ContainerInfo[];
+      } catch (err) {
+        throw new SwarmError(`listing task containers: ${(err as Error).message}`);
+      }
+      const byService = new Map<string, ObservedServiceLite>();
+      for (const c of containers) {
+        const labels = c.Labels ?? {};
+        const id = labels[SWARM_SERVICE_ID]!;
+        const svc = byService.get(id) ?? { id, name: labels['com.docker.swarm.service.name'] ?? id, labels, replicas: 0 };
+        if (c.State === 'running') svc.replicas++;
+        byService.set(id, svc);
+      }
+      return [...byService.values()];
+    },
+
+    async listTasks(): Promise<TaskObservation[]> {
+      return containers.map((c) => {
+        const exitCode = exitCodeOf(c.Status);
+        const running = c.State === 'running';
+        return {
+          serviceId: c.Labels?.[SWARM_SERVICE_ID] ?? '',
+          desiredState: running ? 'running' : 'shutdown',
+          state: running ? 'running' : c.State === 'exited' ? (exitCode === 0 ? 'complete' : 'failed') : (c.State ?? 'unknown'),
+          message: c.Status,
+          err: exitCode !== undefined && exitCode !== 0 ? `task: non-zero exit (${exitCode})` : undefined,
+          containerId: c.Id,
+          exitCode,
+          timestamp: new Date((c.Created ?? 0) * 1000).toISOString(),
+          hostPorts: (c.Ports ?? []).filter((p) => p.PrivatePort && p.PublicPort).map((p) => ({ target: p.PrivatePort!, published: p.PublicPort! })),
+        };
+      });
+    },
+
+    createService: refuse('create service'),
+    updateService: refuse('update service'),
+    scaleService: refuse('scale service'),
+    removeService: refuse('remove service'),
+    ensureNetwork: refuse('create network'),
+    ensureSecret: refuse('create secret'),
+
+    async serviceLogs(serviceId: string, tail: number): Promise<string[]> {
+      // The newest task container may not have started yet: take the newest (of three) that printed anything.
+      const candidates = containers.filter((x) => x.Labels?.[SWARM_SERVICE_ID] === serviceId).sort((a, b) => (b.Created ?? 0) - (a.Created ?? 0)).slice(0, 3);
+      for (const c of candidates) {
+        const raw = (await docker.getContainer(c.Id).logs({ stdout: true, stderr: true, tail, follow: false } as never)) as unknown as Buffer;
+        const lines = demuxDockerLogs(Buffer.isBuffer(raw) ? raw : Buffer.from(String(raw))).slice(-tail);
+        if (lines.length > 0) return lines;
+      }
+      return [];
+    },
+  };
+}
