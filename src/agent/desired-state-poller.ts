@@ -1,4 +1,5 @@
 import { parseDesiredSet, type Deployment, type RejectedDeployment } from '../protocol/deployment.js';
+import { TimerLoop } from './timer-loop.js';
 import { DEFAULT_BACKOFF, delayAfterFailure, jitteredInterval, type BackoffPolicy, type Random } from './backoff.js';
 import type { ControlPlaneClient } from './control-plane-client.js';
 import type { Logger } from './logger.js';
@@ -44,9 +45,7 @@ export interface DesiredStatePollerDeps {
  */
 export class DesiredStatePoller {
   readonly #deps: DesiredStatePollerDeps;
-  #timer: NodeJS.Timeout | undefined;
-  #inFlight: Promise<void> | undefined;
-  #stopped = true;
+  readonly #loop: TimerLoop;
   #etag: string | null = null;
   #failures = 0;
   #mode: DeploymentsApiMode = 'unknown';
@@ -54,6 +53,13 @@ export class DesiredStatePoller {
 
   constructor(deps: DesiredStatePollerDeps) {
     this.#deps = deps;
+    this.#loop = new TimerLoop(
+      () => this.#poll(),
+      (err) => {
+        deps.logger.error({ err: (err as Error).message }, 'desired-state poll failed unexpectedly');
+        return fullDelay(deps, this.#failures++);
+      },
+    );
   }
 
   get mode(): DeploymentsApiMode {
@@ -75,28 +81,11 @@ export class DesiredStatePoller {
   }
 
   start(): void {
-    if (!this.#stopped) return;
-    this.#stopped = false;
-    this.#schedule(0);
+    this.#loop.start(0);
   }
 
-  async stop(): Promise<void> {
-    this.#stopped = true;
-    clearTimeout(this.#timer);
-    await this.#inFlight;
-  }
-
-  #schedule(ms: number): void {
-    if (this.#stopped) return;
-    this.#timer = setTimeout(() => {
-      this.#inFlight = this.#poll()
-        .catch((err: Error) => {
-          this.#deps.logger.error({ err: err.message }, 'desired-state poll failed unexpectedly');
-          return fullDelay(this.#deps, this.#failures++);
-        })
-        .then((next) => this.#schedule(next))
-        .finally(() => (this.#inFlight = undefined));
-    }, ms);
+  stop(): Promise<void> {
+    return this.#loop.stop();
   }
 
   /** One poll; resolves with the delay before the next. */

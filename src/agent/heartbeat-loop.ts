@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { Logger } from './logger.js';
 import type { HeartbeatRequest } from '../protocol/worker.js';
 import type { CallResult } from './control-plane-client.js';
+import { TimerLoop } from './timer-loop.js';
 import { DEFAULT_BACKOFF, delayAfterFailure, jitteredInterval, type BackoffPolicy, type Random } from './backoff.js';
 
 export type HeartbeatPayload = Omit<HeartbeatRequest, 'bootId' | 'seq' | 'sentAt'>;
@@ -38,9 +39,7 @@ export interface HeartbeatLoopDeps {
 export class HeartbeatLoop {
   readonly bootId = randomUUID();
   readonly #deps: HeartbeatLoopDeps;
-  #timer: NodeJS.Timeout | undefined;
-  #inFlight: Promise<void> | undefined;
-  #stopped = true;
+  readonly #loop: TimerLoop;
   #seq = 0;
   #failures = 0;
   #lastFailure: HeartbeatOutcome | undefined;
@@ -49,6 +48,8 @@ export class HeartbeatLoop {
 
   constructor(deps: HeartbeatLoopDeps) {
     this.#deps = deps;
+    // #beat never throws; the error path is only a guard.
+    this.#loop = new TimerLoop(() => this.#beat(), () => deps.intervalMs);
   }
 
   get last(): HeartbeatRecord | undefined {
@@ -56,28 +57,15 @@ export class HeartbeatLoop {
   }
 
   start(): void {
-    if (!this.#stopped) return;
-    this.#stopped = false;
-    this.#schedule(0);
+    this.#loop.start(0);
   }
 
-  async stop(): Promise<void> {
-    this.#stopped = true;
-    if (this.#timer) clearTimeout(this.#timer);
-    this.#timer = undefined;
-    await this.#inFlight;
+  stop(): Promise<void> {
+    return this.#loop.stop();
   }
 
-  #schedule(delayMs: number): void {
-    if (this.#stopped) return;
-    this.#timer = setTimeout(() => {
-      this.#inFlight = this.#beat().finally(() => {
-        this.#inFlight = undefined;
-      });
-    }, delayMs);
-  }
-
-  async #beat(): Promise<void> {
+  /** One heartbeat; resolves with the delay before the next. */
+  async #beat(): Promise<number> {
     const now = this.#deps.now ?? Date.now;
     let record: HeartbeatRecord;
     try {
@@ -88,7 +76,7 @@ export class HeartbeatLoop {
     }
     this.#last = record;
     this.#deps.onBeat?.(record);
-    this.#schedule(record.nextInMs);
+    return record.nextInMs;
   }
 
   async #attempt(now: () => number): Promise<HeartbeatRecord> {

@@ -8,6 +8,7 @@ import { fullJitter, type Random } from './backoff.js';
 import type { DesiredSet } from './desired-state-poller.js';
 import { createActionHandlers, mapLimited, runAction, type ObservedServiceLite, type SwarmPort } from './executor.js';
 import type { Logger } from './logger.js';
+import { TimerLoop } from './timer-loop.js';
 import type { DeploymentView, ReconcilePassView } from './status-model.js';
 
 export interface DeploymentState {
@@ -54,9 +55,7 @@ const FAILED_LOG_LINES = 100;
 export class Reconciler {
   readonly #deps: ReconcilerDeps;
   #desired: DesiredSet | undefined;
-  #timer: NodeJS.Timeout | undefined;
-  #running: Promise<void> | undefined;
-  #dirty = false;
+  readonly #loop: TimerLoop;
   #stopped = true;
   #settleMs = SETTLE_MIN_MS;
   readonly #backoff = new Map<string, { until: number; attempts: number; error: string }>();
@@ -69,6 +68,7 @@ export class Reconciler {
 
   constructor(deps: ReconcilerDeps) {
     this.#deps = deps;
+    this.#loop = new TimerLoop(() => this.#step(), () => deps.resyncMs);
   }
 
   get lastPass(): ReconcilePassView | undefined {
@@ -100,41 +100,35 @@ export class Reconciler {
 
   start(): void {
     this.#stopped = false;
-    if (this.#desired) this.trigger();
+    if (this.#desired) this.#loop.start(0);
   }
 
-  async stop(): Promise<void> {
+  stop(): Promise<void> {
     this.#stopped = true;
-    clearTimeout(this.#timer);
-    await this.#running;
+    return this.#loop.stop();
   }
 
-  /** Ask for a pass now; coalesces with one already running. */
+  /** Ask for a pass now; one already running is followed by another. */
   trigger(): void {
     if (this.#stopped || !this.#desired) return;
-    if (this.#running) {
-      this.#dirty = true;
-      return;
+    this.#loop.start(0);
+    this.#loop.runSoon();
+  }
+
+  /** One pass; resolves with the delay before the next: sooner while something is still deploying. */
+  async #step(): Promise<number> {
+    try {
+      await this.#pass();
+    } catch (err) {
+      this.#deps.logger.warn({ err: (err as Error).message }, 'reconcile pass failed; retrying');
+      this.#settleMs = Math.min(this.#deps.resyncMs, this.#settleMs * 2);
+      return this.#settleMs;
     }
-    clearTimeout(this.#timer);
-    this.#running = this.#pass()
-      .catch((err: Error) => {
-        this.#deps.logger.warn({ err: err.message }, 'reconcile pass failed; retrying');
-        this.#settleMs = Math.min(this.#deps.resyncMs, this.#settleMs * 2);
-      })
-      .finally(() => {
-        this.#running = undefined;
-        if (this.#stopped) return;
-        if (this.#dirty) {
-          this.#dirty = false;
-          this.trigger();
-          return;
-        }
-        const deploying = [...this.#states.values()].some((s) => s.derived.status === 'deploying');
-        const next = deploying ? this.#settleMs : this.#deps.resyncMs;
-        if (deploying) this.#settleMs = Math.min(this.#deps.resyncMs, this.#settleMs * 2);
-        this.#timer = setTimeout(() => this.trigger(), next);
-      });
+    const deploying = [...this.#states.values()].some((st) => st.derived.status === 'deploying');
+    if (!deploying) return this.#deps.resyncMs;
+    const next = this.#settleMs;
+    this.#settleMs = Math.min(this.#deps.resyncMs, this.#settleMs * 2);
+    return next;
   }
 
   async #pass(): Promise<void> {

@@ -1,4 +1,5 @@
 import { statusReportSchema, type StatusReportContent } from '../protocol/status-report.js';
+import { TimerLoop } from './timer-loop.js';
 import { DEFAULT_BACKOFF, delayAfterFailure, type BackoffPolicy, type Random } from './backoff.js';
 import type { ControlPlaneClient } from './control-plane-client.js';
 import type { Logger } from './logger.js';
@@ -80,13 +81,19 @@ export class ReportOutbox {
   #lastSent = new Map<string, ReportContent>();
   #seq = 0;
   #failures = 0;
-  #timer: NodeJS.Timeout | undefined;
-  #sending: Promise<void> | undefined;
+  readonly #loop: TimerLoop;
   #stopped = true;
   #persisting: Promise<void> = Promise.resolve();
 
   constructor(deps: ReportOutboxDeps) {
     this.#deps = deps;
+    this.#loop = new TimerLoop(
+      () => this.#drain(),
+      (err) => {
+        deps.logger.error({ err: (err as Error).message }, 'report outbox failed unexpectedly');
+        return delayAfterFailure({ kind: 'invalid-response' }, this.#failures++, deps.backoff ?? DEFAULT_BACKOFF, deps.random);
+      },
+    );
   }
 
   get depth(): number {
@@ -116,36 +123,18 @@ export class ReportOutbox {
     this.#pending.set(deploymentId, { deploymentId, content, bootId: this.#deps.bootId, seq: ++this.#seq, reportedAt: new Date().toISOString() });
     this.#trim();
     this.#persist();
-    this.#kick(0);
+    this.#loop.kick();
   }
 
   start(): void {
     this.#stopped = false;
-    this.#kick(0);
+    this.#loop.start(0);
   }
 
   async stop(): Promise<void> {
     this.#stopped = true;
-    clearTimeout(this.#timer);
-    await this.#sending;
+    await this.#loop.stop();
     await this.#persisting;
-  }
-
-  #kick(ms: number): void {
-    if (this.#stopped || this.#sending) return;
-    clearTimeout(this.#timer);
-    this.#timer = setTimeout(() => {
-      this.#sending = this.#drain()
-        .catch((err: Error) => {
-          this.#deps.logger.error({ err: err.message }, 'report outbox failed unexpectedly');
-          return 5_000;
-        })
-        .then((next) => {
-          this.#sending = undefined;
-          if (next !== undefined) this.#kick(next);
-          else if (this.#pending.size > 0) this.#kick(0);
-        });
-    }, ms);
   }
 
   /** Send in order until empty or a failure; resolves with a retry delay after a failure. */
