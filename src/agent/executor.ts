@@ -43,7 +43,7 @@ export function createActionHandlers(port: SwarmPort, desired: ReadonlyMap<strin
   /** Network and secrets first, then the spec with the secrets' Swarm ids filled in. */
   const prepare = async (d: Deployment): Promise<ServiceSpec> => {
     const built = buildServiceSpec(d, ctx);
-    await port.ensureNetwork(buildNetworkSpec(d.organizationId, ctx.workerId));
+    await port.ensureNetwork(buildNetworkSpec(d.organizationId));
     const ids = new Map<string, string>();
     for (const s of built.secrets) {
       const value = d.secrets?.[s.dataRef]?.value;

@@ -234,12 +234,13 @@ export function canonicalJson(value: unknown): string {
 }
 
 /** The per-organization overlay: encrypted (tenant traffic between nodes), attachable (for debugging). */
-export function buildNetworkSpec(organizationId: string, workerId: string) {
+export function buildNetworkSpec(organizationId: string) {
   return {
     Name: networkName(organizationId),
     Driver: 'overlay',
     Attachable: true,
     Options: { encrypted: '' },
-    Labels: { [LABEL.managed]: 'true', [LABEL.workerId]: workerId, [LABEL.organizationId]: organizationId },
+    // Shared by every worker's agent in the swarm, so no worker id: any of them may create it first.
+    Labels: { [LABEL.managed]: 'true', [LABEL.organizationId]: organizationId },
   };
 }

@@ -3,7 +3,7 @@ import { LABEL } from '../domain/labels.js';
 import type { TaskObservation } from '../domain/deployment-status.js';
 import type { ObservedServiceLite, SwarmPort } from '../agent/executor.js';
 import { demuxDockerLogs } from './logs.js';
-import { SwarmError } from './swarm-port.js';
+import { SwarmError } from './observed.js';
 
 interface ContainerInfo {
   Id: string;
@@ -30,13 +30,13 @@ function exitCodeOf(status: string | undefined): number | undefined {
  */
 export function createObservePort(docker: Docker): SwarmPort {
   let containers: ContainerInfo[] = [];
-  const refuse = (what: string) => () => Promise.reject(new SwarmError(`observe mode: ${what} refused (this agent has no manager endpoint)`));
+  const refuse = (what: string) => () => Promise.reject(new SwarmError('not-manager', `observe mode: ${what} refused (this agent has no manager endpoint)`));
   return {
     async listServices(): Promise<ObservedServiceLite[]> {
       try {
         containers = (await docker.listContainers({ all: true, filters: JSON.stringify({ label: [`${LABEL.managed}=true`, SWARM_SERVICE_ID] }) })) as ContainerInfo[];
       } catch (err) {
-        throw new SwarmError(`listing task containers: ${(err as Error).message}`);
+        throw new SwarmError('unavailable', `listing task containers: ${(err as Error).message}`);
       }
       const byService = new Map<string, ObservedServiceLite>();
       for (const c of containers) {

@@ -5,222 +5,77 @@ import type { TaskObservation } from '../domain/deployment-status.js';
 import type { RegistryAuth } from '../protocol/deployment.js';
 import type { Secret } from '../secret.js';
 import type { ObservedServiceLite, SwarmPort } from '../agent/executor.js';
-import { demuxDockerLogs } from './logs.js';
+import { toSwarmError } from './observed.js';
+import { engineCall, listTasks, serviceLogs, toObservedService } from './swarm-reader.js';
+import { createService, ensureNetwork, ensureSecret, removeService, scaleService, updateService } from './swarm-writer.js';
 
-export class SwarmError extends Error {
-  readonly code = 'SKP_ERR_SWARM';
-  readonly statusCode: number | undefined;
-  constructor(message: string, statusCode?: number) {
-    super(message);
-    this.name = 'SwarmError';
-    this.statusCode = statusCode;
-  }
-}
+export { SwarmError } from './observed.js';
 
-interface DockerApiError {
-  statusCode?: number;
-  json?: { message?: string };
-  reason?: string;
-  message?: string;
-  code?: string;
-}
+const LOG_TIMEOUT_MS = 5_000;
 
 /**
- * Docker's error text can quote the request (a secret's data, a registry login), so every error
- * leaving this module is rebuilt from the API message with every revealed value cut out.
- */
-function wrap(what: string, err: unknown, reveal: readonly string[] = []): SwarmError {
-  const e = err as DockerApiError;
-  let msg = e.json?.message ?? e.reason ?? e.message ?? e.code ?? String(err);
-  for (const v of reveal) if (v) msg = msg.split(v).join('[redacted]');
-  return new SwarmError(`${what}: ${msg.slice(0, 400)}`, e.statusCode);
-}
-
-function registryAuthHeader(auth: RegistryAuth | undefined): { serveraddress: string; username: string; password: string } | undefined {
-  if (!auth) return undefined;
-  return { serveraddress: auth.serveraddress, username: auth.username, password: auth.password.reveal() };
-}
-
-interface ServiceInfo {
-  ID: string;
-  Version?: { Index?: number };
-  Spec?: { Name?: string; Labels?: Record<string, string>; Mode?: { Replicated?: { Replicas?: number } } };
-  UpdateStatus?: { State?: string; Message?: string };
-}
-
-interface TaskInfo {
-  ID: string;
-  ServiceID: string;
-  NodeID?: string;
-  DesiredState?: string;
-  Status?: {
-    State?: string;
-    Message?: string;
-    Err?: string;
-    Timestamp?: string;
-    ContainerStatus?: { ContainerID?: string; ExitCode?: number };
-    PortStatus?: { Ports?: { TargetPort?: number; PublishedPort?: number }[] };
-  };
-}
-
-/**
- * The reconciler's Swarm port over the Engine API, writing through a manager. A steady-state
- * pass costs two calls: services by this worker's labels, and tasks on this node (Swarm task
- * filters match task labels, which services do not propagate, so tasks are taken by node and
- * matched to our services here).
+ * The reconciler's Swarm port over the Engine API, writing through a manager (the local engine,
+ * or a remote manager over mutual TLS). A steady-state pass costs two calls: services and tasks,
+ * both filtered by this worker's ownership labels (task label filters match the labels the service
+ * had when the task was made; ownership labels never change, so that is exact).
  */
 export function createSwarmPort(docker: Docker, opts: { workerId: string; nodeId: () => string | null }): SwarmPort {
-  const labelFilter = JSON.stringify({ label: ownershipFilter(opts.workerId) });
+  const owned = ownershipFilter(opts.workerId);
   const networksInFlight = new Map<string, Promise<void>>();
-  let ownIds = new Set<string>();
   return {
     async listServices(): Promise<ObservedServiceLite[]> {
-      let list: ServiceInfo[];
+      // The raw list (not swarm-reader's listServices) because drift detection needs each live Spec.
+      let raw: Parameters<typeof toObservedService>[0][];
       try {
-        list = (await docker.listServices({ filters: labelFilter })) as unknown as ServiceInfo[];
+        raw = await engineCall(docker, { method: 'GET', path: '/services', query: { filters: JSON.stringify({ label: owned }) } });
       } catch (err) {
-        throw wrap('listing services', err);
+        throw toSwarmError('listing services', err);
       }
-      ownIds = new Set(list.map((s) => s.ID));
-      return list.map((s) => ({
-        id: s.ID,
-        name: s.Spec?.Name ?? '',
-        labels: s.Spec?.Labels ?? {},
-        replicas: s.Spec?.Mode?.Replicated?.Replicas ?? 0,
-        specHash: s.Spec?.Labels?.['skypanel.spec-hash'],
-        updateState: s.UpdateStatus?.State,
-        updateMessage: s.UpdateStatus?.Message,
-        spec: s.Spec,
-      }));
+      return raw.map((s) => {
+        const o = toObservedService(s);
+        return { id: o.id, name: o.name, labels: o.labels, replicas: o.replicas, updateState: o.updateState, updateMessage: o.updateMessage, spec: s.Spec };
+      });
     },
 
     async listTasks(): Promise<TaskObservation[]> {
-      const node = opts.nodeId();
-      let list: TaskInfo[];
-      try {
-        list = (await docker.listTasks({ filters: JSON.stringify(node ? { node: [node] } : {}) })) as unknown as TaskInfo[];
-      } catch (err) {
-        throw wrap('listing tasks', err);
-      }
-      return list
-        .filter((t) => ownIds.has(t.ServiceID))
-        .map((t) => ({
-          serviceId: t.ServiceID,
-          desiredState: t.DesiredState ?? 'unknown',
-          state: t.Status?.State ?? 'unknown',
-          message: t.Status?.Message,
-          err: t.Status?.Err,
-          containerId: t.Status?.ContainerStatus?.ContainerID || undefined,
-          exitCode: t.Status?.ContainerStatus?.ExitCode,
-          timestamp: t.Status?.Timestamp ?? '',
-          hostPorts: (t.Status?.PortStatus?.Ports ?? [])
-            .filter((p) => p.TargetPort !== undefined && p.PublishedPort !== undefined)
-            .map((p) => ({ target: p.TargetPort!, published: p.PublishedPort! })),
-        }));
+      const tasks = await listTasks(docker, { labelFilters: owned });
+      return tasks.map((t) => ({
+        serviceId: t.serviceId, desiredState: t.desiredState, state: t.state, message: t.message, err: t.err,
+        containerId: t.containerId, exitCode: t.exitCode, timestamp: t.timestamp, hostPorts: t.hostPorts,
+      }));
     },
 
     async createService(spec: ServiceSpec, auth?: RegistryAuth): Promise<string> {
-      const header = registryAuthHeader(auth);
-      try {
-        // An explicit null auth: with one argument dockerode would send the spec itself as X-Registry-Auth.
-        const res = (await docker.createService((header ?? null) as never, spec as never)) as unknown as { ID?: string; id?: string };
-        return res.ID ?? res.id ?? '';
-      } catch (err) {
-        throw wrap(`creating service ${spec.Name}`, err, header ? [header.password] : []);
-      }
+      return (await createService(docker, spec as unknown as Docker.ServiceSpec, { registryAuth: auth })).id;
     },
 
     async updateService(id: string, spec: ServiceSpec, auth?: RegistryAuth): Promise<void> {
-      const header = registryAuthHeader(auth);
-      const service = docker.getService(id);
-      // Swarm refuses an update against a stale version ("update out of sequence"): read it, send, retry once.
-      for (let attempt = 0; ; attempt++) {
-        try {
-          const info = (await service.inspect()) as ServiceInfo;
-          // _query/_body keep the spec (env values included) out of the URL: dockerode would otherwise put it there.
-          const body = { _query: { version: info.Version?.Index ?? 0 }, _body: spec };
-          if (header) await service.update(header, body as never);
-          else await service.update(body as never);
-          return;
-        } catch (err) {
-          const text = (err as DockerApiError).json?.message ?? '';
-          if (attempt === 0 && /out of sequence/i.test(text)) continue;
-          throw wrap(`updating service ${id}`, err, header ? [header.password] : []);
-        }
-      }
+      const current = await engineCall<{ Version?: { Index?: number } }>(docker, { method: 'GET', path: `/services/${encodeURIComponent(id)}` }).catch((err) => {
+        throw toSwarmError(`reading service ${id}`, err);
+      });
+      await updateService(docker, id, current.Version?.Index ?? 0, spec as unknown as Docker.ServiceSpec, { registryAuth: auth });
     },
 
-    async scaleService(id: string, replicas: number): Promise<void> {
-      const service = docker.getService(id);
-      try {
-        const info = (await service.inspect()) as ServiceInfo & { Spec: ServiceSpec };
-        const spec = { ...info.Spec, Mode: { Replicated: { Replicas: replicas } } };
-        await service.update({ _query: { version: info.Version?.Index ?? 0 }, _body: spec } as never);
-      } catch (err) {
-        throw wrap(`scaling service ${id}`, err);
-      }
-    },
+    scaleService: (id, replicas) => scaleService(docker, id, replicas),
 
     async removeService(id: string): Promise<void> {
-      try {
-        await docker.getService(id).remove();
-      } catch (err) {
-        if ((err as DockerApiError).statusCode === 404) return;
-        throw wrap(`removing service ${id}`, err);
-      }
+      await removeService(docker, id);
     },
 
     ensureNetwork(spec): Promise<void> {
-      // Creates for one organization run concurrently in a pass: share one in-flight attempt per name.
+      // Creates for one organization run concurrently within a pass: share one attempt per name.
       let pending = networksInFlight.get(spec.Name);
       if (!pending) {
-        pending = ensureNetworkOnce(docker, spec).finally(() => networksInFlight.delete(spec.Name));
+        pending = ensureNetwork(docker, spec.Name, spec.Labels).then(() => undefined).finally(() => networksInFlight.delete(spec.Name));
         networksInFlight.set(spec.Name, pending);
       }
       return pending;
     },
 
     async ensureSecret(name: string, value: Secret, labels: Record<string, string>): Promise<string> {
-      const find = async () => {
-        const list = (await docker.listSecrets({ filters: JSON.stringify({ name: [name] }) })) as { ID: string; Spec?: { Name?: string } }[];
-        return list.find((s) => s.Spec?.Name === name)?.ID;
-      };
-      try {
-        const existing = await find();
-        if (existing) return existing;
-        const created = (await docker.createSecret({ Name: name, Labels: labels, Data: Buffer.from(value.reveal()).toString('base64') })) as unknown as { id?: string; ID?: string };
-        return created.id ?? created.ID ?? (await find()) ?? '';
-      } catch (err) {
-        if ((err as DockerApiError).statusCode === 409) {
-          const id = await find().catch(() => undefined);
-          if (id) return id;
-        }
-        throw wrap(`creating secret ${name}`, err, [value.reveal(), Buffer.from(value.reveal()).toString('base64')]);
-      }
+      return (await ensureSecret(docker, name, value, labels)).id;
     },
 
-    async serviceLogs(id: string, tail: number): Promise<string[]> {
-      try {
-        const raw = (await docker.getService(id).logs({ stdout: true, stderr: true, tail, follow: false, timestamps: false } as never)) as unknown as Buffer;
-        return demuxDockerLogs(Buffer.isBuffer(raw) ? raw : Buffer.from(String(raw))).slice(-tail);
-      } catch (err) {
-        throw wrap(`reading logs of service ${id}`, err);
-      }
-    },
+    serviceLogs: (id, tail) => serviceLogs(docker, id, tail, LOG_TIMEOUT_MS),
   };
-}
-
-async function ensureNetworkOnce(docker: Docker, spec: { Name: string }): Promise<void> {
-  const exists = async () => {
-    const list = (await docker.listNetworks({ filters: JSON.stringify({ name: [spec.Name] }) })) as { Name: string }[];
-    return list.some((n) => n.Name === spec.Name);
-  };
-  try {
-    if (await exists()) return;
-    await docker.createNetwork(spec as never);
-  } catch (err) {
-    // Another agent (or node) created it between our look and our create: Swarm says 409 or "name conflicts".
-    if (await exists().catch(() => false)) return;
-    throw wrap(`creating network ${spec.Name}`, err);
-  }
 }

@@ -185,13 +185,13 @@ describe('canonicalJson', () => {
 });
 
 describe('buildNetworkSpec', () => {
-  it('is an encrypted attachable overlay named per organization', () => {
-    expect(buildNetworkSpec('org_1', 'w1')).toEqual({
+  it('is an encrypted attachable overlay named per organization, shared by every worker (no worker id)', () => {
+    expect(buildNetworkSpec('org_1')).toEqual({
       Name: networkName('org_1'),
       Driver: 'overlay',
       Attachable: true,
       Options: { encrypted: '' },
-      Labels: { [LABEL.managed]: 'true', [LABEL.workerId]: 'w1', [LABEL.organizationId]: 'org_1' },
+      Labels: { [LABEL.managed]: 'true', [LABEL.organizationId]: 'org_1' },
     });
   });
 });

@@ -1,0 +1,384 @@
+import type { IncomingMessage } from 'node:http';
+import { StringDecoder } from 'node:string_decoder';
+import type Docker from 'dockerode';
+import {
+  SwarmError,
+  TASK_STATES,
+  TERMINAL_TASK_STATES,
+  toSwarmError,
+  type LocalTaskContainer,
+  type ObservedPort,
+  type ObservedService,
+  type ObservedTask,
+  type TaskState,
+} from './observed.js';
+
+export interface EngineRequest {
+  method: 'GET' | 'POST' | 'DELETE';
+  /** Without the API version prefix, e.g. `/services`. */
+  path: string;
+  query?: Record<string, string | number | boolean>;
+  body?: unknown;
+  /** Sent as X-Registry-Auth (docker-modem encodes it as base64url JSON). */
+  registryAuth?: { serveraddress: string; username: string; password: string };
+  stream?: boolean;
+  signal?: AbortSignal;
+}
+
+/**
+ * One Engine API request through dockerode's modem. Used instead of dockerode's helpers because
+ * those put the request object into the query string whenever their path ends in `?` (a secret's
+ * base64 Data for POST /secrets/create, a whole spec for /services/{id}/update), and the URL is
+ * what proxies and dockerd's debug log record. Here the query and the body are always separate.
+ */
+export function engineCall<T>(docker: Docker, req: EngineRequest): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const options: { _query: Record<string, string | number | boolean>; _body?: unknown } = { _query: req.query ?? {} };
+    if (req.body !== undefined) options._body = req.body;
+    docker.modem.dial(
+      {
+        path: req.query ? `${req.path}?` : req.path,
+        method: req.method,
+        options,
+        ...(req.registryAuth ? { authconfig: req.registryAuth } : {}),
+        ...(req.stream ? { isStream: true } : {}),
+        ...(req.signal ? { abortSignal: req.signal } : {}),
+        statusCodes: { 200: true, 201: true, 204: true },
+      },
+      (err, data) => (err ? reject(err) : resolve(data as T)),
+    );
+  });
+}
+
+interface ServiceJson {
+  ID: string;
+  Version?: { Index?: number };
+  CreatedAt?: string;
+  UpdatedAt?: string;
+  Spec?: {
+    Name?: string;
+    Labels?: Record<string, string> | null;
+    Mode?: { Replicated?: { Replicas?: number } };
+    TaskTemplate?: { ContainerSpec?: { Image?: string } };
+    EndpointSpec?: { Ports?: PortJson[] };
+  };
+  Endpoint?: { Ports?: PortJson[] };
+  UpdateStatus?: { State?: string; Message?: string };
+}
+
+interface PortJson {
+  Protocol?: string;
+  TargetPort?: number;
+  PublishedPort?: number;
+  PublishMode?: string;
+}
+
+interface TaskJson {
+  ID: string;
+  ServiceID: string;
+  NodeID?: string;
+  Slot?: number;
+  DesiredState?: string;
+  Status?: {
+    Timestamp?: string;
+    State?: string;
+    Message?: string;
+    Err?: string;
+    ContainerStatus?: { ContainerID?: string; ExitCode?: number };
+    PortStatus?: { Ports?: PortJson[] };
+  };
+}
+
+const labelFilter = (labels: readonly string[]) => JSON.stringify({ label: labels });
+
+export function toObservedService(s: ServiceJson): ObservedService {
+  // Endpoint.Ports carries the ports Swarm allocated (ingress); before allocation only the spec has them.
+  const ports = s.Endpoint?.Ports ?? s.Spec?.EndpointSpec?.Ports ?? [];
+  return {
+    id: s.ID,
+    version: s.Version?.Index ?? 0,
+    name: s.Spec?.Name ?? '',
+    labels: s.Spec?.Labels ?? {},
+    image: s.Spec?.TaskTemplate?.ContainerSpec?.Image ?? '',
+    replicas: s.Spec?.Mode?.Replicated?.Replicas ?? 0,
+    ...(s.UpdateStatus?.State ? { updateState: s.UpdateStatus.State } : {}),
+    ...(s.UpdateStatus?.Message ? { updateMessage: s.UpdateStatus.Message } : {}),
+    publishedPorts: ports
+      .filter((p) => typeof p.TargetPort === 'number')
+      .map((p): ObservedPort => ({
+        target: p.TargetPort!,
+        ...(p.PublishedPort ? { published: p.PublishedPort } : {}),
+        mode: p.PublishMode === 'host' ? 'host' : 'ingress',
+      })),
+    createdAt: s.CreatedAt ?? '',
+    updatedAt: s.UpdatedAt ?? '',
+  };
+}
+
+const KNOWN_STATES: ReadonlySet<string> = new Set(TASK_STATES);
+// An engine newer than this list could report a state it does not know; keep Docker's word for it.
+const asState = (s: string | undefined): TaskState => (s && KNOWN_STATES.has(s) ? (s as TaskState) : ((s ?? 'new') as TaskState));
+
+export function toObservedTask(t: TaskJson): ObservedTask {
+  const st = t.Status ?? {};
+  const state = asState(st.State);
+  const containerId = st.ContainerStatus?.ContainerID || undefined;
+  const exitCode = st.ContainerStatus?.ExitCode;
+  // Docker lists each host-mode binding once per address family: the same port twice.
+  const seen = new Set<string>();
+  const hostPorts: { target: number; published: number }[] = [];
+  for (const p of st.PortStatus?.Ports ?? []) {
+    if (!p.TargetPort || !p.PublishedPort) continue;
+    const key = `${p.Protocol ?? 'tcp'}/${p.TargetPort}/${p.PublishedPort}`;
+    if (seen.has(key)) continue;
+    seen.add(key);
+    hostPorts.push({ target: p.TargetPort, published: p.PublishedPort });
+  }
+  return {
+    id: t.ID,
+    serviceId: t.ServiceID,
+    nodeId: t.NodeID ?? '',
+    ...(t.Slot ? { slot: t.Slot } : {}),
+    desiredState: asState(t.DesiredState),
+    state,
+    message: st.Message ?? '',
+    ...(st.Err ? { err: st.Err } : {}),
+    ...(containerId ? { containerId } : {}),
+    ...(containerId && TERMINAL_TASK_STATES.has(state) && typeof exitCode === 'number' ? { exitCode } : {}),
+    timestamp: st.Timestamp ?? '',
+    hostPorts,
+  };
+}
+
+/** Services carrying all of `labelFilters` (`key=value` or `key`): one Engine API call. */
+export async function listServices(docker: Docker, labelFilters: readonly string[]): Promise<ObservedService[]> {
+  try {
+    const list = await engineCall<ServiceJson[]>(docker, { method: 'GET', path: '/services', query: { filters: labelFilter(labelFilters) } });
+    return list.map(toObservedService);
+  } catch (err) {
+    throw toSwarmError('listing services', err);
+  }
+}
+
+export interface ListTasksOptions {
+  /**
+   * Matched by Docker against the labels the SERVICE had when the task was created, not against
+   * ContainerSpec.Labels. Found on Docker 20.10 (API 1.41): a label present only on the
+   * ContainerSpec matches no task; a service label matches its tasks (several labels AND); a
+   * label added to the service later matches none of its existing tasks, only those created
+   * after (--force). That is swarmkit's ListTasks comparing Task.ServiceAnnotations.Labels, a copy
+   * of the service's labels taken when the task is made. So filter on labels fixed at creation,
+   * such as ownership labels.
+   */
+  labelFilters?: readonly string[];
+  nodeId?: string;
+  /** Docker accepts running, shutdown, accepted; several values OR. */
+  desiredState?: readonly ('running' | 'shutdown' | 'accepted')[];
+  /** Applied here, after the one call: keeps tasks of these services only. */
+  serviceIds?: Iterable<string>;
+}
+
+/** Tasks (history included unless desiredState narrows it): one Engine API call. */
+export async function listTasks(docker: Docker, opts: ListTasksOptions = {}): Promise<ObservedTask[]> {
+  const filters: Record<string, string[]> = {};
+  if (opts.labelFilters?.length) filters.label = [...opts.labelFilters];
+  if (opts.nodeId) filters.node = [opts.nodeId];
+  if (opts.desiredState?.length) filters['desired-state'] = [...opts.desiredState];
+  let list: TaskJson[];
+  try {
+    list = await engineCall<TaskJson[]>(docker, { method: 'GET', path: '/tasks', query: { filters: JSON.stringify(filters) } });
+  } catch (err) {
+    throw toSwarmError('listing tasks', err);
+  }
+  const keep = opts.serviceIds ? new Set(opts.serviceIds) : undefined;
+  return list.filter((t) => !keep || keep.has(t.ServiceID)).map(toObservedTask);
+}
+
+interface ContainerJson {
+  Id: string;
+  State?: string;
+  Status?: string;
+  Labels?: Record<string, string> | null;
+}
+
+/**
+ * Swarm task containers on the engine `docker` talks to, for worker nodes whose API answers
+ * /tasks and /services with 503. Only labels on the ContainerSpec (and Swarm's own
+ * com.docker.swarm.*) are on containers: service labels are not, so `labelFilters` must name
+ * labels the agent also puts on the ContainerSpec. Exited containers are included: they explain failures.
+ */
+export async function listLocalTaskContainers(docker: Docker, labelFilters: readonly string[]): Promise<LocalTaskContainer[]> {
+  let list: ContainerJson[];
+  try {
+    list = await engineCall<ContainerJson[]>(docker, {
+      method: 'GET',
+      path: '/containers/json',
+      query: { all: true, filters: labelFilter(['com.docker.swarm.service.id', ...labelFilters]) },
+    });
+  } catch (err) {
+    throw toSwarmError('listing task containers', err);
+  }
+  return list.map((c) => {
+    const labels = c.Labels ?? {};
+    return {
+      containerId: c.Id,
+      serviceId: labels['com.docker.swarm.service.id'] ?? '',
+      taskId: labels['com.docker.swarm.task.id'] ?? '',
+      state: c.State ?? '',
+      status: c.Status ?? '',
+      labels,
+    };
+  });
+}
+
+export interface ServiceLogsOptions {
+  /** Bytes read from Docker before reading stops; default 4 MiB. */
+  maxBytes?: number;
+  /** Longer lines are cut (with a trailing …); default 4096 characters. */
+  maxLineLength?: number;
+}
+
+/**
+ * The last `tail` lines a service's tasks printed (stdout and stderr), within `timeoutMs`.
+ * Docker applies `tail` per task and interleaves tasks as they answer, so with several tasks the
+ * lines kept are the last to arrive. Memory stays at tail × maxLineLength whatever Docker sends. If the time runs out after some
+ * lines arrived they are returned (a manager waits for every node holding a task, and one
+ * unreachable node would otherwise cost the lines the others gave); with none, it throws.
+ */
+export async function serviceLogs(docker: Docker, serviceId: string, tail: number, timeoutMs: number, opts: ServiceLogsOptions = {}): Promise<string[]> {
+  const keep = Math.max(0, Math.floor(tail));
+  if (keep === 0) return [];
+  const maxBytes = opts.maxBytes ?? 4 * 1024 * 1024;
+  const collector = new LineCollector(keep, opts.maxLineLength ?? 4096);
+  const abort = new AbortController();
+  let res: IncomingMessage | undefined;
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    abort.abort();
+    res?.destroy();
+  }, timeoutMs);
+  try {
+    res = await engineCall<IncomingMessage>(docker, {
+      method: 'GET',
+      path: `/services/${encodeURIComponent(serviceId)}/logs`,
+      query: { stdout: true, stderr: true, follow: false, timestamps: false, tail: keep },
+      stream: true,
+      signal: abort.signal,
+    });
+    const demux = new Demuxer(collector);
+    let read = 0;
+    await new Promise<void>((resolve) => {
+      const done = () => resolve();
+      res!.on('data', (chunk: Buffer) => {
+        if (read >= maxBytes) return;
+        read += chunk.length;
+        demux.push(read > maxBytes ? chunk.subarray(0, chunk.length - (read - maxBytes)) : chunk);
+        if (read >= maxBytes) res!.destroy();
+      });
+      res!.on('end', done);
+      res!.on('close', done);
+      res!.on('error', done);
+    });
+    demux.end();
+    if (timedOut && collector.count === 0) throw new SwarmError('unavailable', `reading logs of service ${serviceId}: no answer within ${timeoutMs} ms`);
+    return collector.lines();
+  } catch (err) {
+    if (err instanceof SwarmError) throw err;
+    if (timedOut) throw new SwarmError('unavailable', `reading logs of service ${serviceId}: no answer within ${timeoutMs} ms`);
+    throw toSwarmError(`reading logs of service ${serviceId}`, err);
+  } finally {
+    clearTimeout(timer);
+    res?.destroy();
+  }
+}
+
+/** Keeps the last `max` complete lines, each cut at `maxLen`, per output stream so interleaved frames don't splice lines. */
+class LineCollector {
+  readonly #ring: string[] = [];
+  readonly #partial = new Map<number, string>();
+  readonly #decoders = new Map<number, StringDecoder>();
+  #total = 0;
+
+  constructor(private readonly max: number, private readonly maxLen: number) {}
+
+  get count(): number {
+    return this.#total;
+  }
+
+  write(stream: number, bytes: Buffer): void {
+    let dec = this.#decoders.get(stream);
+    if (!dec) this.#decoders.set(stream, (dec = new StringDecoder('utf8')));
+    const parts = ((this.#partial.get(stream) ?? '') + dec.write(bytes)).split('\n');
+    const last = parts.pop()!;
+    for (const line of parts) this.#add(line);
+    this.#partial.set(stream, this.#cut(last));
+  }
+
+  lines(): string[] {
+    for (const [stream, rest] of this.#partial) {
+      if (rest !== '') this.#add(rest);
+      this.#partial.set(stream, '');
+    }
+    return [...this.#ring];
+  }
+
+  #cut(s: string): string {
+    // One extra character marks an over-long line; it is replaced by … when the line completes.
+    return s.length > this.maxLen ? s.slice(0, this.maxLen + 1) : s;
+  }
+
+  #add(line: string): void {
+    const l = line.endsWith('\r') ? line.slice(0, -1) : line;
+    this.#ring.push(l.length > this.maxLen ? `${l.slice(0, this.maxLen)}…` : l);
+    if (this.#ring.length > this.max) this.#ring.shift();
+    this.#total++;
+  }
+}
+
+/**
+ * Docker frames non-TTY output as [stream, 0, 0, 0, uint32 BE length] + payload; a TTY service's
+ * output is raw. Decided on the first 8 bytes, then parsed incrementally across chunks.
+ */
+class Demuxer {
+  #mode: 'unknown' | 'framed' | 'raw' = 'unknown';
+  #pending = Buffer.alloc(0);
+  #stream = 1;
+  #left = 0;
+
+  constructor(private readonly out: LineCollector) {}
+
+  /** Output shorter than one header can only be raw text. */
+  end(): void {
+    if (this.#pending.length > 0 && this.#mode !== 'framed') this.out.write(1, this.#pending);
+    this.#pending = Buffer.alloc(0);
+  }
+
+  push(chunk: Buffer): void {
+    if (this.#mode === 'raw') return this.out.write(1, chunk);
+    let buf = this.#pending.length ? Buffer.concat([this.#pending, chunk]) : chunk;
+    this.#pending = Buffer.alloc(0);
+    while (buf.length > 0) {
+      if (this.#left > 0) {
+        const n = Math.min(this.#left, buf.length);
+        this.out.write(this.#stream, buf.subarray(0, n));
+        this.#left -= n;
+        buf = buf.subarray(n);
+        continue;
+      }
+      if (buf.length < 8) {
+        this.#pending = Buffer.from(buf);
+        return;
+      }
+      const isHeader = buf[0]! <= 2 && buf[1] === 0 && buf[2] === 0 && buf[3] === 0;
+      if (this.#mode === 'unknown') this.#mode = isHeader ? 'framed' : 'raw';
+      if (this.#mode === 'raw' || !isHeader) {
+        this.#mode = 'raw';
+        return this.out.write(1, buf);
+      }
+      this.#stream = buf[0]!;
+      this.#left = buf.readUInt32BE(4);
+      buf = buf.subarray(8);
+    }
+  }
+}
