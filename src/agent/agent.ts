@@ -13,6 +13,7 @@ import type { StatusSource, StatusView } from './status-model.js';
 import { buildRegisterRequest, registerWorker, reconcileModeFor, type EngineSummary } from './registration.js';
 import type { SwarmRole } from '../protocol/worker.js';
 import { DeploymentLoops } from './deployment-loops.js';
+import { readDrain } from './drain.js';
 import type { SwarmPort } from './executor.js';
 import { localAddressToward, toPanelIp } from '../collectors/address.js';
 
@@ -63,6 +64,7 @@ export class Agent {
   #capacity: Capacity | undefined;
   #lastLoad: StatusView['load'] = null;
   #deployments: DeploymentLoops | undefined;
+  #draining = false;
 
   constructor(opts: AgentOptions) {
     this.#opts = opts;
@@ -167,7 +169,14 @@ export class Agent {
       'agent started',
     );
     this.#heartbeat.start();
-    await this.#startDeployments(role);
+    try {
+      await this.#startDeployments(role);
+    } catch (err) {
+      // e.g. an unreadable swarmManagerCert: the CLI exits non-zero on this error, so nothing may
+      // keep running (a heartbeat loop alone would keep the process alive, reporting healthy).
+      await this.stop().catch(() => {});
+      throw err;
+    }
   }
 
   #mode(role: SwarmRole) {
@@ -200,6 +209,7 @@ export class Agent {
       nodeId,
       swarm,
       readOnly: mode === 'observe',
+      isDraining: () => this.#draining,
       metrics: this.#metrics,
       logger,
     });
@@ -230,6 +240,11 @@ export class Agent {
 
   async #collect(): Promise<HeartbeatPayload> {
     await this.#refreshEngine();
+    const drain = await readDrain(this.#opts.config.stateDir);
+    if ((drain !== null) !== this.#draining) {
+      this.#opts.logger.warn({ draining: drain !== null, since: drain?.since }, drain ? 'draining: no new deployments will be started here' : 'drain lifted: accepting deployments again');
+    }
+    this.#draining = drain !== null;
     const load = await this.#load.read(this.#engine?.dockerRootDir);
     // With Docker down the last known count is the best estimate; dockerHealthy=false says so.
     const containerCount = this.#engine?.containersRunning ?? 0;
@@ -240,6 +255,7 @@ export class Agent {
       agentVersion: AGENT_VERSION,
       swarmNodeId: this.#engine?.swarmNodeId ?? null,
       dockerHealthy: this.#dockerHealthy,
+      draining: this.#draining,
     };
   }
 

@@ -24,6 +24,7 @@ export interface DeploymentLoopsOptions {
   /** How this agent reads (and, unless readOnly, writes) Swarm; absent when not in a swarm. */
   swarm: SwarmPort | undefined;
   readOnly: boolean;
+  isDraining(): boolean;
   metrics: AgentMetrics;
   logger: Logger;
 }
@@ -62,6 +63,7 @@ export class DeploymentLoops {
           onPass: (p) => opts.metrics.observeReconcilePass(p.durationMs / 1000),
           onApplied: (s) => opts.metrics.observeDesiredToApplied(s),
           readOnly: opts.readOnly,
+          isDraining: opts.isDraining,
         })
       : undefined;
     this.#poller = new DesiredStatePoller({

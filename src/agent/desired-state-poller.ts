@@ -96,8 +96,10 @@ export class DesiredStatePoller {
     if (res.ok) {
       if (this.#mode !== 'available') logger.info({ previous: this.#mode }, 'control plane serves deployments: reconciling');
       this.#mode = 'available';
-      this.#failures = 0;
-      if (res.status === 304) return this.#interval();
+      if (res.status === 304) {
+        this.#failures = 0;
+        return this.#interval();
+      }
       const parsed = parseDesiredSet(res.body);
       if (!parsed.ok) {
         // Nothing from an unusable answer is applied, and its ETag is not kept, so the next poll fetches it again.
@@ -108,6 +110,8 @@ export class DesiredStatePoller {
       const etag = typeof etagHeader === 'string' ? etagHeader : null;
       await this.#deps.store.write(STATE_FILE, { etag, body: res.body, savedAt: Date.now() } satisfies StoredDesired);
       this.#etag = etag;
+      // Only a usable, stored set ends a failure streak: a 200 with an unusable body backs off like any failure.
+      this.#failures = 0;
       for (const r of parsed.rejected) logger.warn({ deploymentId: r.id, field: r.field }, `deployment rejected: ${r.message}`);
       this.#deps.onDesired({ deployments: parsed.deployments, rejected: parsed.rejected, etag, source: 'control-plane', receivedAt: Date.now() });
       return this.#interval();

@@ -41,6 +41,8 @@ export interface ReconcilerDeps {
   onApplied?(latencySec: number): void;
   /** Observe mode: derive and report statuses, never plan or apply an action. */
   readOnly?: boolean;
+  /** Draining: keep, update and remove what runs, start nothing new. */
+  isDraining?(): boolean;
   random?: Random;
 }
 
@@ -163,7 +165,8 @@ export class Reconciler {
       }
       return a;
     });
-    const actions = this.#deps.readOnly ? [] : plan(desired, actual, { ...ctx, now, backoff, retainServiceIds });
+    const planned = this.#deps.readOnly ? [] : plan(desired, actual, { ...ctx, now, backoff, retainServiceIds });
+    const actions = this.#deps.isDraining?.() ? planned.filter((a) => a.kind !== 'create') : planned;
     const results = await this.#apply(actions, byId);
 
     const failedNow: StatusChange[] = [];
@@ -197,7 +200,8 @@ export class Reconciler {
         c.logs = await port.serviceLogs(c.derived.swarmServiceId, FAILED_LOG_LINES).catch(() => undefined);
       }),
     );
-    this.#deps.onStatus(changes, desiredSet.rejected);
+    // A rejected later copy of a deployment that is valid here (same id listed twice) must not report it failed.
+    this.#deps.onStatus(changes, desiredSet.rejected.filter((r) => r.id === null || !byId.has(r.id)));
     this.#lastPass = {
       at: new Date(now).toISOString(),
       durationMs: Math.round(performance.now() - started),

@@ -37,6 +37,8 @@ export interface HeartbeatRequest {
   agentVersion: string;
   swarmNodeId: string | null;
   dockerHealthy: boolean;
+  /** `skypanel-agent drain` was run on this host: nothing new is started here. */
+  draining?: boolean;
 }
 
 /** SkyPanelV2 answers 201 with the worker row; only `id` matters to the agent. */

@@ -8,6 +8,7 @@ import { startReferenceControlPlane } from '../../src/refcp/index.js';
 import { createDockerClient } from '../../src/swarm/docker-client.js';
 import { LABEL } from '../../src/domain/labels.js';
 import { AgentProcess, capturedOutput, runCli, waitFor } from '../helpers/cli.js';
+import { clearDrain, writeDrain } from '../../src/agent/drain.js';
 import { ensureDocker, TEST_IMAGE } from '../helpers/docker.js';
 
 const ready = await ensureDocker();
@@ -93,6 +94,23 @@ describe.skipIf(!ready.ok)('the built agent against the reference control plane 
     await waitFor(async () => (await services()).length === 0, 30_000, () => agent.output.slice(-3000));
     await waitFor(() => statusOf(workerId, good.id)?.status === 'stopped', 20_000, () => agent.output.slice(-3000));
     expect(cp.duplicateReports).toBeGreaterThanOrEqual(0);
+  });
+
+  it('while draining starts nothing new, says so in heartbeats, and resumes when the drain is lifted', async () => {
+    const { workerId, agent } = await start();
+    await writeDrain(agent.stateDir, 'test');
+    await waitFor(() => cp.workers.get(workerId)?.lastHeartbeatExtras?.draining === true, 15_000, () => agent.output.slice(-2000));
+    const fresh = web({ slug: 'during-drain', secrets: [] });
+    cp.setDeployments(workerId, [fresh]);
+    await waitFor(() => cp.requests.some((r) => r.path === `/api/workers/${workerId}/deployments` && r.status === 200), 10_000, () => 'a poll');
+    await new Promise((r) => setTimeout(r, 3_000));
+    const services = async () => (await docker.listServices({ filters: JSON.stringify({ label: [`${LABEL.workerId}=${workerId}`] }) })) as unknown[];
+    expect(await services()).toHaveLength(0);
+    expect(statusOf(workerId, fresh.id)?.status).toBe('deploying');
+    await clearDrain(agent.stateDir);
+    await waitFor(() => statusOf(workerId, fresh.id)?.status === 'running', 60_000, () => agent.output.slice(-2000));
+    cp.setDeployments(workerId, []);
+    await waitFor(async () => (await services()).length === 0, 30_000, () => 'cleanup');
   });
 
   it('runs in heartbeat-only mode against a stock panel and keeps heartbeating', async () => {

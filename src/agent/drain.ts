@@ -1,0 +1,36 @@
+import { readFile, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { writeFileAtomic } from './atomic-file.js';
+
+/**
+ * Draining is a marker file in the state directory, written by `skypanel-agent drain` on the same
+ * host: it survives restarts, needs no API call into the running agent, and is checked with one
+ * small read per heartbeat. A draining agent keeps running, updating and removing what it has,
+ * but creates nothing new, and says so in its heartbeats.
+ */
+export const DRAIN_FILE = 'drain.json';
+
+export interface DrainMarker {
+  since: string;
+  reason?: string;
+}
+
+export async function readDrain(stateDir: string): Promise<DrainMarker | null> {
+  try {
+    const parsed = JSON.parse(await readFile(join(stateDir, DRAIN_FILE), 'utf8')) as Partial<DrainMarker>;
+    return { since: typeof parsed.since === 'string' ? parsed.since : new Date(0).toISOString(), ...(typeof parsed.reason === 'string' ? { reason: parsed.reason } : {}) };
+  } catch (err) {
+    // Absent means not draining; an unreadable or garbled marker still means someone asked to drain.
+    return (err as NodeJS.ErrnoException).code === 'ENOENT' ? null : { since: new Date(0).toISOString() };
+  }
+}
+
+export async function writeDrain(stateDir: string, reason?: string): Promise<DrainMarker> {
+  const marker: DrainMarker = { since: new Date().toISOString(), ...(reason ? { reason } : {}) };
+  await writeFileAtomic(join(stateDir, DRAIN_FILE), `${JSON.stringify(marker)}\n`, 0o600);
+  return marker;
+}
+
+export async function clearDrain(stateDir: string): Promise<void> {
+  await rm(join(stateDir, DRAIN_FILE), { force: true });
+}
