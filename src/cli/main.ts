@@ -10,6 +10,9 @@ import { runRegister } from './register.js';
 import { assertRegistered, startAgent, stopOnSignals } from './run.js';
 import { runDev } from './dev.js';
 import { runStatus, statusUrlFromListen } from './status.js';
+import { runInstall, runUninstall } from './install.js';
+import { renderReport, runDoctor } from './doctor.js';
+import { drainTargetsFor, runDeregister, runDrain } from './drain.js';
 
 function positiveInt(name: string) {
   return (v: string): number => {
@@ -29,7 +32,9 @@ export function buildProgram(): Command {
 Examples:
   $ skypanel-agent dev                                   # everything local, to see it work
   $ skypanel-agent register --control-plane https://panel.example.com --token-file /root/worker.token
-  $ skypanel-agent run`);
+  $ skypanel-agent run
+  $ skypanel-agent install --control-plane https://panel.example.com --token-file /root/worker.token
+  $ skypanel-agent doctor`);
 
   program
     .command('register')
@@ -155,6 +160,111 @@ Examples:
         say,
       });
     });
+
+  const out = (line: string) => process.stdout.write(`${line}\n`);
+
+  program
+    .command('install')
+    .description('install as a systemd service: system user, /etc/skypanel-agent and /var/lib/skypanel-agent (0700), the unit, optional registration, then enable --now')
+    .option('--control-plane <url>', 'register now with this panel (with --token-file)')
+    .option('--token-file <path>', 'worker token file (mode 0600), or - for stdin')
+    .option('--name <name>', 'worker name sent when registering')
+    .option('--root <dir>', 'prefix every path with DIR and leave systemd and users alone (packaging, tests)')
+    .option('--dry-run', 'print every action and change nothing')
+    .option('--no-start', 'enable the service but do not start it now')
+    .addHelpText('after', `
+The unit runs ExecStart=<node> <this bin> run as user skypanel-agent (docker group only while it runs).
+Without a running systemd (no /run/systemd/system) the systemctl steps are skipped and printed.
+Examples:
+  $ skypanel-agent install --control-plane https://panel.example.com --token-file /root/worker.token
+  $ skypanel-agent install --dry-run
+  $ skypanel-agent install --no-start          # register later, then: systemctl start skypanel-agent
+  $ skypanel-agent install --root /tmp/image   # write the files under /tmp/image only`)
+    .action(async (o: { controlPlane?: string; tokenFile?: string; name?: string; root?: string; dryRun?: boolean; start: boolean }) => {
+      process.exitCode = await runInstall({
+        controlPlaneUrl: o.controlPlane,
+        tokenFile: o.tokenFile,
+        name: o.name,
+        root: o.root,
+        dryRun: o.dryRun === true,
+        start: o.start,
+        stdin: process.stdin,
+        logger: createLogger({ level: 'warn', destination: process.stderr }),
+        say: out,
+      });
+    });
+
+  program
+    .command('uninstall')
+    .description('stop and disable the service, remove the unit and /etc/skypanel-agent (the token); keep /var/lib/skypanel-agent unless --purge')
+    .option('--purge', 'also remove /var/lib/skypanel-agent and the skypanel-agent system user')
+    .option('--root <dir>', 'prefix every path with DIR and leave systemd and users alone')
+    .option('--dry-run', 'print every action and change nothing')
+    .addHelpText('after', `
+Deployments (Swarm services) keep running: they belong to dockerd, not to the agent.
+Examples:
+  $ skypanel-agent deregister && skypanel-agent uninstall
+  $ skypanel-agent uninstall --purge
+  $ skypanel-agent uninstall --dry-run`)
+    .action(async (o: { purge?: boolean; root?: string; dryRun?: boolean }) => {
+      process.exitCode = await runUninstall({ purge: o.purge === true, root: o.root, dryRun: o.dryRun === true, say: out });
+    });
+
+  program
+    .command('doctor')
+    .description('check this host: config, Docker, swarm, disk, control plane, token, clock, status port; exit 0 only when all pass')
+    .option('--config <path>', 'config file', DEFAULT_CONFIG_PATH)
+    .option('--json', 'print the checks as JSON')
+    .addHelpText('after', `
+Each check takes at most 5 s. The token check sends one real heartbeat with this host's current metrics.
+Examples:
+  $ skypanel-agent doctor
+  $ skypanel-agent doctor --json | jq '.checks[] | select(.status == "fail")'`)
+    .action(async (o: { config: string; json?: boolean }) => {
+      const report = await runDoctor({ configPath: o.config });
+      out(o.json ? JSON.stringify(report, null, 2) : renderReport(report));
+      process.exitCode = report.ok ? 0 : 1;
+    });
+
+  program
+    .command('drain')
+    .description("drain this host: the agent starts no new deployments (a marker in its state dir), and its swarm node goes to availability drain (Engine API, needs a manager); --undo lifts both")
+    .option('--config <path>', 'config file (for dockerSocket and stateDir; registration is not needed)', DEFAULT_CONFIG_PATH)
+    .option('--docker-socket <path>', 'Docker Engine API socket')
+    .option('--state-dir <path>', "the agent's state directory, where the drain marker goes")
+    .option('--undo', 'lift the drain: remove the marker, set the node back to availability active')
+    .option('--dry-run', 'print what would change, change nothing')
+    .addHelpText('after', `
+The running agent sees the marker before its next heartbeat and reports draining=true.
+Deployments are pinned to their worker's node: on a drained node their tasks stop and stay pending.
+Examples:
+  $ skypanel-agent drain --dry-run
+  $ skypanel-agent drain
+  $ skypanel-agent drain --undo`)
+    .action(async (o: { config: string; dockerSocket?: string; stateDir?: string; undo?: boolean; dryRun?: boolean }) => {
+      const targets = await drainTargetsFor(o.config, { dockerSocket: o.dockerSocket, stateDir: o.stateDir });
+      await runDrain({ ...targets, undo: o.undo === true, dryRun: o.dryRun === true, say: out });
+    });
+
+  program
+    .command('deregister')
+    .description('drain this host (see drain), then remove the local config file; the state directory stays')
+    .option('--config <path>', 'config file to remove', DEFAULT_CONFIG_PATH)
+    .option('--docker-socket <path>', 'Docker Engine API socket')
+    .option('--force', 'remove the config even if the node could not be drained (e.g. on a swarm worker)')
+    .option('--dry-run', 'print what would change, change nothing')
+    .addHelpText('after', `
+The panel keeps the worker row: delete it there. Stop the service too (uninstall, or systemctl disable --now).
+Examples:
+  $ skypanel-agent deregister --dry-run
+  $ skypanel-agent deregister && skypanel-agent uninstall --purge
+  $ skypanel-agent deregister --force          # on a swarm worker: drain it from a manager instead`)
+    .action(async (o: { config: string; dockerSocket?: string; force?: boolean; dryRun?: boolean }) => {
+      await runDeregister({ configPath: o.config, dockerSocket: o.dockerSocket, force: o.force === true, dryRun: o.dryRun === true, say: out });
+    });
+
+  // `skypanel-agent <command> --version` works too, not only at the top level.
+  for (const cmd of program.commands) cmd.version(AGENT_VERSION, '-V, --version');
 
   return program;
 }
