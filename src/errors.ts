@@ -12,6 +12,9 @@ export const ERROR_CODES = {
   SKP_ERR_UNAUTHORIZED: { exitCode: 1 },
   SKP_ERR_DOCKER_UNAVAILABLE: { exitCode: 1 },
   SKP_ERR_SWARM_JOIN: { exitCode: 1 },
+  SKP_ERR_SWARM: { exitCode: 1 },
+  /** A host step failed: systemctl, useradd, a file outside the config. */
+  SKP_ERR_SYSTEM: { exitCode: 1 },
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -111,3 +111,15 @@ describe('writing the config', () => {
     await expect(writeConfigFile(path, { controlPlaneUrl: 'nope', token: TOKEN })).rejects.toThrow();
   });
 });
+
+describe('atomic writes as root keep the owner', () => {
+  it.skipIf(process.getuid?.() !== 0)('a file owned by a service user stays owned by it after root rewrites it', async () => {
+    const { chown } = await import('node:fs/promises');
+    await writeConfigFile(path, { controlPlaneUrl: 'http://x', token: TOKEN });
+    await chown(path, 65534, 65534);
+    await updateConfigFile(path, { workerId: 'w9' });
+    const st = await stat(path);
+    expect([st.uid, st.gid]).toEqual([65534, 65534]);
+    expect(st.mode & 0o777).toBe(0o600);
+  });
+});
