@@ -14,6 +14,7 @@ import { buildRegisterRequest, registerWorker, reconcileModeFor, type EngineSumm
 import type { SwarmRole } from '../protocol/worker.js';
 import { DeploymentLoops } from './deployment-loops.js';
 import { readDrain } from './drain.js';
+import { UsageLoop, type UsageSampler } from './usage-loop.js';
 import type { SwarmPort } from './executor.js';
 import { localAddressToward, toPanelIp } from '../collectors/address.js';
 
@@ -35,6 +36,8 @@ export interface AgentOptions {
   engine: EngineProbe;
   /** Builds the Swarm ports for each reconcile mode; absent in tests that only heartbeat. */
   swarm?: SwarmPorts;
+  /** Reads the managed containers' counters for usage metering; absent: no metering. */
+  usageSampler?(workerId: () => string): UsageSampler;
 }
 
 export interface SwarmPorts {
@@ -64,7 +67,12 @@ export class Agent {
   #capacity: Capacity | undefined;
   #lastLoad: StatusView['load'] = null;
   #deployments: DeploymentLoops | undefined;
+  /** Docker did not answer at start: deployments start with the first engine check that succeeds. */
+  #deploymentsDeferred = false;
+  #deploymentsStarting: Promise<void> | undefined;
+  #stopping = false;
   #draining = false;
+  #usage: UsageLoop | undefined;
 
   constructor(opts: AgentOptions) {
     this.#opts = opts;
@@ -89,7 +97,7 @@ export class Agent {
     this.#metrics = createAgentMetrics({
       dockerHealthy: () => this.#dockerHealthy,
       deployments: () => this.#deployments?.counts() ?? {},
-      reportQueueDepth: () => this.#deployments?.queueDepth ?? 0,
+      reportQueueDepth: () => (this.#deployments?.queueDepth ?? 0) + (this.#usage?.queueDepth ?? 0),
     });
     this.#statusServer = createStatusServer({
       listen: config.statusListen,
@@ -146,6 +154,7 @@ export class Agent {
       deployments: () => this.#deployments?.views() ?? [],
       deploymentLogs: (id, lines) => this.#deployments?.logs(id, lines) ?? Promise.resolve([]),
       secretValues: () => this.#deployments?.secretValues() ?? [],
+      usage: () => this.#usage?.view(),
     };
   }
 
@@ -169,14 +178,39 @@ export class Agent {
       'agent started',
     );
     this.#heartbeat.start();
+    if (this.#engine === undefined) {
+      // The swarm role, and so the reconcile mode, is unknown until Docker answers; deciding "none" now
+      // would leave the deployments unapplied until a restart. Every heartbeat checks the engine again.
+      this.#opts.logger.warn('docker unreachable at start: deployments start once it answers');
+      this.#deploymentsDeferred = true;
+      return;
+    }
     try {
       await this.#startDeployments(role);
+      await this.#startUsage();
     } catch (err) {
       // e.g. an unreadable swarmManagerCert: the CLI exits non-zero on this error, so nothing may
       // keep running (a heartbeat loop alone would keep the process alive, reporting healthy).
       await this.stop().catch(() => {});
       throw err;
     }
+  }
+
+  /** Metering reads only local containers, so it runs in every mode, observe included. */
+  async #startUsage(): Promise<void> {
+    const { config, logger } = this.#opts;
+    if (!this.#opts.usageSampler) return;
+    this.#usage = new UsageLoop({
+      sampler: this.#opts.usageSampler(() => this.#workerId),
+      client: this.#client,
+      workerId: () => this.#workerId,
+      stateDir: config.stateDir,
+      sampleIntervalSec: config.usageSampleIntervalSec,
+      periodSec: config.usagePeriodSec,
+      backoff: { ...DEFAULT_BACKOFF, capMs: config.backoffCapSec * 1000 },
+      logger: logger.child({ loop: 'usage' }),
+    });
+    await this.#usage.start();
   }
 
   #mode(role: SwarmRole) {
@@ -217,8 +251,11 @@ export class Agent {
   }
 
   async stop(): Promise<void> {
+    this.#stopping = true;
     await this.#heartbeat.stop();
+    await this.#deploymentsStarting;
     await this.#deployments?.stop();
+    await this.#usage?.stop();
     await this.#statusServer.stop();
     await this.#client.close();
     await this.#opts.engine.close?.();
@@ -230,6 +267,14 @@ export class Agent {
       this.#engine = await this.#opts.engine.snapshot();
       if (!this.#dockerHealthy) this.#opts.logger.info({ dockerVersion: this.#engine.dockerVersion }, 'docker reachable');
       this.#dockerHealthy = true;
+      if (this.#deploymentsDeferred && !this.#stopping) {
+        this.#deploymentsDeferred = false;
+        this.#deploymentsStarting = this.#startDeployments(this.#engine.swarmRole).catch((err: Error) => {
+          this.#deployments = undefined;
+          this.#deploymentsDeferred = true;
+          this.#opts.logger.error({ err: err.message }, 'deployments could not start; trying again at the next engine check');
+        });
+      }
     } catch (err) {
       if (this.#dockerHealthy || this.#engine === undefined) {
         this.#opts.logger.warn({ err: (err as Error).message }, 'docker unreachable; heartbeats report dockerHealthy=false');

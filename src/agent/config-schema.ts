@@ -35,6 +35,8 @@ export const configSchema = z.object({
     .max(2048)
     .refine((t) => /^https?:\/\//.test(t), 'must start with http:// or https://')
     .default('http://{ipAddress}:{externalPort}'),
+  usageSampleIntervalSec: z.coerce.number().int().min(1).max(300).default(15),
+  usagePeriodSec: z.coerce.number().int().min(10).max(86_400).default(3600),
   requestTimeoutSec: z.coerce.number().min(1).max(120).default(10),
   backoffCapSec: z.coerce.number().min(1).max(3600).default(60),
   ipAddress: z.string().min(1).optional(),
@@ -67,6 +69,7 @@ export const configRefinements: { field: keyof AgentConfig; check: (c: AgentConf
     check: (c) => c.swarmManagerHost === undefined || (c.swarmManagerCa !== undefined && c.swarmManagerCert !== undefined && c.swarmManagerKey !== undefined),
     message: 'needs swarmManagerCa, swarmManagerCert and swarmManagerKey: the manager API is only ever reached over mutual TLS',
   },
+  { field: 'usageSampleIntervalSec', check: (c) => c.usageSampleIntervalSec * 2 <= c.usagePeriodSec, message: 'must be at most half of usagePeriodSec' },
   { field: 'statusTlsKey', check: (c) => (c.statusTlsCert === undefined) === (c.statusTlsKey === undefined), message: 'statusTlsCert and statusTlsKey must be set together' },
 ];
 export type AgentConfigInput = z.input<typeof configSchema>;
@@ -79,6 +82,8 @@ export const CONFIG_KEYS: readonly ConfigKeyInfo[] = [
   { key: 'pollIntervalSec', env: 'SKYPANEL_AGENT_POLL_INTERVAL', flag: '--poll-interval', default: '30', description: 'Seconds between desired-state polls (If-None-Match: an unchanged set costs one 304)' },
   { key: 'resyncIntervalSec', env: 'SKYPANEL_AGENT_RESYNC_INTERVAL', default: '60', description: 'Seconds between full reconcile passes even when nothing changed' },
   { key: 'publicUrlTemplate', env: 'SKYPANEL_AGENT_PUBLIC_URL_TEMPLATE', default: 'http://{ipAddress}:{externalPort}', description: 'Public URL reported per deployment; also {slug}, {serviceId}' },
+  { key: 'usageSampleIntervalSec', env: 'SKYPANEL_AGENT_USAGE_SAMPLE_INTERVAL', default: '15', description: 'Seconds between usage samples of the managed containers' },
+  { key: 'usagePeriodSec', env: 'SKYPANEL_AGENT_USAGE_PERIOD', flag: '--usage-period', default: '3600', description: 'Usage period length, aligned to UTC multiples (3600 = hourly billing)' },
   { key: 'requestTimeoutSec', env: 'SKYPANEL_AGENT_REQUEST_TIMEOUT', default: '10', description: 'Bound on each control-plane request (connect, headers, body)' },
   { key: 'backoffCapSec', env: 'SKYPANEL_AGENT_BACKOFF_CAP', default: '60', description: 'Longest wait between retries after failures (jittered over the whole window)' },
   { key: 'ipAddress', env: 'SKYPANEL_AGENT_IP_ADDRESS', flag: '--ip-address', description: 'Address reported to the panel; default: the local address used to reach it' },

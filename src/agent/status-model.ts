@@ -55,6 +55,8 @@ export interface StatusSource {
   wedgedAfterSec(): number;
   deployments(): DeploymentView[];
   deploymentLogs?(id: string, lines: number): Promise<string[]>;
+  /** GET /v1/usage: the usage meter's open periods and unsent records (UsageLoop.view()); absent when metering is off. */
+  usage?(): unknown;
   /**
    * Every secret value the agent currently holds (registry passwords, secret data). The status
    * server strips them from any body as a last defence; the worker token is added by the server.

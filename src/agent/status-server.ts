@@ -82,13 +82,14 @@ function redactValue(v: unknown, secrets: readonly string[]): unknown {
 
 const sha256 = (s: string) => createHash('sha256').update(s, 'utf8').digest();
 
-type Route = { kind: 'healthz' } | { kind: 'status' } | { kind: 'deployments' } | { kind: 'deployment'; id: string } | { kind: 'metrics' };
+type Route = { kind: 'healthz' } | { kind: 'status' } | { kind: 'deployments' } | { kind: 'deployment'; id: string } | { kind: 'metrics' } | { kind: 'usage' };
 
 function route(path: string): Route | undefined {
   if (path === '/healthz') return { kind: 'healthz' };
   if (path === '/v1/status') return { kind: 'status' };
   if (path === '/v1/deployments') return { kind: 'deployments' };
   if (path === '/metrics') return { kind: 'metrics' };
+  if (path === '/v1/usage') return { kind: 'usage' };
   const m = /^\/v1\/deployments\/([^/]+)$/.exec(path);
   if (m) {
     try {
@@ -203,6 +204,9 @@ export function createStatusServer(opts: StatusServerOptions): StatusServer {
         if (lines === undefined) return sendJson(res, 200, d);
         return sendJson(res, 200, { ...d, logs: await readLogs(r.id, lines) });
       }
+      case 'usage':
+        if (!source.usage) throw new HttpError(501, 'usage metering is not enabled on this agent');
+        return sendJson(res, 200, source.usage());
       case 'metrics':
         // Not redacted: the registry only holds numbers and bounded, agent-chosen label values.
         return send(res, 200, opts.metrics.render(), 'text/plain; version=0.0.4; charset=utf-8');

@@ -6,6 +6,7 @@ import { createEngineProbe } from '../swarm/engine-probe.js';
 import { createSwarmPort } from '../swarm/swarm-port.js';
 import { createObservePort } from '../swarm/observe-port.js';
 import { createManagerClient } from '../swarm/manager-client.js';
+import { createContainerStatsSampler } from '../swarm/container-stats.js';
 
 /** SIGTERM/SIGINT must stop the agent within this bound, even if something hangs. */
 export const SHUTDOWN_BOUND_MS = 5_000;
@@ -28,6 +29,7 @@ export async function startAgent(config: AgentConfig, configPath: string | undef
       remote: async (workerId, nodeId) => createSwarmPort(await createManagerClient(config), { workerId, nodeId }),
       observe: () => createObservePort(engine.docker),
     },
+    usageSampler: (workerId) => createContainerStatsSampler(engine.docker, { workerId }),
   });
   await agent.start();
   return agent;

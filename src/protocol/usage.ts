@@ -32,7 +32,7 @@ export const usageRecordSchema = z
     storageGbHours: quantity(),
     networkGb: quantity(),
     samples: z.number(fieldError('must be a number')).int({ error: 'must be an integer' }).min(0, { error: 'must be at least 0' }),
-    /** false while the period is still open; a complete record is final. */
+    /** Every record is final (periods are sent once closed); false means the agent was down for part of the period. */
     complete: z.boolean(fieldError('must be true or false')),
   })
   .refine((r) => Date.parse(r.periodEnd) > Date.parse(r.periodStart), { error: 'must be after periodStart', path: ['periodEnd'] });
