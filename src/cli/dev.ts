@@ -17,6 +17,8 @@ export interface DevOptions {
   dockerSocket?: string;
   /** JSON file with `{"deployments": [...]}` (or a bare array) assigned to the dev worker. */
   deploymentsFile?: string;
+  /** Short usage periods so records reach the reference control plane within a minute. */
+  usagePeriodSec?: number;
   logger: Logger;
   say: (line: string) => void;
 }
@@ -53,7 +55,15 @@ export async function runDev(opts: DevOptions): Promise<void> {
     say: opts.say,
   });
   // dev keeps its state beside its config, never in the host's /var/lib.
-  const { config } = await loadConfig({ path: configPath, flags: { stateDir: join(dirname(configPath), 'state') } });
+  const usagePeriodSec = opts.usagePeriodSec;
+  const { config } = await loadConfig({
+    path: configPath,
+    flags: {
+      stateDir: join(dirname(configPath), 'state'),
+      usagePeriodSec,
+      usageSampleIntervalSec: usagePeriodSec === undefined ? undefined : Math.max(1, Math.min(15, Math.floor(usagePeriodSec / 4))),
+    },
+  });
   const agent = await startAgent(config, configPath, opts.logger);
   opts.say(`agent running as worker ${reg.workerId}; heartbeats every ${config.heartbeatIntervalSec}s. Ctrl-C stops both.`);
   opts.say(`  status: skypanel-agent status --config ${configPath}`);

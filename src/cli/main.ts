@@ -144,6 +144,7 @@ Examples:
     .option('--config <path>', 'config file to write (default: a new temporary directory)')
     .option('--docker-socket <path>', 'Docker Engine API socket')
     .option('--deployments <file>', 'assign the deployments in this JSON file to the dev worker')
+    .option('--usage-period <seconds>', 'usage period length (default 60 in dev, so records arrive quickly)', positiveInt('--usage-period'), 60)
     .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
     .addHelpText('after', `
 Examples:
@@ -158,6 +159,7 @@ Examples:
         configPath: o.config as string | undefined,
         dockerSocket: o.dockerSocket as string | undefined,
         deploymentsFile: o.deployments as string | undefined,
+        usagePeriodSec: o.usagePeriod as number,
         logger,
         say,
       });

@@ -1,8 +1,10 @@
-import { mkdtemp, readFile } from 'node:fs/promises';
+import { randomUUID } from 'node:crypto';
+import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { AgentProcess, runCli, waitFor } from '../helpers/cli.js';
+import { ensureDocker } from '../helpers/docker.js';
 
 describe('skypanel-agent dev (the README\'s first command)', () => {
   it('starts the reference control plane, registers, heartbeats, serves status, and stops on SIGINT', async () => {
@@ -31,6 +33,43 @@ describe('skypanel-agent dev (the README\'s first command)', () => {
       const { code, ms } = await dev.stop('SIGINT');
       expect(code).toBe(0);
       expect(ms).toBeLessThan(5_000);
+    }
+  });
+
+  it('with a deployment, brings a service up that answers at its public URL, and usage records arrive', async () => {
+    const ready = await ensureDocker();
+    if (!ready.ok) return;
+    const dir = await mkdtemp(join(tmpdir(), 'skp-dev-hello-'));
+    const file = join(dir, 'hello.json');
+    const hello = JSON.parse(await readFile(new URL('../../examples/hello.json', import.meta.url), 'utf8')) as { deployments: Record<string, unknown>[] };
+    // A port of its own, so a developer's `dev` on 18080 cannot collide with the test.
+    const port = 20_000 + Math.floor(Math.random() * 20_000);
+    const d = { ...hello.deployments[0]!, id: randomUUID(), serviceId: randomUUID(), externalPort: port };
+    await writeFile(file, JSON.stringify({ deployments: [d] }));
+    const dev = new AgentProcess(['dev', '--port', '0', '--heartbeat-interval', '2', '--deployments', file, '--usage-period', '10', '--config', join(dir, 'config.json')], {
+      SKYPANEL_AGENT_POLL_INTERVAL: '1',
+    });
+    try {
+      const url = await waitFor(() => /reference control plane listening on (\S+)/.exec(dev.output)?.[1], 15_000, () => dev.output);
+      const admin = await waitFor(() => /Authorization: Bearer ([0-9a-f]{64})/.exec(dev.output)?.[1], 15_000, () => dev.output);
+      const body = await waitFor(async () => {
+        const r = await fetch(`http://127.0.0.1:${port}/`).catch(() => undefined);
+        return r?.ok ? r.text() : undefined;
+      }, 60_000, () => dev.output.slice(-2000));
+      expect(body).toContain('hello from skypanel-agent');
+      const usage = await waitFor(async () => {
+        const r = await fetch(`${url}/admin/workers`, { headers: { authorization: `Bearer ${admin}` } });
+        const j = (await r.json()) as { data?: { workers?: { usage?: { records: number } }[] } } & { workers?: { usage?: { records: number } }[] };
+        const workers = j.data?.workers ?? j.workers ?? (Array.isArray(j.data) ? (j.data as { usage?: { records: number } }[]) : []);
+        return workers.some((w) => (w.usage?.records ?? 0) > 0) || undefined;
+      }, 60_000, () => dev.output.slice(-2000));
+      expect(usage).toBe(true);
+    } finally {
+      await dev.stop('SIGINT');
+      const { createDockerClient } = await import('../../src/swarm/docker-client.js');
+      const docker = createDockerClient();
+      const list = (await docker.listServices({ filters: JSON.stringify({ label: [`skypanel.service.id=${String(d.serviceId)}`] }) })) as { ID: string }[];
+      for (const s of list) await docker.getService(s.ID).remove().catch(() => {});
     }
   });
 
