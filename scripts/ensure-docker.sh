@@ -50,8 +50,8 @@ run() {
   return 0
 }
 
-docker_answers() { timeout 10 docker version >/dev/null 2>&1; }
-swarm_state() { timeout 10 docker info --format '{{.Swarm.LocalNodeState}}' 2>/dev/null; }
+docker_answers() { timeout 30 docker version >/dev/null 2>&1; }
+swarm_state() { timeout 30 docker info --format '{{.Swarm.LocalNodeState}}' 2>/dev/null; }
 image_present() { timeout 10 docker image inspect "$IMAGE" >/dev/null 2>&1; }
 
 # A static busybox is required: the image is FROM scratch, so there is no libc to load a dynamic one.

@@ -48,6 +48,13 @@ export interface ReconcilerDeps {
 
 const SETTLE_MIN_MS = 1_000;
 const FAILED_LOG_LINES = 100;
+/**
+ * How long a create may wait for its service name to be freed before it counts as failed. Names
+ * derive from the serviceId alone, so while the control plane moves a deployment between workers
+ * the old worker's copy holds the name until that worker removes it (one poll and a pass).
+ */
+export const NAME_TAKEN_WAIT_MS = 120_000;
+const NAME_TAKEN_RETRY_MS = 1_000;
 
 /**
  * Level-triggered reconciliation, one pass at a time: observe (two Engine API calls), plan
@@ -60,7 +67,7 @@ export class Reconciler {
   readonly #loop: TimerLoop;
   #stopped = true;
   #settleMs = SETTLE_MIN_MS;
-  readonly #backoff = new Map<string, { until: number; attempts: number; error: string }>();
+  readonly #backoff = new Map<string, { until: number; attempts: number; error: string; nameTakenSince?: number; waiting?: boolean }>();
   /** deploymentId → spec hash Swarm rolled back from: not retried until the panel changes the deployment. */
   readonly #rolledBack = new Map<string, string>();
   /** deploymentId → when its current spec was first seen, for desired→applied latency. */
@@ -177,7 +184,10 @@ export class Reconciler {
       seen.add(d.id);
       const svc = serviceFor.get(d.serviceId);
       const b = this.#backoff.get(d.id);
-      const derived = deriveStatus(d, svc, tasks as TaskObservation[], b?.error);
+      // Waiting for a taken name is deploying, not failed: the holder is usually on its way out.
+      const waiting = b?.waiting === true;
+      const derived0 = deriveStatus(d, svc, tasks as TaskObservation[], waiting ? undefined : b?.error);
+      const derived = waiting && !svc ? { ...derived0, message: `waiting for the service name (held by a service this worker does not own, e.g. the previous worker's copy of a moved deployment): ${b!.error}` } : derived0;
       const publicUrl = renderPublicUrl(this.#deps.publicUrlTemplate, { ipAddress: this.#deps.ipAddress, externalPort: derived.externalPort, slug: d.slug, serviceId: d.serviceId });
       const prev = this.#states.get(d.id);
       this.#states.set(d.id, { deployment: d, derived, publicUrl, lastError: b?.error ?? null });
@@ -231,10 +241,19 @@ export class Reconciler {
         this.#backoff.delete(id);
         return;
       }
-      const attempts = (this.#backoff.get(id)?.attempts ?? 0) + 1;
+      const prev = this.#backoff.get(id);
       const error = errorText(r);
+      const now = Date.now();
+      const nameTakenSince = isNameTaken(a, r.reason) ? (prev?.nameTakenSince ?? now) : undefined;
+      if (nameTakenSince !== undefined && now - nameTakenSince < NAME_TAKEN_WAIT_MS) {
+        this.#backoff.set(id, { until: now + NAME_TAKEN_RETRY_MS, attempts: prev?.attempts ?? 0, error, nameTakenSince, waiting: true });
+        if (prev?.nameTakenSince === undefined) this.#deps.logger.info({ deploymentId: id, waitMs: NAME_TAKEN_WAIT_MS }, `service name taken, waiting for it to be freed: ${error}`);
+        return;
+      }
+      const attempts = (prev?.attempts ?? 0) + 1;
       const delay = Math.max(1_000, fullJitter(attempts, { baseMs: 2_000, capMs: 300_000 }, this.#deps.random));
-      this.#backoff.set(id, { until: Date.now() + delay, attempts, error });
+      // A name still taken after the wait is failed from now on (nameTakenSince kept, so it stays so).
+      this.#backoff.set(id, { until: Date.now() + delay, attempts, error, ...(nameTakenSince !== undefined ? { nameTakenSince } : {}) });
       this.#deps.logger.warn({ deploymentId: id, action: a.kind, attempt: attempts, retryInMs: delay }, `action failed: ${error}`);
     });
     return results;
@@ -268,6 +287,12 @@ export class Reconciler {
     this.#deps.onApplied?.((now - p.since) / 1000);
     this.#pendingSince.set(id, { hash, since: -1 });
   }
+}
+
+/** A create refused because another service (not one of ours: the pass listed none for it) holds the name. */
+function isNameTaken(a: Action, reason: unknown): boolean {
+  const e = reason as { kind?: unknown; message?: unknown } | undefined;
+  return a.kind === 'create' && e?.kind === 'conflict' && typeof e.message === 'string' && e.message.startsWith('creating service ');
 }
 
 function errorText(r: PromiseSettledResult<unknown> | undefined): string {
