@@ -67,7 +67,7 @@ export class Agent {
   #capacity: Capacity | undefined;
   #lastLoad: StatusView['load'] = null;
   #deployments: DeploymentLoops | undefined;
-  /** Docker did not answer at start: deployments start with the first engine check that succeeds. */
+  /** Docker did not answer at start: the loops run in mode "none" until an engine check succeeds. */
   #deploymentsDeferred = false;
   #deploymentsStarting: Promise<void> | undefined;
   #stopping = false;
@@ -177,16 +177,15 @@ export class Agent {
       },
       'agent started',
     );
+    // Docker did not answer: the swarm role, and so the reconcile mode, is unknown. The loops start in
+    // mode "none" (the desired set is fetched and kept, queued reports are delivered) and are rebuilt in
+    // their real mode at the first engine check that succeeds (every heartbeat), not left so until a restart.
+    this.#deploymentsDeferred = this.#engine === undefined;
+    if (this.#deploymentsDeferred) this.#opts.logger.warn('docker unreachable at start: deployments are applied once it answers');
     this.#heartbeat.start();
-    if (this.#engine === undefined) {
-      // The swarm role, and so the reconcile mode, is unknown until Docker answers; deciding "none" now
-      // would leave the deployments unapplied until a restart. Every heartbeat checks the engine again.
-      this.#opts.logger.warn('docker unreachable at start: deployments start once it answers');
-      this.#deploymentsDeferred = true;
-      return;
-    }
     try {
-      await this.#startDeployments(role);
+      this.#deploymentsStarting = this.#startDeployments(role);
+      await this.#deploymentsStarting;
       await this.#startUsage();
     } catch (err) {
       // e.g. an unreadable swarmManagerCert: the CLI exits non-zero on this error, so nothing may
@@ -229,7 +228,7 @@ export class Agent {
     else if (ports && mode === 'remote-manager' && ports.remote) swarm = await ports.remote(this.#workerId, nodeId);
     else if (ports && mode === 'observe') swarm = ports.observe();
     if (mode === 'observe') logger.info('observe mode: deployments on this node are reported, never written');
-    if (mode === 'none') logger.warn('this engine is not in a swarm: deployments cannot run here and are not applied');
+    if (mode === 'none' && this.#engine !== undefined) logger.warn('this engine is not in a swarm: deployments cannot run here and are not applied');
     this.#deployments = new DeploymentLoops({
       client: this.#client,
       workerId: () => this.#workerId,
@@ -253,7 +252,7 @@ export class Agent {
   async stop(): Promise<void> {
     this.#stopping = true;
     await this.#heartbeat.stop();
-    await this.#deploymentsStarting;
+    await this.#deploymentsStarting?.catch(() => {});
     await this.#deployments?.stop();
     await this.#usage?.stop();
     await this.#statusServer.stop();
@@ -269,10 +268,21 @@ export class Agent {
       this.#dockerHealthy = true;
       if (this.#deploymentsDeferred && !this.#stopping) {
         this.#deploymentsDeferred = false;
-        this.#deploymentsStarting = this.#startDeployments(this.#engine.swarmRole).catch((err: Error) => {
+        const previous = this.#deploymentsStarting;
+        const role = this.#engine.swarmRole;
+        // The mode-"none" loops published no report (no reconciler), so the new outbox's seq cannot collide.
+        this.#deploymentsStarting = (async () => {
+          await previous?.catch(() => {});
+          if (this.#stopping) return;
+          await this.#deployments?.stop();
+          this.#deployments = undefined;
+          if (this.#stopping) return;
+          this.#opts.logger.info({ swarmRole: role, reconcileMode: this.#mode(role) }, 'docker answers: deployment loops restarted in their mode');
+          await this.#startDeployments(role);
+        })().catch((err: Error) => {
           this.#deployments = undefined;
           this.#deploymentsDeferred = true;
-          this.#opts.logger.error({ err: err.message }, 'deployments could not start; trying again at the next engine check');
+          this.#opts.logger.error({ err: err.message }, 'deployment loops could not start; trying again at the next engine check');
         });
       }
     } catch (err) {
