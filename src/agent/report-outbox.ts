@@ -53,6 +53,8 @@ interface Entry {
 interface StoredOutbox {
   pending: Entry[];
   lastSent: Record<string, ReportContent>;
+  /** The last seq handed out, so an outbox rebuilt within the same boot never reuses one. */
+  lastSeq?: { bootId: string; seq: number };
 }
 
 const STATE_FILE = 'outbox.json';
@@ -110,6 +112,8 @@ export class ReportOutbox {
     if (!stored) return;
     for (const e of stored.pending ?? []) this.#pending.set(e.deploymentId, e);
     this.#lastSent = new Map(Object.entries(stored.lastSent ?? {}));
+    // (deploymentId, bootId, seq) identifies a report at the control plane: never hand out a seq twice.
+    if (stored.lastSeq?.bootId === this.#deps.bootId) this.#seq = Math.max(this.#seq, stored.lastSeq.seq);
   }
 
   /** Queue a report if it differs from what was last sent (or queued) for that deployment. */
@@ -190,7 +194,11 @@ export class ReportOutbox {
 
   /** Writes are serialised so an older snapshot never lands after a newer one. */
   #persist(): void {
-    const snapshot: StoredOutbox = { pending: [...this.#pending.values()], lastSent: Object.fromEntries(this.#lastSent) };
+    const snapshot: StoredOutbox = {
+      pending: [...this.#pending.values()],
+      lastSent: Object.fromEntries(this.#lastSent),
+      lastSeq: { bootId: this.#deps.bootId, seq: this.#seq },
+    };
     this.#persisting = this.#persisting
       .then(() => this.#deps.store.write(STATE_FILE, snapshot))
       .catch((err: Error) => this.#deps.logger.error({ err: err.message }, 'cannot write the report outbox to the state directory'));

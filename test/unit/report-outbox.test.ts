@@ -1,0 +1,55 @@
+import { mkdtemp } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pino } from 'pino';
+import { describe, expect, it } from 'vitest';
+import { fitReport, MAX_REPORT_BODY_BYTES, ReportOutbox } from '../../src/agent/report-outbox.js';
+import { StateStore } from '../../src/agent/state-store.js';
+import type { ControlPlaneClient } from '../../src/agent/control-plane-client.js';
+
+const silent = pino({ level: 'silent' });
+const unreachable = { postJson: async () => ({ ok: false, kind: 'network', message: 'down', rttMs: 0 }) } as unknown as ControlPlaneClient;
+
+async function outbox(dir: string, bootId = 'boot-1') {
+  const store = new StateStore(dir);
+  await store.init();
+  const o = new ReportOutbox({ client: unreachable, workerId: () => 'w', bootId, store, logger: silent });
+  await o.restore();
+  return o;
+}
+
+describe('report outbox', () => {
+  it('keeps only the newest report per deployment and skips repeats', async () => {
+    const o = await outbox(await mkdtemp(join(tmpdir(), 'skp-outbox-')));
+    o.offer('d1', { status: 'deploying' });
+    o.offer('d1', { status: 'deploying' });
+    o.offer('d1', { status: 'running' });
+    o.offer('d2', { status: 'failed', message: 'x' });
+    expect(o.depth).toBe(2);
+    expect(o.lastReported('d1')).toEqual({ status: 'running' });
+    await o.stop();
+  });
+
+  it('a rebuilt outbox in the same boot continues the seq instead of reusing it', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'skp-outbox-'));
+    const first = await outbox(dir);
+    first.offer('d1', { status: 'deploying' });
+    first.offer('d2', { status: 'deploying' });
+    await first.stop();
+    const second = await outbox(dir);
+    second.offer('d3', { status: 'running' });
+    await second.stop();
+    const stored = (await new StateStore(dir).read<{ pending: { deploymentId: string; seq: number }[] }>('outbox.json'))!;
+    const seqs = stored.pending.map((e) => e.seq);
+    expect(new Set(seqs).size).toBe(seqs.length);
+    expect(stored.pending.find((e) => e.deploymentId === 'd3')!.seq).toBe(3);
+  });
+
+  it('fits a report into what the panel accepts: huge escaped logs are cut, bad fields dropped, status kept', () => {
+    const logs = Array.from({ length: 3000 }, () => '\u0001'.repeat(20)).join('\n');
+    const { content, dropped } = fitReport({ status: 'failed', deploymentLogs: logs, publicUrl: 'not a url' });
+    expect(content.status).toBe('failed');
+    expect(dropped).toEqual(['publicUrl']);
+    expect(Buffer.byteLength(JSON.stringify(content))).toBeLessThanOrEqual(MAX_REPORT_BODY_BYTES);
+  });
+});
