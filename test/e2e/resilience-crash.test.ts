@@ -7,7 +7,7 @@ import { startReferenceControlPlane } from '../../src/refcp/index.js';
 import { createDockerClient } from '../../src/swarm/docker-client.js';
 import { LABEL } from '../../src/domain/labels.js';
 import { AgentProcess, capturedOutput, runCli, waitFor } from '../helpers/cli.js';
-import { ensureDocker, TEST_IMAGE } from '../helpers/docker.js';
+import { ensureDocker, removeWorkerLeftovers, TEST_IMAGE } from '../helpers/docker.js';
 
 /**
  * SIGKILL in the middle of applying a desired set (20 deployments, creates in flight), twice, then a
@@ -49,7 +49,7 @@ describe.skipIf(!ready.ok)('agent killed while applying 20 deployments', () => {
     await Promise.all(agents.map((a) => a.stop()));
     if (workerId) {
       for (const s of await services()) await docker.getService(s.ID).remove().catch(() => {});
-      await removeLeftovers(workerId);
+      await removeWorkerLeftovers(docker, workerId);
     }
     const everything = capturedOutput.join('\n') + JSON.stringify(cp.requests) + JSON.stringify(workerId ? cp.reportsOf(workerId) : []);
     if (token) expect(everything).not.toContain(token);
@@ -111,15 +111,3 @@ describe.skipIf(!ready.ok)('agent killed while applying 20 deployments', () => {
     expect(agent.child.exitCode).toBeNull();
   }, 90_000);
 });
-
-async function removeLeftovers(workerId: string): Promise<void> {
-  const filters = JSON.stringify({ label: [`${LABEL.workerId}=${workerId}`] });
-  for (let attempt = 0; attempt < 10; attempt++) {
-    const secrets = (await docker.listSecrets({ filters }).catch(() => [])) as { ID: string }[];
-    const networks = (await docker.listNetworks({ filters }).catch(() => [])) as { Id: string }[];
-    if (secrets.length === 0 && networks.length === 0) return;
-    for (const s of secrets) await docker.getSecret(s.ID).remove().catch(() => {});
-    for (const n of networks) await docker.getNetwork(n.Id).remove().catch(() => {});
-    await new Promise((r) => setTimeout(r, 1_000));
-  }
-}

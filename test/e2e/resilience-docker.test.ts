@@ -9,7 +9,7 @@ import { startReferenceControlPlane } from '../../src/refcp/index.js';
 import { createDockerClient, DEFAULT_DOCKER_SOCKET } from '../../src/swarm/docker-client.js';
 import { LABEL } from '../../src/domain/labels.js';
 import { AgentProcess, capturedOutput, runCli, waitFor } from '../helpers/cli.js';
-import { ensureDocker, TEST_IMAGE } from '../helpers/docker.js';
+import { ensureDocker, removeWorkerLeftovers, TEST_IMAGE } from '../helpers/docker.js';
 
 /**
  * Docker going away under a running agent. Restarting the shared dockerd would break every other
@@ -131,7 +131,7 @@ describe.skipIf(!ready.ok)('Docker unavailable, restarted, flapping: the agent s
     await agent?.stop();
     await proxy?.cut();
     if (workerId) for (const s of await services()) await docker.getService(s.ID).remove().catch(() => {});
-    if (workerId) await removeLeftovers(workerId);
+    if (workerId) await removeWorkerLeftovers(docker, workerId);
     const everything = capturedOutput.join('\n') + JSON.stringify(cp?.requests ?? []) + JSON.stringify(cp?.reportsOf(workerId) ?? []);
     expect(everything).not.toContain(token);
     expect(everything).not.toContain(SECRET);
@@ -203,15 +203,3 @@ describe.skipIf(!ready.ok)('Docker unavailable, restarted, flapping: the agent s
     expect(agent.child.exitCode).toBeNull();
   }, 90_000);
 });
-
-async function removeLeftovers(workerId: string): Promise<void> {
-  const filters = JSON.stringify({ label: [`${LABEL.workerId}=${workerId}`] });
-  for (let attempt = 0; attempt < 10; attempt++) {
-    const secrets = (await docker.listSecrets({ filters }).catch(() => [])) as { ID: string }[];
-    const networks = (await docker.listNetworks({ filters }).catch(() => [])) as { Id: string }[];
-    if (secrets.length === 0 && networks.length === 0) return;
-    for (const s of secrets) await docker.getSecret(s.ID).remove().catch(() => {});
-    for (const n of networks) await docker.getNetwork(n.Id).remove().catch(() => {});
-    await new Promise((r) => setTimeout(r, 1_000));
-  }
-}

@@ -8,7 +8,7 @@ import type { StatusReportRecord } from '../../src/refcp/index.js';
 import { createDockerClient } from '../../src/swarm/docker-client.js';
 import { LABEL } from '../../src/domain/labels.js';
 import { AgentProcess, capturedOutput, runCli, waitFor } from '../helpers/cli.js';
-import { ensureDocker, TEST_IMAGE } from '../helpers/docker.js';
+import { ensureDocker, removeWorkerLeftovers, TEST_IMAGE } from '../helpers/docker.js';
 
 /**
  * The control plane goes away while deployments run. The agent (built CLI, real swarm) keeps
@@ -84,7 +84,7 @@ describe.skipIf(!ready.ok)('control-plane outage with deployments running on a r
   afterAll(async () => {
     await Promise.all(agents.map((a) => a.stop()));
     for (const w of workers) for (const s of await servicesOf(w)) await docker.getService(s.ID).remove().catch(() => {});
-    for (const w of workers) await removeLeftovers(w);
+    for (const w of workers) await removeWorkerLeftovers(docker, w);
     const everything = capturedOutput.join('\n') + JSON.stringify(cp.requests) + JSON.stringify(workers.map((w) => cp.reportsOf(w)));
     for (const t of tokens) expect(everything).not.toContain(t);
     expect(everything).not.toContain(SECRET);
@@ -251,15 +251,3 @@ describe.skipIf(!ready.ok)('control-plane outage with deployments running on a r
     await waitFor(() => cp.workers.get(workerId)?.lastHeartbeatExtras?.bootId === bootId2, 15_000, tail);
   }, 90_000);
 });
-
-async function removeLeftovers(workerId: string): Promise<void> {
-  const filters = JSON.stringify({ label: [`${LABEL.workerId}=${workerId}`] });
-  for (let attempt = 0; attempt < 10; attempt++) {
-    const secrets = (await docker.listSecrets({ filters }).catch(() => [])) as { ID: string }[];
-    const networks = (await docker.listNetworks({ filters }).catch(() => [])) as { Id: string }[];
-    if (secrets.length === 0 && networks.length === 0) return;
-    for (const s of secrets) await docker.getSecret(s.ID).remove().catch(() => {});
-    for (const n of networks) await docker.getNetwork(n.Id).remove().catch(() => {});
-    await new Promise((r) => setTimeout(r, 1_000));
-  }
-}

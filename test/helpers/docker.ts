@@ -1,3 +1,4 @@
+import type Docker from 'dockerode';
 import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 
@@ -47,4 +48,20 @@ export function ensureDocker(): Promise<DockerReady> {
     return r;
   });
   return g[MEMO];
+}
+
+/**
+ * Secrets (and any networks) labelled with a test worker's id, removed once their services are
+ * gone: Swarm refuses to remove a secret still in use, so it is retried for up to 10 s.
+ */
+export async function removeWorkerLeftovers(docker: Docker, workerId: string): Promise<void> {
+  const filters = JSON.stringify({ label: [`skypanel.worker.id=${workerId}`] });
+  for (let attempt = 0; attempt < 10; attempt++) {
+    const secrets = (await docker.listSecrets({ filters }).catch(() => [])) as { ID: string }[];
+    const networks = (await docker.listNetworks({ filters }).catch(() => [])) as { Id: string }[];
+    if (secrets.length === 0 && networks.length === 0) return;
+    for (const s of secrets) await docker.getSecret(s.ID).remove().catch(() => {});
+    for (const n of networks) await docker.getNetwork(n.Id).remove().catch(() => {});
+    await new Promise((r) => setTimeout(r, 1_000));
+  }
 }
