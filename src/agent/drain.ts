@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { writeFileAtomic } from './atomic-file.js';
@@ -16,6 +17,8 @@ export interface DrainMarker {
 }
 
 export async function readDrain(stateDir: string): Promise<DrainMarker | null> {
+  // Checked every heartbeat: a cheap existence test first, rather than a thrown ENOENT each time.
+  if (!existsSync(join(stateDir, DRAIN_FILE))) return null;
   try {
     const parsed = JSON.parse(await readFile(join(stateDir, DRAIN_FILE), 'utf8')) as Partial<DrainMarker>;
     return { since: typeof parsed.since === 'string' ? parsed.since : new Date(0).toISOString(), ...(typeof parsed.reason === 'string' ? { reason: parsed.reason } : {}) };
