@@ -314,7 +314,7 @@ export class Agent {
     };
   }
 
-  async #reregister(): Promise<boolean> {
+  async #reregister(why: 'lost' | 'refresh' = 'lost'): Promise<boolean> {
     const { config, logger, configPath } = this.#opts;
     try {
       const req = await buildRegisterRequest({
@@ -330,12 +330,15 @@ export class Agent {
         logger.warn({ previous: this.#workerId, workerId: id }, 'control plane assigned a new worker id');
         this.#workerId = id;
         if (configPath) await updateConfigFile(configPath, { workerId: id });
-      } else {
+      } else if (why === 'lost') {
         logger.info({ workerId: id }, 'registered again');
+      } else {
+        logger.debug({ workerId: id }, 'registration refreshed');
       }
       return true;
     } catch (err) {
-      logger.warn({ err: (err as Error).message }, 're-registration failed; will retry');
+      const msg = why === 'lost' ? 're-registration failed; will retry' : 'could not refresh the registration at start; heartbeats carry on';
+      logger.warn({ err: (err as Error).message }, msg);
       return false;
     }
   }

@@ -54,6 +54,8 @@ describe.skipIf(!ready.ok)('observe mode', () => {
     });
     try {
       await agent.waitForLog((l) => String(l.msg).startsWith('observe mode'));
+      // Registered as a manager by `register`; `run` refreshes the row with the mode it really runs in.
+      await waitFor(() => (cp.workers.get(workerId)?.metadata as { reconcileMode?: string } | undefined)?.reconcileMode === 'observe', 15_000, () => agent.output.slice(-2000));
       const status = (id: string) => cp.deploymentStatusOf(workerId).get(id)?.status;
       await waitFor(() => status(ok.id) === 'running', 60_000, () => agent.output.slice(-2000));
       await waitFor(() => status(crashing.id) === 'failed', 60_000, () => agent.output.slice(-2000));
