@@ -193,6 +193,9 @@ export class Agent {
       await this.stop().catch(() => {});
       throw err;
     }
+    // Register again at every start (allowed and idempotent): the panel's row then carries this
+    // run's agent version, Docker version and reconcile mode, not those of the original `register`.
+    void this.#reregister('refresh');
   }
 
   /** Metering reads only local containers, so it runs in every mode, observe included. */
