@@ -53,10 +53,15 @@ export interface MeterReading {
   deploymentId: string;
   serviceId: string;
   organizationId: string;
+  /** When this run of the container started (State.StartedAt), epoch ms. */
   startedAtMs: number;
+  /** Cumulative CPU time of the container's cgroup, ns. */
   cpuNs: number;
+  /** Memory in use now, bytes: usage minus inactive file pages, as `docker stats` shows it. */
   memoryBytes: number;
+  /** Cumulative rx+tx bytes summed over the container's interfaces. */
   networkBytes: number;
+  /** Writable layer size, bytes, as last measured; undefined before the first measurement. */
   storageBytes?: number | undefined;
 }
 

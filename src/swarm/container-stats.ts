@@ -1,6 +1,7 @@
 import type Docker from 'dockerode';
 import { LABEL, ownershipFilter } from '../domain/labels.js';
 import { mapLimited } from '../agent/executor.js';
+import type { MeterReading } from '../agent/usage-meter.js';
 
 /**
  * Cumulative resource counters of this worker's containers, read through the Engine API: the
@@ -30,22 +31,8 @@ import { mapLimited } from '../agent/executor.js';
  * Engine API is the one path that works everywhere and matches `docker stats`.
  */
 
-export interface ContainerReading {
-  containerId: string;
-  deploymentId: string;
-  serviceId: string;
-  organizationId: string;
-  /** When this run of the container started (State.StartedAt), epoch ms. */
-  startedAtMs: number;
-  /** Cumulative CPU time of the container's cgroup, ns. */
-  cpuNs: number;
-  /** Memory in use now, bytes: usage minus inactive file pages, as `docker stats` shows it. */
-  memoryBytes: number;
-  /** Cumulative rx+tx bytes summed over the container's interfaces. */
-  networkBytes: number;
-  /** Writable layer size, bytes, as last measured; undefined before the first measurement. */
-  storageBytes: number | undefined;
-}
+/** One container's cumulative counters at a sample: the meter's own input type. */
+export type ContainerReading = MeterReading;
 
 export interface StatsSnapshot {
   /** Wall-clock time the counters were read (the daemon's read time), epoch ms. */

@@ -13,8 +13,7 @@ import { DockerProxy } from '../helpers/docker-proxy.js';
 import { TEST_IMAGE } from '../helpers/docker.js';
 import {
   BRING_UP_BOUND_MS, MULTINODE_ORG_PREFIX, multinodeReady, SESSION_WAIT_MS, servicesByLabel, startMultinode, startWorkerAgent, tasksOfService,
-  type Multinode, type WorkerAgent,
-} from '../helpers/multinode.js';
+  type Multinode, type WorkerAgent, removeOrganization } from '../helpers/multinode.js';
 
 const ready = await multinodeReady();
 type RefCp = Awaited<ReturnType<typeof startReferenceControlPlane>>;
@@ -44,11 +43,7 @@ describe.skipIf(!ready.ok)('remote-manager mode: an agent on a swarm worker writ
   afterAll(async () => {
     await Promise.all(agents.map((a) => a.agent.stop()));
     await Promise.all(proxies.map((p) => p.stop()));
-    if (mn) {
-      for (const s of await servicesByLabel(mn.manager, `${LABEL.organizationId}=${ORG}`).catch(() => [])) await mn.manager.getService(s.ID).remove().catch(() => {});
-      const nets = (await mn.manager.listNetworks({ filters: JSON.stringify({ label: [`${LABEL.organizationId}=${ORG}`] }) }).catch(() => [])) as { Id: string }[];
-      for (const n of nets) await mn.manager.getNetwork(n.Id).remove().catch(() => {});
-    }
+    if (mn) await removeOrganization(mn.manager, ORG);
     const everything = capturedOutput.join('\n');
     for (const a of agents) expect(everything).not.toContain(a.token);
     await cp?.close();

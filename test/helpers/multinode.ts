@@ -772,6 +772,14 @@ export async function servicesByLabel(manager: Docker, label: string): Promise<S
   return (await manager.listServices({ filters: JSON.stringify({ label: [label] }) })) as unknown as ServiceRow[];
 }
 
+/** Removes the services, then the networks, labelled with one organization id; never throws. */
+export async function removeOrganization(manager: Docker, organizationId: string): Promise<void> {
+  const label = `skypanel.organization.id=${organizationId}`;
+  for (const s of await servicesByLabel(manager, label).catch(() => [])) await manager.getService(s.ID).remove().catch(() => {});
+  const nets = (await manager.listNetworks({ filters: JSON.stringify({ label: [label] }) }).catch(() => [])) as { Id: string }[];
+  for (const n of nets) await manager.getNetwork(n.Id).remove().catch(() => {});
+}
+
 export async function tasksOfService(manager: Docker, serviceId: string): Promise<TaskRow[]> {
   return (await manager.listTasks({ filters: JSON.stringify({ service: [serviceId] }) })) as unknown as TaskRow[];
 }
