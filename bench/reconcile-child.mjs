@@ -1,11 +1,12 @@
 // Runs in its own process (started by reconcile.mjs) so process.cpuUsage() sees the reconciler and
-// nothing else: no control plane, no agents. The Reconciler and SwarmPort are the agent's own,
-// over a dockerode client whose modem.dial is wrapped here to count Engine API calls.
+// nothing else: no control plane, no agents. The Reconciler, SwarmPort and Engine API client are
+// the agent's own; the client's calls are counted with the agent's countDockerCalls.
 //
 // argv: workerId nodeId organizationPrefix sizes(comma separated, ascending) passes perOrganization
 // stdout: one line `RESULT {json}` at the end; progress on stderr.
 import { Reconciler } from '../dist/agent/reconciler.js';
 import { parseDesiredSet } from '../dist/protocol/deployment.js';
+import { countDockerCalls } from '../dist/swarm/call-counter.js';
 import { createDockerClient } from '../dist/swarm/docker-client.js';
 import { createSwarmPort } from '../dist/swarm/swarm-port.js';
 import { median, sleep, sleeperDeployment } from './lib.mjs';
@@ -17,13 +18,11 @@ const PASSES = Number(passesArg);
 const say = (m) => process.stderr.write(`${m}\n`);
 
 const docker = createDockerClient({ timeoutMs: 60_000 });
-const calls = [];
-const dial = docker.modem.dial.bind(docker.modem);
-docker.modem.dial = (options, callback) => {
-  // Query strings are added by the modem from options.options; ids are folded so calls group by route.
-  calls.push(`${options.method} ${String(options.path).split('?')[0].replace(/\/[a-z0-9]{25}(?=\/|$)/g, '/{id}')}`);
-  return dial(options, callback);
-};
+// Counts every request made through the client, keyed `METHOD /path` (no query string).
+const counter = countDockerCalls(docker);
+/** The calls counted since the last reset, one entry per call; swarm and container ids folded so calls group by route. */
+const countedCalls = () =>
+  [...counter.byPath].flatMap(([route, n]) => Array(n).fill(route.replace(/\/(?:[a-z0-9]{25}|[0-9a-f]{64})(?=\/|$)/g, '/{id}')));
 
 const noop = () => {};
 const warnings = [];
@@ -47,14 +46,14 @@ const reconciler = new Reconciler({
 function pass(timeoutMs = 600_000) {
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`reconcile pass did not finish in ${timeoutMs / 1000} s`)), timeoutMs);
-    const n0 = calls.length;
+    counter.reset();
     const t0 = performance.now();
     const c0 = process.cpuUsage();
     onPass = (p) => {
       const c = process.cpuUsage(c0);
       onPass = noop;
       clearTimeout(timer);
-      resolve({ cpuMs: (c.user + c.system) / 1000, wallMs: performance.now() - t0, calls: calls.slice(n0), actions: p.actions });
+      resolve({ cpuMs: (c.user + c.system) / 1000, wallMs: performance.now() - t0, calls: countedCalls(), actions: p.actions });
     };
     reconciler.trigger();
   });
@@ -92,7 +91,7 @@ try {
       if (last.actions.length === 0) await sleep(1_000); // something waits out a retry backoff
     }
     const createSec = (Date.now() - t0) / 1000;
-    const nodeTasks = (await docker.listTasks({ filters: JSON.stringify({ node: [nodeId] }) })).length;
+    const nodeTasks = (await docker.request({ method: 'GET', path: '/tasks', query: { filters: { node: [nodeId] } } })).length;
     await pass(); // warm-up: not counted
     const passes = [];
     for (let i = 0; i < PASSES; i++) passes.push(await pass());
@@ -115,6 +114,8 @@ try {
   }
 } finally {
   await reconciler.stop();
+  counter.restore();
+  docker.close();
 }
 process.stdout.write(`RESULT ${JSON.stringify({ results, warnings: warnings.slice(-20) })}\n`);
 process.exit(0);

@@ -1,5 +1,5 @@
 // Reconcile steady-state pass at several N: runs reconcile-child.mjs (the agent's Reconciler over a
-// call-counting dockerode) in its own process and returns what it measured.
+// call-counting Engine API client) in its own process and returns what it measured.
 import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';

@@ -32,7 +32,10 @@ must('bash', ['scripts/ensure-docker.sh'], 20 * 60_000);
 
 // Only now: these import the freshly built dist/.
 const { startReferenceControlPlane } = await import('../dist/refcp/index.js');
-const { createDockerClient } = await import('../dist/swarm/docker-client.js');
+const { defaultSocketPath } = await import('../dist/swarm/docker-client.js');
+// The bench's own look at Docker (cleanup, latency phases, the swarm start baseline) goes through
+// dockerode, a dev dependency; the agent's code under measurement uses its own Engine API client.
+const { default: Docker } = await import('dockerode');
 const { AGENT_VERSION } = await import('../dist/version.js');
 const { RESULTS_FILE, killAllChildren } = await import('./lib.mjs');
 const { cleanupBench, rememberOrganization } = await import('./cleanup.mjs');
@@ -45,7 +48,7 @@ const { measureApplyLatency } = await import('./latency.mjs');
 const { measureReconcile } = await import('./reconcile.mjs');
 const { bodySizes, buildRows, printTable } = await import('./report.mjs');
 
-const docker = createDockerClient({ timeoutMs: 60_000 });
+const docker = new Docker({ socketPath: defaultSocketPath(), timeout: 60_000 });
 const cp = await startReferenceControlPlane({ host: '127.0.0.1', port: 0, maxRecords: 500_000 });
 const dir = mkdtempSync(join(tmpdir(), 'skp-bench-'));
 // One organization (so one overlay network) per phase. An org network is a /24 and every service

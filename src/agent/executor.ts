@@ -10,6 +10,8 @@ export interface ObservedServiceLite extends ServiceObservation {
   labels: Record<string, string>;
   /** The live ServiceSpec as Docker returns it, for drift detection. */
   spec?: unknown;
+  /** Swarm's version of the service object; it changes with every change to the service. */
+  version?: number;
 }
 
 /** What the reconciler needs from Swarm; src/swarm implements it over the Engine API. */

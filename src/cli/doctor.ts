@@ -1,8 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { readFile, stat, statfs } from 'node:fs/promises';
 import { createServer } from 'node:net';
-import { Agent as HttpAgent, request } from 'undici';
-import type Docker from 'dockerode';
 import { AgentError } from '../errors.js';
 import { Secret } from '../secret.js';
 import { AGENT_VERSION } from '../version.js';
@@ -13,9 +11,10 @@ import { reconcileModeFor } from '../agent/registration.js';
 import { parseListen } from '../agent/status-server.js';
 import { HostLoadCollector, diskPathFor } from '../collectors/host-metrics.js';
 import type { HeartbeatRequest } from '../protocol/worker.js';
-import { createDockerClient, describeDockerEndpoint, defaultSocketPath } from '../swarm/docker-client.js';
+import { createDockerClient, describeDockerEndpoint, defaultSocketPath, type EngineClient } from '../swarm/docker-client.js';
 import { getEngineFacts, type EngineFacts } from '../swarm/engine.js';
-import { statusUrlFromListen } from './status.js';
+import { engineCall } from '../swarm/swarm-reader.js';
+import { boundedGet, statusUrlFromListen, transportMessage } from './status.js';
 import { UNIT_DIR, UNIT_NAME, lookupUser, unitUser } from './system.js';
 
 export type CheckStatus = 'pass' | 'warn' | 'fail' | 'skip';
@@ -155,7 +154,7 @@ async function serviceOwnerProblem(path: string, unitPath: string): Promise<{ me
 // --- docker, swarm, disk ---------------------------------------------------------------------------
 
 interface DockerState {
-  docker?: Docker;
+  docker?: EngineClient;
   facts?: EngineFacts;
 }
 
@@ -168,13 +167,12 @@ async function checkDocker(socketPath: string, timeoutMs: number, state: DockerS
     : 'check dockerd (journalctl -u docker) and the dockerSocket setting';
   let version: { Version?: unknown; ApiVersion?: unknown };
   try {
-    version = (await (docker.version as unknown as (o: { abortSignal: AbortSignal }) => Promise<typeof version>).call(docker, {
-      abortSignal: AbortSignal.timeout(timeoutMs),
-    })) ?? {};
+    version = (await engineCall<typeof version | undefined>(docker, { method: 'GET', path: '/version', signal: AbortSignal.timeout(timeoutMs) })) ?? {};
   } catch (err) {
     const code = errCode(err);
     const e = err as { statusCode?: number; message?: string };
-    const detail = typeof e.statusCode === 'number' ? `HTTP ${e.statusCode}` : code === 'AbortError' || code === 'TimeoutError' ? `no answer within ${timeoutMs / 1000} s` : code;
+    const late = code === 'ABORT_ERR' || code === 'ETIMEDOUT' || code === 'AbortError' || code === 'TimeoutError';
+    const detail = typeof e.statusCode === 'number' ? `HTTP ${e.statusCode}` : late ? `no answer within ${timeoutMs / 1000} s` : code;
     return fail(`Docker Engine at ${endpoint} is unreachable (${detail})`, hint(code));
   }
   if (typeof version.Version !== 'string') return fail(`${endpoint} answered GET /version without an engine version: not Docker?`, 'point dockerSocket at the Docker Engine API socket');
@@ -236,18 +234,18 @@ interface PanelState {
 /** Any HTTP answer from the panel's origin counts: this checks the network path, not the API. */
 async function checkControlPlane(config: AgentConfig | undefined, timeoutMs: number, state: PanelState): Promise<Outcome> {
   if (!config) return skip('skipped: no usable config');
-  const dispatcher = new HttpAgent({ connectTimeout: timeoutMs, headersTimeout: timeoutMs, bodyTimeout: timeoutMs, connections: 1 });
+  // Not ControlPlaneClient: this GET carries no token, and any answer counts, an HTML page included
+  // (the client refuses a 2xx that is not JSON, and keeps no headers then: the Date is needed here).
   const url = `${config.controlPlaneUrl}/`;
   try {
     const sent = Date.now();
-    const res = await request(url, {
-      dispatcher,
-      method: 'GET',
+    // The body is not read: the connection is closed as soon as the headers are in.
+    const res = await boundedGet(url, {
       headers: { 'user-agent': `skypanel-agent/${AGENT_VERSION} doctor`, accept: 'application/json' },
-      signal: AbortSignal.timeout(timeoutMs),
+      timeoutMs,
+      maxBodyBytes: 0,
     });
-    const received = Date.now();
-    await res.body.dump().catch(() => undefined);
+    const received = res.headersAt;
     state.reached = true;
     const date = res.headers.date;
     const serverMs = typeof date === 'string' ? Date.parse(date) : NaN;
@@ -261,10 +259,8 @@ async function checkControlPlane(config: AgentConfig | undefined, timeoutMs: num
     return pass(`${config.controlPlaneUrl} answered HTTP ${res.statusCode} in ${received - sent} ms`);
   } catch (err) {
     const code = errCode(err);
-    const detail = code === 'TimeoutError' || code === 'AbortError' || /Timeout/.test(code) ? `no answer within ${timeoutMs / 1000} s` : `${code}: ${oneLine((err as Error).message ?? '', 120)}`;
+    const detail = code === 'TimeoutError' || code === 'AbortError' || /Timeout/.test(code) ? `no answer within ${timeoutMs / 1000} s` : `${code}: ${oneLine(transportMessage(err as Error), 120)}`;
     return fail(`${config.controlPlaneUrl} is unreachable (${detail})`, 'check controlPlaneUrl, DNS, and firewalls between this host and the panel');
-  } finally {
-    await dispatcher.destroy().catch(() => undefined);
   }
 }
 
@@ -352,10 +348,10 @@ async function checkStatusPort(config: AgentConfig | undefined, env: NodeJS.Proc
   // Taken: fine if it is the running agent itself, which answers /healthz with its own shape.
   const tls = config?.statusTlsCert !== undefined;
   const base = statusUrlFromListen(listen, { tls });
-  const dispatcher = new HttpAgent({ connect: { timeout: timeoutMs, rejectUnauthorized: false }, headersTimeout: timeoutMs, bodyTimeout: timeoutMs });
   try {
-    const res = await request(`${base}/healthz`, { dispatcher, signal: AbortSignal.timeout(Math.min(2_000, timeoutMs)) });
-    const text = (await res.body.text()).slice(0, 4096);
+    // Whatever holds the port may use a self-signed certificate: only its answer matters here.
+    const res = await boundedGet(`${base}/healthz`, { timeoutMs: Math.min(2_000, timeoutMs), maxBodyBytes: 4096, rejectUnauthorized: false });
+    const text = res.body.toString('utf8');
     let body: { status?: unknown; reason?: unknown } | undefined;
     try {
       body = JSON.parse(text) as typeof body;
@@ -369,8 +365,6 @@ async function checkStatusPort(config: AgentConfig | undefined, env: NodeJS.Proc
     return fail(`${listen} is in use by another program (GET /healthz answered HTTP ${res.statusCode})`, 'free the port, or set statusListen to another one');
   } catch {
     return fail(`${listen} is in use by another program (it does not answer GET /healthz)`, 'free the port (ss -ltnp), or set statusListen to another one');
-  } finally {
-    await dispatcher.destroy().catch(() => undefined);
   }
 }
 

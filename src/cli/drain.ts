@@ -1,13 +1,13 @@
 import { chown, lstat, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import type Docker from 'dockerode';
 import { AgentError } from '../errors.js';
 import { DEFAULT_CONFIG_PATH, DEFAULT_STATE_DIR } from '../agent/config-schema.js';
 import { loadConfig } from '../agent/config.js';
 import { DRAIN_FILE, clearDrain, readDrain, writeDrain } from '../agent/drain.js';
 import { LABEL } from '../domain/labels.js';
-import { createDockerClient, defaultSocketPath, describeDockerEndpoint } from '../swarm/docker-client.js';
+import { createDockerClient, defaultSocketPath, describeDockerEndpoint, type EngineClient } from '../swarm/docker-client.js';
 import { getEngineFacts } from '../swarm/engine.js';
+import { engineCall } from '../swarm/swarm-reader.js';
 import { UNIT_NAME } from './system.js';
 
 type Say = (line: string) => void;
@@ -53,7 +53,7 @@ export interface DrainResult {
 /** The node could not be drained from here; deregister may go on with --force. */
 export class DrainRefused extends AgentError {}
 
-function dockerFailure(docker: Docker, what: string, err: unknown): AgentError {
+function dockerFailure(docker: EngineClient, what: string, err: unknown): AgentError {
   const e = err as { statusCode?: number; json?: { message?: unknown }; message?: string; code?: string };
   const aborted = (err as Error)?.name === 'AbortError' || (err as Error)?.name === 'TimeoutError';
   const detail = aborted ? `no answer within ${DOCKER_TIMEOUT_MS / 1000} s` : typeof e.json?.message === 'string' ? e.json.message : e.message ?? String(err);
@@ -62,7 +62,7 @@ function dockerFailure(docker: Docker, what: string, err: unknown): AgentError {
 }
 
 /** A Docker call under a hard deadline (the client's own timeout only fires on an idle socket). */
-async function call<T>(docker: Docker, what: string, fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
+async function call<T>(docker: EngineClient, what: string, fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
   try {
     return await fn(AbortSignal.timeout(DOCKER_TIMEOUT_MS));
   } catch (err) {
@@ -138,8 +138,8 @@ export async function runDrain(opts: DrainOptions): Promise<DrainResult> {
       `this node (${sw.nodeId}) is a swarm worker, and only a manager can change a node's availability: on a manager run docker node update --availability ${target} ${sw.nodeId}`,
     );
   }
-  const node = docker.getNode(sw.nodeId);
-  const inspect = () => call(docker, `GET /nodes/${sw.nodeId}`, (abortSignal) => node.inspect({ abortSignal }) as Promise<NodeInfo>);
+  const nodePath = `/nodes/${encodeURIComponent(sw.nodeId)}`;
+  const inspect = () => call(docker, `GET /nodes/${sw.nodeId}`, (signal) => engineCall<NodeInfo>(docker, { method: 'GET', path: nodePath, signal }));
   let info = await inspect();
   const hostname = info.Description?.Hostname ?? '?';
   const before = info.Spec?.Availability ?? 'unknown';
@@ -160,8 +160,8 @@ export async function runDrain(opts: DrainOptions): Promise<DrainResult> {
   for (let attempt = 0; ; attempt++) {
     try {
       const spec = { ...(info.Spec ?? {}), Availability: target };
-      await call(docker, `POST /nodes/${sw.nodeId}/update`, (abortSignal) =>
-        (node.update as unknown as (o: unknown) => Promise<unknown>).call(node, { _query: { version: info.Version?.Index ?? 0 }, _body: spec, abortSignal }),
+      await call(docker, `POST /nodes/${sw.nodeId}/update`, (signal) =>
+        engineCall(docker, { method: 'POST', path: `${nodePath}/update`, query: { version: info.Version?.Index ?? 0 }, body: spec, signal }),
       );
       break;
     } catch (err) {
@@ -189,15 +189,14 @@ interface Here {
   services: ServiceInfo[];
 }
 
-async function tasksHere(docker: Docker, nodeId: string): Promise<Here> {
-  type List = (o: { filters: string; abortSignal: AbortSignal }) => Promise<unknown[]>;
-  const tasks = (await call(docker, 'GET /tasks', (abortSignal) =>
-    (docker.listTasks as unknown as List).call(docker, { filters: JSON.stringify({ node: [nodeId], 'desired-state': ['running'] }), abortSignal }),
-  )) as TaskInfo[];
+async function tasksHere(docker: EngineClient, nodeId: string): Promise<Here> {
+  const tasks = await call(docker, 'GET /tasks', (signal) =>
+    engineCall<TaskInfo[]>(docker, { method: 'GET', path: '/tasks', query: { filters: { node: [nodeId], 'desired-state': ['running'] } }, signal }),
+  );
   const ids = new Set(tasks.map((t) => t.ServiceID).filter((id): id is string => typeof id === 'string'));
-  const services = ids.size === 0 ? [] : ((await call(docker, 'GET /services', (abortSignal) =>
-    (docker.listServices as unknown as List).call(docker, { filters: JSON.stringify({ id: [...ids] }), abortSignal }),
-  )) as ServiceInfo[]);
+  const services = ids.size === 0 ? [] : await call(docker, 'GET /services', (signal) =>
+    engineCall<ServiceInfo[]>(docker, { method: 'GET', path: '/services', query: { filters: { id: [...ids] } }, signal }),
+  );
   return { tasks: tasks.length, services };
 }
 

@@ -1,4 +1,4 @@
-import type Docker from 'dockerode';
+import type { EngineClient } from './docker-client.js';
 
 export interface DockerCallCounter {
   /** Engine API requests since creation or the last reset(). */
@@ -6,31 +6,22 @@ export interface DockerCallCounter {
   /** Per `METHOD /path` (no query string, no API version prefix), e.g. `GET /tasks`. */
   readonly byPath: Map<string, number>;
   reset(): void;
-  /** Puts the original dial back; counting stops. */
+  /** Counting stops. */
   restore(): void;
 }
 
-type Dial = Docker['modem']['dial'];
-
 /**
- * Counts requests made through one dockerode instance by wrapping its modem's dial, which every
- * dockerode method (and swarm-reader's engineCall) goes through exactly once per HTTP request.
- * Used to show that a steady-state reconcile pass costs a constant number of calls.
+ * Counts the requests made through one client (every call, answered or not, counts once). Used to
+ * show that a steady-state reconcile pass costs a constant number of calls.
  */
-export function countDockerCalls(docker: Docker): DockerCallCounter {
-  const modem = docker.modem;
-  const original: Dial = modem.dial;
+export function countDockerCalls(docker: EngineClient): DockerCallCounter {
   const byPath = new Map<string, number>();
   let count = 0;
-  const counting: Dial = function (this: unknown, options, callback) {
-    // Read before dialling: dial prefixes options.path with the API version in place.
-    const path = options.path.split('?')[0] ?? options.path;
-    const key = `${options.method ?? 'GET'} ${path}`;
+  const stop = docker.onCall((method, path) => {
+    const key = `${method} ${path}`;
     count++;
     byPath.set(key, (byPath.get(key) ?? 0) + 1);
-    return original.call(modem, options, callback);
-  };
-  modem.dial = counting;
+  });
   return {
     get count() {
       return count;
@@ -40,8 +31,6 @@ export function countDockerCalls(docker: Docker): DockerCallCounter {
       count = 0;
       byPath.clear();
     },
-    restore() {
-      if (modem.dial === counting) modem.dial = original;
-    },
+    restore: stop,
   };
 }

@@ -1,6 +1,5 @@
-import type Docker from 'dockerode';
 import type { EngineProbe, EngineSnapshot } from '../agent/agent.js';
-import { createDockerClient } from './docker-client.js';
+import { createDockerClient, type EngineClient } from './docker-client.js';
 import { getEngineFacts } from './engine.js';
 
 export interface EngineProbeOptions {
@@ -9,7 +8,7 @@ export interface EngineProbeOptions {
 }
 
 /** The agent's view of the local engine: one GET /info per snapshot. */
-export function createEngineProbe(opts: EngineProbeOptions = {}): EngineProbe & { docker: Docker; close(): void } {
+export function createEngineProbe(opts: EngineProbeOptions = {}): EngineProbe & { docker: EngineClient; close(): void } {
   const docker = createDockerClient({ socketPath: opts.socketPath, timeoutMs: opts.timeoutMs ?? 10_000 });
   return {
     docker,
@@ -24,7 +23,7 @@ export function createEngineProbe(opts: EngineProbeOptions = {}): EngineProbe & 
       };
     },
     close() {
-      // dockerode keeps no pooled sockets of its own; nothing to release beyond dropping the reference.
+      docker.close();
     },
   };
 }

@@ -1,12 +1,12 @@
-import type Docker from 'dockerode';
 import { AgentError } from '../errors.js';
 import type { SwarmRole } from '../protocol/worker.js';
-import { describeDockerEndpoint, dockerTimeoutMs } from './docker-client.js';
+import { describeDockerEndpoint, dockerTimeoutMs, type EngineClient } from './docker-client.js';
+import { engineCall } from './swarm-reader.js';
 
 /**
  * Docker could not be reached or answered nonsense. The message is one line naming the endpoint;
  * the original error is deliberately not chained as `cause` so logs and the CLI show no
- * dockerode/http internals, only `causeCode` (ENOENT, ECONNREFUSED, EACCES, ETIMEDOUT, HTTP_500...).
+ * client/http internals, only `causeCode` (ENOENT, ECONNREFUSED, EACCES, ETIMEDOUT, HTTP_500...).
  */
 export class DockerUnavailableError extends AgentError {
   readonly endpoint: string;
@@ -57,8 +57,6 @@ interface InfoBody {
   } | null;
 }
 
-type Abortable = (opts: { abortSignal: AbortSignal }) => Promise<unknown>;
-
 const SWARM_STATES: readonly SwarmState[] = ['inactive', 'pending', 'active', 'error', 'locked'];
 
 function oneLine(s: string, max = 200): string {
@@ -66,14 +64,14 @@ function oneLine(s: string, max = 200): string {
   return flat.length > max ? `${flat.slice(0, max - 1)}…` : flat;
 }
 
-function wrap(docker: Docker, err: unknown, timeoutMs: number, elapsedMs: number): DockerUnavailableError {
+function wrap(docker: EngineClient, err: unknown, timeoutMs: number, elapsedMs: number): DockerUnavailableError {
   const endpoint = describeDockerEndpoint(docker);
   const e = (err ?? {}) as { code?: unknown; statusCode?: unknown; message?: unknown; name?: unknown; json?: unknown };
   const code = typeof e.code === 'string' ? e.code : undefined;
-  // docker-modem's idle timeout surfaces as a bare "socket hang up" (it destroys the request
-  // without a reason), and our own deadline as an AbortError; both mean "no answer in time".
+  // The client's inactivity timeout says ETIMEDOUT; our own deadline aborts (AbortError), and a peer
+  // that hangs up just then is a reset: near the deadline, all of them mean "no answer in time".
   const hungUp = code === 'ECONNRESET' || e.name === 'AbortError' || code === 'ABORT_ERR';
-  if (hungUp && elapsedMs >= timeoutMs * 0.9) return new DockerUnavailableError(endpoint, `no answer within ${timeoutMs} ms`, 'ETIMEDOUT');
+  if (code === 'ETIMEDOUT' || (hungUp && elapsedMs >= timeoutMs * 0.9)) return new DockerUnavailableError(endpoint, `no answer within ${timeoutMs} ms`, 'ETIMEDOUT');
   if (typeof e.statusCode === 'number') {
     const body = e.json as { message?: unknown } | undefined;
     const msg = typeof body?.message === 'string' ? body.message : String(e.message ?? '');
@@ -93,10 +91,10 @@ function wrap(docker: Docker, err: unknown, timeoutMs: number, elapsedMs: number
 }
 
 /**
- * One Engine API call under a hard deadline. The modem's timeout only fires on an idle socket;
+ * One Engine API call under a hard deadline. The client's timeout only fires on an idle socket;
  * this bounds the whole call, even against a peer that trickles bytes.
  */
-async function bounded<T>(docker: Docker, fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
+async function bounded<T>(docker: EngineClient, fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
   const timeoutMs = dockerTimeoutMs(docker);
   const started = Date.now();
   const ac = new AbortController();
@@ -116,8 +114,8 @@ async function bounded<T>(docker: Docker, fn: (signal: AbortSignal) => Promise<T
   }
 }
 
-async function fetchInfo(docker: Docker): Promise<InfoBody> {
-  const info = await bounded(docker, (abortSignal) => (docker.info as unknown as Abortable).call(docker, { abortSignal }));
+async function fetchInfo(docker: EngineClient): Promise<InfoBody> {
+  const info = await bounded(docker, (signal) => engineCall<unknown>(docker, { method: 'GET', path: '/info', signal }));
   // Anything that is not a JSON object with a ServerVersion is some other server on the socket.
   if (!info || typeof info !== 'object' || Buffer.isBuffer(info) || typeof (info as InfoBody).ServerVersion !== 'string') {
     throw new DockerUnavailableError(describeDockerEndpoint(docker), 'GET /info did not return Docker engine info', 'EBADRESPONSE');
@@ -129,7 +127,7 @@ const str = (v: unknown): string | null => (typeof v === 'string' && v !== '' ? 
 const num = (v: unknown): number => (typeof v === 'number' && Number.isFinite(v) ? v : 0);
 
 /** Everything the agent needs from the engine in one `GET /info` call. */
-export async function getEngineFacts(docker: Docker): Promise<EngineFacts> {
+export async function getEngineFacts(docker: EngineClient): Promise<EngineFacts> {
   const info = await fetchInfo(docker);
   const sw = info.Swarm ?? {};
   const rawState = str(sw.LocalNodeState);
@@ -156,14 +154,14 @@ export async function getEngineFacts(docker: Docker): Promise<EngineFacts> {
 }
 
 /** Running containers as the engine counts them (`/info`), without listing them. */
-export async function countRunningContainers(docker: Docker): Promise<number> {
+export async function countRunningContainers(docker: EngineClient): Promise<number> {
   return num((await fetchInfo(docker)).ContainersRunning);
 }
 
 /** Whether the engine answers `GET /_ping` within the client's timeout. Never throws. */
-export async function pingDocker(docker: Docker): Promise<boolean> {
+export async function pingDocker(docker: EngineClient): Promise<boolean> {
   try {
-    await bounded(docker, (abortSignal) => (docker.ping as unknown as Abortable).call(docker, { abortSignal }));
+    await bounded(docker, (signal) => engineCall(docker, { method: 'GET', path: '/_ping', signal }));
     return true;
   } catch {
     return false;

@@ -1,6 +1,7 @@
-import type Docker from 'dockerode';
+import type { EngineClient } from './docker-client.js';
 import { AgentError } from '../errors.js';
 import type { Secret } from '../secret.js';
+import { engineCall } from './swarm-reader.js';
 
 export interface JoinOptions {
   joinToken: Secret;
@@ -14,23 +15,31 @@ export interface JoinOptions {
  * grants entry to the cluster, so neither it nor Docker's error text (which can quote the request)
  * reaches the caller verbatim.
  */
-export async function joinSwarm(docker: Docker, opts: JoinOptions): Promise<string> {
-  const info = (await docker.info()) as { Swarm?: { LocalNodeState?: string; NodeID?: string } };
+export async function joinSwarm(docker: EngineClient, opts: JoinOptions): Promise<string> {
+  const info = await engineCall<SwarmInfo>(docker, { method: 'GET', path: '/info' });
   if (info.Swarm?.LocalNodeState === 'active' && info.Swarm.NodeID) {
     throw new AgentError('SKP_ERR_SWARM_JOIN', `this engine is already part of a swarm (node ${info.Swarm.NodeID}); leave it first or omit --swarm-join-token`);
   }
   try {
-    await docker.swarmJoin({
-      ListenAddr: '0.0.0.0:2377',
-      ...(opts.advertiseAddr ? { AdvertiseAddr: opts.advertiseAddr } : {}),
-      RemoteAddrs: [opts.managerAddr],
-      JoinToken: opts.joinToken.reveal(),
+    await engineCall(docker, {
+      method: 'POST',
+      path: '/swarm/join',
+      body: {
+        ListenAddr: '0.0.0.0:2377',
+        ...(opts.advertiseAddr ? { AdvertiseAddr: opts.advertiseAddr } : {}),
+        RemoteAddrs: [opts.managerAddr],
+        JoinToken: opts.joinToken.reveal(),
+      },
     });
   } catch (err) {
     const raw = String((err as Error).message ?? err).split(opts.joinToken.reveal()).join('[redacted]');
     throw new AgentError('SKP_ERR_SWARM_JOIN', `joining the swarm through ${opts.managerAddr} failed: ${raw.slice(0, 300)}`);
   }
-  const after = (await docker.info()) as { Swarm?: { NodeID?: string } };
+  const after = await engineCall<SwarmInfo>(docker, { method: 'GET', path: '/info' });
   if (!after.Swarm?.NodeID) throw new AgentError('SKP_ERR_SWARM_JOIN', 'joined the swarm but Docker reports no node id');
   return after.Swarm.NodeID;
+}
+
+interface SwarmInfo {
+  Swarm?: { LocalNodeState?: string; NodeID?: string };
 }

@@ -1,7 +1,6 @@
 import { readFile } from 'node:fs/promises';
-import type Docker from 'dockerode';
 import { AgentError } from '../errors.js';
-import { createDockerClient } from './docker-client.js';
+import { createDockerClient, type EngineClient } from './docker-client.js';
 
 export interface ManagerEndpoint {
   swarmManagerHost?: string;
@@ -14,7 +13,7 @@ export interface ManagerEndpoint {
  * A manager's Engine API, reached only over mutual TLS: the config refuses a host without all three
  * files, and this refuses to build a client without them, so there is no plain-TCP fallback.
  */
-export async function createManagerClient(c: ManagerEndpoint): Promise<Docker> {
+export async function createManagerClient(c: ManagerEndpoint): Promise<EngineClient> {
   if (!c.swarmManagerHost || !c.swarmManagerCa || !c.swarmManagerCert || !c.swarmManagerKey) {
     throw new AgentError('SKP_ERR_CONFIG_INVALID', 'swarmManagerHost needs swarmManagerCa, swarmManagerCert and swarmManagerKey', { field: 'swarmManagerHost' });
   }
@@ -28,9 +27,16 @@ export async function createManagerClient(c: ManagerEndpoint): Promise<Docker> {
   const [ca, cert, key] = await Promise.all([read('swarmManagerCa'), read('swarmManagerCert'), read('swarmManagerKey')]);
   const i = c.swarmManagerHost.lastIndexOf(':');
   const host = c.swarmManagerHost.slice(0, i).replace(/^\[|\]$/g, '');
-  const docker = createDockerClient({ host, port: Number(c.swarmManagerHost.slice(i + 1)), ca, cert, key, timeoutMs: MANAGER_TIMEOUT_MS });
-  explainConnectionErrors(docker, c.swarmManagerHost);
-  return docker;
+  const endpoint = c.swarmManagerHost;
+  return createDockerClient({
+    host,
+    port: Number(c.swarmManagerHost.slice(i + 1)),
+    ca,
+    cert,
+    key,
+    timeoutMs: MANAGER_TIMEOUT_MS,
+    explainTransportError: (err, elapsedMs) => explainManagerError(err, endpoint, elapsedMs) as Error,
+  });
 }
 
 const MANAGER_TIMEOUT_MS = 15_000;
@@ -59,24 +65,11 @@ export function explainManagerError(err: unknown, endpoint: string, elapsedMs: n
     text = `presented a certificate that does not verify against swarmManagerCa (${code}: ${detail})`;
   } else if ((code === 'ECONNRESET' || /socket hang up/.test(err.message)) && elapsedMs < timeoutMs * 0.9) {
     text = `closed the TLS connection without answering (${detail}); a manager that verifies client certificates does this when it does not trust swarmManagerCert`;
-  } else if (code === 'ECONNRESET' || /socket hang up/.test(err.message)) {
+  } else if (code === 'ECONNRESET' || code === 'ETIMEDOUT' || /socket hang up/.test(err.message)) {
     text = `did not answer within ${timeoutMs} ms`;
   }
   if (text === undefined) return err;
   const out = new Error(`manager ${endpoint} (mutual TLS) ${text}`) as NodeJS.ErrnoException;
   if (code) out.code = code;
   return out;
-}
-
-interface DialingModem {
-  dial(options: unknown, callback: (err: unknown, data?: unknown) => void): unknown;
-}
-
-function explainConnectionErrors(docker: Docker, endpoint: string): void {
-  const modem = (docker as unknown as { modem: DialingModem }).modem;
-  const dial = modem.dial.bind(modem);
-  modem.dial = (options, callback) => {
-    const started = Date.now();
-    return dial(options, (err, data) => callback(err ? explainManagerError(err, endpoint, Date.now() - started) : err, data));
-  };
 }

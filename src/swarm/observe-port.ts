@@ -1,9 +1,10 @@
-import type Docker from 'dockerode';
 import { LABEL } from '../domain/labels.js';
 import type { TaskObservation } from '../domain/deployment-status.js';
 import type { ObservedServiceLite, SwarmPort } from '../agent/executor.js';
+import type { EngineClient } from './docker-client.js';
 import { demuxDockerLogs } from './logs.js';
 import { SwarmError } from './observed.js';
+import { engineCall } from './swarm-reader.js';
 
 interface ContainerInfo {
   Id: string;
@@ -28,13 +29,17 @@ function exitCodeOf(status: string | undefined): number | undefined {
  * `GET /containers/json` per pass. Deployments are matched by the `skypanel.service.id` label the
  * service spec puts on every task container. Every write is refused: observe mode never writes.
  */
-export function createObservePort(docker: Docker): SwarmPort {
+export function createObservePort(docker: EngineClient): SwarmPort {
   let containers: ContainerInfo[] = [];
   const refuse = (what: string) => () => Promise.reject(new SwarmError('not-manager', `observe mode: ${what} refused (this agent has no manager endpoint)`));
   return {
     async listServices(): Promise<ObservedServiceLite[]> {
       try {
-        containers = (await docker.listContainers({ all: true, filters: JSON.stringify({ label: [`${LABEL.managed}=true`, SWARM_SERVICE_ID] }) })) as ContainerInfo[];
+        containers = await engineCall<ContainerInfo[]>(docker, {
+          method: 'GET',
+          path: '/containers/json',
+          query: { all: true, filters: { label: [`${LABEL.managed}=true`, SWARM_SERVICE_ID] } },
+        });
       } catch (err) {
         throw new SwarmError('unavailable', `listing task containers: ${(err as Error).message}`);
       }
@@ -78,8 +83,14 @@ export function createObservePort(docker: Docker): SwarmPort {
       // The newest task container may not have started yet: take the newest (of three) that printed anything.
       const candidates = containers.filter((x) => x.Labels?.[SWARM_SERVICE_ID] === serviceId).sort((a, b) => (b.Created ?? 0) - (a.Created ?? 0)).slice(0, 3);
       for (const c of candidates) {
-        const raw = (await docker.getContainer(c.Id).logs({ stdout: true, stderr: true, tail, follow: false } as never)) as unknown as Buffer;
-        const lines = demuxDockerLogs(Buffer.isBuffer(raw) ? raw : Buffer.from(String(raw))).slice(-tail);
+        // Not a stream: `tail` bounds the answer, and the client caps what it buffers.
+        const raw = await engineCall<Buffer | undefined>(docker, {
+          method: 'GET',
+          path: `/containers/${encodeURIComponent(c.Id)}/logs`,
+          query: { stdout: true, stderr: true, tail, follow: false },
+        });
+        if (!Buffer.isBuffer(raw)) continue;
+        const lines = demuxDockerLogs(raw).slice(-tail);
         if (lines.length > 0) return lines;
       }
       return [];

@@ -1,10 +1,10 @@
-import type Docker from 'dockerode';
 import { ownershipFilter } from '../domain/labels.js';
 import type { ServiceSpec } from '../domain/service-spec.js';
 import type { TaskObservation } from '../domain/deployment-status.js';
 import type { RegistryAuth } from '../protocol/deployment.js';
 import type { Secret } from '../secret.js';
 import type { ObservedServiceLite, SwarmPort } from '../agent/executor.js';
+import type { EngineClient } from './docker-client.js';
 import { toSwarmError } from './observed.js';
 import { engineCall, listTasks, serviceLogs, toObservedService } from './swarm-reader.js';
 import { createService, ensureNetwork, ensureSecret, removeService, scaleService, updateService } from './swarm-writer.js';
@@ -19,7 +19,7 @@ const LOG_TIMEOUT_MS = 5_000;
  * both filtered by this worker's ownership labels (task label filters match the labels the service
  * had when the task was made; ownership labels never change, so that is exact).
  */
-export function createSwarmPort(docker: Docker, opts: { workerId: string; nodeId: () => string | null }): SwarmPort {
+export function createSwarmPort(docker: EngineClient, opts: { workerId: string; nodeId: () => string | null }): SwarmPort {
   const owned = ownershipFilter(opts.workerId);
   const networksInFlight = new Map<string, Promise<void>>();
   return {
@@ -33,7 +33,7 @@ export function createSwarmPort(docker: Docker, opts: { workerId: string; nodeId
       }
       return raw.map((s) => {
         const o = toObservedService(s);
-        return { id: o.id, name: o.name, labels: o.labels, replicas: o.replicas, updateState: o.updateState, updateMessage: o.updateMessage, spec: s.Spec };
+        return { id: o.id, name: o.name, labels: o.labels, replicas: o.replicas, updateState: o.updateState, updateMessage: o.updateMessage, spec: s.Spec, version: o.version };
       });
     },
 
@@ -46,14 +46,14 @@ export function createSwarmPort(docker: Docker, opts: { workerId: string; nodeId
     },
 
     async createService(spec: ServiceSpec, auth?: RegistryAuth): Promise<string> {
-      return (await createService(docker, spec as unknown as Docker.ServiceSpec, { registryAuth: auth })).id;
+      return (await createService(docker, spec, { registryAuth: auth })).id;
     },
 
     async updateService(id: string, spec: ServiceSpec, auth?: RegistryAuth): Promise<void> {
       const current = await engineCall<{ Version?: { Index?: number } }>(docker, { method: 'GET', path: `/services/${encodeURIComponent(id)}` }).catch((err) => {
         throw toSwarmError(`reading service ${id}`, err);
       });
-      await updateService(docker, id, current.Version?.Index ?? 0, spec as unknown as Docker.ServiceSpec, { registryAuth: auth });
+      await updateService(docker, id, current.Version?.Index ?? 0, spec, { registryAuth: auth });
     },
 
     scaleService: (id, replicas) => scaleService(docker, id, replicas),

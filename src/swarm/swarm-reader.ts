@@ -1,6 +1,6 @@
 import type { IncomingMessage } from 'node:http';
 import { StringDecoder } from 'node:string_decoder';
-import type Docker from 'dockerode';
+import type { EngineClient, EngineRequest } from './docker-client.js';
 import {
   SwarmError,
   TASK_STATES,
@@ -13,41 +13,16 @@ import {
   type TaskState,
 } from './observed.js';
 
-export interface EngineRequest {
-  method: 'GET' | 'POST' | 'DELETE';
-  /** Without the API version prefix, e.g. `/services`. */
-  path: string;
-  query?: Record<string, string | number | boolean>;
-  body?: unknown;
-  /** Sent as X-Registry-Auth (docker-modem encodes it as base64url JSON). */
-  registryAuth?: { serveraddress: string; username: string; password: string };
-  stream?: boolean;
-  signal?: AbortSignal;
-}
+export type { EngineRequest } from './docker-client.js';
 
 /**
- * One Engine API request through dockerode's modem. Used instead of dockerode's helpers because
- * those put the request object into the query string whenever their path ends in `?` (a secret's
- * base64 Data for POST /secrets/create, a whole spec for /services/{id}/update), and the URL is
- * what proxies and dockerd's debug log record. Here the query and the body are always separate.
+ * One Engine API request. Query and body are always separate: dockerode's helpers put the request
+ * object into the query string whenever their path ended in `?` (a secret's base64 Data for POST
+ * /secrets/create, a whole spec for /services/{id}/update), and the URL is what proxies and
+ * dockerd's debug log record. Every Docker call of the agent goes through here or EngineClient.request.
  */
-export function engineCall<T>(docker: Docker, req: EngineRequest): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const options: { _query: Record<string, string | number | boolean>; _body?: unknown } = { _query: req.query ?? {} };
-    if (req.body !== undefined) options._body = req.body;
-    docker.modem.dial(
-      {
-        path: req.query ? `${req.path}?` : req.path,
-        method: req.method,
-        options,
-        ...(req.registryAuth ? { authconfig: req.registryAuth } : {}),
-        ...(req.stream ? { isStream: true } : {}),
-        ...(req.signal ? { abortSignal: req.signal } : {}),
-        statusCodes: { 200: true, 201: true, 204: true },
-      },
-      (err, data) => (err ? reject(err) : resolve(data as T)),
-    );
-  });
+export function engineCall<T>(docker: EngineClient, req: EngineRequest): Promise<T> {
+  return docker.request<T>(req);
 }
 
 interface ServiceJson {
@@ -151,7 +126,7 @@ export function toObservedTask(t: TaskJson): ObservedTask {
 }
 
 /** Services carrying all of `labelFilters` (`key=value` or `key`): one Engine API call. */
-export async function listServices(docker: Docker, labelFilters: readonly string[]): Promise<ObservedService[]> {
+export async function listServices(docker: EngineClient, labelFilters: readonly string[]): Promise<ObservedService[]> {
   try {
     const list = await engineCall<ServiceJson[]>(docker, { method: 'GET', path: '/services', query: { filters: labelFilter(labelFilters) } });
     return list.map(toObservedService);
@@ -179,7 +154,7 @@ export interface ListTasksOptions {
 }
 
 /** Tasks (history included unless desiredState narrows it): one Engine API call. */
-export async function listTasks(docker: Docker, opts: ListTasksOptions = {}): Promise<ObservedTask[]> {
+export async function listTasks(docker: EngineClient, opts: ListTasksOptions = {}): Promise<ObservedTask[]> {
   const filters: Record<string, string[]> = {};
   if (opts.labelFilters?.length) filters.label = [...opts.labelFilters];
   if (opts.nodeId) filters.node = [opts.nodeId];
@@ -207,7 +182,7 @@ interface ContainerJson {
  * com.docker.swarm.*) are on containers: service labels are not, so `labelFilters` must name
  * labels the agent also puts on the ContainerSpec. Exited containers are included: they explain failures.
  */
-export async function listLocalTaskContainers(docker: Docker, labelFilters: readonly string[]): Promise<LocalTaskContainer[]> {
+export async function listLocalTaskContainers(docker: EngineClient, labelFilters: readonly string[]): Promise<LocalTaskContainer[]> {
   let list: ContainerJson[];
   try {
     list = await engineCall<ContainerJson[]>(docker, {
@@ -245,7 +220,7 @@ export interface ServiceLogsOptions {
  * lines arrived they are returned (a manager waits for every node holding a task, and one
  * unreachable node would otherwise cost the lines the others gave); with none, it throws.
  */
-export async function serviceLogs(docker: Docker, serviceId: string, tail: number, timeoutMs: number, opts: ServiceLogsOptions = {}): Promise<string[]> {
+export async function serviceLogs(docker: EngineClient, serviceId: string, tail: number, timeoutMs: number, opts: ServiceLogsOptions = {}): Promise<string[]> {
   const keep = Math.max(0, Math.floor(tail));
   if (keep === 0) return [];
   const maxBytes = opts.maxBytes ?? 4 * 1024 * 1024;

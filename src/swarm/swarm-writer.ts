@@ -1,4 +1,4 @@
-import type Docker from 'dockerode';
+import type { EngineClient } from './docker-client.js';
 import type { Secret } from '../secret.js';
 import { SwarmError, toSwarmError, type ObservedSecret } from './observed.js';
 import { engineCall } from './swarm-reader.js';
@@ -15,10 +15,22 @@ export interface WriteOptions {
   scrub?: readonly Secret[];
 }
 
+/** An Engine API ServiceSpec: only what this module reads is typed in detail; it is sent as given. */
+export interface EngineServiceSpec {
+  Name?: string;
+  Labels?: Record<string, string>;
+  TaskTemplate?: object;
+  Mode?: { Replicated?: { Replicas?: number }; Global?: object };
+  UpdateConfig?: object;
+  RollbackConfig?: object;
+  Networks?: object[];
+  EndpointSpec?: object;
+}
+
 interface ServiceInspect {
   ID: string;
   Version?: { Index?: number };
-  Spec?: Docker.ServiceSpec;
+  Spec?: EngineServiceSpec;
 }
 
 function authOf(opts: WriteOptions): { header?: { serveraddress: string; username: string; password: string }; revealed: string[] } {
@@ -31,7 +43,7 @@ function authOf(opts: WriteOptions): { header?: { serveraddress: string; usernam
 
 const isOutOfSequence = (err: unknown): boolean => /update out of sequence/i.test(JSON.stringify((err as { json?: unknown }).json ?? '') + String((err as Error)?.message ?? ''));
 
-async function inspect(docker: Docker, id: string): Promise<ServiceInspect> {
+async function inspect(docker: EngineClient, id: string): Promise<ServiceInspect> {
   return engineCall<ServiceInspect>(docker, { method: 'GET', path: `/services/${encodeURIComponent(id)}` });
 }
 
@@ -41,7 +53,7 @@ async function inspect(docker: Docker, id: string): Promise<ServiceInspect> {
  * so a locally built image works and nothing is pulled here. The registry login, if any, travels
  * in X-Registry-Auth; Swarm keeps it for the nodes' pulls and does not return it on inspect.
  */
-export async function createService(docker: Docker, spec: Docker.ServiceSpec, opts: WriteOptions = {}): Promise<{ id: string; warnings: string[] }> {
+export async function createService(docker: EngineClient, spec: EngineServiceSpec, opts: WriteOptions = {}): Promise<{ id: string; warnings: string[] }> {
   const { header, revealed } = authOf(opts);
   try {
     const res = await engineCall<{ ID: string; Warnings?: string[] | null }>(docker, {
@@ -62,7 +74,7 @@ export async function createService(docker: Docker, spec: Docker.ServiceSpec, op
  * the current version is read once and the update sent again. A second conflict is thrown.
  * Without registryAuth, Swarm keeps the login stored with the service (registryAuthFrom=spec).
  */
-export async function updateService(docker: Docker, id: string, version: number, spec: Docker.ServiceSpec, opts: WriteOptions = {}): Promise<{ warnings: string[] }> {
+export async function updateService(docker: EngineClient, id: string, version: number, spec: EngineServiceSpec, opts: WriteOptions = {}): Promise<{ warnings: string[] }> {
   const { header, revealed } = authOf(opts);
   let v = version;
   for (let attempt = 0; ; attempt++) {
@@ -90,7 +102,7 @@ export async function updateService(docker: Docker, id: string, version: number,
  * Sets the replica count on the live spec. On a version race the spec is re-read too: resending
  * the old spec with a fresh version would undo whatever the other writer changed.
  */
-export async function scaleService(docker: Docker, id: string, replicas: number): Promise<void> {
+export async function scaleService(docker: EngineClient, id: string, replicas: number): Promise<void> {
   if (!Number.isInteger(replicas) || replicas < 0) throw new SwarmError('rejected', `scaling service ${id}: replicas must be a non-negative integer, got ${replicas}`);
   for (let attempt = 0; ; attempt++) {
     try {
@@ -112,7 +124,7 @@ export async function scaleService(docker: Docker, id: string, replicas: number)
 }
 
 /** True when it removed the service, false when there was none: removing twice is not an error. */
-export async function removeService(docker: Docker, id: string): Promise<boolean> {
+export async function removeService(docker: EngineClient, id: string): Promise<boolean> {
   try {
     await engineCall(docker, { method: 'DELETE', path: `/services/${encodeURIComponent(id)}` });
     return true;
@@ -130,7 +142,7 @@ interface NetworkJson {
   Name: string;
 }
 
-async function findNetwork(docker: Docker, name: string, labels: Record<string, string>): Promise<string | undefined> {
+async function findNetwork(docker: EngineClient, name: string, labels: Record<string, string>): Promise<string | undefined> {
   // The name filter matches substrings: compare exactly.
   const filters = JSON.stringify({ name: [name], label: asLabelFilters(labels) });
   const list = await engineCall<NetworkJson[]>(docker, { method: 'GET', path: '/networks', query: { filters } });
@@ -143,7 +155,7 @@ async function findNetwork(docker: Docker, name: string, labels: Record<string, 
  * network: the loser gets 409, or a 500 "name conflicts", and adopts the winner's. A network of
  * that name without these labels is someone else's: a 'conflict', never adopted.
  */
-export async function ensureNetwork(docker: Docker, name: string, labels: Record<string, string>): Promise<{ id: string; created: boolean }> {
+export async function ensureNetwork(docker: EngineClient, name: string, labels: Record<string, string>): Promise<{ id: string; created: boolean }> {
   const action = `creating network ${name}`;
   try {
     const existing = await findNetwork(docker, name, labels);
@@ -188,7 +200,7 @@ const toObservedSecret = (s: SecretJson): ObservedSecret => ({
  * readable back, so an existing one is taken as is: a name must change whenever the value does
  * (the planner hashes the content into it). The base64 data goes in the body, never the URL.
  */
-export async function ensureSecret(docker: Docker, name: string, data: Secret, labels: Record<string, string>): Promise<{ id: string; created: boolean }> {
+export async function ensureSecret(docker: EngineClient, name: string, data: Secret, labels: Record<string, string>): Promise<{ id: string; created: boolean }> {
   const value = data.reveal();
   const action = `creating secret ${name}`;
   try {
@@ -212,7 +224,7 @@ export async function ensureSecret(docker: Docker, name: string, data: Secret, l
   }
 }
 
-export async function listSecrets(docker: Docker, labelFilters: readonly string[]): Promise<ObservedSecret[]> {
+export async function listSecrets(docker: EngineClient, labelFilters: readonly string[]): Promise<ObservedSecret[]> {
   try {
     const list = await engineCall<SecretJson[]>(docker, { method: 'GET', path: '/secrets', query: { filters: JSON.stringify({ label: labelFilters }) } });
     return list.map(toObservedSecret);
@@ -225,7 +237,7 @@ export async function listSecrets(docker: Docker, labelFilters: readonly string[
  * True when the secret is gone (removed now or already absent); false when a service still uses
  * it (Swarm answers 400 "is in use by the following service"): it is left for a later pass.
  */
-export async function removeSecret(docker: Docker, id: string): Promise<boolean> {
+export async function removeSecret(docker: EngineClient, id: string): Promise<boolean> {
   try {
     await engineCall(docker, { method: 'DELETE', path: `/secrets/${encodeURIComponent(id)}` });
     return true;

@@ -2,17 +2,15 @@ import { randomUUID } from 'node:crypto';
 import { mkdtemp, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startReferenceControlPlane } from '../../src/refcp/index.js';
-import { createDockerClient } from '../../src/swarm/docker-client.js';
 import { LABEL } from '../../src/domain/labels.js';
 import { AgentProcess, capturedOutput, runCli, waitFor } from '../helpers/cli.js';
 import { clearDrain, writeDrain } from '../../src/agent/drain.js';
-import { ensureDocker, TEST_IMAGE } from '../helpers/docker.js';
+import { dockerode, ensureDocker, TEST_IMAGE } from '../helpers/docker.js';
 
 const ready = await ensureDocker();
-const docker = createDockerClient({ timeoutMs: 30_000 });
+const docker = dockerode({ timeoutMs: 30_000 });
 type RefCp = Awaited<ReturnType<typeof startReferenceControlPlane>>;
 const SECRET = `agent-e2e-secret-${randomUUID()}`;
 const REGISTRY_PASSWORD = `registry-pw-${randomUUID()}`;
@@ -77,8 +75,8 @@ describe.skipIf(!ready.ok)('the built agent against the reference control plane 
     expect(report.swarmServiceId).toBeTruthy();
     expect(report.containerId).toBeTruthy();
     expect(report.deployedAt).toBeTruthy();
-    const res = await request(`${report.publicUrl}/`);
-    expect(await res.body.text()).toContain('hello-through-the-agent');
+    const res = await fetch(`${report.publicUrl}/`);
+    expect(await res.text()).toContain('hello-through-the-agent');
 
     await waitFor(() => statusOf(workerId, broken.id)?.status === 'failed', 20_000, () => agent.output.slice(-3000));
     expect(statusOf(workerId, broken.id)!.message).toMatch(/resourceLimits\.memoryMb/);

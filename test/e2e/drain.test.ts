@@ -8,9 +8,8 @@ import type Docker from 'dockerode';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { randomUUID } from 'node:crypto';
 import { startReferenceControlPlane } from '../../src/refcp/index.js';
-import { createDockerClient } from '../../src/swarm/docker-client.js';
 import { AgentProcess, capturedOutput, runCli, waitFor } from '../helpers/cli.js';
-import { ensureDocker, TEST_IMAGE } from '../helpers/docker.js';
+import { dockerode, ensureDocker, TEST_IMAGE } from '../helpers/docker.js';
 
 /*
  * Draining the shared test swarm's only node would evict every other test's services, even if it
@@ -57,7 +56,7 @@ async function startPrivateDockerd(): Promise<PrivateDockerd> {
   // `ip netns exec` would remount /sys without the cgroup hierarchy dockerd needs; unshare keeps it.
   const child = spawn('unshare', ['--net', '--', 'sh', '-c', 'ip link set lo up && exec dockerd "$@"', 'sh', ...args], { stdio: ['ignore', log, log] });
   closeSync(log);
-  const docker = createDockerClient({ socketPath: sock, timeoutMs: 5_000 });
+  const docker = dockerode({ socketPath: sock, timeoutMs: 5_000 });
   await waitFor(
     async () => child.exitCode === null && existsSync(sock) && (await docker.ping().then(() => true, () => false)),
     60_000,
@@ -271,7 +270,7 @@ describe.skipIf(reason !== undefined)('drain and deregister on a private single-
 
 describe.skipIf(!dockerReady.ok)('drain on the shared test swarm: --dry-run only', () => {
   it('describes the drain of this node and changes nothing', async () => {
-    const docker = createDockerClient();
+    const docker = dockerode();
     const id = ((await docker.info()) as { Swarm: { NodeID: string } }).Swarm.NodeID;
     const before = (await docker.getNode(id).inspect()) as NodeView;
     expect(before.Spec.Availability).toBe('active');

@@ -5,11 +5,10 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import type Docker from 'dockerode';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createDockerClient, defaultSocketPath, describeDockerEndpoint } from '../../src/swarm/docker-client.js';
+import { createDockerClient, defaultSocketPath, describeDockerEndpoint, type EngineClient } from '../../src/swarm/docker-client.js';
 import { countRunningContainers, DockerUnavailableError, getEngineFacts, pingDocker } from '../../src/swarm/engine.js';
-import { ensureDocker, TEST_IMAGE } from '../helpers/docker.js';
+import { dockerode, ensureDocker, TEST_IMAGE } from '../helpers/docker.js';
 
 const run = promisify(execFile);
 const docker = await ensureDocker();
@@ -26,7 +25,8 @@ async function timed(p: Promise<unknown>): Promise<{ ms: number; err: unknown }>
 }
 
 describe.skipIf(!docker.ok)('engine facts from the real dockerd', () => {
-  let client: Docker;
+  let client: EngineClient;
+  const cli = dockerode();
   let started: string | undefined;
 
   beforeAll(() => {
@@ -60,9 +60,9 @@ describe.skipIf(!docker.ok)('engine facts from the real dockerd', () => {
     // listings, and account for any container that is not ours.
     const sample = async () => {
       for (let i = 0; i < 20; i++) {
-        const ids = (await client.listContainers()).map((c) => c.Id).sort().join(',');
+        const ids = (await cli.listContainers()).map((c) => c.Id).sort().join(',');
         const n = await countRunningContainers(client);
-        const again = (await client.listContainers()).map((c) => c.Id).sort().join(',');
+        const again = (await cli.listContainers()).map((c) => c.Id).sort().join(',');
         if (ids === again) return { n, ids: ids ? ids.split(',') : [] };
       }
       throw new Error('containers kept changing; could not take a stable sample');

@@ -1,5 +1,4 @@
 import { randomUUID } from 'node:crypto';
-import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startReferenceControlPlane } from '../../src/refcp/index.js';
 import { LABEL } from '../../src/domain/labels.js';
@@ -126,7 +125,7 @@ describe.skipIf(!ready.ok)('two agents on two worker nodes, both writing through
     expect(moved[0]!.Spec.TaskTemplate.Placement?.Constraints).toEqual([`node.id==${wb.nodeId}`]);
     const url = cp.deploymentStatusOf(B.workerId).get(moving.id)!.publicUrl!;
     expect(url).toMatch(new RegExp(`^http://${wb.ip.replace(/\./g, '\\.')}:\\d+$`));
-    expect(await (await request(`${url}/`)).body.text()).toContain('moving-app');
+    expect(await (await fetch(`${url}/`)).text()).toContain('moving-app');
 
     // The bystanders were not touched: same service, same version, same containers.
     const after = { a: await inspect(onlyA.serviceId), b: await inspect(onlyB.serviceId), ca: await containerIds(wa, onlyA.serviceId), cb: await containerIds(wb, onlyB.serviceId) };

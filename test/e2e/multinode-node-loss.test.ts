@@ -1,5 +1,4 @@
 import { randomUUID } from 'node:crypto';
-import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startReferenceControlPlane } from '../../src/refcp/index.js';
 import { LABEL } from '../../src/domain/labels.js';
@@ -86,7 +85,7 @@ describe.skipIf(!ready.ok)('node loss: a worker dockerd dies and comes back', ()
     const running = (await tasksOfService(mn.manager, svcB!.ID)).filter((t) => t.Status?.State === 'running');
     expect(running.map((t) => t.NodeID)).toEqual([wb.nodeId]);
     const url = status(B, onB.id)!.publicUrl!;
-    expect(await (await request(`${url}/`)).body.text()).toContain('lost-on-b');
+    expect(await (await fetch(`${url}/`)).text()).toContain('lost-on-b');
     // Stays so: one more resync pass later, still exactly one of everything.
     await new Promise((r) => setTimeout(r, 6_000));
     expect((await servicesByLabel(mn.manager, `${LABEL.serviceId}=${onB.serviceId}`)).length).toBe(1);

@@ -1,5 +1,4 @@
 import { randomUUID } from 'node:crypto';
-import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startReferenceControlPlane } from '../../src/refcp/index.js';
 import { buildServiceSpec } from '../../src/domain/service-spec.js';
@@ -71,7 +70,7 @@ describe.skipIf(!ready.ok)('observe mode on a swarm worker: reports what runs on
     await waitFor(() => status(webApp.id)?.status === 'running', 60_000, () => a.agent.output.slice(-3000));
     const report = status(webApp.id)!;
     expect(report.publicUrl).toMatch(new RegExp(`^http://${w.ip.replace(/\./g, '\\.')}:\\d+$`));
-    expect(await (await request(`${report.publicUrl}/`)).body.text()).toContain('observed-on-the-worker');
+    expect(await (await fetch(`${report.publicUrl}/`)).text()).toContain('observed-on-the-worker');
     await waitFor(() => status(crashing.id)?.status === 'failed', 60_000, () => a.agent.output.slice(-3000));
     expect(status(crashing.id)!.deploymentLogs).toContain('observed-crash-on-the-worker');
 

@@ -4,7 +4,6 @@ import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect } from 'node:tls';
-import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startReferenceControlPlane } from '../../src/refcp/index.js';
 import { LABEL } from '../../src/domain/labels.js';
@@ -67,7 +66,7 @@ describe.skipIf(!ready.ok)('remote-manager mode: an agent on a swarm worker writ
     await waitFor(() => report()?.status === 'running', 60_000, () => a.agent.output.slice(-3000));
     const first = report()!;
     expect(first.publicUrl).toMatch(new RegExp(`^http://${w.ip.replace(/\./g, '\\.')}:\\d+$`));
-    expect(await (await request(`${first.publicUrl}/`)).body.text()).toContain('hello-from-the-worker');
+    expect(await (await fetch(`${first.publicUrl}/`)).text()).toContain('hello-from-the-worker');
 
     // Through the manager: one service, labelled for this worker, pinned to this node, its task on this node.
     const [svc, ...more] = await servicesByLabel(mn.manager, `${LABEL.serviceId}=${app.serviceId}`);
@@ -85,7 +84,7 @@ describe.skipIf(!ready.ok)('remote-manager mode: an agent on a swarm worker writ
     const answers = async () => {
       const url = report()?.publicUrl;
       if (report()?.status !== 'running' || !url) return false;
-      const body = await request(`${url}/`).then((r) => r.body.text(), () => '');
+      const body = await fetch(`${url}/`).then((r) => r.text(), () => '');
       return body.includes('updated-through-the-manager');
     };
     await waitFor(answers, 60_000, () => a.agent.output.slice(-3000));

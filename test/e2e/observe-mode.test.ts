@@ -11,10 +11,12 @@ import { getEngineFacts } from '../../src/swarm/engine.js';
 import { LABEL } from '../../src/domain/labels.js';
 import { AgentProcess, runCli, waitFor } from '../helpers/cli.js';
 import { DockerProxy } from '../helpers/docker-proxy.js';
-import { ensureDocker, TEST_IMAGE } from '../helpers/docker.js';
+import { dockerode, ensureDocker, TEST_IMAGE } from '../helpers/docker.js';
 
 const ready = await ensureDocker();
-const docker = createDockerClient({ timeoutMs: 30_000 });
+/** The agent's client, for the code under test; `docker` is the test's own look at Docker. */
+const engine = createDockerClient({ timeoutMs: 30_000 });
+const docker = dockerode({ timeoutMs: 30_000 });
 
 describe.skipIf(!ready.ok)('observe mode', () => {
   const created: string[] = [];
@@ -30,7 +32,7 @@ describe.skipIf(!ready.ok)('observe mode', () => {
     const workerId = randomUUID();
     const config = join(dir, 'config.json');
     const token = cp.mintToken(workerId);
-    const nodeId = (await getEngineFacts(docker)).swarm.nodeId!;
+    const nodeId = (await getEngineFacts(engine)).swarm.nodeId!;
     const row = (over: Record<string, unknown>) => ({
       id: randomUUID(), serviceId: randomUUID(), organizationId: 'org-observe', slug: 'obs', imageTag: TEST_IMAGE, desiredState: 'running',
       environmentVars: {}, resourceLimits: { cpuCores: 0.1, memoryMb: 16 }, ...over,

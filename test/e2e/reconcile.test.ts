@@ -1,6 +1,5 @@
 import { randomUUID } from 'node:crypto';
 import { Writable } from 'node:stream';
-import { request } from 'undici';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Reconciler, type StatusChange } from '../../src/agent/reconciler.js';
@@ -11,10 +10,12 @@ import { getEngineFacts } from '../../src/swarm/engine.js';
 import { createSwarmPort } from '../../src/swarm/swarm-port.js';
 import { LABEL } from '../../src/domain/labels.js';
 import { waitFor } from '../helpers/cli.js';
-import { ensureDocker, TEST_IMAGE } from '../helpers/docker.js';
+import { dockerode, ensureDocker, TEST_IMAGE } from '../helpers/docker.js';
 
 const dockerReady = await ensureDocker();
-const docker = createDockerClient({ timeoutMs: 30_000 });
+/** The agent's client, for the code under test; `docker` is the test's own look at Docker. */
+const engine = createDockerClient({ timeoutMs: 30_000 });
+const docker = dockerode({ timeoutMs: 30_000 });
 const WORKER = `w-e2e-${randomUUID().slice(0, 8)}`;
 const SECRET_VALUE = `s3cr3t-${randomUUID()}`;
 const logLines: string[] = [];
@@ -52,9 +53,9 @@ async function ownServices() {
 
 describe.skipIf(!dockerReady.ok)('reconciling against a real swarm', () => {
   beforeAll(async () => {
-    nodeId = (await getEngineFacts(docker)).swarm.nodeId!;
+    nodeId = (await getEngineFacts(engine)).swarm.nodeId!;
     reconciler = new Reconciler({
-      port: createSwarmPort(docker, { workerId: WORKER, nodeId: () => nodeId }),
+      port: createSwarmPort(engine, { workerId: WORKER, nodeId: () => nodeId }),
       workerId: WORKER,
       nodeId: () => nodeId,
       ipAddress: '127.0.0.1',
@@ -92,8 +93,8 @@ describe.skipIf(!dockerReady.ok)('reconciling against a real swarm', () => {
     await waitStatus(web.id, 'running');
     const c = latest.get(web.id)!;
     expect(c.publicUrl).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
-    const res = await request(`${c.publicUrl}/`);
-    expect(await res.body.text()).toContain('hi-from-e2e');
+    const res = await fetch(`${c.publicUrl}/`);
+    expect(await res.text()).toContain('hi-from-e2e');
     const [svc] = await ownServices();
     expect(svc!.Spec.Labels).toMatchObject({ [LABEL.managed]: 'true', [LABEL.deploymentId]: web.id, [LABEL.serviceId]: web.serviceId, [LABEL.organizationId]: 'org-e2e' });
     const full = (await docker.getService(svc!.ID).inspect()) as { Spec: { Name: string; TaskTemplate: { Resources: { Limits: { NanoCPUs: number; MemoryBytes: number } }; Placement: { Constraints: string[] } } } };

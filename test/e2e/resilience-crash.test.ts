@@ -4,10 +4,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startReferenceControlPlane } from '../../src/refcp/index.js';
-import { createDockerClient } from '../../src/swarm/docker-client.js';
 import { LABEL } from '../../src/domain/labels.js';
 import { AgentProcess, capturedOutput, runCli, waitFor } from '../helpers/cli.js';
-import { ensureDocker, removeWorkerLeftovers, TEST_IMAGE } from '../helpers/docker.js';
+import { dockerode, ensureDocker, removeWorkerLeftovers, TEST_IMAGE } from '../helpers/docker.js';
 
 /**
  * SIGKILL in the middle of applying a desired set (20 deployments, creates in flight), twice, then a
@@ -16,7 +15,7 @@ import { ensureDocker, removeWorkerLeftovers, TEST_IMAGE } from '../helpers/dock
  */
 
 const ready = await ensureDocker();
-const docker = createDockerClient({ timeoutMs: 30_000 });
+const docker = dockerode({ timeoutMs: 30_000 });
 type RefCp = Awaited<ReturnType<typeof startReferenceControlPlane>>;
 const ORG = `org-crash-${randomUUID().slice(0, 8)}`;
 const COUNT = 20;

@@ -3,13 +3,12 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startReferenceControlPlane } from '../../src/refcp/index.js';
-import { createDockerClient, DEFAULT_DOCKER_SOCKET } from '../../src/swarm/docker-client.js';
+import { DEFAULT_DOCKER_SOCKET } from '../../src/swarm/docker-client.js';
 import { LABEL } from '../../src/domain/labels.js';
 import { AgentProcess, capturedOutput, runCli, waitFor } from '../helpers/cli.js';
-import { ensureDocker, removeWorkerLeftovers, TEST_IMAGE } from '../helpers/docker.js';
+import { dockerode, ensureDocker, removeWorkerLeftovers, TEST_IMAGE } from '../helpers/docker.js';
 
 /**
  * Docker going away under a running agent. Restarting the shared dockerd would break every other
@@ -19,7 +18,7 @@ import { ensureDocker, removeWorkerLeftovers, TEST_IMAGE } from '../helpers/dock
  */
 
 const ready = await ensureDocker();
-const docker = createDockerClient({ timeoutMs: 30_000 });
+const docker = dockerode({ timeoutMs: 30_000 });
 type RefCp = Awaited<ReturnType<typeof startReferenceControlPlane>>;
 const SECRET = `docker-e2e-secret-${randomUUID()}`;
 const ORG = `org-docker-${randomUUID().slice(0, 8)}`;
@@ -97,8 +96,8 @@ describe.skipIf(!ready.ok)('Docker unavailable, restarted, flapping: the agent s
   const status = (d: Record<string, unknown>) => cp.deploymentStatusOf(workerId).get(d.id as string);
   const extras = () => cp.workers.get(workerId)?.lastHeartbeatExtras;
   const healthz = async () => {
-    const res = await request(`http://${statusApi}/healthz`);
-    return { status: res.statusCode, body: await res.body.json() };
+    const res = await fetch(`http://${statusApi}/healthz`);
+    return { status: res.status, body: (await res.json()) as unknown };
   };
   /** Exactly one service per desired serviceId, and nothing else. */
   async function expectOnePerService(): Promise<void> {

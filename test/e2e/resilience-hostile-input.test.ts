@@ -3,13 +3,11 @@ import { mkdtemp } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startReferenceControlPlane } from '../../src/refcp/index.js';
-import { createDockerClient } from '../../src/swarm/docker-client.js';
 import { LABEL } from '../../src/domain/labels.js';
 import { AgentProcess, capturedOutput, runCli, waitFor } from '../helpers/cli.js';
-import { ensureDocker, removeWorkerLeftovers, TEST_IMAGE } from '../helpers/docker.js';
+import { dockerode, ensureDocker, removeWorkerLeftovers, TEST_IMAGE } from '../helpers/docker.js';
 
 /**
  * Hostile desired sets, delivered by the reference control plane to one running agent (the built
@@ -20,7 +18,7 @@ import { ensureDocker, removeWorkerLeftovers, TEST_IMAGE } from '../helpers/dock
  */
 
 const ready = await ensureDocker();
-const docker = createDockerClient({ timeoutMs: 30_000 });
+const docker = dockerode({ timeoutMs: 30_000 });
 type RefCp = Awaited<ReturnType<typeof startReferenceControlPlane>>;
 
 const SECRETS = {
@@ -362,7 +360,7 @@ describe.skipIf(!ready.ok)('hostile desired sets against a running agent on a re
     // No report ever said anything but running for A or B, and A still serves on its published port.
     const ab = cp.reportsOf(workerId).slice(reportMark).filter((r) => r.deploymentId === A.id || r.deploymentId === B.id);
     expect(ab.map((r) => r.report.status).filter((s) => s !== 'running')).toEqual([]);
-    expect(await (await request(`http://127.0.0.1:${extPort}/`)).body.text()).toContain('still-here');
+    expect(await (await fetch(`http://127.0.0.1:${extPort}/`)).text()).toContain('still-here');
   }, 90_000);
 
   it('counts at least 40 hostile cases', () => {

@@ -5,10 +5,9 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startReferenceControlPlane } from '../../src/refcp/index.js';
 import type { StatusReportRecord } from '../../src/refcp/index.js';
-import { createDockerClient } from '../../src/swarm/docker-client.js';
 import { LABEL } from '../../src/domain/labels.js';
 import { AgentProcess, capturedOutput, runCli, waitFor } from '../helpers/cli.js';
-import { ensureDocker, removeWorkerLeftovers, TEST_IMAGE } from '../helpers/docker.js';
+import { dockerode, ensureDocker, removeWorkerLeftovers, TEST_IMAGE } from '../helpers/docker.js';
 
 /**
  * The control plane goes away while deployments run. The agent (built CLI, real swarm) keeps
@@ -18,7 +17,7 @@ import { ensureDocker, removeWorkerLeftovers, TEST_IMAGE } from '../helpers/dock
  */
 
 const ready = await ensureDocker();
-const docker = createDockerClient({ timeoutMs: 30_000 });
+const docker = dockerode({ timeoutMs: 30_000 });
 type RefCp = Awaited<ReturnType<typeof startReferenceControlPlane>>;
 const SECRET = `outage-e2e-secret-${randomUUID()}`;
 const ORG = `org-outage-${randomUUID().slice(0, 8)}`;

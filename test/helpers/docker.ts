@@ -1,9 +1,18 @@
-import type Docker from 'dockerode';
+import Docker from 'dockerode';
 import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 
 /** Built locally by scripts/ensure-docker.sh (static busybox on scratch); nothing is pulled. */
 export const TEST_IMAGE = 'skypanel-test/busybox:1';
+
+/**
+ * A dockerode instance for a test's own look at Docker (inspecting, creating fixtures, cleaning
+ * up). The agent's code under test takes the EngineClient from src/swarm/docker-client.ts instead;
+ * dockerode stays a devDependency for this. The socket is explicit so DOCKER_HOST cannot redirect it.
+ */
+export function dockerode(opts: { socketPath?: string; timeoutMs?: number } = {}): Docker {
+  return new Docker({ socketPath: opts.socketPath ?? '/var/run/docker.sock', timeout: opts.timeoutMs ?? 30_000 });
+}
 
 export type DockerReady = { ok: true } | { ok: false; reason: string };
 

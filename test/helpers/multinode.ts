@@ -7,9 +7,8 @@ import { join } from 'node:path';
 import { createServer as createTlsServer, type Server as TlsServer, type TLSSocket } from 'node:tls';
 import { fileURLToPath } from 'node:url';
 import type Docker from 'dockerode';
-import { createDockerClient } from '../../src/swarm/docker-client.js';
 import { AgentProcess, runCli } from './cli.js';
-import { ensureDocker, TEST_IMAGE } from './docker.js';
+import { dockerode, ensureDocker, TEST_IMAGE } from './docker.js';
 
 /**
  * A real multi-node Docker Swarm on one machine, for end-to-end tests: N worker nodes (1 or 2),
@@ -81,7 +80,7 @@ const MEMO = Symbol.for('skypanel-agent.test.multinodeReady');
 /** The local dockerd answers, is an active swarm manager, and holds TEST_IMAGE. */
 async function managerInPlace(): Promise<boolean> {
   try {
-    const docker = createDockerClient({ socketPath: MANAGER_SOCKET, timeoutMs: 30_000 });
+    const docker = dockerode({ socketPath: MANAGER_SOCKET, timeoutMs: 30_000 });
     const info = (await docker.info()) as { Swarm?: { LocalNodeState?: string; ControlAvailable?: boolean } };
     if (info.Swarm?.LocalNodeState !== 'active' || info.Swarm.ControlAvailable !== true) return false;
     await docker.getImage(TEST_IMAGE).inspect();
@@ -445,8 +444,8 @@ async function bringUpWorker(n: SlotNames, manager: Docker, joinToken: string, m
     }
   });
 
-  const docker = createDockerClient({ socketPath: n.socketPath, timeoutMs: 30_000 });
-  const pinger = createDockerClient({ socketPath: n.socketPath, timeoutMs: 1_000 });
+  const docker = dockerode({ socketPath: n.socketPath, timeoutMs: 30_000 });
+  const pinger = dockerode({ socketPath: n.socketPath, timeoutMs: 1_000 });
   await t('dockerd', 30_000, async () => {
     // Its own key file gives it its own engine ID; its own bridge range keeps its containers apart.
     await writeFile(join(n.dir, 'daemon.json'), JSON.stringify({ 'deprecated-key-path': join(n.dir, 'key.json') }));
@@ -645,7 +644,7 @@ export async function startMultinode(opts: StartMultinodeOptions): Promise<Multi
   await reapOrgs();
   const timings: StepTiming[] = [];
   const started = performance.now();
-  const manager = createDockerClient({ socketPath: MANAGER_SOCKET, timeoutMs: 30_000 });
+  const manager = dockerode({ socketPath: MANAGER_SOCKET, timeoutMs: 30_000 });
   const slots: SlotNames[] = [];
   let tlsClose: (() => Promise<void>) | undefined;
   const abandon = new AbortController();
