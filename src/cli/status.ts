@@ -1,4 +1,5 @@
-import { Agent, request } from 'undici';
+import { request as httpRequest, type ClientRequest, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import { z } from 'zod';
 import type { Secret } from '../secret.js';
 import { parseListen } from '../agent/status-server.js';
@@ -53,34 +54,147 @@ class Unreachable extends Error {}
 
 const MAX_BODY_BYTES = 4 << 20;
 
-async function getJson(dispatcher: Agent, base: string, path: string, opts: StatusCliOptions): Promise<unknown> {
-  let res: Awaited<ReturnType<typeof request>>;
+export interface BoundedGetOptions {
+  headers?: OutgoingHttpHeaders;
+  /** Bound on the whole call: connect, headers and the body read. */
+  timeoutMs: number;
+  /** Body bytes kept; past this the read stops and `truncated` is set. 0: resolve at the headers, body unread. */
+  maxBodyBytes: number;
+  /** https only; verification is on unless this is false. */
+  rejectUnauthorized?: boolean;
+  signal?: AbortSignal;
+}
+
+export interface BoundedGetResult {
+  statusCode: number;
+  headers: IncomingHttpHeaders;
+  body: Buffer;
+  /**
+   * The answer was longer than maxBodyBytes: `body` then holds its first maxBodyBytes bytes, or
+   * nothing when its Content-Length said so up front (then none of it is read).
+   */
+  truncated: boolean;
+  /** Date.now() when the response headers arrived. */
+  headersAt: number;
+}
+
+function namedError(name: string, message: string, code?: string): Error {
+  const err = new Error(message) as NodeJS.ErrnoException;
+  err.name = name;
+  if (code) err.code = code;
+  return err;
+}
+
+/**
+ * One GET over node:http(s) on a connection of its own (closed after, so nothing holds the CLI
+ * process open), bounded as a whole by `timeoutMs` and in size by `maxBodyBytes`. Rejects with the
+ * socket error (its `code` kept), a TimeoutError, or an AbortError when `signal` fires. Request
+ * headers (a bearer token) never appear in what it rejects with.
+ */
+export function boundedGet(url: string, opts: BoundedGetOptions): Promise<BoundedGetResult> {
+  return new Promise((resolve, reject) => {
+    let target: URL;
+    try {
+      target = new URL(url);
+    } catch {
+      reject(namedError('TypeError', 'invalid URL', 'ERR_INVALID_URL'));
+      return;
+    }
+    const tls = target.protocol === 'https:';
+    if (!tls && target.protocol !== 'http:') {
+      reject(namedError('TypeError', `unsupported protocol ${target.protocol} (http or https)`, 'ERR_INVALID_PROTOCOL'));
+      return;
+    }
+    const { signal } = opts;
+    if (signal?.aborted) {
+      reject(namedError('AbortError', 'the request was aborted', 'ABORT_ERR'));
+      return;
+    }
+    let settled = false;
+    const finish = (err: Error | undefined, result?: BoundedGetResult) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
+      // agent: false, so this closes the one socket the call had; a no-op once it is done.
+      req.destroy();
+      if (err) reject(err);
+      else resolve(result!);
+    };
+    const onAbort = () => finish(namedError('AbortError', 'the request was aborted', 'ABORT_ERR'));
+    const send = tls ? httpsRequest : httpRequest;
+    let req: ClientRequest;
+    try {
+      req = send(target, {
+        method: 'GET',
+        agent: false,
+        headers: opts.headers,
+        ...(tls && opts.rejectUnauthorized === false ? { rejectUnauthorized: false } : {}),
+      });
+    } catch (err) {
+      // A header Node refuses (a token with a newline): its message names the header, not the value.
+      reject(err as Error);
+      return;
+    }
+    const timer = setTimeout(() => finish(namedError('TimeoutError', `no answer within ${opts.timeoutMs} ms`)), opts.timeoutMs);
+    req.on('error', (err) => finish(err));
+    req.on('response', (res) => {
+      const headersAt = Date.now();
+      const chunks: Buffer[] = [];
+      let size = 0;
+      let truncated = false;
+      const done = () =>
+        finish(undefined, { statusCode: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks, size), truncated, headersAt });
+      if (opts.maxBodyBytes <= 0) return done();
+      if (Number(res.headers['content-length']) > opts.maxBodyBytes) {
+        truncated = true;
+        return done();
+      }
+      res.on('data', (chunk: Buffer) => {
+        const room = opts.maxBodyBytes - size;
+        if (chunk.length > room) {
+          chunks.push(chunk.subarray(0, room));
+          size += room;
+          truncated = true;
+          return done();
+        }
+        chunks.push(chunk);
+        size += chunk.length;
+      });
+      res.on('end', done);
+      res.on('error', (err) => finish(err));
+    });
+    signal?.addEventListener('abort', onAbort, { once: true });
+    req.end();
+  });
+}
+
+/** A socket error's text; Node's happy-eyeballs AggregateError has an empty message of its own. */
+export function transportMessage(err: Error): string {
+  if (err.message) return err.message;
+  const first = (err as Error & { errors?: unknown[] }).errors?.[0] as Error | undefined;
+  return first?.message ?? err.name;
+}
+
+async function getJson(base: string, path: string, opts: StatusCliOptions, signal: AbortSignal): Promise<unknown> {
+  let res: BoundedGetResult;
   try {
-    res = await request(base + path, {
-      dispatcher,
-      method: 'GET',
+    res = await boundedGet(base + path, {
       headers: { authorization: `Bearer ${opts.token.reveal()}`, accept: 'application/json' },
-      signal: AbortSignal.timeout(opts.timeoutMs),
+      timeoutMs: opts.timeoutMs,
+      maxBodyBytes: MAX_BODY_BYTES,
+      signal,
     });
   } catch (err) {
     const e = err as Error & { code?: string; cause?: { code?: string } };
     const code = e.code ?? e.cause?.code;
-    throw new Unreachable(e.name === 'TimeoutError' ? `no answer within ${opts.timeoutMs} ms` : `${code ? `${code}: ` : ''}${e.message}`);
+    throw new Unreachable(e.name === 'TimeoutError' ? `no answer within ${opts.timeoutMs} ms` : `${code ? `${code}: ` : ''}${transportMessage(e)}`);
   }
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of res.body as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > MAX_BODY_BYTES) {
-      res.body.destroy();
-      throw new Unreachable(`${path} answered more than ${MAX_BODY_BYTES} bytes`);
-    }
-    chunks.push(chunk);
-  }
+  if (res.truncated) throw new Unreachable(`${path} answered more than ${MAX_BODY_BYTES} bytes`);
   if (res.statusCode === 401) throw new Unreachable('the agent refused the token (HTTP 401); use the worker token from the agent config');
   if (res.statusCode !== 200) throw new Unreachable(`${path} answered HTTP ${res.statusCode}`);
   try {
-    return JSON.parse(Buffer.concat(chunks).toString('utf8'));
+    return JSON.parse(res.body.toString('utf8'));
   } catch {
     throw new Unreachable(`${path} answered something that is not JSON`);
   }
@@ -156,12 +270,13 @@ export function renderSummary(status: StatusBody, deployments: DeploymentRow[], 
 export async function runStatus(opts: StatusCliOptions): Promise<number> {
   const err = opts.err ?? opts.out;
   const base = opts.url.replace(/\/+$/, '');
-  // A private dispatcher, closed at the end, so no keep-alive socket holds the CLI process open.
-  const dispatcher = new Agent({ connectTimeout: opts.timeoutMs, headersTimeout: opts.timeoutMs, bodyTimeout: opts.timeoutMs, connections: 2 });
+  // Each GET has a connection of its own; when one fails the other is cut at once, so no socket or
+  // timer outlives the command.
+  const cancel = new AbortController();
   try {
     const [rawStatus, rawDeployments] = await Promise.all([
-      getJson(dispatcher, base, '/v1/status', opts),
-      getJson(dispatcher, base, '/v1/deployments', opts),
+      getJson(base, '/v1/status', opts, cancel.signal),
+      getJson(base, '/v1/deployments', opts, cancel.signal),
     ]);
     const status = parse(statusSchema, rawStatus, '/v1/status');
     const { deployments } = parse(deploymentsSchema, rawDeployments, '/v1/deployments');
@@ -182,6 +297,6 @@ export async function runStatus(opts: StatusCliOptions): Promise<number> {
     }
     throw e;
   } finally {
-    await dispatcher.destroy().catch(() => undefined);
+    cancel.abort();
   }
 }

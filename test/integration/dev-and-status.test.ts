@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { AgentProcess, runCli, waitFor } from '../helpers/cli.js';
-import { ensureDocker } from '../helpers/docker.js';
+import { dockerode, ensureDocker } from '../helpers/docker.js';
 
 describe('skypanel-agent dev (the README\'s first command)', () => {
   it('starts the reference control plane, registers, heartbeats, serves status, and stops on SIGINT', async () => {
@@ -66,8 +66,7 @@ describe('skypanel-agent dev (the README\'s first command)', () => {
       expect(usage).toBe(true);
     } finally {
       await dev.stop('SIGINT');
-      const { createDockerClient } = await import('../../src/swarm/docker-client.js');
-      const docker = createDockerClient();
+      const docker = dockerode();
       const list = (await docker.listServices({ filters: JSON.stringify({ label: [`skypanel.service.id=${String(d.serviceId)}`] }) })) as { ID: string }[];
       for (const s of list) await docker.getService(s.ID).remove().catch(() => {});
     }

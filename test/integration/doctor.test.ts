@@ -6,9 +6,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { startReferenceControlPlane } from '../../src/refcp/index.js';
-import { createDockerClient } from '../../src/swarm/docker-client.js';
 import { AgentProcess, capturedOutput, runCli } from '../helpers/cli.js';
-import { ensureDocker } from '../helpers/docker.js';
+import { dockerode, ensureDocker } from '../helpers/docker.js';
 
 type RefCp = Awaited<ReturnType<typeof startReferenceControlPlane>>;
 type Check = { id: string; status: 'pass' | 'warn' | 'fail' | 'skip'; message: string; fix?: string; ms: number };
@@ -107,7 +106,7 @@ describe.skipIf(!docker.ok)('doctor on a healthy host: reference control plane a
 
     const row = cp.workers.get(workerId)!;
     expect(row.heartbeats).toBe(before + 1);
-    const info = (await createDockerClient().info()) as { Swarm: { NodeID: string } };
+    const info = (await dockerode().info()) as { Swarm: { NodeID: string } };
     expect(row.lastHeartbeatExtras).toMatchObject({ seq: 1, dockerHealthy: true, swarmNodeId: info.Swarm.NodeID, bootId: expect.any(String) });
     for (const k of ['cpuPercent', 'memoryPercent', 'diskPercent', 'containerCount'] as const) expect(typeof row.currentLoad[k]).toBe('number');
     expect(row.currentLoad.memoryPercent).toBeGreaterThan(0);
