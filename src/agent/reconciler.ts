@@ -1,6 +1,6 @@
 import { LABEL } from '../domain/labels.js';
 import { plan, type Action, type ActualService, type UpdateState } from '../domain/planner.js';
-import { buildServiceSpec } from '../domain/service-spec.js';
+import { buildServiceSpec, type ServiceSpec } from '../domain/service-spec.js';
 import { hasDrifted } from '../domain/drift.js';
 import { deriveStatus, renderPublicUrl, type DerivedStatus, type TaskObservation } from '../domain/deployment-status.js';
 import type { Deployment } from '../protocol/deployment.js';
@@ -73,6 +73,8 @@ export class Reconciler {
   /** deploymentId → when its current spec was first seen, for desired→applied latency. */
   readonly #pendingSince = new Map<string, { hash: string; since: number }>();
   readonly #states = new Map<string, DeploymentState>();
+  /** Swarm service id → the version and desired hash it last matched (see #drifted). */
+  readonly #undrifted = new Map<string, { version: number; hash: string }>();
   #lastPass: ReconcilePassView | undefined;
 
   constructor(deps: ReconcilerDeps) {
@@ -166,12 +168,13 @@ export class Reconciler {
       // Same hash label but a spec changed by hand: hide the label so the planner puts the service back (drift).
       const d = desiredByService.get(s.labels[LABEL.serviceId] ?? '');
       const b = d ? built.get(d.id) : undefined;
-      if (b && a.specHash === b.specHash && s.spec !== undefined && hasDrifted(b.spec, s.spec, b.specHash)) {
+      if (b && a.specHash === b.specHash && s.spec !== undefined && this.#drifted(s, b.spec, b.specHash)) {
         const { [LABEL.specHash]: _dropped, ...rest } = s.labels;
         return { ...a, labels: rest, specHash: undefined };
       }
       return a;
     });
+    for (const id of this.#undrifted.keys()) if (!services.some((s) => s.id === id)) this.#undrifted.delete(id);
     const planned = this.#deps.readOnly ? [] : plan(desired, actual, { ...ctx, now, backoff, retainServiceIds });
     const actions = this.#deps.isDraining?.() ? planned.filter((a) => a.kind !== 'create') : planned;
     const results = await this.#apply(actions, byId);
@@ -179,6 +182,7 @@ export class Reconciler {
     const failedNow: StatusChange[] = [];
     const changes: StatusChange[] = [];
     const serviceFor = new Map(services.map((s) => [s.labels[LABEL.serviceId], s]));
+    const tasksOf = groupBy(tasks as TaskObservation[], (t) => t.serviceId);
     const seen = new Set<string>();
     for (const d of desired) {
       seen.add(d.id);
@@ -186,7 +190,7 @@ export class Reconciler {
       const b = this.#backoff.get(d.id);
       // Waiting for a taken name is deploying, not failed: the holder is usually on its way out.
       const waiting = b?.waiting === true;
-      const derived0 = deriveStatus(d, svc, tasks as TaskObservation[], waiting ? undefined : b?.error);
+      const derived0 = deriveStatus(d, svc, (svc && tasksOf.get(svc.id)) || [], waiting ? undefined : b?.error);
       const derived = waiting && !svc ? { ...derived0, message: `waiting for the service name (held by a service this worker does not own, e.g. the previous worker's copy of a moved deployment): ${b!.error}` } : derived0;
       const publicUrl = renderPublicUrl(this.#deps.publicUrlTemplate, { ipAddress: this.#deps.ipAddress, externalPort: derived.externalPort, slug: d.slug, serviceId: d.serviceId });
       const prev = this.#states.get(d.id);
@@ -259,6 +263,21 @@ export class Reconciler {
     return results;
   }
 
+  /**
+   * Drift is looked for only when the service changed since it was last found in step: Swarm bumps
+   * a service's version on every change to it, by anyone, so an unchanged version with an
+   * unchanged desired hash cannot have drifted (projecting and hashing every spec on every resync
+   * was a third of a pass's CPU).
+   */
+  #drifted(s: ObservedServiceLite, desired: ServiceSpec, desiredHash: string): boolean {
+    const known = this.#undrifted.get(s.id);
+    if (known && s.version !== undefined && known.version === s.version && known.hash === desiredHash) return false;
+    const drifted = hasDrifted(desired, s.spec, desiredHash);
+    if (drifted) this.#undrifted.delete(s.id);
+    else if (s.version !== undefined) this.#undrifted.set(s.id, { version: s.version, hash: desiredHash });
+    return drifted;
+  }
+
   #noteRollbacks(services: ObservedServiceLite[], hashes: ReadonlyMap<string, string>): void {
     const byService = new Map((this.#desired?.deployments ?? []).map((d) => [d.serviceId, d]));
     for (const s of services) {
@@ -293,6 +312,17 @@ export class Reconciler {
 function isNameTaken(a: Action, reason: unknown): boolean {
   const e = reason as { kind?: unknown; message?: unknown } | undefined;
   return a.kind === 'create' && e?.kind === 'conflict' && typeof e.message === 'string' && e.message.startsWith('creating service ');
+}
+
+function groupBy<T, K>(items: readonly T[], keyOf: (item: T) => K): Map<K, T[]> {
+  const groups = new Map<K, T[]>();
+  for (const item of items) {
+    const key = keyOf(item);
+    const group = groups.get(key);
+    if (group) group.push(item);
+    else groups.set(key, [item]);
+  }
+  return groups;
 }
 
 function errorText(r: PromiseSettledResult<unknown> | undefined): string {

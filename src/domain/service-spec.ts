@@ -133,7 +133,25 @@ function updatePolicy(order: UpdatePolicy['Order'], failureAction: UpdatePolicy[
   return { Parallelism: 1, Delay: 0, FailureAction: failureAction, Monitor: 15 * SECOND_NS, MaxFailureRatio: 0, Order: order };
 }
 
+/**
+ * Built specs are reused while the deployment and the context are the same: every resync pass
+ * needs the spec and hash of every deployment, and building and hashing them was most of a
+ * pass's CPU (500 deployments: ~40 of ~60 ms). Parsed deployments are never mutated, so the
+ * object itself is the key; a new desired set brings new objects, and the old entries go with
+ * the objects. The result is shared: callers must not mutate it.
+ */
+const builtByDeployment = new WeakMap<Deployment, { context: string; built: BuiltService }>();
+
 export function buildServiceSpec(d: Deployment, ctx: SpecContext): BuiltService {
+  const context = `${ctx.workerId}\n${ctx.nodeId}\n${ctx.publicUrlTemplate ?? ''}`;
+  const hit = builtByDeployment.get(d);
+  if (hit?.context === context) return hit.built;
+  const result = buildFresh(d, ctx);
+  builtByDeployment.set(d, { context, built: result });
+  return result;
+}
+
+function buildFresh(d: Deployment, ctx: SpecContext): BuiltService {
   const name = serviceName(d);
   const labels = deploymentLabels(d, ctx.workerId);
   const serviceLabels: Record<string, string> = { ...labels };
