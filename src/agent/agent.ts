@@ -18,6 +18,12 @@ import { UsageLoop, type UsageSampler } from './usage-loop.js';
 import type { SwarmPort } from './executor.js';
 import { localAddressToward, toPanelIp } from '../collectors/address.js';
 
+/**
+ * A healthy engine's facts (GET /info) are read again once older than this many heartbeat
+ * intervals: every third beat, the half beat absorbing the intervals' jitter.
+ */
+const ENGINE_CHECK_EVERY_BEATS = 2.5;
+
 export interface EngineSnapshot extends EngineSummary {
   containersRunning: number;
 }
@@ -64,6 +70,7 @@ export class Agent {
   #workerId: string;
   #engine: EngineSnapshot | undefined;
   #dockerHealthy = false;
+  #engineCheckedAt = Number.NEGATIVE_INFINITY;
   #capacity: Capacity | undefined;
   #lastLoad: StatusView['load'] = null;
   #deployments: DeploymentLoops | undefined;
@@ -265,6 +272,7 @@ export class Agent {
   }
 
   async #refreshEngine(): Promise<void> {
+    this.#engineCheckedAt = Date.now();
     try {
       this.#engine = await this.#opts.engine.snapshot();
       if (!this.#dockerHealthy) this.#opts.logger.info({ dockerVersion: this.#engine.dockerVersion }, 'docker reachable');
@@ -297,7 +305,14 @@ export class Agent {
   }
 
   async #collect(): Promise<HeartbeatPayload> {
-    await this.#refreshEngine();
+    // GET /info is the heaviest part of a beat and dockerd answers it slowly under a burst of
+    // container starts; engine facts change rarely, so a healthy engine is asked every few beats
+    // (the container count is that stale at most). An unhealthy one is asked every beat, so that
+    // recovery shows in the next heartbeat.
+    const age = Date.now() - this.#engineCheckedAt;
+    if (!this.#dockerHealthy || age >= ENGINE_CHECK_EVERY_BEATS * this.#opts.config.heartbeatIntervalSec * 1000) {
+      await this.#refreshEngine();
+    }
     const drain = await readDrain(this.#opts.config.stateDir);
     if ((drain !== null) !== this.#draining) {
       this.#opts.logger.warn({ draining: drain !== null, since: drain?.since }, drain ? 'draining: no new deployments will be started here' : 'drain lifted: accepting deployments again');
