@@ -1,18 +1,12 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { AGENT_VERSION } from '../version.js';
+// Each command's module is imported when that command runs: `run` on a host should not carry the
+// code of `dev` (a whole reference control plane), `install` or `doctor` in its memory.
 import { AgentError, exitCodeFor } from '../errors.js';
 import { Secret } from '../secret.js';
 import { DEFAULT_CONFIG_PATH } from '../agent/config-schema.js';
 import { loadConfig } from '../agent/config.js';
 import { createLogger } from '../agent/logger.js';
-import { readToken } from './token-input.js';
-import { runRegister } from './register.js';
-import { assertRegistered, startAgent, stopOnSignals } from './run.js';
-import { runDev } from './dev.js';
-import { runStatus, statusUrlFromListen } from './status.js';
-import { runInstall, runUninstall } from './install.js';
-import { renderReport, runDoctor } from './doctor.js';
-import { drainTargetsFor, runDeregister, runDrain } from './drain.js';
 
 function positiveInt(name: string) {
   return (v: string): number => {
@@ -57,6 +51,7 @@ Examples:
   $ skypanel-agent register --control-plane https://panel.example.com --token-file t \\
       --swarm-join-token-file swarm.token --swarm-manager 10.0.0.2:2377`)
     .action(async (o: Record<string, string | number | undefined>) => {
+      const [{ readToken }, { runRegister }] = await Promise.all([import('./token-input.js'), import('./register.js')]);
       const logger = createLogger({ level: 'warn', destination: process.stderr });
       const token = await readToken({ token: o.token as string | undefined, tokenFile: o.tokenFile as string | undefined, stdin: process.stdin });
       let joinToken: Secret | undefined;
@@ -95,6 +90,7 @@ Examples:
   $ skypanel-agent run
   $ SKYPANEL_AGENT_LOG_LEVEL=debug skypanel-agent run --heartbeat-interval 10`)
     .action(async (o: Record<string, string | number | undefined>) => {
+      const run: typeof import('./run.js') = await import('./run.js');
       const path = o.config as string;
       const { config, fileExisted } = await loadConfig({
         path,
@@ -107,10 +103,10 @@ Examples:
           logLevel: o.logLevel,
         },
       });
-      assertRegistered(config, path);
+      run.assertRegistered(config, path);
       const logger = createLogger({ level: config.logLevel });
-      const agent = await startAgent(config, fileExisted ? path : undefined, logger);
-      stopOnSignals(() => agent.stop(), logger);
+      const agent = await run.startAgent(config, fileExisted ? path : undefined, logger);
+      run.stopOnSignals(() => agent.stop(), logger);
     });
 
   program
@@ -124,6 +120,7 @@ Examples:
   $ skypanel-agent status
   $ skypanel-agent status --json | jq .status.lastHeartbeat`)
     .action(async (o: { config: string; url?: string; json?: boolean }) => {
+      const { runStatus, statusUrlFromListen } = await import('./status.js');
       const { config } = await loadConfig({ path: o.config });
       const tls = config.statusTlsCert !== undefined;
       process.exitCode = await runStatus({
@@ -152,6 +149,7 @@ Examples:
   $ skypanel-agent dev
   $ skypanel-agent dev --port 3001 --heartbeat-interval 5 --log-level debug`)
     .action(async (o: Record<string, string | number | undefined>) => {
+      const { runDev } = await import('./dev.js');
       const logger = createLogger({ level: o.logLevel as string });
       await runDev({
         port: o.port as number,
@@ -185,6 +183,7 @@ Examples:
   $ skypanel-agent install --no-start          # register later, then: systemctl start skypanel-agent
   $ skypanel-agent install --root /tmp/image   # write the files under /tmp/image only`)
     .action(async (o: { controlPlane?: string; tokenFile?: string; name?: string; root?: string; dryRun?: boolean; start: boolean }) => {
+      const { runInstall } = await import('./install.js');
       process.exitCode = await runInstall({
         controlPlaneUrl: o.controlPlane,
         tokenFile: o.tokenFile,
@@ -211,6 +210,7 @@ Examples:
   $ skypanel-agent uninstall --purge
   $ skypanel-agent uninstall --dry-run`)
     .action(async (o: { purge?: boolean; root?: string; dryRun?: boolean }) => {
+      const { runUninstall } = await import('./install.js');
       process.exitCode = await runUninstall({ purge: o.purge === true, root: o.root, dryRun: o.dryRun === true, say: out });
     });
 
@@ -225,6 +225,7 @@ Examples:
   $ skypanel-agent doctor
   $ skypanel-agent doctor --json | jq '.checks[] | select(.status == "fail")'`)
     .action(async (o: { config: string; json?: boolean }) => {
+      const { renderReport, runDoctor } = await import('./doctor.js');
       const report = await runDoctor({ configPath: o.config });
       out(o.json ? JSON.stringify(report, null, 2) : renderReport(report));
       process.exitCode = report.ok ? 0 : 1;
@@ -246,6 +247,7 @@ Examples:
   $ skypanel-agent drain
   $ skypanel-agent drain --undo`)
     .action(async (o: { config: string; dockerSocket?: string; stateDir?: string; undo?: boolean; dryRun?: boolean }) => {
+      const { drainTargetsFor, runDrain } = await import('./drain.js');
       const targets = await drainTargetsFor(o.config, { dockerSocket: o.dockerSocket, stateDir: o.stateDir });
       await runDrain({ ...targets, undo: o.undo === true, dryRun: o.dryRun === true, say: out });
     });
@@ -264,6 +266,7 @@ Examples:
   $ skypanel-agent deregister && skypanel-agent uninstall --purge
   $ skypanel-agent deregister --force          # on a swarm worker: drain it from a manager instead`)
     .action(async (o: { config: string; dockerSocket?: string; force?: boolean; dryRun?: boolean }) => {
+      const { runDeregister } = await import('./drain.js');
       await runDeregister({ configPath: o.config, dockerSocket: o.dockerSocket, force: o.force === true, dryRun: o.dryRun === true, say: out });
     });
 
