@@ -17,10 +17,20 @@ const METER_FILE = 'usage-meter.json';
 /** Closed periods are first offered within this long (uniformly): on the hour, a fleet spreads over half a minute. */
 const MAX_SEND_SPREAD_MS = 30_000;
 const MAX_LISTED_RECORDS = 1_000;
+/**
+ * The meter's state is written at most this often (and at every period close and at stop): each
+ * write is a JSON document of every container plus two fsyncs, and at the default 15 s interval
+ * writing every sample was a sizeable share of the agent's idle CPU. What a crash can cost is the
+ * memory and storage integral of at most this long (cumulative CPU and network counters catch up
+ * from the saved ones), and the gap marks the period incomplete either way.
+ */
+const METER_SAVE_EVERY_MS = 60_000;
 
-/** What the loop needs from a sampler (src/swarm/container-stats.ts implements it over the Engine API). */
+/** What the loop needs from a sampler (src/swarm/container-stats.ts implements it). */
 export interface UsageSampler {
   sample(): Promise<MeterSample & { failed?: { count: number; error?: string } }>;
+  /** Releases what the sampler keeps open between samples (counter files). */
+  close?(): void;
 }
 
 export interface UsageLoopOptions {
@@ -62,10 +72,11 @@ export interface UsageView {
  * outbox that delivers them to `POST /api/workers/{id}/usage`.
  *
  * Durability: the outbox file is written before a closed period is sent, and the meter's state
- * (open period totals, last counters per container) after every sample, outbox first; a restart
- * resumes the open period. A restart (or any stall) longer than two sample intervals marks the
- * periods it overlaps `complete: false`; counters of containers that kept running cover its CPU
- * and network, memory and storage during it are not invented.
+ * (open period totals, last counters per container) after a period closes, at stop, and otherwise
+ * at most once a minute, outbox first; a restart resumes the open period. A restart (or any
+ * stall) longer than two sample intervals marks the periods it overlaps `complete: false`;
+ * counters of containers that kept running cover its CPU and network, memory and storage during
+ * it are not invented.
  */
 export class UsageLoop {
   readonly #opts: UsageLoopOptions;
@@ -80,6 +91,9 @@ export class UsageLoop {
   #lastError: string | null = null;
   #failing = false;
   #containers = 0;
+  /** When the meter's state was last written (monotonic ms); unsaved samples since then. */
+  #savedAt = Number.NEGATIVE_INFINITY;
+  #unsaved = false;
 
   constructor(opts: UsageLoopOptions) {
     this.#opts = opts;
@@ -137,6 +151,8 @@ export class UsageLoop {
     this.#stopped = true;
     clearTimeout(this.#timer);
     await this.#ticking?.catch(() => undefined);
+    this.#opts.sampler.close?.();
+    if (this.#unsaved) await this.#save();
     await this.#outbox.stop();
   }
 
@@ -207,10 +223,18 @@ export class UsageLoop {
       await this.#outbox.add(result.closed, this.#meter.closedThrough);
       logger.debug({ records: result.closed.length, periodStart: result.closed[0]!.periodStart }, 'usage period closed');
     }
+    this.#unsaved = true;
+    // A close is saved at once: the meter must not come back from a restart with periods the outbox already has.
+    if (result.closed.length > 0 || result.gap || performance.now() - this.#savedAt >= METER_SAVE_EVERY_MS) await this.#save();
+  }
+
+  async #save(): Promise<void> {
+    this.#savedAt = performance.now();
     try {
       await this.#store.write(METER_FILE, this.#meter.snapshot());
+      this.#unsaved = false;
     } catch (err) {
-      logger.error({ err: (err as Error).message }, 'cannot write the usage meter state to the state directory');
+      this.#opts.logger.error({ err: (err as Error).message }, 'cannot write the usage meter state to the state directory');
     }
   }
 }

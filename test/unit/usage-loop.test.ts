@@ -300,6 +300,28 @@ describe('UsageLoop', () => {
     expect(logLines.filter((x) => x.includes('usage sample failed')).length).toBe(1);
   });
 
+  it('writes the meter state at the first sample, then at most once a minute, and at once when a period closes', async () => {
+    const sampler = fakeSampler();
+    const l = loop(sampler, fakeClient());
+    await l.restore();
+    const stored = async () => JSON.parse(await readFile(join(dir, 'usage-meter.json'), 'utf8')) as { open: { periodStart: number; samples: number }[] };
+    for (let s = 0; s < 5; s++) {
+      sampler.containers = [burner(s * 0.5)];
+      await l.tick();
+      sampler.advance(1000);
+    }
+    // Five samples taken within a second of real time: the file still holds the first.
+    expect((await stored()).open[0]!.samples).toBe(1);
+    while (sampler.wallMs <= T + 10_000) {
+      sampler.containers = [burner(((sampler.wallMs - T) / 1000) * 0.5)];
+      await l.tick();
+      sampler.advance(1000);
+    }
+    // The tick that closed the period wrote the state with the new period open.
+    expect((await stored()).open.map((o) => o.periodStart)).toEqual([T + 10_000]);
+    await l.stop();
+  });
+
   it('start() samples at once and on the interval; stop() leaves the open period on disk', async () => {
     const sampler = fakeSampler();
     let samples = 0;
