@@ -3,6 +3,9 @@
 // loaded the agent's code (`import('dist/cli/main.js')`, nothing run): that third figure splits the
 // agent's RSS into "code loaded" and "state and work".
 //
+// The agent and the code-only node run with the shipped systemd unit's Environment= (V8 and malloc
+// settings, see lib.mjs); the bare node runs as `node` does by default.
+//
 // The agent talks to Docker through a counting pass-through socket (docker-proxy.mjs), and its CPU
 // is sampled every 200 ms, so the window's CPU can be attributed to what the agent was doing then
 // (heartbeat, poll, reconcile pass, usage sampling, ...) from the calls it made.
@@ -11,7 +14,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { rememberWorker } from './cleanup.mjs';
 import { startDockerProxy } from './docker-proxy.mjs';
-import { AgentProc, ROOT, cpuOf, median, registerWorker, requestsOf, rssKiB, schedCpuSec, sleep, sleeperDeployment, spawnBareNode, threadCpuSec, track, waitFor } from './lib.mjs';
+import { AgentProc, ROOT, UNIT_ENV, cpuOf, median, registerWorker, requestsOf, rssKiB, schedCpuSec, sleep, sleeperDeployment, spawnBareNode, threadCpuSec, track, waitFor } from './lib.mjs';
 
 const SAMPLE_MS = 200;
 
@@ -25,8 +28,11 @@ function dockerdPid() {
 }
 
 function spawnCodeOnlyNode() {
+  // main.js loads each command's module lazily: `run` is what the agent loads.
   const main = join(ROOT, 'dist', 'cli', 'main.js');
-  const child = track(spawn(process.execPath, ['-e', `import(${JSON.stringify(main)}).then(()=>setInterval(()=>{},1000))`], { stdio: 'ignore' }));
+  const run = join(ROOT, 'dist', 'cli', 'run.js');
+  const code = `import(${JSON.stringify(main)}).then(()=>import(${JSON.stringify(run)})).then(()=>setInterval(()=>{},1000))`;
+  const child = track(spawn(process.execPath, ['-e', code], { stdio: 'ignore', env: { ...process.env, ...UNIT_ENV } }));
   return {
     pid: child.pid,
     async stop() {
@@ -95,10 +101,10 @@ export async function startFootprint(cp, dir, { organizationId, count = 100 }) {
      * The same agent (same config and state directory) restarted with extra environment; resolves
      * once it has polled and its status reports have been quiet for `quietMs`.
      */
-    async restart(env, { quietMs = 25_000 } = {}) {
+    async restart(env, { quietMs = 25_000, unitEnv = true } = {}) {
       await agent.stop();
       const polls = requestsOf(cp, w.workerId, '/deployments', 'GET').length;
-      agent = new AgentProc(w.config, { ...baseEnv, ...env }, agent.stateDir);
+      agent = new AgentProc(w.config, { ...baseEnv, ...env }, agent.stateDir, { unitEnv });
       await waitFor(() => requestsOf(cp, w.workerId, '/deployments', 'GET').length > polls, 30_000, () => `a poll after the restart\n${agent.tail()}`);
       let reports = cp.reportsOf(w.workerId).length;
       let quietSince = Date.now();

@@ -124,10 +124,33 @@ export function runToEnd(cmd, args, { timeoutMs = 120_000, env, input } = {}) {
   });
 }
 
-function agentEnv(extra) {
+/**
+ * The environment the shipped systemd unit gives the agent (its `Environment=` lines: V8 and malloc
+ * settings), so the bench measures the agent as installed. One source: the unit file itself.
+ */
+export function unitEnvironment(unitText = readFileSync(join(ROOT, 'systemd', 'skypanel-agent.service'), 'utf8')) {
+  const env = {};
+  for (const line of unitText.split('\n')) {
+    const m = /^Environment=(.*)$/.exec(line.trim());
+    if (!m) continue;
+    // systemd's syntax: space-separated assignments, each optionally in double quotes.
+    for (const [, quoted, bare] of m[1].matchAll(/"([^"]*)"|(\S+)/g)) {
+      const a = quoted ?? bare;
+      const eq = a.indexOf('=');
+      if (eq > 0) env[a.slice(0, eq)] = a.slice(eq + 1);
+    }
+  }
+  return env;
+}
+
+export const UNIT_ENV = unitEnvironment();
+
+/** `unit: false` leaves out the unit's environment (the diagnosis run that shows what it is worth). */
+function agentEnv(extra, { unit = true } = {}) {
   const env = { ...process.env };
   for (const k of Object.keys(env)) if (k.startsWith('SKYPANEL_AGENT_')) delete env[k];
-  return { ...env, SKYPANEL_AGENT_STATUS_LISTEN: '127.0.0.1:0', ...extra };
+  delete env.NODE_OPTIONS;
+  return { ...env, ...(unit ? UNIT_ENV : {}), SKYPANEL_AGENT_STATUS_LISTEN: '127.0.0.1:0', ...extra };
 }
 
 /** `skypanel-agent register` for a fresh worker id; returns what `run` needs. */
@@ -143,13 +166,15 @@ export async function registerWorker(cp, dir, { heartbeatSec }) {
 /** A running `skypanel-agent run` (the node process itself, so /proc/PID is the agent). */
 export class AgentProc {
   /** `stateDir`: reuse one (a restart of the same agent); by default a fresh one. */
-  constructor(config, env = {}, stateDir = undefined) {
+  constructor(config, env = {}, stateDir = undefined, { unitEnv = true } = {}) {
     this.stateDir = stateDir ?? mkdtempSync(join(tmpdir(), 'skp-bench-state-'));
     this.output = '';
     this.spawnedAt = Date.now();
-    this.child = track(spawn(process.execPath, [BIN, 'run', '--config', config], {
+    // BENCH_AGENT_NODE_ARGS: node flags for the agents under measurement, e.g. `--cpu-prof --cpu-prof-dir=/tmp/p` (not allowed in NODE_OPTIONS).
+    const nodeArgs = (process.env.BENCH_AGENT_NODE_ARGS ?? '').split(' ').filter(Boolean);
+    this.child = track(spawn(process.execPath, [...nodeArgs, BIN, 'run', '--config', config], {
       cwd: ROOT,
-      env: agentEnv({ SKYPANEL_AGENT_STATE_DIR: this.stateDir, ...env }),
+      env: agentEnv({ SKYPANEL_AGENT_STATE_DIR: this.stateDir, ...env }, { unit: unitEnv }),
       stdio: ['ignore', 'pipe', 'pipe'],
     }));
     const keep = (d) => {

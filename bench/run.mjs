@@ -37,7 +37,7 @@ const { defaultSocketPath } = await import('../dist/swarm/docker-client.js');
 // dockerode, a dev dependency; the agent's code under measurement uses its own Engine API client.
 const { default: Docker } = await import('dockerode');
 const { AGENT_VERSION } = await import('../dist/version.js');
-const { RESULTS_FILE, killAllChildren } = await import('./lib.mjs');
+const { RESULTS_FILE, UNIT_ENV, killAllChildren } = await import('./lib.mjs');
 const { cleanupBench, rememberOrganization } = await import('./cleanup.mjs');
 const { measureSwarmStart } = await import('./swarm-start.mjs');
 const { measureStartup } = await import('./startup.mjs');
@@ -99,6 +99,7 @@ async function attempt(name, fn) {
 
 const results = {
   startedAt: new Date(T0).toISOString(),
+  agentEnvironment: UNIT_ENV,
   machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model, kernel: release(), node: process.version, agentVersion: AGENT_VERSION },
 };
 
@@ -154,6 +155,13 @@ try {
   results.footprintSlowUsage = await attempt('footprint, slow usage sampling', async () => {
     if (results.footprint.error) throw new Error('skipped: the footprint did not converge');
     await fp.restart({ SKYPANEL_AGENT_USAGE_SAMPLE_INTERVAL: '300' });
+    return { count: fp.count, measure: await fp.measure(60) };
+  });
+  // The same agent without the unit's Environment= (V8 and malloc settings): what they are worth.
+  log(`footprint again, restarted without the unit's environment (${JSON.stringify(UNIT_ENV)}): 60 s`);
+  results.footprintNoUnitEnv = await attempt('footprint, no unit environment', async () => {
+    if (results.footprint.error) throw new Error('skipped: the footprint did not converge');
+    await fp.restart({}, { unitEnv: false });
     return { count: fp.count, measure: await fp.measure(60) };
   });
   await fp.stop();
