@@ -28,7 +28,7 @@ const METER_SAVE_EVERY_MS = 60_000;
 
 /** What the loop needs from a sampler (src/swarm/container-stats.ts implements it). */
 export interface UsageSampler {
-  sample(): Promise<MeterSample & { failed?: { count: number; error?: string } }>;
+  sample(): Promise<MeterSample & { failed?: { count: number; error?: string }; via?: { cgroup: number; engine: number; note?: string } }>;
   /** Releases what the sampler keeps open between samples (counter files). */
   close?(): void;
 }
@@ -94,6 +94,8 @@ export class UsageLoop {
   /** When the meter's state was last written (monotonic ms); unsaved samples since then. */
   #savedAt = Number.NEGATIVE_INFINITY;
   #unsaved = false;
+  /** Why some counters come through the Engine API rather than the files, as last logged. */
+  #engineNote: string | undefined;
 
   constructor(opts: UsageLoopOptions) {
     this.#opts = opts;
@@ -215,6 +217,12 @@ export class UsageLoop {
     this.#lastError = sample.failed && sample.failed.count > 0 ? `${sample.failed.count} container(s) not read: ${sample.failed.error ?? ''}` : null;
     if (this.#lastError) logger.debug({ err: this.#lastError }, 'usage sample incomplete');
     this.#containers = sample.containers.length;
+    const note = sample.via && sample.via.engine > 0 ? sample.via.note : undefined;
+    if (note !== this.#engineNote) {
+      // Said once per change: the Engine path works, it only costs more (a stats call per container per sample).
+      if (note !== undefined) logger.info({ viaEngine: sample.via!.engine, viaFiles: sample.via!.cgroup, why: note }, 'usage counters of some containers are read through the Engine API');
+      this.#engineNote = note;
+    }
     const result = this.#meter.observe(sample);
     if (result.gap) logger.info({ gapSec: Math.round(result.elapsedMs / 1000) }, 'usage sampling resumed after a gap; the periods it overlaps are marked incomplete');
     if (result.dropped.cpuSec > 0 || result.dropped.networkBytes > 0) logger.debug({ ...result.dropped }, 'usage that fell into closed periods was not counted');

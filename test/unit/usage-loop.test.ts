@@ -322,6 +322,25 @@ describe('UsageLoop', () => {
     await l.stop();
   });
 
+  it('says once (per change) when some counters come through the Engine API instead of the files, and why', async () => {
+    const sampler = fakeSampler();
+    let via: { cgroup: number; engine: number; note?: string } | undefined = { cgroup: 1, engine: 1, note: 'pid 42 is not visible in /proc' };
+    const withVia: UsageSampler = { sample: async () => ({ ...(await sampler.sample()), via }) };
+    const l = loop(withVia, fakeClient());
+    await l.restore();
+    sampler.containers = [burner(1)];
+    for (let s = 0; s < 3; s++) {
+      await l.tick();
+      sampler.advance(1000);
+    }
+    via = { cgroup: 2, engine: 0 };
+    await l.tick();
+    const said = logLines.filter((x) => x.includes('read through the Engine API'));
+    expect(said).toHaveLength(1);
+    expect(said[0]).toContain('pid 42 is not visible in /proc');
+    await l.stop();
+  });
+
   it('start() samples at once and on the interval; stop() leaves the open period on disk', async () => {
     const sampler = fakeSampler();
     let samples = 0;
