@@ -44,6 +44,19 @@ import { engineCall } from './swarm-reader.js';
  * `via` says how many went which way.
  */
 
+/**
+ * How long a sample waits for the Engine to say whose the containers new to the tree are, before it
+ * reads the others without them: a dockerd slowed by a burst of starts must not stall (and so
+ * leave a gap in) the metering of every container already known. Those it did not wait for are
+ * read from the next sample on; their start time is exact, so no usage is lost.
+ */
+const DISCOVERY_WAIT_MS = 500;
+
+function waitAtMost(p: Promise<void>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([p, new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)))]).finally(() => clearTimeout(timer));
+}
+
 /** How one container in the cgroup tree is read. */
 type Tracked =
   | { kind: 'foreign' }
@@ -81,7 +94,13 @@ export function createCgroupStatsSampler(client: EngineClient, opts: ContainerSt
     if (t?.kind === 'files') t.files.close();
     tracked.delete(id);
   };
+  /** Bumped by forgetAll: a discovery begun before must not add to what is tracked after. */
+  let epoch = 0;
+  let discovering: Promise<void> | undefined;
+  /** A discovery's failure, counted by the sample that sees it end. */
+  let discoveryFailure: { error: string; ids: string[] } | undefined;
   const forgetAll = () => {
+    epoch++;
     for (const id of [...tracked.keys()]) forget(id);
     outside = new Set();
   };
@@ -124,28 +143,47 @@ export function createCgroupStatsSampler(client: EngineClient, opts: ContainerSt
 
   /** Classifies the ids new to the tree: one list call for all of them, one inspect per container of ours. */
   const discover = async (l: CgroupLayout, ids: string[], workerId: string): Promise<string | undefined> => {
-    if (ids.length === 0) return undefined;
+    const at = epoch;
+    const keep = (id: string, t: Tracked) => {
+      if (epoch === at) tracked.set(id, t);
+      else if (t.kind === 'files') t.files.close(); // forgotten meanwhile (closed, or a new worker id)
+    };
     // `all`: a container of ours that is still starting is not running yet, and must not be taken for a stranger.
     const owned = new Map((await listOwned(client, workerId, { all: true, ids })).map((c) => [c.Id, c]));
     let firstError: string | undefined;
     for (const id of ids) {
       const c = owned.get(id);
       if (!c) {
-        tracked.set(id, { kind: 'foreign' });
+        keep(id, { kind: 'foreign' });
         continue;
       }
       if (!c.Labels?.[LABEL.deploymentId]) {
-        tracked.set(id, { kind: 'foreign' }); // ours but of no deployment: never metered
+        keep(id, { kind: 'foreign' }); // ours but of no deployment: never metered
         continue;
       }
       try {
         const t = await open(l, id, c.Labels ?? {}, c.Created);
-        if (t) tracked.set(id, t);
+        if (t) keep(id, t);
       } catch (err) {
         firstError ??= errorText(err); // retried next sample
       }
     }
     return firstError;
+  };
+
+  /** Starts classifying `fresh` (unless a discovery is under way) and waits for it a bounded time. */
+  const discoverBounded = async (l: CgroupLayout, fresh: string[], workerId: string): Promise<void> => {
+    if (fresh.length > 0 && !discovering) {
+      discovering = discover(l, fresh, workerId)
+        .catch((err: unknown) => errorText(err))
+        .then((error) => {
+          if (error !== undefined) discoveryFailure = { error, ids: fresh };
+        })
+        .finally(() => {
+          discovering = undefined;
+        });
+    }
+    if (discovering) await waitAtMost(discovering, DISCOVERY_WAIT_MS);
   };
 
   const sampleFiles = async (l: CgroupLayout): Promise<StatsSnapshot> => {
@@ -172,10 +210,15 @@ export function createCgroupStatsSampler(client: EngineClient, opts: ContainerSt
     const fresh: string[] = [];
     for (const id of inTree) if (!tracked.has(id)) fresh.push(id);
     const failed: StatsSnapshot['failed'] = { count: 0 };
-    const discoverError = await discover(l, fresh, workerId).catch((err: unknown) => errorText(err));
-    if (discoverError !== undefined) {
-      failed.count += fresh.filter((id) => !tracked.has(id)).length;
-      failed.error ??= discoverError;
+    await discoverBounded(l, fresh, workerId);
+    if (discoveryFailure) {
+      const { error, ids } = discoveryFailure;
+      discoveryFailure = undefined;
+      const unread = ids.filter((id) => inTree.has(id) && !tracked.has(id)).length;
+      if (unread > 0) {
+        failed.count += unread;
+        failed.error ??= error;
+      }
     }
     storage.retain((id) => tracked.has(id) || outside.has(id));
     storage.refreshIfDue(mono(), () => listOwned(client, workerId, { size: true }), (sized) => {

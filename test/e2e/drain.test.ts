@@ -282,7 +282,9 @@ describe.skipIf(!dockerReady.ok)('drain on the shared test swarm: --dry-run only
     await rm(stateDir, { recursive: true });
     const after = (await docker.getNode(id).inspect()) as NodeView;
     expect(after.Spec.Availability).toBe('active');
-    expect(after.Version.Index).toBe(before.Version.Index);
+    // The spec, not Version.Index: swarm bumps the node object's version for status changes too
+    // (workers of the multinode tests joining and leaving meanwhile), which a dry run did not cause.
+    expect(after.Spec).toEqual(before.Spec);
   });
 });
 

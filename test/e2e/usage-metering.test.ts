@@ -204,7 +204,7 @@ describe.skipIf(!dockerReady.ok)('usage metering on a real swarm', () => {
     expect(truth).toBeGreaterThan(1);
     expect(Math.abs(billed / truth - 1)).toBeLessThan(0.1);
     expectContiguous(rs);
-    expect(rs.every((r) => r.complete && r.organizationId === ORG && r.samples > 0)).toBe(true);
+    expect(rs.every((r) => r.complete && r.organizationId === ORG && r.samples > 0), JSON.stringify({ rs, log: logLines.join("").slice(-3000) })).toBe(true);
     await removeService(svc);
   }, 90_000);
 

@@ -535,6 +535,38 @@ describe('cgroup stats sampler: which containers are metered', () => {
     sampler.close();
   });
 
+  it('a slow Engine does not hold up the sample: known containers are read at once, the new one from the next sample on', async () => {
+    const host = new Host();
+    host.add({ id: A });
+    const sampler = host.sampler();
+    await sampler.sample();
+    await settle();
+
+    // dockerd stalls (a burst of container starts): the list that would classify B hangs.
+    let release!: () => void;
+    const stalled = new Promise<void>((r) => (release = r));
+    const answer = host.engine.client.request.bind(host.engine.client);
+    (host.engine.client as unknown as { request: EngineClient['request'] }).request = async <T,>(req: EngineRequest): Promise<T> => {
+      if (req.path === '/containers/json') await stalled;
+      return answer<T>(req);
+    };
+    host.add({ id: B, labels: ours('dep-2'), startedAt: '2026-03-01T12:00:10Z' });
+    host.tick();
+    const t0 = performance.now();
+    const during = await sampler.sample();
+    expect(performance.now() - t0).toBeLessThan(5_000); // bounded (the wait is 0.5 s), not until dockerd answers
+    expect(during.containers.map((c) => c.containerId)).toEqual([A]);
+    expect(during.failed).toEqual({ count: 0 });
+
+    release();
+    await settle();
+    host.tick();
+    const after = await sampler.sample();
+    expect([...byId(after).keys()].sort()).toEqual([A, B].sort());
+    expect(byId(after).get(B)!.startedAtMs).toBe(Date.parse('2026-03-01T12:00:10Z'));
+    sampler.close();
+  });
+
   it('a container of ours not running yet when found is asked about again at the next sample', async () => {
     const host = new Host();
     const c = host.add({ id: A });
