@@ -174,7 +174,8 @@ export class Reconciler {
       }
       return a;
     });
-    for (const id of this.#undrifted.keys()) if (!services.some((s) => s.id === id)) this.#undrifted.delete(id);
+    const live = new Set(services.map((s) => s.id));
+    for (const id of this.#undrifted.keys()) if (!live.has(id)) this.#undrifted.delete(id);
     const planned = this.#deps.readOnly ? [] : plan(desired, actual, { ...ctx, now, backoff, retainServiceIds });
     const actions = this.#deps.isDraining?.() ? planned.filter((a) => a.kind !== 'create') : planned;
     const results = await this.#apply(actions, byId);

@@ -164,6 +164,11 @@ export function netDevBytes(buf: Buffer, len: number): number {
   return total;
 }
 
+/** Memory in use as `docker stats` computes it (CLI ≥ 20.10): usage minus inactive file cache, when smaller. */
+export function usageLessInactive(usage: number, inactive: number | undefined): number {
+  return inactive !== undefined && inactive < usage ? usage - inactive : usage;
+}
+
 // ---- one container's open counter files ----
 
 export interface CounterReading {
@@ -245,8 +250,7 @@ export class ContainerCounterFiles {
       const bad = this.#paths[Number.isFinite(cpuNs) ? 1 : 0]!;
       throw new CounterFileError('EBADMSG', bad, `unexpected content in ${bad}`);
     }
-    // As `docker stats` computes it: usage minus inactive file cache (when smaller).
-    const memoryBytes = inactive !== undefined && inactive < usage ? usage - inactive : usage;
+    const memoryBytes = usageLessInactive(usage, inactive);
     return { cpuNs, memoryBytes, networkBytes };
   }
 

@@ -1,7 +1,7 @@
 import { LABEL, ownershipFilter } from '../domain/labels.js';
 import { mapLimited } from '../agent/executor.js';
 import type { MeterReading } from '../agent/usage-meter.js';
-import type { CgroupFs } from './cgroup-files.js';
+import { usageLessInactive, type CgroupFs } from './cgroup-files.js';
 import type { EngineClient } from './docker-client.js';
 import { engineCall } from './swarm-reader.js';
 
@@ -91,15 +91,12 @@ export interface EngineStats {
   networks?: Record<string, { rx_bytes?: number; tx_bytes?: number } | undefined> | null;
 }
 
-/** Memory in use as `docker stats` computes it (CLI ≥ 20.10): usage minus inactive file cache. */
+/** Memory in use from a stats answer: the cgroup v1 key first, then v2's (see usageLessInactive). */
 export function memoryInUse(m: EngineStats['memory_stats']): number {
   const usage = finite(m?.usage);
   const stats = m?.stats ?? {};
   const v1 = stats.total_inactive_file;
-  if (v1 !== undefined && v1 < usage) return usage - v1;
-  const v2 = stats.inactive_file;
-  if (v2 !== undefined && v2 < usage) return usage - v2;
-  return usage;
+  return usageLessInactive(usage, v1 !== undefined && v1 < usage ? v1 : stats.inactive_file);
 }
 
 export interface ParsedStats {
