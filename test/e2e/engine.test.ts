@@ -56,22 +56,26 @@ describe.skipIf(!docker.ok)('engine facts from the real dockerd', () => {
   });
 
   it('counts a started container and stops counting it once removed', async () => {
-    // Other test files may start/stop containers meanwhile: sample the count between two identical
-    // listings, and account for any container that is not ours.
+    // Other test files start and stop containers meanwhile (up to 100 at once), and the engine's
+    // running counter (what /info reports) moves a moment before or after its container list does.
+    // A sample counts only when the list is the same on both sides of the count and agrees with it.
     const sample = async () => {
-      for (let i = 0; i < 20; i++) {
+      let last = '';
+      for (let i = 0; i < 120; i++) {
         const ids = (await cli.listContainers()).map((c) => c.Id).sort().join(',');
         const n = await countRunningContainers(client);
         const again = (await cli.listContainers()).map((c) => c.Id).sort().join(',');
-        if (ids === again) return { n, ids: ids ? ids.split(',') : [] };
+        const list = ids ? ids.split(',') : [];
+        if (ids === again && n === list.length) return { n, ids: list };
+        last = `count ${n}, listed ${list.length}`;
+        await new Promise((r) => setTimeout(r, 250));
       }
-      throw new Error('containers kept changing; could not take a stable sample');
+      throw new Error(`containers kept changing for 30 s; could not take a stable sample (last: ${last})`);
     };
     const others = (ids: string[]) => ids.filter((id) => id !== started).length;
 
     const before = await sample();
-    expect(before.n).toBe(before.ids.length);
-    started = (await run('docker', ['run', '-d', '--rm', '--label', 'skypanel-test=engine', TEST_IMAGE, 'sleep', '30'])).stdout.trim();
+    started = (await run('docker', ['run', '-d', '--rm', '--label', 'skypanel-test=engine', TEST_IMAGE, 'sleep', '300'])).stdout.trim();
     const during = await sample();
     expect(during.ids).toContain(started);
     expect(during.n).toBe(before.n + 1 + others(during.ids) - others(before.ids));
@@ -81,7 +85,7 @@ describe.skipIf(!docker.ok)('engine facts from the real dockerd', () => {
     expect(after.ids).not.toContain(started);
     expect(after.n).toBe(during.n - 1 + others(after.ids) - others(during.ids));
     started = undefined;
-  });
+  }, 120_000);
 });
 
 describe('when Docker cannot be reached', () => {
