@@ -56,6 +56,63 @@ describe('UsageMeter', () => {
     expect(m.openRecords().map((o) => o.periodStart)).toEqual([new Date(T + P).toISOString()]);
   });
 
+  it('integrates memory and storage that change at every sample by the trapezoid rule, inside a period and across its end (#7 fast path)', () => {
+    // Readings at 0.5 s steps with irregular values: most intervals lie inside one period (the fast
+    // path), one crosses each boundary (the general path). Reference: the trapezoid sum, the part of
+    // the crossing interval on each side interpolated linearly.
+    const m = meter();
+    const mem = (i: number) => ((i * 7919) % 13) * 64 * 1024 * 1024 + (i % 2 ? 0 : 5 * 1024 * 1024);
+    const sto = (i: number) => (i < 5 ? undefined : ((i * 104729) % 11) * GIB);
+    const cpu = (i: number) => 1e4 * SEC + i * i * 0.01 * SEC;
+    const samples: MeterSample[] = [];
+    for (let i = 0; i <= 45; i++) {
+      const st = sto(i);
+      samples.push(at(i * 500 + 250, [c({ cpuNs: cpu(i), memoryBytes: mem(i), networkBytes: 10 * i * i, ...(st === undefined ? {} : { storageBytes: st }) })]));
+    }
+    const closed = run(m, samples);
+    expect(closed.map((r) => r.periodStart)).toEqual([new Date(T).toISOString(), new Date(T + P).toISOString()]);
+    const expected = [0, 0].map(() => ({ mem: 0, sto: 0, cpu: 0, net: 0 }));
+    const addPiece = (p: number, a: number, b: number, va: number, vb: number, key: 'mem' | 'sto') => {
+      if (p < 2) expected[p]![key] += ((va + vb) / 2) * ((b - a) / 1000);
+    };
+    const addDelta = (p: number, cpuSec: number, net: number) => {
+      if (p >= 2) return;
+      expected[p]!.cpu += cpuSec;
+      expected[p]!.net += net;
+    };
+    for (let i = 0; i < 45; i++) {
+      const t0 = i * 500 + 250;
+      const t1 = t0 + 500;
+      const p0 = Math.floor(t0 / P);
+      const p1 = Math.floor(t1 / P);
+      const split = (va: number, vb: number, key: 'mem' | 'sto') => {
+        if (p0 === p1) return addPiece(p0, t0, t1, va, vb, key);
+        const edge = p1 * P;
+        const ve = va + ((vb - va) * (edge - t0)) / (t1 - t0);
+        addPiece(p0, t0, edge, va, ve, key);
+        addPiece(p1, edge, t1, ve, vb, key);
+      };
+      split(mem(i), mem(i + 1), 'mem');
+      const sa = sto(i) ?? sto(i + 1);
+      const sb = sto(i + 1) ?? sto(i);
+      if (sa !== undefined && sb !== undefined) split(sa, sb, 'sto');
+      const cpuSec = (cpu(i + 1) - cpu(i)) / SEC;
+      const net = 10 * (i + 1) ** 2 - 10 * i * i;
+      const share0 = p0 === p1 ? 1 : (p1 * P - t0) / (t1 - t0);
+      addDelta(p0, cpuSec * share0, net * share0);
+      if (p0 !== p1) addDelta(p1, cpuSec * (1 - share0), net * (1 - share0));
+    }
+    for (const [k, r] of closed.entries()) {
+      const e = expected[k]!;
+      expect(e.mem).toBeGreaterThan(0);
+      expect(e.sto).toBeGreaterThan(0);
+      expect((r.memoryGbHours * 3600 * GIB) / e.mem).toBeCloseTo(1, 9);
+      expect((r.storageGbHours * 3600 * GIB) / e.sto).toBeCloseTo(1, 9);
+      expect(r.cpuHours * 3600).toBeCloseTo(e.cpu, 6);
+      expect((r.networkGb * GIB) / e.net).toBeCloseTo(1, 9);
+    }
+  });
+
   it('splits an interval that crosses a period boundary in proportion, memory by linear interpolation', () => {
     const m = meter({ gapMs: 20_000 });
     m.observe(at(6_000, [c({ cpuNs: 0, memoryBytes: 0 })]));
