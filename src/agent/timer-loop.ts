@@ -9,9 +9,13 @@ export class TimerLoop {
   readonly #step: () => Promise<number | undefined>;
   readonly #onError: (err: unknown) => number;
   #timer: NodeJS.Timeout | undefined;
+  /** When the pending timer fires (performance.now() ms). */
+  #dueAt = 0;
   #inFlight: Promise<void> | undefined;
   #stopped = true;
   #kickedWhileRunning = false;
+  /** How soon the run after the one in flight must start, when kicked meanwhile. */
+  #followUpMs = 0;
 
   /** `onError` turns an unexpected throw from `step` into the delay before trying again. */
   constructor(step: () => Promise<number | undefined>, onError: (err: unknown) => number) {
@@ -39,7 +43,7 @@ export class TimerLoop {
   kick(): void {
     if (this.#stopped) return;
     if (this.#inFlight) {
-      this.#kickedWhileRunning = true;
+      this.#followUp(0);
       return;
     }
     if (this.#timer === undefined) this.#schedule(0);
@@ -49,15 +53,37 @@ export class TimerLoop {
   runSoon(): void {
     if (this.#stopped) return;
     if (this.#inFlight) {
-      this.#kickedWhileRunning = true;
+      this.#followUp(0);
       return;
     }
     clearTimeout(this.#timer);
     this.#schedule(0);
   }
 
+  /**
+   * Run within `ms`: a pending wait that ends later is shortened to `ms`, one that ends sooner is
+   * kept, so a burst of calls coalesces into one run. A run in flight is followed by another
+   * within `ms` of its end.
+   */
+  runWithin(ms: number): void {
+    if (this.#stopped) return;
+    if (this.#inFlight) {
+      this.#followUp(ms);
+      return;
+    }
+    if (this.#timer !== undefined && this.#dueAt <= performance.now() + ms) return;
+    clearTimeout(this.#timer);
+    this.#schedule(ms);
+  }
+
+  #followUp(ms: number): void {
+    this.#followUpMs = this.#kickedWhileRunning ? Math.min(this.#followUpMs, ms) : ms;
+    this.#kickedWhileRunning = true;
+  }
+
   #schedule(ms: number): void {
     if (this.#stopped) return;
+    this.#dueAt = performance.now() + ms;
     this.#timer = setTimeout(() => {
       this.#timer = undefined;
       this.#inFlight = this.#run();
@@ -73,7 +99,7 @@ export class TimerLoop {
       next = this.#onError(err);
     }
     this.#inFlight = undefined;
-    if (this.#kickedWhileRunning) next = next === undefined ? 0 : Math.min(next, 0);
+    if (this.#kickedWhileRunning) next = next === undefined ? this.#followUpMs : Math.min(next, this.#followUpMs);
     if (next !== undefined) this.#schedule(next);
   }
 }

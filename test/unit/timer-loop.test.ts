@@ -74,4 +74,168 @@ describe('TimerLoop', () => {
     expect(runs).toBe(3);
     await loop.stop();
   });
+
+  describe('runWithin()', () => {
+    it('shortens a pending wait that ends later to ms', async () => {
+      vi.useFakeTimers();
+      let runs = 0;
+      const loop = new TimerLoop(async () => (runs++, 60_000), () => 0);
+      loop.start(0);
+      await vi.advanceTimersByTimeAsync(0);
+      expect(runs).toBe(1); // now waiting 60 s
+      await vi.advanceTimersByTimeAsync(10_000);
+      loop.runWithin(500);
+      await vi.advanceTimersByTimeAsync(499);
+      expect(runs).toBe(1);
+      await vi.advanceTimersByTimeAsync(1);
+      expect(runs).toBe(2);
+      // The step's own delay applies again after that run, and the old 60 s timer is gone.
+      await vi.advanceTimersByTimeAsync(59_999);
+      expect(runs).toBe(2);
+      await vi.advanceTimersByTimeAsync(1);
+      expect(runs).toBe(3);
+      await loop.stop();
+    });
+
+    it('keeps a pending wait that ends sooner (never postpones it)', async () => {
+      vi.useFakeTimers();
+      let runs = 0;
+      const loop = new TimerLoop(async () => (runs++, 1_000), () => 0);
+      loop.start(0);
+      await vi.advanceTimersByTimeAsync(0);
+      expect(runs).toBe(1); // next run at t=1000
+      await vi.advanceTimersByTimeAsync(400);
+      loop.runWithin(5_000);
+      await vi.advanceTimersByTimeAsync(599);
+      expect(runs).toBe(1);
+      await vi.advanceTimersByTimeAsync(1);
+      expect(runs).toBe(2); // at t=1000, as before the call
+      await vi.advanceTimersByTimeAsync(5_000);
+      expect(runs).toBe(7); // back on its 1 s interval: no extra run from the call
+      await loop.stop();
+    });
+
+    it('keeps a pending wait that ends exactly at the same time', async () => {
+      vi.useFakeTimers();
+      let runs = 0;
+      const loop = new TimerLoop(async () => (runs++, 1_000), () => 0);
+      loop.start(0);
+      await vi.advanceTimersByTimeAsync(0);
+      await vi.advanceTimersByTimeAsync(500);
+      loop.runWithin(500);
+      await vi.advanceTimersByTimeAsync(500);
+      expect(runs).toBe(2);
+      await vi.advanceTimersByTimeAsync(999);
+      expect(runs).toBe(2);
+      await loop.stop();
+    });
+
+    it('wakes an idle loop after ms, not at once', async () => {
+      vi.useFakeTimers();
+      const answers: (number | undefined)[] = [undefined, undefined];
+      let runs = 0;
+      const loop = new TimerLoop(async () => (runs++, answers.shift()), () => 0);
+      loop.start(0);
+      await vi.advanceTimersByTimeAsync(0);
+      expect(runs).toBe(1); // idle
+      loop.runWithin(300);
+      await vi.advanceTimersByTimeAsync(299);
+      expect(runs).toBe(1);
+      await vi.advanceTimersByTimeAsync(1);
+      expect(runs).toBe(2);
+      await vi.advanceTimersByTimeAsync(10_000);
+      expect(runs).toBe(2); // idle again
+      await loop.stop();
+    });
+
+    it('a burst of calls coalesces into one run, due ms after the first call', async () => {
+      vi.useFakeTimers();
+      let runs = 0;
+      const loop = new TimerLoop(async () => (runs++, 60_000), () => 0);
+      loop.start(0);
+      await vi.advanceTimersByTimeAsync(0);
+      expect(runs).toBe(1);
+      for (let i = 0; i < 10; i++) {
+        loop.runWithin(500);
+        await vi.advanceTimersByTimeAsync(40); // calls at t=0..360, all inside the first window
+      }
+      expect(runs).toBe(1);
+      await vi.advanceTimersByTimeAsync(99); // t=499: a debounce would push the run to t=860
+      expect(runs).toBe(1);
+      await vi.advanceTimersByTimeAsync(1);
+      expect(runs).toBe(2);
+      await vi.advanceTimersByTimeAsync(30_000);
+      expect(runs).toBe(2);
+      await loop.stop();
+    });
+
+    it('during a run, queues exactly one follow-up run', async () => {
+      vi.useFakeTimers();
+      let runs = 0;
+      let release: () => void = () => {};
+      const loop = new TimerLoop(async () => {
+        runs++;
+        if (runs === 1) await new Promise<void>((r) => (release = r));
+        return 60_000;
+      }, () => 0);
+      loop.start(0);
+      await vi.advanceTimersByTimeAsync(0);
+      expect(runs).toBe(1); // running, blocked
+      loop.runWithin(500);
+      loop.runWithin(500);
+      loop.runWithin(100);
+      await vi.advanceTimersByTimeAsync(1_000);
+      expect(runs).toBe(1); // never two runs at once
+      release();
+      await vi.advanceTimersByTimeAsync(0);
+      await vi.advanceTimersByTimeAsync(0);
+      expect(runs).toBe(1); // the follow-up keeps the shortest `ms` asked for, counted from the run's end
+      await vi.advanceTimersByTimeAsync(99);
+      expect(runs).toBe(1);
+      await vi.advanceTimersByTimeAsync(1);
+      expect(runs).toBe(2);
+      await vi.advanceTimersByTimeAsync(59_999);
+      expect(runs).toBe(2);
+      await vi.advanceTimersByTimeAsync(1);
+      expect(runs).toBe(3);
+      await loop.stop();
+    });
+
+    it('a runSoon() during a run makes the follow-up immediate even after a runWithin()', async () => {
+      vi.useFakeTimers();
+      let runs = 0;
+      let release: () => void = () => {};
+      const loop = new TimerLoop(async () => {
+        runs++;
+        if (runs === 1) await new Promise<void>((r) => (release = r));
+        return 60_000;
+      }, () => 0);
+      loop.start(0);
+      await vi.advanceTimersByTimeAsync(0);
+      loop.runWithin(5_000);
+      loop.runSoon();
+      release();
+      await vi.advanceTimersByTimeAsync(0);
+      await vi.advanceTimersByTimeAsync(0);
+      expect(runs).toBe(2);
+      await loop.stop();
+    });
+
+    it('does nothing after stop(), nor before start()', async () => {
+      vi.useFakeTimers();
+      let runs = 0;
+      const loop = new TimerLoop(async () => (runs++, 60_000), () => 0);
+      loop.runWithin(100);
+      await vi.advanceTimersByTimeAsync(1_000);
+      expect(runs).toBe(0);
+      loop.start(0);
+      await vi.advanceTimersByTimeAsync(0);
+      expect(runs).toBe(1);
+      await loop.stop();
+      loop.runWithin(100);
+      await vi.advanceTimersByTimeAsync(120_000);
+      expect(runs).toBe(1);
+      expect(vi.getTimerCount()).toBe(0);
+    });
+  });
 });
