@@ -18,6 +18,7 @@ const IDLE_SOCKET_MS = 5_000;
 // The usage sampler asks for the stats of every container at once; dockerd answers those on its
 // shared collector tick, so they are worth running side by side, but not unboundedly.
 const DEFAULT_MAX_SOCKETS = 32;
+const OPEN_ENDED_KEEPALIVE_MS = 30_000;
 
 export interface DockerClientOptions {
   /** Unix socket of the Engine API; ignored when `host` is set. */
@@ -50,6 +51,12 @@ export interface EngineRequest {
   registryAuth?: { serveraddress: string; username: string; password: string };
   /** Resolve with the response stream on 2xx instead of a parsed body. */
   stream?: boolean;
+  /**
+   * With `stream`: once the headers are in, no inactivity bound (an event stream is silent for as
+   * long as nothing happens). The connect and the headers stay bounded; over TCP, keepalive probes
+   * notice a peer that vanished.
+   */
+  openEnded?: boolean;
   signal?: AbortSignal;
 }
 
@@ -212,6 +219,10 @@ export class EngineClient {
         if (req.stream && status >= 200 && status < 300) {
           settled = true;
           streaming = res;
+          if (req.openEnded) {
+            outgoing.setTimeout(0);
+            res.socket.setKeepAlive(true, OPEN_ENDED_KEEPALIVE_MS);
+          }
           res.once('close', () => signal?.removeEventListener('abort', onAbort));
           return resolve(res as T);
         }
