@@ -12,7 +12,7 @@ import { createStatusServer, type StatusServer } from './status-server.js';
 import type { StatusSource, StatusView } from './status-model.js';
 import { buildRegisterRequest, registerWorker, reconcileModeFor, type EngineSummary } from './registration.js';
 import type { SwarmRole } from '../protocol/worker.js';
-import { DeploymentLoops } from './deployment-loops.js';
+import { DeploymentLoops, type EngineEventWatch } from './deployment-loops.js';
 import { readDrain } from './drain.js';
 import { UsageLoop, type UsageSampler } from './usage-loop.js';
 import type { SwarmPort } from './executor.js';
@@ -44,6 +44,8 @@ export interface AgentOptions {
   swarm?: SwarmPorts;
   /** Reads the managed containers' counters for usage metering; absent: no metering. */
   usageSampler?(workerId: () => string): UsageSampler;
+  /** Docker's event stream for the reconciler; absent: passes on the resync interval only. */
+  watchEngineEvents?: EngineEventWatch;
 }
 
 export interface SwarmPorts {
@@ -255,6 +257,7 @@ export class Agent {
       isDraining: () => this.#draining,
       metrics: this.#metrics,
       logger,
+      watchEngineEvents: swarm ? this.#opts.watchEngineEvents : undefined,
     });
     await this.#deployments.start();
   }

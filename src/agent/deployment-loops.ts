@@ -9,6 +9,10 @@ import { ReportOutbox } from './report-outbox.js';
 import type { DeploymentView, ReconcilePassView } from './status-model.js';
 import { StateStore } from './state-store.js';
 import { StatusReporter, secretValuesOf } from './status-reporter.js';
+import type { EngineEventSink } from '../swarm/engine-events.js';
+
+/** Opens Docker's event stream for the reconciler (src/swarm/engine-events.ts). */
+export type EngineEventWatch = (sink: EngineEventSink) => { start(): void; stop(): Promise<void> };
 
 export interface DeploymentLoopsOptions {
   client: ControlPlaneClient;
@@ -27,6 +31,8 @@ export interface DeploymentLoopsOptions {
   isDraining(): boolean;
   metrics: AgentMetrics;
   logger: Logger;
+  /** Docker's event stream, so that a change to what this worker owns starts a pass at once; absent: resync only. */
+  watchEngineEvents?: EngineEventWatch;
 }
 
 /**
@@ -40,7 +46,9 @@ export class DeploymentLoops {
   readonly #outbox: ReportOutbox;
   readonly #reporter: StatusReporter;
   readonly #reconciler: Reconciler | undefined;
+  readonly #events: ReturnType<EngineEventWatch> | undefined;
   #desired: DesiredSet | undefined;
+  #eventsLost = false;
 
   constructor(opts: DeploymentLoopsOptions) {
     this.#opts = opts;
@@ -66,6 +74,17 @@ export class DeploymentLoops {
           isDraining: opts.isDraining,
         })
       : undefined;
+    const reconciler = this.#reconciler;
+    this.#events = reconciler && opts.watchEngineEvents?.({
+      onEvent: (e) => reconciler.noteEngineEvent(e),
+      onLive: (live, reason) => {
+        reconciler.setEventsLive(live);
+        // Said once per loss and once per recovery: a daemon restart is two lines, not a stream of them.
+        if (!live && !this.#eventsLost) logger.warn({ err: reason }, 'docker event stream lost: reconcile passes every minute until it is back');
+        else if (live && this.#eventsLost) logger.info('docker event stream back');
+        this.#eventsLost = !live;
+      },
+    });
     this.#poller = new DesiredStatePoller({
       client: opts.client,
       workerId: opts.workerId,
@@ -88,10 +107,12 @@ export class DeploymentLoops {
     }
     this.#outbox.start();
     this.#reconciler?.start();
+    this.#events?.start();
     this.#poller.start();
   }
 
   async stop(): Promise<void> {
+    await this.#events?.stop();
     await this.#poller.stop();
     await this.#reconciler?.stop();
     await this.#outbox.stop();

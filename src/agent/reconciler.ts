@@ -4,6 +4,7 @@ import { buildServiceSpec, type ServiceSpec } from '../domain/service-spec.js';
 import { hasDrifted } from '../domain/drift.js';
 import { deriveStatus, renderPublicUrl, type DerivedStatus, type TaskObservation } from '../domain/deployment-status.js';
 import type { Deployment } from '../protocol/deployment.js';
+import type { EngineEvent } from '../swarm/engine-events.js';
 import { fullJitter, type Random } from './backoff.js';
 import type { DesiredSet } from './desired-state-poller.js';
 import { createActionHandlers, mapLimited, runAction, type ObservedServiceLite, type SwarmPort } from './executor.js';
@@ -47,6 +48,20 @@ export interface ReconcilerDeps {
 }
 
 const SETTLE_MIN_MS = 1_000;
+/**
+ * Resync bound while Docker's event stream is down: without events a dead container is only
+ * noticed by a pass, so passes come at least this often (the configured resync when shorter).
+ */
+export const EVENTLESS_RESYNC_MS = 60_000;
+/** Events arrive in bursts (die, then the replacement's start): one pass this long after the first. */
+export const EVENT_COALESCE_MS = 1_000;
+/** Container events that can change a deployment's status. */
+const CONTAINER_ACTIONS: ReadonlySet<string> = new Set(['start', 'die', 'oom']);
+/**
+ * What the reconciler asks Docker's event stream for. Docker ANDs filter keys, and service events
+ * carry no labels, so ownership is checked here (noteEngineEvent), not by a label filter.
+ */
+export const RECONCILE_EVENT_FILTERS: Record<string, string[]> = { type: ['container', 'service'], event: [...CONTAINER_ACTIONS, 'update', 'remove'] };
 const FAILED_LOG_LINES = 100;
 /**
  * How long a create may wait for its service name to be freed before it counts as failed. Names
@@ -58,8 +73,11 @@ const NAME_TAKEN_RETRY_MS = 1_000;
 
 /**
  * Level-triggered reconciliation, one pass at a time: observe (two Engine API calls), plan
- * (pure), apply with bounded concurrency, derive statuses. Runs on every desired-set change and
- * every resync interval; while something is still deploying it looks again sooner, backing off.
+ * (pure), apply with bounded concurrency, derive statuses. Runs on every desired-set change, on
+ * Docker events about what this worker owns (a second after the first of a burst), and every
+ * resync interval (at least every minute while the event stream is down); while something is
+ * still deploying it looks again sooner, backing off. Events only say when to look: every pass
+ * re-reads everything, so a lost event costs at most one resync interval.
  */
 export class Reconciler {
   readonly #deps: ReconcilerDeps;
@@ -76,10 +94,35 @@ export class Reconciler {
   /** Swarm service id → the version and desired hash it last matched (see #drifted). */
   readonly #undrifted = new Map<string, { version: number; hash: string }>();
   #lastPass: ReconcilePassView | undefined;
+  /** Ids of the services this worker owned at the last pass: their service events matter. */
+  #ownedServiceIds = new Set<string>();
+  #eventsLive = false;
 
   constructor(deps: ReconcilerDeps) {
     this.#deps = deps;
-    this.#loop = new TimerLoop(() => this.#step(), () => deps.resyncMs);
+    this.#loop = new TimerLoop(() => this.#step(), () => this.#resyncMs());
+  }
+
+  /** Whether Docker's event stream is open. Going live looks at once (events may have been missed while it was down). */
+  setEventsLive(live: boolean): void {
+    if (live === this.#eventsLive) return;
+    this.#eventsLive = live;
+    if (this.#stopped || !this.#desired) return;
+    this.#loop.runWithin(live ? 0 : this.#resyncMs());
+  }
+
+  /** A Docker event: a pass soon when it is about a container or service of this worker. */
+  noteEngineEvent(e: EngineEvent): void {
+    if (this.#stopped || !this.#desired) return;
+    const ours =
+      e.type === 'container'
+        ? CONTAINER_ACTIONS.has(e.action) && e.attributes[LABEL.managed] === 'true' && e.attributes[LABEL.workerId] === this.#deps.workerId
+        : e.type === 'service' && this.#ownedServiceIds.has(e.id);
+    if (ours) this.#loop.runWithin(EVENT_COALESCE_MS);
+  }
+
+  #resyncMs(): number {
+    return this.#eventsLive ? this.#deps.resyncMs : Math.min(this.#deps.resyncMs, EVENTLESS_RESYNC_MS);
   }
 
   get lastPass(): ReconcilePassView | undefined {
@@ -132,13 +175,13 @@ export class Reconciler {
       await this.#pass();
     } catch (err) {
       this.#deps.logger.warn({ err: (err as Error).message }, 'reconcile pass failed; retrying');
-      this.#settleMs = Math.min(this.#deps.resyncMs, this.#settleMs * 2);
+      this.#settleMs = Math.min(EVENTLESS_RESYNC_MS, this.#resyncMs(), this.#settleMs * 2);
       return this.#settleMs;
     }
     const deploying = [...this.#states.values()].some((st) => st.derived.status === 'deploying');
-    if (!deploying) return this.#deps.resyncMs;
+    if (!deploying) return this.#resyncMs();
     const next = this.#settleMs;
-    this.#settleMs = Math.min(this.#deps.resyncMs, this.#settleMs * 2);
+    this.#settleMs = Math.min(EVENTLESS_RESYNC_MS, this.#resyncMs(), this.#settleMs * 2);
     return next;
   }
 
@@ -176,6 +219,7 @@ export class Reconciler {
     });
     const live = new Set(services.map((s) => s.id));
     for (const id of this.#undrifted.keys()) if (!live.has(id)) this.#undrifted.delete(id);
+    this.#ownedServiceIds = live;
     const planned = this.#deps.readOnly ? [] : plan(desired, actual, { ...ctx, now, backoff, retainServiceIds });
     const actions = this.#deps.isDraining?.() ? planned.filter((a) => a.kind !== 'create') : planned;
     const results = await this.#apply(actions, byId);

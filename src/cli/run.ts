@@ -7,6 +7,9 @@ import { createSwarmPort } from '../swarm/swarm-port.js';
 import { createObservePort } from '../swarm/observe-port.js';
 import { createManagerClient } from '../swarm/manager-client.js';
 import { createContainerStatsSampler } from '../swarm/container-stats.js';
+import { watchEngineEvents } from '../swarm/engine-events.js';
+import { RECONCILE_EVENT_FILTERS } from '../agent/reconciler.js';
+import { DEFAULT_BACKOFF, fullJitter } from '../agent/backoff.js';
 
 /** SIGTERM/SIGINT must stop the agent within this bound, even if something hangs. */
 export const SHUTDOWN_BOUND_MS = 5_000;
@@ -30,6 +33,10 @@ export async function startAgent(config: AgentConfig, configPath: string | undef
       observe: () => createObservePort(engine.docker),
     },
     usageSampler: (workerId) => createContainerStatsSampler(engine.docker, { workerId }),
+    // The local engine even in remote-manager mode: container events are local, and service events
+    // are only seen on managers (a worker node's service changes are caught by the resync).
+    watchEngineEvents: (sink) =>
+      watchEngineEvents({ socketPath: config.dockerSocket, filters: RECONCILE_EVENT_FILTERS, retryDelayMs: (n) => Math.max(1_000, fullJitter(n, DEFAULT_BACKOFF)) }, sink),
   });
   await agent.start();
   return agent;
