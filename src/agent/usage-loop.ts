@@ -5,9 +5,10 @@ import type { Logger } from './logger.js';
 import { StateStore } from './state-store.js';
 import { UsageMeter, type MeterSample, type MeterState } from './usage-meter.js';
 import { UsageOutbox, type UsageDeliveryView } from './usage-outbox.js';
+import { DEFAULT_USAGE_PERIOD_SEC, DEFAULT_USAGE_SAMPLE_INTERVAL_SEC } from './config-schema.js';
 
-export const DEFAULT_USAGE_SAMPLE_INTERVAL_SEC = 15;
-export const DEFAULT_USAGE_PERIOD_SEC = 3600;
+export { DEFAULT_USAGE_PERIOD_SEC, DEFAULT_USAGE_SAMPLE_INTERVAL_SEC };
+
 /**
  * A sample waits up to one tick of the daemon's stats collector (1 s), so the spacing that counts
  * as a gap is two intervals plus that.
@@ -38,7 +39,7 @@ export interface UsageLoopOptions {
   client: Pick<ControlPlaneClient, 'postJson'>;
   workerId(): string;
   stateDir: string;
-  /** Seconds between samples; default 15. */
+  /** Seconds between samples; default DEFAULT_USAGE_SAMPLE_INTERVAL_SEC. */
   sampleIntervalSec?: number;
   /** Period length in seconds (periods are aligned to UTC multiples of it); default 3600. */
   periodSec?: number;
