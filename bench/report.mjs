@@ -40,7 +40,7 @@ export function buildRows(r) {
           `The budget (${f(1.5 * m.bare.rssMiB)} MiB) is ${m.codeOnly.rssMiB > 1.5 * m.bare.rssMiB ? 'already exceeded by loading the code alone' : 'exceeded by state and work, not by code'}.` +
           (r.codeRss && !r.codeRss.error ? ` RSS growth per import, in order (after GC): ${r.codeRss.steps.map(([k, v]) => `${k} +${f(v)} MiB`).join(', ')}.` : ''),
     );
-    // schedstat (ns) rather than utime+stime (10 ms ticks: 0.3 s/h of resolution over a 120 s window).
+    // schedstat (ns) rather than utime+stime (10 ms ticks: 0.12 s/h of resolution over a 300 s window).
     const over = m.agent.cpuSecPerHourSched - m.bare.cpuSecPerHourSched;
     const okCpu = over <= 2;
     const byActivity = Object.entries(m.agentCpuSecPerHourByActivity ?? {}).map(([k, v]) => `${k} ${f(v, 2)}`).join(', ');
