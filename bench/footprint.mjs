@@ -14,6 +14,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { rememberWorker } from './cleanup.mjs';
 import { startDockerProxy } from './docker-proxy.mjs';
+import { DEFAULT_USAGE_SAMPLE_INTERVAL_SEC } from '../dist/agent/config-schema.js';
 import { AgentProc, ROOT, UNIT_ENV, cpuOf, median, registerWorker, requestsOf, rssKiB, schedCpuSec, sleep, sleeperDeployment, spawnBareNode, threadCpuSec, track, waitFor } from './lib.mjs';
 
 const SAMPLE_MS = 200;
@@ -141,6 +142,15 @@ export async function startFootprint(cp, dir, { organizationId, count = 100 }) {
         }
         return Date.now() - quietSince >= quietMs;
       }, 120_000, 'status reports to go quiet', 250);
+      // The usage sampler meets the new containers at its first sample after they start (once a
+      // sample interval): one list and one inspect each. That is start-up work, not steady state:
+      // wait until a whole interval has passed without an inspect.
+      const inspectQuietMs = (DEFAULT_USAGE_SAMPLE_INTERVAL_SEC + 5) * 1000;
+      const quietFrom = Date.now();
+      await waitFor(() => {
+        const last = proxy.calls.findLast(([, route]) => route === 'GET /containers/{id}/json')?.[0] ?? 0;
+        return Date.now() - Math.max(quietFrom, last) >= inspectQuietMs;
+      }, 300_000, "the usage sampler's discovery of the new containers to finish", 500);
       return convergedSec;
     },
     /** CPU and RSS of the agent, the bare node and the code-only node over the same window. */
