@@ -13,9 +13,8 @@ export class TimerLoop {
   #dueAt = 0;
   #inFlight: Promise<void> | undefined;
   #stopped = true;
-  #kickedWhileRunning = false;
-  /** How soon the run after the one in flight must start, when kicked meanwhile. */
-  #followUpMs = 0;
+  /** Kicked while a run was in flight: how soon after it the next run must start. */
+  #followUpMs: number | undefined;
 
   /** `onError` turns an unexpected throw from `step` into the delay before trying again. */
   constructor(step: () => Promise<number | undefined>, onError: (err: unknown) => number) {
@@ -77,8 +76,7 @@ export class TimerLoop {
   }
 
   #followUp(ms: number): void {
-    this.#followUpMs = this.#kickedWhileRunning ? Math.min(this.#followUpMs, ms) : ms;
-    this.#kickedWhileRunning = true;
+    this.#followUpMs = Math.min(this.#followUpMs ?? ms, ms);
   }
 
   #schedule(ms: number): void {
@@ -91,7 +89,7 @@ export class TimerLoop {
   }
 
   async #run(): Promise<void> {
-    this.#kickedWhileRunning = false;
+    this.#followUpMs = undefined;
     let next: number | undefined;
     try {
       next = await this.#step();
@@ -99,7 +97,8 @@ export class TimerLoop {
       next = this.#onError(err);
     }
     this.#inFlight = undefined;
-    if (this.#kickedWhileRunning) next = next === undefined ? this.#followUpMs : Math.min(next, this.#followUpMs);
+    const followUp = this.#followUpMs;
+    if (followUp !== undefined) next = next === undefined ? followUp : Math.min(next, followUp);
     if (next !== undefined) this.#schedule(next);
   }
 }

@@ -7,8 +7,6 @@ import { UsageMeter, type MeterSample, type MeterState } from './usage-meter.js'
 import { UsageOutbox, type UsageDeliveryView } from './usage-outbox.js';
 import { DEFAULT_USAGE_PERIOD_SEC, DEFAULT_USAGE_SAMPLE_INTERVAL_SEC } from './config-schema.js';
 
-export { DEFAULT_USAGE_PERIOD_SEC, DEFAULT_USAGE_SAMPLE_INTERVAL_SEC };
-
 /**
  * A sample waits up to one tick of the daemon's stats collector (1 s), so the spacing that counts
  * as a gap is two intervals plus that.
