@@ -5,53 +5,9 @@
 import { randomUUID } from 'node:crypto';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { EVENT_COALESCE_MS, EVENTLESS_RESYNC_MS, RECONCILE_EVENT_FILTERS, Reconciler } from '../../src/agent/reconciler.js';
-import type { ObservedServiceLite, SwarmPort } from '../../src/agent/executor.js';
 import { LABEL } from '../../src/domain/labels.js';
-import type { ServiceSpec } from '../../src/domain/service-spec.js';
-import type { TaskObservation } from '../../src/domain/deployment-status.js';
-import { parseDeployment, type Deployment } from '../../src/protocol/deployment.js';
 import type { EngineEvent } from '../../src/swarm/engine-events.js';
-
-const WORKER = 'w-unit';
-const NODE = 'node-1';
-const noop = () => {};
-const logger = { trace: noop, debug: noop, info: noop, warn: noop, error: noop, fatal: noop, child: () => logger } as never;
-
-function deployment(): Deployment {
-  const r = parseDeployment({
-    id: randomUUID(), serviceId: randomUUID(), organizationId: 'org-1', slug: 'app', imageTag: 'img:1', desiredState: 'running',
-    environmentVars: { A: 'b' }, resourceLimits: { cpuCores: 0.5, memoryMb: 64 },
-  });
-  if (!r.ok) throw new Error(r.rejected.message);
-  return r.deployment;
-}
-
-/** Swarm as a map: services made from the specs the reconciler sends, one running task each. */
-function memorySwarm() {
-  const services = new Map<string, ObservedServiceLite & { spec: ServiceSpec; version: number }>();
-  const updates: string[] = [];
-  const port: SwarmPort = {
-    listServices: async () => [...services.values()].map((s) => ({ ...s, spec: structuredClone(s.spec) })),
-    listTasks: async () =>
-      [...services.values()].map((s): TaskObservation => ({ serviceId: s.id, desiredState: 'running', state: 'running', message: 'started', timestamp: '2026-01-01T00:00:00Z', hostPorts: [] })),
-    createService: async (spec) => {
-      const id = `svc-${services.size + 1}`;
-      services.set(id, { id, name: spec.Name, labels: { ...spec.Labels }, replicas: spec.Mode.Replicated.Replicas, spec: structuredClone(spec), version: 1 });
-      return id;
-    },
-    updateService: async (id, spec) => {
-      updates.push(id);
-      const s = services.get(id)!;
-      services.set(id, { ...s, labels: { ...spec.Labels }, spec: structuredClone(spec), version: s.version + 1 });
-    },
-    scaleService: async () => {},
-    removeService: async (id) => void services.delete(id),
-    ensureNetwork: async () => {},
-    ensureSecret: async (name) => `secret-${name}`,
-    serviceLogs: async () => [],
-  };
-  return { port, services, updates };
-}
+import { deployment, logger, memorySwarm, NODE, noop, WORKER } from '../helpers/memory-swarm.js';
 
 const RESYNC_MS = 600_000;
 
