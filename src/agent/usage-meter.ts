@@ -335,14 +335,15 @@ export class UsageMeter {
     const acc = this.#acc(r, start);
     const cpuNs = r.cpuNs - tr.cpuNs;
     const netBytes = r.networkBytes - tr.networkBytes;
+    // #spread's share of a single piece is exactly 1.
     if (cpuNs > 0 || netBytes > 0) {
-      acc.cpuSec += (Math.max(0, cpuNs) / NS_PER_SEC) * ((to - from) / (to - from));
-      acc.networkBytes += Math.max(0, netBytes) * ((to - from) / (to - from));
+      acc.cpuSec += Math.max(0, cpuNs) / NS_PER_SEC;
+      acc.networkBytes += Math.max(0, netBytes);
     }
-    acc.memoryGiBSec += trapezoidGiBSec(from, to, tr.memoryBytes, r.memoryBytes);
+    acc.memoryGiBSec += wholeSpanGiBSec(from, to, tr.memoryBytes, r.memoryBytes);
     const sa = tr.storageBytes ?? r.storageBytes;
     const sb = r.storageBytes ?? tr.storageBytes;
-    if (sa !== undefined && sb !== undefined) acc.storageGiBSec += trapezoidGiBSec(from, to, sa, sb);
+    if (sa !== undefined && sb !== undefined) acc.storageGiBSec += wholeSpanGiBSec(from, to, sa, sb);
     return true;
   }
 
@@ -398,20 +399,29 @@ export class UsageMeter {
   /** ∫ of the line from (from, va) to (to, vb), bytes·ms → GiB·s, split at period boundaries. */
   #integrate(ids: Pick<MeterReading, 'deploymentId' | 'serviceId' | 'organizationId'>, from: number, to: number, va: number, vb: number, field: 'memoryGiBSec' | 'storageGiBSec', floor: number): void {
     if (to <= from || (va <= 0 && vb <= 0)) return;
-    const at = (t: number) => va + ((vb - va) * (t - from)) / (to - from);
+    const at = lineThrough(from, to, va, vb);
     for (const p of this.#pieces(from, to)) {
       if (p.start + this.#periodMs <= floor || p.b <= p.a) continue;
-      const area = ((at(p.a) + at(p.b)) / 2) * (p.b - p.a);
-      this.#acc(ids, p.start)[field] += area / GIB / 1000;
+      this.#acc(ids, p.start)[field] += trapezoidGiBSec(at(p.a), at(p.b), p.a, p.b);
     }
   }
 }
 
-/** #integrate's area over one whole piece [from, to], bytes·ms → GiB·s; 0 when both ends are ≤ 0, as there. */
-function trapezoidGiBSec(from: number, to: number, va: number, vb: number): number {
+/** The line from (from, va) to (to, vb). */
+function lineThrough(from: number, to: number, va: number, vb: number): (t: number) => number {
+  return (t) => va + ((vb - va) * (t - from)) / (to - from);
+}
+
+/** Area under a straight piece from (a, ya) to (b, yb), bytes·ms → GiB·s. */
+function trapezoidGiBSec(ya: number, yb: number, a: number, b: number): number {
+  return (((ya + yb) / 2) * (b - a)) / GIB / 1000;
+}
+
+/** #integrate over [from, to] when it is one piece: 0 when both ends are ≤ 0, as there. */
+function wholeSpanGiBSec(from: number, to: number, va: number, vb: number): number {
   if (va <= 0 && vb <= 0) return 0;
-  const at = (t: number) => va + ((vb - va) * (t - from)) / (to - from);
-  return (((at(from) + at(to)) / 2) * (to - from)) / GIB / 1000;
+  const at = lineThrough(from, to, va, vb);
+  return trapezoidGiBSec(at(from), at(to), from, to);
 }
 
 function keyOf(deploymentId: string, periodStart: number): string {
