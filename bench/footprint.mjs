@@ -3,8 +3,8 @@
 // loaded the agent's code (`import('dist/cli/main.js')`, nothing run): that third figure splits the
 // agent's RSS into "code loaded" and "state and work".
 //
-// The agent and the code-only node run with the shipped systemd unit's Environment= (V8 and malloc
-// settings, see lib.mjs); the bare node runs as `node` does by default.
+// The agent and the code-only node run with the shipped systemd unit's node flags and Environment=
+// (V8 and malloc settings, see lib.mjs); the bare node runs as `node` does by default.
 //
 // The agent talks to Docker through a counting pass-through socket (docker-proxy.mjs), and its CPU
 // is sampled every 200 ms, so the window's CPU can be attributed to what the agent was doing then
@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { rememberWorker } from './cleanup.mjs';
 import { startDockerProxy } from './docker-proxy.mjs';
 import { DEFAULT_USAGE_SAMPLE_INTERVAL_SEC } from '../dist/agent/config-schema.js';
-import { AgentProc, ROOT, UNIT_ENV, cpuOf, median, registerWorker, requestsOf, rssKiB, schedCpuSec, sleep, sleeperDeployment, spawnBareNode, threadCpuSec, track, waitFor } from './lib.mjs';
+import { AgentProc, ROOT, UNIT_ENV, UNIT_NODE_ARGS, cpuOf, median, registerWorker, requestsOf, rssKiB, schedCpuSec, sleep, sleeperDeployment, spawnBareNode, threadCpuSec, track, waitFor } from './lib.mjs';
 
 const SAMPLE_MS = 200;
 
@@ -33,7 +33,7 @@ function spawnCodeOnlyNode() {
   const main = join(ROOT, 'dist', 'cli', 'main.js');
   const run = join(ROOT, 'dist', 'cli', 'run.js');
   const code = `import(${JSON.stringify(main)}).then(()=>import(${JSON.stringify(run)})).then(()=>setInterval(()=>{},1000))`;
-  const child = track(spawn(process.execPath, ['-e', code], { stdio: 'ignore', env: { ...process.env, ...UNIT_ENV } }));
+  const child = track(spawn(process.execPath, [...UNIT_NODE_ARGS, '-e', code], { stdio: 'ignore', env: { ...process.env, ...UNIT_ENV } }));
   return {
     pid: child.pid,
     async stop() {

@@ -5,6 +5,7 @@ import { mkdtempSync, readFileSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { UNIT_TEMPLATE_PATH, unitNodeArgs } from '../dist/cli/install.js';
 
 export const ROOT = fileURLToPath(new URL('..', import.meta.url));
 export const BIN = join(ROOT, 'bin', 'skypanel-agent');
@@ -124,11 +125,13 @@ export function runToEnd(cmd, args, { timeoutMs = 120_000, env, input } = {}) {
   });
 }
 
+const UNIT_TEXT = readFileSync(UNIT_TEMPLATE_PATH, 'utf8');
+
 /**
  * The environment the shipped systemd unit gives the agent (its `Environment=` lines: V8 and malloc
  * settings), so the bench measures the agent as installed. One source: the unit file itself.
  */
-export function unitEnvironment(unitText = readFileSync(join(ROOT, 'systemd', 'skypanel-agent.service'), 'utf8')) {
+export function unitEnvironment(unitText = UNIT_TEXT) {
   const env = {};
   for (const line of unitText.split('\n')) {
     const m = /^Environment=(.*)$/.exec(line.trim());
@@ -144,8 +147,10 @@ export function unitEnvironment(unitText = readFileSync(join(ROOT, 'systemd', 's
 }
 
 export const UNIT_ENV = unitEnvironment();
+/** The node flags of the unit's ExecStart (`--jitless ...`), read the way `install` renders them. */
+export const UNIT_NODE_ARGS = unitNodeArgs(UNIT_TEXT);
 
-/** `unit: false` leaves out the unit's environment (the diagnosis run that shows what it is worth). */
+/** `unit: false` leaves out the unit's environment and node flags (the diagnosis run that shows what they are worth). */
 function agentEnv(extra, { unit = true } = {}) {
   const env = { ...process.env };
   for (const k of Object.keys(env)) if (k.startsWith('SKYPANEL_AGENT_')) delete env[k];
@@ -171,7 +176,7 @@ export class AgentProc {
     this.output = '';
     this.spawnedAt = Date.now();
     // BENCH_AGENT_NODE_ARGS: node flags for the agents under measurement, e.g. `--cpu-prof --cpu-prof-dir=/tmp/p` (not allowed in NODE_OPTIONS).
-    const nodeArgs = (process.env.BENCH_AGENT_NODE_ARGS ?? '').split(' ').filter(Boolean);
+    const nodeArgs = [...(unitEnv ? UNIT_NODE_ARGS : []), ...(process.env.BENCH_AGENT_NODE_ARGS ?? '').split(' ').filter(Boolean)];
     this.child = track(spawn(process.execPath, [...nodeArgs, BIN, 'run', '--config', config], {
       cwd: ROOT,
       env: agentEnv({ SKYPANEL_AGENT_STATE_DIR: this.stateDir, ...env }, { unit: unitEnv }),

@@ -69,13 +69,13 @@ export function buildRows(r) {
   else if (plain) {
     const m = plain.measure;
     row(
-      "RSS, same agent restarted without the unit's Environment= (diagnosis)",
+      "RSS, same agent restarted without the unit's node flags and Environment= (diagnosis)",
       `${f(m.agent.rssMiB)} MiB`,
       `bare node ${f(m.bare.rssMiB)} MiB`,
       `${f(m.agent.rssMiB / m.bare.rssMiB, 2)}× (${f(m.windowSec, 0)} s window; the target is for the agent as installed)`,
       'INFO',
       undefined,
-      `the measured agent runs with the unit's ${JSON.stringify(r.agentEnvironment ?? {})}; CPU without it ${f(m.agent.cpuSecPerHourSched, 2)} s/h`,
+      `the measured agent runs with the unit's node flags ${JSON.stringify(r.agentNodeArgs ?? [])} and ${JSON.stringify(r.agentEnvironment ?? {})}; CPU without them ${f(m.agent.cpuSecPerHourSched, 2)} s/h`,
     );
   }
   const slow = r.footprintSlowUsage;

@@ -40,7 +40,7 @@ const { defaultSocketPath } = await import('../dist/swarm/docker-client.js');
 // dockerode, a dev dependency; the agent's code under measurement uses its own Engine API client.
 const { default: Docker } = await import('dockerode');
 const { AGENT_VERSION } = await import('../dist/version.js');
-const { RESULTS_FILE, UNIT_ENV, killAllChildren } = await import('./lib.mjs');
+const { RESULTS_FILE, UNIT_ENV, UNIT_NODE_ARGS, killAllChildren } = await import('./lib.mjs');
 const { cleanupBench, rememberOrganization } = await import('./cleanup.mjs');
 const { measureSwarmStart } = await import('./swarm-start.mjs');
 const { measureStartup } = await import('./startup.mjs');
@@ -102,6 +102,7 @@ async function attempt(name, fn) {
 
 const results = {
   startedAt: new Date(T0).toISOString(),
+  agentNodeArgs: UNIT_NODE_ARGS,
   agentEnvironment: UNIT_ENV,
   machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model, kernel: release(), node: process.version, agentVersion: AGENT_VERSION },
 };
@@ -152,7 +153,7 @@ try {
 
   results.sizes = bodySizes(cp, fp.workerId);
 
-  // The same footprint agent restarted with usage sampling every 300 s instead of every 15 s: what
+  // The same footprint agent restarted with usage sampling every 300 s instead of the default: what
   // the steady state costs without most of it (diagnosis, no target).
   log('footprint again, restarted with SKYPANEL_AGENT_USAGE_SAMPLE_INTERVAL=300: 60 s');
   results.footprintSlowUsage = await attempt('footprint, slow usage sampling', async () => {
@@ -160,8 +161,8 @@ try {
     await fp.restart({ SKYPANEL_AGENT_USAGE_SAMPLE_INTERVAL: '300' });
     return { count: fp.count, measure: await fp.measure(60) };
   });
-  // The same agent without the unit's Environment= (V8 and malloc settings): what they are worth.
-  log(`footprint again, restarted without the unit's environment (${JSON.stringify(UNIT_ENV)}): 60 s`);
+  // The same agent without the unit's node flags and Environment= (V8 and malloc settings): what they are worth.
+  log(`footprint again, restarted without the unit's node flags and environment (${JSON.stringify([...UNIT_NODE_ARGS, UNIT_ENV])}): 60 s`);
   results.footprintNoUnitEnv = await attempt('footprint, no unit environment', async () => {
     if (results.footprint.error) throw new Error('skipped: the footprint did not converge');
     await fp.restart({}, { unitEnv: false });

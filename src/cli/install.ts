@@ -76,17 +76,35 @@ export function systemdQuote(word: string): string {
   return `"${escaped.replace(/\\/g, '\\\\').replace(/"/g, '\\"')}"`;
 }
 
-/** The command line that replaces @BIN@: absolute node, then the agent's bin script. */
-export function execLine(execPath: string, binPath: string): string {
-  return `${systemdQuote(execPath)} ${systemdQuote(binPath)}`;
+/**
+ * The unit template's one ExecStart line: `@NODE@`, the node flags the service runs with, `@AGENT@`,
+ * then the agent's arguments. The flags live in the template (not in code) so the unit shows them
+ * and the bench runs the agent with exactly them.
+ */
+const EXEC_START = /^ExecStart=@NODE@((?: -\S+)*) @AGENT@((?: \S+)*)$/gm;
+
+function templateExecStart(template: string): { nodeArgs: string[]; agentArgs: string[] } {
+  const found = [...template.matchAll(EXEC_START)];
+  if (found.length !== 1) throw new Error(`unit template must have exactly one ExecStart=@NODE@ [node flags] @AGENT@ [args] line (found ${found.length})`);
+  const words = (s: string | undefined) => (s ?? '').split(' ').filter(Boolean);
+  return { nodeArgs: words(found[0]![1]), agentArgs: words(found[0]![2]) };
+}
+
+/** The node flags the shipped unit starts the agent with (e.g. `--jitless`). */
+export function unitNodeArgs(template: string): string[] {
+  return templateExecStart(template).nodeArgs;
+}
+
+/** The ExecStart command line for this node and this installed agent. */
+export function execLine(template: string, execPath: string, binPath: string): string {
+  const { nodeArgs, agentArgs } = templateExecStart(template);
+  return [systemdQuote(execPath), ...nodeArgs, systemdQuote(binPath), ...agentArgs].join(' ');
 }
 
 export function renderUnit(template: string, execPath: string, binPath: string): string {
-  // Only the ExecStart line is templated; comments may mention the placeholder.
-  const placeholder = /^ExecStart=@BIN@(?= |$)/gm;
-  const count = template.match(placeholder)?.length ?? 0;
-  if (count !== 1) throw new Error(`unit template must have exactly one ExecStart=@BIN@ line (found ${count})`);
-  return template.replace(placeholder, () => `ExecStart=${execLine(execPath, binPath)}`);
+  // Only the ExecStart line is templated; comments may mention the placeholders.
+  const line = execLine(template, execPath, binPath);
+  return template.replace(EXEC_START, () => `ExecStart=${line}`);
 }
 
 /** The real path of the running bin script; the package's own bin when argv[1] is something else. */
@@ -262,7 +280,7 @@ export async function runInstall(opts: InstallOptions): Promise<number> {
 
     // 4. The unit, with ExecStart pointing at this node and this installed agent.
     const unitPath = at(UNIT_PATH);
-    await steps.run(`write ${unitPath} (mode 0644) with ExecStart=${execLine(execPath, binPath)} run`, async () => {
+    await steps.run(`write ${unitPath} (mode 0644) with ExecStart=${execLine(template, execPath, binPath)}`, async () => {
       await mkdir(dirname(unitPath), { recursive: true, mode: 0o755 });
       await writeFileAtomic(unitPath, unitText, 0o644);
     });

@@ -7,7 +7,7 @@ import { join, relative } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startReferenceControlPlane } from '../../src/refcp/index.js';
-import { renderUnit, systemdQuote, UNIT_TEMPLATE_PATH } from '../../src/cli/install.js';
+import { renderUnit, systemdQuote, unitNodeArgs, UNIT_TEMPLATE_PATH } from '../../src/cli/install.js';
 import { BIN, capturedOutput, runCli } from '../helpers/cli.js';
 
 const run = promisify(execFile);
@@ -35,6 +35,11 @@ afterAll(async () => {
   const all = capturedOutput.join('\n');
   for (const t of tokens) expect(all).not.toContain(t);
 });
+
+/** What install writes: this node, the template's node flags, the real bin, `run`. */
+function expectedExecStart(): string {
+  return [process.execPath, ...unitNodeArgs(template), realBin, 'run'].join(' ');
+}
 
 async function newRoot(): Promise<string> {
   const root = join(dir, randomUUID());
@@ -114,7 +119,8 @@ describe('the systemd unit', () => {
     expect(systemdQuote('/opt/my node/bin/node')).toBe('"/opt/my node/bin/node"');
     expect(systemdQuote('/opt/100%/node')).toBe('/opt/100%%/node');
     expect(systemdQuote('/opt/$HOME/node')).toBe('"/opt/$$HOME/node"');
-    expect(() => renderUnit(template.replace('ExecStart=@BIN@ run', 'ExecStart=/bin/true'), '/n', '/b')).toThrow(/exactly one/);
+    expect(() => renderUnit(template.replace(/^ExecStart=.*$/m, 'ExecStart=/bin/true'), '/n', '/b')).toThrow(/exactly one/);
+    expect(() => renderUnit(`${template}\nExecStart=@NODE@ @AGENT@ run\n`, '/n', '/b')).toThrow(/exactly one/);
     if (!analyze) return ctx.skip();
     const odd = join(dir, 'with space', '100%');
     await mkdir(odd, { recursive: true });
@@ -156,7 +162,7 @@ describe('the systemd unit', () => {
 
     // A real run: reference control plane, registration, heartbeats, Docker, status API.
     const trace = join(dir, 'strace.out');
-    const child = spawn(strace, ['-f', '-qq', '-o', trace, process.execPath, BIN, 'dev', '--config', join(dir, 'strace-config.json'), '--heartbeat-interval', '1', '--log-level', 'warn'], {
+    const child = spawn(strace, ['-f', '-qq', '-o', trace, process.execPath, ...unitNodeArgs(template), BIN, 'dev', '--config', join(dir, 'strace-config.json'), '--heartbeat-interval', '1', '--log-level', 'warn'], {
       env: { ...process.env, SKYPANEL_AGENT_STATUS_LISTEN: '127.0.0.1:0' },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
@@ -190,12 +196,58 @@ describe('the systemd unit', () => {
       await exited;
       clearTimeout(timer);
     }
-    const used = new Set([...(await readFile(trace, 'utf8')).matchAll(/^\d+\s+([a-z_0-9]+)\(/gm)].map((m) => m[1]!));
+    const traced = await readFile(trace, 'utf8');
+    const used = new Set([...traced.matchAll(/^\d+\s+([a-z_0-9]+)\(/gm)].map((m) => m[1]!));
     expect(used.size).toBeGreaterThan(30);
     // V8 probes memory protection keys and falls back when refused (SystemCallErrorNumber=EPERM).
     const tolerated = new Set(['pkey_alloc']);
     expect([...used].filter((n) => !allowed.has(n) && !tolerated.has(n)).sort()).toEqual([]);
+
+    // MemoryDenyWriteExecute=yes: systemd's filter refuses mmap with PROT_WRITE|PROT_EXEC and any
+    // mprotect/pkey_mprotect that asks for PROT_EXEC. The loader's read-only executable mappings are fine.
+    const memoryCalls = [...traced.matchAll(/^\d+\s+(mmap|mprotect|pkey_mprotect)\((.*)$/gm)];
+    expect(memoryCalls.length).toBeGreaterThan(10);
+    const refused = memoryCalls
+      .filter(([, call, args]) => /PROT_EXEC/.test(args!) && (call !== 'mmap' || /PROT_WRITE/.test(args!)))
+      .map(([line]) => line);
+    expect(refused).toEqual([]);
   }, 90_000);
+
+  it('runs under the kernel\'s W^X lock (PR_SET_MDWE) with the unit\'s node flags, and V8\'s JIT would not', async (ctx) => {
+    // The kernel enforces what MemoryDenyWriteExecute=yes promises: a process that sets PR_SET_MDWE
+    // can never map memory writable and executable, or make it executable later (Linux 6.3+).
+    const syscallNr = ({ x64: 157, arm64: 167 } as Record<string, number>)[process.arch];
+    const lockThenExec = (args: string[]) =>
+      new Promise<{ code: number | null; signal: NodeJS.Signals | null; output: string }>((resolve) => {
+        const perl = `syscall(${syscallNr}, 65, 1, 0, 0, 0) == 0 or die "PR_SET_MDWE: $!\\n"; exec @ARGV or die "exec: $!\\n"`;
+        const child = spawn('perl', ['-e', perl, process.execPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+        let output = '';
+        child.stdout.on('data', (b: Buffer) => (output += b));
+        child.stderr.on('data', (b: Buffer) => (output += b));
+        const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
+        child.on('close', (code, signal) => {
+          clearTimeout(timer);
+          resolve({ code, signal, output });
+        });
+      });
+    const hot = 'let s = 0; for (let i = 0; i < 3e6; i++) s += i % 7; console.log("sum", s)';
+    const probe = syscallNr === undefined ? undefined : await lockThenExec(['--jitless', '-e', '0']);
+    if (!probe || /PR_SET_MDWE|exec:|Can't/.test(probe.output)) {
+      process.stderr.write(`\n[skypanel-agent tests] skipping the W^X check: no PR_SET_MDWE here (${probe?.output.trim() ?? process.arch})\n\n`);
+      return ctx.skip();
+    }
+    // The lock really bites: V8 with its JIT dies at the first compile.
+    const jit = await lockThenExec(['-e', hot]);
+    expect(jit.code, jit.output).not.toBe(0);
+    expect(jit.output).not.toContain('sum');
+    // The unit's flags: the same hot loop, and then the agent's own code paths (config, HTTP, Docker, status API).
+    const jitless = await lockThenExec([...unitNodeArgs(template), '-e', hot]);
+    expect(jitless.output).toContain('sum 8999994');
+    expect(jitless.code).toBe(0);
+    const agent = await lockThenExec([...unitNodeArgs(template), BIN, 'doctor', '--config', join(dir, 'no-such-config.json')]);
+    expect(agent.signal, agent.output).toBeNull();
+    expect(agent.output).toMatch(/docker/i);
+  }, 120_000);
 
   it('keeps the settings the agent relies on', () => {
     for (const line of [
@@ -203,11 +255,12 @@ describe('the systemd unit', () => {
       'KillMode=mixed', 'TimeoutStopSec=10', 'User=skypanel-agent', 'SupplementaryGroups=docker', 'NoNewPrivileges=yes',
       'ProtectSystem=strict', 'ReadWritePaths=/var/lib/skypanel-agent /etc/skypanel-agent', 'CapabilityBoundingSet=',
       'RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6', 'SystemCallFilter=@system-service', 'MemoryMax=256M', 'UMask=0077',
-      'StateDirectory=skypanel-agent', 'ConfigurationDirectory=skypanel-agent',
+      'StateDirectory=skypanel-agent', 'ConfigurationDirectory=skypanel-agent', 'MemoryDenyWriteExecute=yes',
     ]) {
       expect(template.split('\n'), line).toContain(line);
     }
-    expect(template).not.toMatch(/^MemoryDenyWriteExecute=yes/m);
+    // MemoryDenyWriteExecute=yes holds only without V8's JIT (see the W^X test above).
+    expect(unitNodeArgs(template)).toEqual(expect.arrayContaining(['--jitless']));
   });
 });
 
@@ -220,7 +273,7 @@ describe('install', () => {
     expect(res.stdout).toContain('(dry run: nothing is changed)');
     expect(res.stdout).toContain(`[dry-run] create ${root}/etc/skypanel-agent (mode 0700)`);
     expect(res.stdout).toContain(`[dry-run] create ${root}/var/lib/skypanel-agent (mode 0700)`);
-    expect(res.stdout).toContain(`[dry-run] write ${root}/${UNIT} (mode 0644) with ExecStart=${process.execPath} ${realBin} run`);
+    expect(res.stdout).toContain(`[dry-run] write ${root}/${UNIT} (mode 0644) with ExecStart=${expectedExecStart()}`);
     expect(res.stdout).toMatch(/- skipped: systemctl daemon-reload; systemctl enable --now skypanel-agent\.service: --root/);
   });
 
@@ -252,7 +305,7 @@ describe('install', () => {
       'var/lib/skypanel-agent': 'd0700',
     });
     const unit = await readFile(join(root, UNIT), 'utf8');
-    expect(unit).toBe(template.replace('ExecStart=@BIN@ run', `ExecStart=${process.execPath} ${realBin} run`));
+    expect(unit).toBe(template.replace(/^ExecStart=.*$/m, `ExecStart=${expectedExecStart()}`));
     expect(res.stdout).toMatch(/not registered yet/);
   });
 
@@ -279,7 +332,7 @@ describe('install', () => {
     const res = await runCli(['install', '--root', root]);
     expect(res.code, res.stderr).toBe(0);
     expect((await tree(root))['etc/skypanel-agent']).toBe('d0700');
-    expect(await readFile(join(root, UNIT), 'utf8')).toContain(`ExecStart=${process.execPath} ${realBin} run`);
+    expect(await readFile(join(root, UNIT), 'utf8')).toContain(`ExecStart=${expectedExecStart()}`);
   });
 
   it('refuses --control-plane without --token-file (exit 2) and a token file others can read, changing nothing', async () => {
