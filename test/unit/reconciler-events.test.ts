@@ -47,7 +47,7 @@ describe('reconcile passes on Docker events', () => {
     expect(RECONCILE_EVENT_FILTERS).toEqual({ type: ['container', 'service'], event: ['start', 'die', 'oom', 'update', 'remove'] });
   });
 
-  it('runs one pass a second after a container of this worker dies, not before, and none without events', async () => {
+  it('runs one pass EVENT_COALESCE_MS after a container of this worker dies, not before, and none without events', async () => {
     const { r, passes, base } = await steady();
     await vi.advanceTimersByTimeAsync(60_000);
     expect(passes()).toBe(base); // quiet: the resync is 10 minutes
