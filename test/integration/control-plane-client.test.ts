@@ -227,6 +227,29 @@ describe('ControlPlaneClient', () => {
     expect(idleMs).toBeLessThan(1_800);
   });
 
+  it('asks for Connection: close when a call comes after the server would have dropped the connection; calls close together keep theirs', async () => {
+    // keepAliveTimeout 2 s: the server announces timeout=2, the client keeps an idle connection 1 s.
+    const seen: { connection: string | undefined; socket: number }[] = [];
+    const sockets = new Map<net.Socket, number>();
+    const { port } = await httpServer((req, res) => {
+      if (!sockets.has(req.socket)) sockets.set(req.socket, sockets.size);
+      seen.push({ connection: req.headers.connection, socket: sockets.get(req.socket)! });
+      res.writeHead(200).end('{}');
+    }, { keepAliveTimeout: 2_000 });
+    const c = client(port);
+    expect((await c.postJson('/hb', { n: 1 })).ok).toBe(true);
+    expect((await c.postJson('/hb', { n: 2 })).ok).toBe(true);
+    await new Promise((r) => setTimeout(r, 1_400));
+    expect((await c.postJson('/hb', { n: 3 })).ok).toBe(true);
+    expect((await c.getJson('/deployments')).ok).toBe(true);
+    expect(seen).toEqual([
+      { connection: 'keep-alive', socket: 0 },
+      { connection: 'keep-alive', socket: 0 },
+      { connection: 'close', socket: 1 },
+      { connection: 'keep-alive', socket: 2 },
+    ]);
+  });
+
   it('leaves no timer behind once a call is over', async () => {
     const { port } = await httpServer((req, res) => res.writeHead(200).end('{}'));
     const c = client(port);
