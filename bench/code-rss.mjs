@@ -4,7 +4,7 @@
 import { spawn } from 'node:child_process';
 import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { ROOT, track } from './lib.mjs';
+import { ROOT, UNIT_ENV, UNIT_NODE_ARGS, track } from './lib.mjs';
 
 function importedDependencies() {
   const deps = Object.keys(JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')).dependencies ?? {});
@@ -38,7 +38,9 @@ export function measureCodeRss() {
   const deps = importedDependencies();
   const order = [...deps, join(ROOT, 'dist', 'cli', 'main.js')];
   return new Promise((resolve, reject) => {
-    const child = track(spawn(process.execPath, ['--expose-gc', '-e', CHILD, JSON.stringify(order)], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] }));
+    // As the unit runs node (its flags and environment), so the figures add up to the agent's.
+    const args = [...UNIT_NODE_ARGS, '--expose-gc', '-e', CHILD, JSON.stringify(order)];
+    const child = track(spawn(process.execPath, args, { cwd: ROOT, env: { ...process.env, ...UNIT_ENV }, stdio: ['ignore', 'pipe', 'pipe'] }));
     let out = '';
     let err = '';
     child.stdout.on('data', (d) => (out += d));
