@@ -75,6 +75,8 @@ beforeAll(async () => {
       route(req, res, body);
     });
   });
+  // Like dockerd: an idle kept-alive connection is never closed by the server.
+  server.keepAliveTimeout = 0;
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(socketPath, () => resolve());
@@ -112,6 +114,21 @@ describe('EngineClient over a unix socket', () => {
   it('points at the socket it was given', () => {
     expect(client().endpoint).toBe(`unix://${socketPath}`);
   });
+
+  it('keeps its idle connection across the gap between routine calls (GET /info every 25 s at 10 s beats)', async () => {
+    let connections = 0;
+    const count = () => connections++;
+    server.on('connection', count);
+    try {
+      const c = client();
+      await c.request({ method: 'GET', path: '/version' });
+      await new Promise((r) => setTimeout(r, 6_000)); // longer than the 5 s it used to keep
+      await c.request({ method: 'GET', path: '/version' });
+      expect(connections).toBe(1);
+    } finally {
+      server.off('connection', count);
+    }
+  }, 20_000);
 
   it('parses a JSON answer', async () => {
     const version = await client().request<{ Version: string; ApiVersion: string }>({ method: 'GET', path: '/version' });
