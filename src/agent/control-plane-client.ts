@@ -103,8 +103,6 @@ export class ControlPlaneClient {
   // Built once: 360+ calls an hour need not rebuild the same four headers.
   readonly #getHeaders: OutgoingHttpHeaders;
   readonly #postHeaders: OutgoingHttpHeaders;
-  readonly #getHeadersClose: OutgoingHttpHeaders;
-  readonly #postHeadersClose: OutgoingHttpHeaders;
   /** How long the server keeps an idle connection, less a second (see keepForMs). */
   #keepMs = IDLE_SOCKET_MS;
   /** When the last call ended (performance.now()); undefined before the first. */
@@ -132,8 +130,6 @@ export class ControlPlaneClient {
     };
     // SkyPanelV2 parses a body only with exactly this content type.
     this.#postHeaders = { ...this.#getHeaders, 'content-type': 'application/json' };
-    this.#getHeadersClose = { ...this.#getHeaders, connection: 'close' };
-    this.#postHeadersClose = { ...this.#postHeaders, connection: 'close' };
   }
 
   /** Whether this call comes after the server has dropped (or we have closed) every idle connection. */
@@ -163,7 +159,7 @@ export class ControlPlaneClient {
       port: this.#port,
       method,
       path: this.#prefix + path,
-      headers: body === undefined ? (close ? this.#getHeadersClose : this.#getHeaders) : close ? this.#postHeadersClose : this.#postHeaders,
+      headers: body === undefined ? this.#getHeaders : this.#postHeaders,
     };
     const agent = this.#agent;
     const send = this.#send;
@@ -242,6 +238,7 @@ export class ControlPlaneClient {
       function attempt(): void {
         req = send(options);
         if (init.headers) for (const name in init.headers) req.setHeader(name, init.headers[name]!);
+        if (close) req.setHeader('connection', 'close');
         // Content-Length, not chunked: some proxies and body parsers refuse chunked request bodies.
         if (body !== undefined) req.setHeader('content-length', Buffer.byteLength(body));
         req.once('socket', onSocket);
