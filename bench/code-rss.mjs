@@ -1,10 +1,9 @@
 // Where the agent's RSS over a bare Node.js comes from before it does anything: a fresh Node.js
 // imports, one after the other, each runtime dependency the built agent imports, then the agent's
 // own entry point, and reports the RSS growth of each step (after a GC).
-import { spawn } from 'node:child_process';
 import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { ROOT, UNIT_ENV, UNIT_NODE_ARGS, track } from './lib.mjs';
+import { ROOT, spawnNodeAsUnit } from './lib.mjs';
 
 function importedDependencies() {
   const deps = Object.keys(JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')).dependencies ?? {});
@@ -39,8 +38,7 @@ export function measureCodeRss() {
   const order = [...deps, join(ROOT, 'dist', 'cli', 'main.js')];
   return new Promise((resolve, reject) => {
     // As the unit runs node (its flags and environment), so the figures add up to the agent's.
-    const args = [...UNIT_NODE_ARGS, '--expose-gc', '-e', CHILD, JSON.stringify(order)];
-    const child = track(spawn(process.execPath, args, { cwd: ROOT, env: { ...process.env, ...UNIT_ENV }, stdio: ['ignore', 'pipe', 'pipe'] }));
+    const child = spawnNodeAsUnit(['--expose-gc', '-e', CHILD, JSON.stringify(order)], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     let err = '';
     child.stdout.on('data', (d) => (out += d));

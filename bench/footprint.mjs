@@ -9,13 +9,12 @@
 // The agent talks to Docker through a counting pass-through socket (docker-proxy.mjs), and its CPU
 // is sampled every 200 ms, so the window's CPU can be attributed to what the agent was doing then
 // (heartbeat, poll, reconcile pass, usage sampling, ...) from the calls it made.
-import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { rememberWorker } from './cleanup.mjs';
 import { startDockerProxy } from './docker-proxy.mjs';
 import { DEFAULT_USAGE_SAMPLE_INTERVAL_SEC } from '../dist/agent/config-schema.js';
-import { AgentProc, ROOT, UNIT_ENV, UNIT_NODE_ARGS, cpuOf, median, registerWorker, requestsOf, rssKiB, schedCpuSec, sleep, sleeperDeployment, spawnBareNode, threadCpuSec, track, waitFor } from './lib.mjs';
+import { AgentProc, ROOT, cpuOf, median, registerWorker, requestsOf, rssKiB, schedCpuSec, sleep, sleeperDeployment, spawnBareNode, spawnNodeAsUnit, threadCpuSec, waitFor } from './lib.mjs';
 
 const SAMPLE_MS = 200;
 
@@ -33,7 +32,7 @@ function spawnCodeOnlyNode() {
   const main = join(ROOT, 'dist', 'cli', 'main.js');
   const run = join(ROOT, 'dist', 'cli', 'run.js');
   const code = `import(${JSON.stringify(main)}).then(()=>import(${JSON.stringify(run)})).then(()=>setInterval(()=>{},1000))`;
-  const child = track(spawn(process.execPath, [...UNIT_NODE_ARGS, '-e', code], { stdio: 'ignore', env: { ...process.env, ...UNIT_ENV } }));
+  const child = spawnNodeAsUnit(['-e', code], { stdio: 'ignore' });
   return {
     pid: child.pid,
     async stop() {

@@ -150,6 +150,11 @@ export const UNIT_ENV = unitEnvironment();
 /** The node flags of the unit's ExecStart (`--jitless ...`), read the way `install` renders them. */
 export const UNIT_NODE_ARGS = unitNodeArgs(UNIT_TEXT);
 
+/** A tracked `node` child run as the unit runs the agent: its node flags before `args`, its environment. */
+export function spawnNodeAsUnit(args, options = {}) {
+  return track(spawn(process.execPath, [...UNIT_NODE_ARGS, ...args], { ...options, env: { ...process.env, ...UNIT_ENV } }));
+}
+
 /** `unit: false` leaves out the unit's environment and node flags (the diagnosis run that shows what they are worth). */
 function agentEnv(extra, { unit = true } = {}) {
   const env = { ...process.env };

@@ -1,10 +1,9 @@
 // Reconcile steady-state pass at several N: runs reconcile-child.mjs (the agent's Reconciler over a
 // call-counting Engine API client) in its own process and returns what it measured.
-import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { rememberOrganization, rememberWorker } from './cleanup.mjs';
-import { ROOT, UNIT_ENV, UNIT_NODE_ARGS, track } from './lib.mjs';
+import { ROOT, spawnNodeAsUnit } from './lib.mjs';
 
 /** Deployments per organization in the child: one /24 org network holds ~250 endpoints (see run.mjs). */
 export const PER_ORGANIZATION = 50;
@@ -15,8 +14,8 @@ export function measureReconcile({ nodeId, organizationPrefix, sizes = [10, 100,
   for (let k = 0; k * PER_ORGANIZATION < Math.max(...sizes); k++) rememberOrganization(`${organizationPrefix}-rc-${k}`);
   return new Promise((resolve, reject) => {
     // With the unit's node flags and environment: the pass costs what it costs in the installed agent.
-    const args = [...UNIT_NODE_ARGS, join(ROOT, 'bench', 'reconcile-child.mjs'), workerId, nodeId, organizationPrefix, sizes.join(','), String(passes), String(PER_ORGANIZATION)];
-    const child = track(spawn(process.execPath, args, { cwd: ROOT, env: { ...process.env, ...UNIT_ENV }, stdio: ['ignore', 'pipe', 'pipe'] }));
+    const args = [join(ROOT, 'bench', 'reconcile-child.mjs'), workerId, nodeId, organizationPrefix, sizes.join(','), String(passes), String(PER_ORGANIZATION)];
+    const child = spawnNodeAsUnit(args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     let err = '';
     child.stdout.on('data', (d) => (out += d));
