@@ -3,6 +3,18 @@ import { TimerLoop } from '../../src/agent/timer-loop.js';
 
 afterEach(() => vi.useRealTimers());
 
+/** A loop whose step returns 60 s and whose `blockedRun`-th run waits for release(). */
+function loopBlockingRun(blockedRun: number) {
+  let runs = 0;
+  let release: () => void = () => {};
+  const loop = new TimerLoop(async () => {
+    runs++;
+    if (runs === blockedRun) await new Promise<void>((r) => (release = r));
+    return 60_000;
+  }, () => 0);
+  return { loop, runs: () => runs, release: () => release() };
+}
+
 describe('TimerLoop', () => {
   it('runs, waits the delay the step returns, runs again; stop() ends it', async () => {
     vi.useFakeTimers();
@@ -52,26 +64,20 @@ describe('TimerLoop', () => {
 
   it('runSoon() cancels a pending wait; during a run it queues exactly one more run', async () => {
     vi.useFakeTimers();
-    let runs = 0;
-    let release: () => void = () => {};
-    const loop = new TimerLoop(async () => {
-      runs++;
-      if (runs === 2) await new Promise<void>((r) => (release = r));
-      return 60_000;
-    }, () => 0);
+    const { loop, runs, release } = loopBlockingRun(2);
     loop.start(0);
     await vi.advanceTimersByTimeAsync(0);
     loop.runSoon();
     await vi.advanceTimersByTimeAsync(0);
-    expect(runs).toBe(2); // running, blocked
+    expect(runs()).toBe(2); // running, blocked
     loop.runSoon();
     loop.runSoon();
     release();
     await vi.advanceTimersByTimeAsync(0);
     await vi.advanceTimersByTimeAsync(0);
-    expect(runs).toBe(3);
+    expect(runs()).toBe(3);
     await vi.advanceTimersByTimeAsync(30_000);
-    expect(runs).toBe(3);
+    expect(runs()).toBe(3);
     await loop.stop();
   });
 
@@ -171,45 +177,33 @@ describe('TimerLoop', () => {
 
     it('during a run, queues exactly one follow-up run', async () => {
       vi.useFakeTimers();
-      let runs = 0;
-      let release: () => void = () => {};
-      const loop = new TimerLoop(async () => {
-        runs++;
-        if (runs === 1) await new Promise<void>((r) => (release = r));
-        return 60_000;
-      }, () => 0);
+      const { loop, runs, release } = loopBlockingRun(1);
       loop.start(0);
       await vi.advanceTimersByTimeAsync(0);
-      expect(runs).toBe(1); // running, blocked
+      expect(runs()).toBe(1); // running, blocked
       loop.runWithin(500);
       loop.runWithin(500);
       loop.runWithin(100);
       await vi.advanceTimersByTimeAsync(1_000);
-      expect(runs).toBe(1); // never two runs at once
+      expect(runs()).toBe(1); // never two runs at once
       release();
       await vi.advanceTimersByTimeAsync(0);
       await vi.advanceTimersByTimeAsync(0);
-      expect(runs).toBe(1); // the follow-up keeps the shortest `ms` asked for, counted from the run's end
+      expect(runs()).toBe(1); // the follow-up keeps the shortest `ms` asked for, counted from the run's end
       await vi.advanceTimersByTimeAsync(99);
-      expect(runs).toBe(1);
+      expect(runs()).toBe(1);
       await vi.advanceTimersByTimeAsync(1);
-      expect(runs).toBe(2);
+      expect(runs()).toBe(2);
       await vi.advanceTimersByTimeAsync(59_999);
-      expect(runs).toBe(2);
+      expect(runs()).toBe(2);
       await vi.advanceTimersByTimeAsync(1);
-      expect(runs).toBe(3);
+      expect(runs()).toBe(3);
       await loop.stop();
     });
 
     it('a runSoon() during a run makes the follow-up immediate even after a runWithin()', async () => {
       vi.useFakeTimers();
-      let runs = 0;
-      let release: () => void = () => {};
-      const loop = new TimerLoop(async () => {
-        runs++;
-        if (runs === 1) await new Promise<void>((r) => (release = r));
-        return 60_000;
-      }, () => 0);
+      const { loop, runs, release } = loopBlockingRun(1);
       loop.start(0);
       await vi.advanceTimersByTimeAsync(0);
       loop.runWithin(5_000);
@@ -217,7 +211,7 @@ describe('TimerLoop', () => {
       release();
       await vi.advanceTimersByTimeAsync(0);
       await vi.advanceTimersByTimeAsync(0);
-      expect(runs).toBe(2);
+      expect(runs()).toBe(2);
       await loop.stop();
     });
 
