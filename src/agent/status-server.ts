@@ -31,6 +31,9 @@ const REDACTED = '[redacted]';
 export const MIN_REDACTABLE_LENGTH = 6;
 const LOGS_MAX = 1000;
 const LOGS_TIMEOUT_MS = 5_000;
+/** A request's headers must be in within this of its connection opening (or its TLS handshake). */
+const HEADERS_TIMEOUT_MS = 5_000;
+const KEEP_ALIVE_MS = 5_000;
 
 const BASE_HEADERS = {
   'cache-control': 'no-store',
@@ -252,20 +255,24 @@ export function createStatusServer(opts: StatusServerOptions): StatusServer {
       if (server) throw new Error('status server already started');
       const limits: http.ServerOptions = {
         maxHeaderSize: 8 * 1024,
-        headersTimeout: 5_000,
-        requestTimeout: 10_000,
-        keepAliveTimeout: 5_000,
-        // headersTimeout and requestTimeout are only enforced on this tick; node's 30 s default would let a slow client linger.
-        connectionsCheckingInterval: 500,
+        // Node enforces these two from one server-wide interval that ticks from listen to close,
+        // client or not: at the 500 ms a slowloris bound needs, 7,200 wake-ups an hour, most of the
+        // idle agent's CPU over a bare node (#7). Off here; trackHeaderDeadlines bounds each
+        // connection with its own timer instead, so an idle status API costs nothing.
+        headersTimeout: 0,
+        requestTimeout: 0,
+        connectionsCheckingInterval: 3_600_000,
+        keepAliveTimeout: KEEP_ALIVE_MS,
       };
       if (opts.tls) {
         const [cert, key] = await Promise.all([readFile(opts.tls.certFile), readFile(opts.tls.keyFile)]);
-        server = https.createServer({ ...limits, cert, key, minVersion: 'TLSv1.2' }, onRequest);
+        server = https.createServer({ ...limits, cert, key, minVersion: 'TLSv1.2', handshakeTimeout: HEADERS_TIMEOUT_MS }, onRequest);
       } else {
         server = http.createServer(limits, onRequest);
       }
       const s = server;
-      s.keepAliveTimeout = 5_000;
+      trackHeaderDeadlines(s, opts.tls ? 'secureConnection' : 'connection', onClientError);
+      s.keepAliveTimeout = KEEP_ALIVE_MS;
       s.maxRequestsPerSocket = 100;
       s.maxConnections = 64;
       // Idle bound for a socket whose request was read but whose client stopped reading the answer.
@@ -299,4 +306,37 @@ export function createStatusServer(opts: StatusServerOptions): StatusServer {
       });
     },
   };
+}
+
+/**
+ * Every connection must deliver each request's headers in time: HEADERS_TIMEOUT_MS from opening,
+ * and after an answer, the keep-alive window plus HEADERS_TIMEOUT_MS (node's keep-alive timer
+ * closes a silent socket; this one closes a socket that trickles bytes to stay open). The status
+ * routes take no body, so complete headers are a complete request. A timer exists only while a
+ * connection waits for a request.
+ */
+function trackHeaderDeadlines(server: http.Server | https.Server, event: 'connection' | 'secureConnection', expire: (err: NodeJS.ErrnoException, socket: Duplex) => void): void {
+  const waiting = new WeakMap<Duplex, { timer?: NodeJS.Timeout; inFlight: number }>();
+  const arm = (socket: Duplex, ms: number) => {
+    const state = waiting.get(socket);
+    if (!state || state.inFlight > 0 || socket.destroyed) return;
+    clearTimeout(state.timer);
+    state.timer = setTimeout(() => expire(Object.assign(new Error('request headers timed out'), { code: 'ERR_HTTP_REQUEST_TIMEOUT' }), socket), ms).unref();
+  };
+  server.on(event, (socket: Duplex) => {
+    waiting.set(socket, { inFlight: 0 });
+    arm(socket, HEADERS_TIMEOUT_MS);
+    socket.once('close', () => clearTimeout(waiting.get(socket)?.timer));
+  });
+  server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+    const socket = req.socket;
+    const state = waiting.get(socket);
+    if (!state) return;
+    state.inFlight++;
+    clearTimeout(state.timer);
+    res.once('close', () => {
+      state.inFlight--;
+      arm(socket, KEEP_ALIVE_MS + HEADERS_TIMEOUT_MS);
+    });
+  });
 }

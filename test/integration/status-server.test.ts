@@ -1,9 +1,11 @@
+import { createHook } from 'node:async_hooks';
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync } from 'node:fs';
 import http, { type IncomingHttpHeaders } from 'node:http';
 import https from 'node:https';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
+import tls from 'node:tls';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -214,6 +216,52 @@ describe('status API limits', () => {
     expect(closedAfterMs).toBeLessThan(6500);
     expect(response === '' || /^HTTP\/1\.1 408 /.test(response)).toBe(true);
   }, 15_000);
+
+  it('drops a kept connection that trickles its next request: keep-alive window plus the headers timeout after the answer', async () => {
+    const sock = net.connect(port, '127.0.0.1');
+    let response = '';
+    let answeredAt = 0;
+    sock.setEncoding('latin1');
+    sock.on('data', (d: string) => {
+      response += d;
+      if (!answeredAt && response.includes('"status":"ok"')) answeredAt = Date.now();
+    });
+    const closed = new Promise<number>((resolve) => sock.on('close', () => resolve(Date.now())));
+    sock.write('GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n');
+    // One byte a second keeps node's keep-alive (idle) timer from ever firing.
+    const next = 'GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ' + 'a'.repeat(64);
+    let i = 0;
+    const drip = setInterval(() => (i < next.length && !sock.destroyed ? sock.write(next[i++]!) : undefined), 1_000);
+    try {
+      const closedAt = await closed;
+      expect(response).toMatch(/^HTTP\/1\.1 200 /);
+      expect(closedAt - answeredAt).toBeGreaterThanOrEqual(9_500);
+      expect(closedAt - answeredAt).toBeLessThan(12_000);
+      expect(i).toBeGreaterThanOrEqual(8);
+    } finally {
+      clearInterval(drip);
+      sock.destroy();
+    }
+  }, 20_000);
+
+  it('an idle status API keeps no repeating timer (node\'s server-wide timeout check would wake the agent twice a second)', async () => {
+    const repeats: number[] = [];
+    const hook = createHook({
+      init(_id, type, _trigger, resource) {
+        const repeat = (resource as { _repeat?: number | null })._repeat;
+        if (type === 'Timeout' && typeof repeat === 'number') repeats.push(repeat);
+      },
+    }).enable();
+    const idle = createStatusServer({ listen: '127.0.0.1:0', token: new Secret(TOKEN), source, metrics, logger });
+    try {
+      await idle.start();
+      await new Promise((r) => setTimeout(r, 1_200));
+    } finally {
+      hook.disable();
+      await idle.stop();
+    }
+    expect(repeats.filter((ms) => ms < 60_000)).toEqual([]);
+  });
 });
 
 describe('redaction and listen parsing', () => {
@@ -257,8 +305,20 @@ describe.skipIf(!hasOpenssl)('status API over TLS', () => {
         }).on('error', reject);
       });
       expect(JSON.parse(body)).toEqual({ status: 'ok' });
+      // The headers deadline starts after the handshake, on the TLS connection.
+      const closedAfterMs = await new Promise<number>((resolve, reject) => {
+        const sock = tls.connect({ host: '127.0.0.1', port: p, rejectUnauthorized: false }, () => {
+          const started = Date.now();
+          sock.write('GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ab');
+          sock.on('close', () => resolve(Date.now() - started));
+        });
+        sock.on('error', (e: NodeJS.ErrnoException) => (e.code === 'ECONNRESET' ? undefined : reject(e)));
+        sock.resume();
+      });
+      expect(closedAfterMs).toBeGreaterThanOrEqual(4_000);
+      expect(closedAfterMs).toBeLessThan(6_500);
     } finally {
       await tlsServer.stop();
     }
-  });
+  }, 15_000);
 });
