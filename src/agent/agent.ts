@@ -11,7 +11,7 @@ import { createAgentMetrics, type AgentMetrics } from './metrics.js';
 import { createStatusServer, type StatusServer } from './status-server.js';
 import type { StatusSource, StatusView } from './status-model.js';
 import { buildRegisterRequest, registerWorker, reconcileModeFor, type EngineSummary } from './registration.js';
-import type { SwarmRole } from '../protocol/worker.js';
+import { deploymentsEtagHint, type SwarmRole } from '../protocol/worker.js';
 import { DeploymentLoops, type EngineEventWatch } from './deployment-loops.js';
 import { readDrain } from './drain.js';
 import { UsageLoop, type UsageSampler } from './usage-loop.js';
@@ -94,7 +94,11 @@ export class Agent {
       timeoutMs: config.requestTimeoutSec * 1000,
     });
     this.#heartbeat = new HeartbeatLoop({
-      send: (id, body) => this.#client.postJson(`/api/workers/${encodeURIComponent(id)}/heartbeat`, body),
+      send: async (id, body) => {
+        const res = await this.#client.postJson(`/api/workers/${encodeURIComponent(id)}/heartbeat`, body);
+        if (res.ok) this.#deployments?.noteDesiredEtag(deploymentsEtagHint(res.body));
+        return res;
+      },
       collect: () => this.#collect(),
       workerId: () => this.#workerId,
       reregister: () => this.#reregister(),

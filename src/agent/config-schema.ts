@@ -88,7 +88,7 @@ export const CONFIG_KEYS: readonly ConfigKeyInfo[] = [
   { key: 'token', env: 'SKYPANEL_AGENT_TOKEN', flag: '--token / --token-file', description: 'Worker token issued by the panel (kept only in the 0600 config file)' },
   { key: 'workerId', env: 'SKYPANEL_AGENT_WORKER_ID', description: 'Worker id returned by register; written by `register`' },
   { key: 'heartbeatIntervalSec', env: 'SKYPANEL_AGENT_HEARTBEAT_INTERVAL', flag: '--heartbeat-interval', default: '30', description: 'Seconds between heartbeats (the panel marks a worker offline after 120 s)' },
-  { key: 'pollIntervalSec', env: 'SKYPANEL_AGENT_POLL_INTERVAL', flag: '--poll-interval', default: '30', description: 'Seconds between desired-state polls (If-None-Match: an unchanged set costs one 304)' },
+  { key: 'pollIntervalSec', env: 'SKYPANEL_AGENT_POLL_INTERVAL', flag: '--poll-interval', default: '30', description: 'Seconds between desired-state polls (If-None-Match: an unchanged set costs one 304; skipped when a heartbeat answer since the last poll named the set held)' },
   { key: 'resyncIntervalSec', env: 'SKYPANEL_AGENT_RESYNC_INTERVAL', default: '300', description: 'Seconds between full reconcile passes when nothing changed (Docker events start one at once; every 60 s at most while the event stream is down)' },
   { key: 'publicUrlTemplate', env: 'SKYPANEL_AGENT_PUBLIC_URL_TEMPLATE', default: 'http://{ipAddress}:{externalPort}', description: 'Public URL reported per deployment; also {slug}, {serviceId}' },
   { key: 'usageSampleIntervalSec', env: 'SKYPANEL_AGENT_USAGE_SAMPLE_INTERVAL', default: String(DEFAULT_USAGE_SAMPLE_INTERVAL_SEC), description: 'Seconds between usage samples of the managed containers' },

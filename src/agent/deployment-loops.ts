@@ -124,6 +124,11 @@ export class DeploymentLoops {
     else if (set.deployments.length > 0) this.#opts.logger.warn({ deployments: set.deployments.length }, 'deployments assigned, but this engine is not in a swarm; not applied');
   }
 
+  /** The desired set's ETag as a heartbeat answer gave it (undefined: no hint). */
+  noteDesiredEtag(etag: string | undefined): void {
+    if (etag !== undefined) this.#poller.noteEtagHint(etag);
+  }
+
   get queueDepth(): number {
     return this.#outbox.depth;
   }

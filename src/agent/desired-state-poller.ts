@@ -20,6 +20,11 @@ export type DeploymentsApiMode = 'unknown' | 'available' | 'heartbeat-only';
 const STATE_FILE = 'desired.json';
 /** A stock panel (404) is asked again this often, in case it was upgraded. */
 export const EXTENSION_PROBE_MS = 10 * 60_000;
+/**
+ * While heartbeat answers vouch for the set held, a real poll is still sent this often, so a hint
+ * that is wrong (a proxy caching heartbeat answers, a panel bug) delays a change by at most this.
+ */
+export const HINTED_POLL_MAX_MS = 5 * 60_000;
 
 interface StoredDesired {
   etag: string | null;
@@ -36,12 +41,19 @@ export interface DesiredStatePollerDeps {
   logger: Logger;
   onDesired(set: DesiredSet): void;
   random?: Random;
+  /** HINTED_POLL_MAX_MS unless given (tests). */
+  hintedPollMaxMs?: number;
 }
 
 /**
  * Polls the desired set with If-None-Match, so an unchanged set costs one 304. A set that cannot
  * be parsed changes nothing; a set that can is persisted before it is acted on, so a restart during
  * an outage keeps enforcing what the control plane last asked for.
+ *
+ * A panel with the extensions also names the set's ETag in every heartbeat answer (noteEtagHint).
+ * A different one is polled at once; a poll whose set a heartbeat answer has vouched for since the
+ * last one is skipped (at most HINTED_POLL_MAX_MS in a row). At 30 s beats and polls that spares
+ * nearly every poll, and a change waits for the next heartbeat instead of the next poll.
  */
 export class DesiredStatePoller {
   readonly #deps: DesiredStatePollerDeps;
@@ -50,6 +62,13 @@ export class DesiredStatePoller {
   #failures = 0;
   #mode: DeploymentsApiMode = 'unknown';
   #lastPollAt: number | undefined;
+  /** The latest heartbeat hint and when it came (Date.now()). */
+  #hint: { etag: string; at: number } | undefined;
+  /** When a poll was last due (sent, or skipped on a hint), and when one was last sent. */
+  #checkedAt = 0;
+  #polledAt = 0;
+  /** The last differing hint that started a poll: one that stays different (a proxy rewriting ETags) starts only one. */
+  #actedOnHint: string | undefined;
 
   constructor(deps: DesiredStatePollerDeps) {
     this.#deps = deps;
@@ -84,6 +103,21 @@ export class DesiredStatePoller {
     this.#loop.start(0);
   }
 
+  /** A heartbeat answer named the desired set's current ETag. */
+  noteEtagHint(etag: string): void {
+    this.#hint = { etag, at: Date.now() };
+    if (this.#mode !== 'available' || this.#failures > 0 || sameEtag(etag, this.#etag) || etag === this.#actedOnHint) return;
+    this.#actedOnHint = etag;
+    this.#loop.runWithin(0);
+  }
+
+  /** Whether a heartbeat answer since the last due poll vouched for the set held. */
+  #vouched(now: number): boolean {
+    const hint = this.#hint;
+    return this.#mode === 'available' && this.#failures === 0 && hint !== undefined && hint.at > this.#checkedAt
+      && sameEtag(hint.etag, this.#etag) && now - this.#polledAt < (this.#deps.hintedPollMaxMs ?? HINTED_POLL_MAX_MS);
+  }
+
   stop(): Promise<void> {
     return this.#loop.stop();
   }
@@ -91,6 +125,11 @@ export class DesiredStatePoller {
   /** One poll; resolves with the delay before the next. */
   async #poll(): Promise<number> {
     const { client, logger } = this.#deps;
+    const now = Date.now();
+    const vouched = this.#vouched(now);
+    this.#checkedAt = now;
+    if (vouched) return this.#interval();
+    this.#polledAt = now;
     const res = await client.getJson(`/api/workers/${encodeURIComponent(this.#deps.workerId())}/deployments`, this.#etag ?? undefined);
     this.#lastPollAt = Date.now();
     if (res.ok) {
@@ -132,6 +171,10 @@ export class DesiredStatePoller {
   #interval(): number {
     return jitteredInterval(this.#deps.intervalMs, this.#deps.random);
   }
+}
+
+function sameEtag(a: string, b: string | null): boolean {
+  return b !== null && a.replace(/^W\//, '') === b.replace(/^W\//, '');
 }
 
 function fullDelay(deps: DesiredStatePollerDeps, attempt: number): number {

@@ -47,6 +47,20 @@ export const registerResponseSchema = z.object({
   data: z.object({ id: z.string().min(1).max(128).regex(/^[A-Za-z0-9_.-]+$/) }).passthrough(),
 });
 
+/** An entity tag as HTTP writes it: optional `W/`, then a quoted string of visible characters. */
+const ETAG = /^(?:W\/)?"[\x21\x23-\x7e]{0,200}"$/;
+
+/**
+ * The desired-set hint a panel with the extensions adds to a heartbeat's 200 answer:
+ * `{"data": {"deploymentsEtag": "\"…\""}}`. Undefined when absent (stock SkyPanelV2) or malformed:
+ * a hint only spares polls, so a bad one is ignored and the agent polls as without it.
+ */
+export function deploymentsEtagHint(body: unknown): string | undefined {
+  const data = body && typeof body === 'object' ? (body as Record<string, unknown>).data : undefined;
+  const etag = data && typeof data === 'object' ? (data as Record<string, unknown>).deploymentsEtag : undefined;
+  return typeof etag === 'string' && ETAG.test(etag) ? etag : undefined;
+}
+
 /**
  * Error bodies come in three shapes on SkyPanelV2: `{success:false, error:{code,message}}`,
  * `{error, message}` (401 from the auth middleware) and `{success:false, error:"API not found"}`.

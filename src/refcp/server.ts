@@ -197,6 +197,11 @@ class RefControlPlane extends ExtensionStore implements ReferenceControlPlane {
     } else {
       const ctx = { body: parsedBody, claims: auth.claims, workers: this.workers, now: new Date() };
       reply = route.kind === 'register' ? handleRegister({ ...ctx, token: auth.token }) : handleHeartbeat({ ...ctx, id: route.id });
+      if (route.kind === 'heartbeat' && reply.status === 200 && this.extensions) {
+        // Extension: the desired set's current ETag rides on every heartbeat answer, so an agent
+        // polls only when it changed (docs/PROTOCOL.md, "Desired-set hint").
+        reply = { ...reply, body: { ...(reply.body as object), data: { deploymentsEtag: this.deploymentsEtagOf(route.id) } } };
+      }
     }
     sendJson(res, reply.status, reply.body);
   }

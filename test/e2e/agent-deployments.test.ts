@@ -48,14 +48,14 @@ describe.skipIf(!ready.ok)('the built agent against the reference control plane 
     await cp.close();
   });
 
-  async function start() {
+  async function start(env: Record<string, string> = {}) {
     const workerId = randomUUID();
     const token = cp.mintToken(workerId);
     tokens.push(token);
     const config = join(dir, `${workerId}.json`);
     const reg = await runCli(['register', '--control-plane', cp.url, '--token', token, '--config', config, '--heartbeat-interval', '2']);
     expect(reg.code, reg.stderr).toBe(0);
-    const agent = new AgentProcess(['run', '--config', config], { SKYPANEL_AGENT_POLL_INTERVAL: '1', SKYPANEL_AGENT_RESYNC_INTERVAL: '5' });
+    const agent = new AgentProcess(['run', '--config', config], { SKYPANEL_AGENT_POLL_INTERVAL: '1', SKYPANEL_AGENT_RESYNC_INTERVAL: '5', ...env });
     agents.push(agent);
     return { workerId, agent, config };
   }
@@ -92,6 +92,20 @@ describe.skipIf(!ready.ok)('the built agent against the reference control plane 
     await waitFor(async () => (await services()).length === 0, 30_000, () => agent.output.slice(-3000));
     await waitFor(() => statusOf(workerId, good.id)?.status === 'stopped', 20_000, () => agent.output.slice(-3000));
     expect(cp.duplicateReports).toBeGreaterThanOrEqual(0);
+  });
+
+  it('polls a changed set when a heartbeat answer names it, not an hour later at its poll interval', async () => {
+    const { workerId, agent } = await start({ SKYPANEL_AGENT_POLL_INTERVAL: '3600' });
+    const deploymentPolls = () => cp.requests.filter((r) => r.path === `/api/workers/${workerId}/deployments`).length;
+    await waitFor(() => deploymentPolls() === 1 && (cp.workers.get(workerId)?.heartbeats ?? 0) >= 2, 15_000, () => agent.output.slice(-2000));
+    const later = web({ slug: 'hinted', secrets: [] });
+    cp.setDeployments(workerId, [later]);
+    // Heartbeats every 2 s carry the new ETag: one poll follows, well within the hour.
+    await waitFor(() => statusOf(workerId, later.id)?.status === 'running', 60_000, () => agent.output.slice(-2000));
+    expect(deploymentPolls()).toBe(2);
+    cp.setDeployments(workerId, []);
+    const services = async () => (await docker.listServices({ filters: JSON.stringify({ label: [`${LABEL.workerId}=${workerId}`] }) })) as unknown[];
+    await waitFor(async () => (await services()).length === 0, 30_000, () => 'cleanup');
   });
 
   it('while draining starts nothing new, says so in heartbeats, and resumes when the drain is lifted', async () => {

@@ -94,6 +94,22 @@ describe('GET /api/workers/:id/deployments', () => {
     expect(cp.deploymentsOf(WORKER_ID)).toBe(rows);
   });
 
+  it("names the set's current ETag in every heartbeat answer, and not at all with extensions: false", async () => {
+    await register();
+    const beat = () => call(`/api/workers/${WORKER_ID}/heartbeat`, { body: { cpuPercent: 1, memoryPercent: 2, diskPercent: 3, containerCount: 0 } });
+    const empty = await beat();
+    expect(empty.json).toEqual({ success: true, message: 'Heartbeat received', data: { deploymentsEtag: (await getDeployments()).headers.get('etag') } });
+    cp.setDeployments(WORKER_ID, [{ id: DEP_A }]);
+    const changed = (await beat()).json as { data: { deploymentsEtag: string } };
+    expect(changed.data.deploymentsEtag).not.toBe((empty.json as { data: { deploymentsEtag: string } }).data.deploymentsEtag);
+    expect(changed.data.deploymentsEtag).toBe((await getDeployments()).headers.get('etag'));
+    await cp.close();
+    cp = await startReferenceControlPlane({ extensions: false });
+    token = cp.mintToken(WORKER_ID);
+    await register();
+    expect((await beat()).json).toEqual({ success: true, message: 'Heartbeat received' });
+  });
+
   it('answers 304 with the ETag and no body to a matching If-None-Match, in every form', async () => {
     await register();
     cp.setDeployments(WORKER_ID, [{ id: DEP_A }]);

@@ -452,7 +452,8 @@ describe('POST /api/workers/:id/heartbeat', () => {
     const extras = { bootId: 'b-1', seq: 7, sentAt: '2025-01-01T00:00:00.000Z', agentVersion: '0.1.0', swarmNodeId: 'n1', dockerHealthy: true };
     const res = await heartbeat(WORKER_ID, { ...METRICS, ...extras });
     expect(res.status).toBe(200);
-    expect(res.json).toEqual({ success: true, message: 'Heartbeat received' });
+    // The stock answer, plus the desired-set hint of the extensions.
+    expect(res.json).toEqual({ success: true, message: 'Heartbeat received', data: { deploymentsEtag: cp.deploymentsEtagOf(WORKER_ID) } });
     const row = cp.workers.get(WORKER_ID)!;
     expect(row.currentLoad).toEqual(METRICS);
     expect(row.lastHeartbeatExtras).toEqual(extras);
