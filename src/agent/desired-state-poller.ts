@@ -53,7 +53,8 @@ export interface DesiredStatePollerDeps {
  * A panel with the extensions also names the set's ETag in every heartbeat answer (noteEtagHint).
  * A different one is polled at once; a poll whose set a heartbeat answer has vouched for since the
  * last one is skipped (at most HINTED_POLL_MAX_MS in a row). At 30 s beats and polls that spares
- * nearly every poll, and a change waits for the next heartbeat instead of the next poll.
+ * nearly every poll (each counts against the panel's per-IP rate limit), and a change is fetched as
+ * soon as a heartbeat answer names it.
  */
 export class DesiredStatePoller {
   readonly #deps: DesiredStatePollerDeps;
