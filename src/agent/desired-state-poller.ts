@@ -65,9 +65,8 @@ export class DesiredStatePoller {
   #lastPollAt: number | undefined;
   /** The latest heartbeat hint and when it came (Date.now()). */
   #hint: { etag: string; at: number } | undefined;
-  /** When a poll was last due (sent, or skipped on a hint), and when one was last sent. */
+  /** When a poll was last due (sent, or skipped on a hint). */
   #checkedAt = 0;
-  #polledAt = 0;
   /** The last differing hint that started a poll: one that stays different (a proxy rewriting ETags) starts only one. */
   #actedOnHint: string | undefined;
 
@@ -116,7 +115,7 @@ export class DesiredStatePoller {
   #vouched(now: number): boolean {
     const hint = this.#hint;
     return this.#mode === 'available' && this.#failures === 0 && hint !== undefined && hint.at > this.#checkedAt
-      && sameEtag(hint.etag, this.#etag) && now - this.#polledAt < (this.#deps.hintedPollMaxMs ?? HINTED_POLL_MAX_MS);
+      && sameEtag(hint.etag, this.#etag) && now - (this.#lastPollAt ?? 0) < (this.#deps.hintedPollMaxMs ?? HINTED_POLL_MAX_MS);
   }
 
   stop(): Promise<void> {
@@ -130,9 +129,8 @@ export class DesiredStatePoller {
     const vouched = this.#vouched(now);
     this.#checkedAt = now;
     if (vouched) return this.#interval();
-    this.#polledAt = now;
+    this.#lastPollAt = now;
     const res = await client.getJson(`/api/workers/${encodeURIComponent(this.#deps.workerId())}/deployments`, this.#etag ?? undefined);
-    this.#lastPollAt = Date.now();
     if (res.ok) {
       if (this.#mode !== 'available') logger.info({ previous: this.#mode }, 'control plane serves deployments: reconciling');
       this.#mode = 'available';

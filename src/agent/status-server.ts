@@ -272,7 +272,6 @@ export function createStatusServer(opts: StatusServerOptions): StatusServer {
       }
       const s = server;
       trackHeaderDeadlines(s, opts.tls ? 'secureConnection' : 'connection', onClientError);
-      s.keepAliveTimeout = KEEP_ALIVE_MS;
       s.maxRequestsPerSocket = 100;
       s.maxConnections = 64;
       // Idle bound for a socket whose request was read but whose client stopped reading the answer.

@@ -199,7 +199,7 @@ class RefControlPlane extends ExtensionStore implements ReferenceControlPlane {
       reply = route.kind === 'register' ? handleRegister({ ...ctx, token: auth.token }) : handleHeartbeat({ ...ctx, id: route.id });
       if (route.kind === 'heartbeat' && reply.status === 200 && this.extensions) {
         // Extension: the desired set's current ETag rides on every heartbeat answer, so an agent
-        // polls only when it changed (docs/PROTOCOL.md, "Desired-set hint").
+        // polls only when it changed (docs/PROTOCOL.md, the desired-set hint under call 2).
         reply = { ...reply, body: { ...(reply.body as object), data: { deploymentsEtag: this.deploymentsEtagOf(route.id) } } };
       }
     }
