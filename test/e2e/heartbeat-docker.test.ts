@@ -49,8 +49,18 @@ describe.skipIf(!docker.ok)('heartbeats with a real Docker engine', () => {
       const extras = cp.workers.get(workerId)!.lastHeartbeatExtras!;
       expect(extras.dockerHealthy).toBe(true);
       expect(extras.swarmNodeId).toBe(facts.swarm.nodeId);
-      const now = await getEngineFacts(createDockerClient());
-      expect(cp.workers.get(workerId)!.currentLoad.containerCount).toBe(now.containersRunning);
+      // Other test files start and stop containers on the same engine meanwhile, and a beat reports
+      // the count as of its last engine read (up to 2.5 beats old): a beat and a read taken once
+      // can straddle such a change. The assertion stays exact: a beat reports the count read then.
+      const docker = createDockerClient();
+      let now = -1;
+      let beat = -2;
+      await waitFor(async () => {
+        beat = cp.workers.get(workerId)!.currentLoad.containerCount;
+        now = (await getEngineFacts(docker)).containersRunning;
+        return beat === now;
+      }, 15_000, () => `heartbeat count ${beat} vs engine ${now}\n${agent.output}`);
+      expect(beat).toBe(now);
     } finally {
       await agent.stop();
     }
