@@ -8,7 +8,7 @@ import { DEFAULT_BACKOFF } from './backoff.js';
 import { HeartbeatLoop, type HeartbeatPayload, type HeartbeatRecord } from './heartbeat-loop.js';
 import type { Logger } from './logger.js';
 import { createAgentMetrics, type AgentMetrics } from './metrics.js';
-import { createStatusServer, type StatusServer } from './status-server.js';
+import { createStatusServer, parseListen, type StatusServer } from './status-server.js';
 import type { StatusSource, StatusView } from './status-model.js';
 import { buildRegisterRequest, registerWorker, reconcileModeFor, type EngineSummary } from './registration.js';
 import { deploymentsEtagHint, type SwarmRole } from '../protocol/worker.js';
@@ -262,6 +262,7 @@ export class Agent {
       metrics: this.#metrics,
       logger,
       watchEngineEvents: swarm ? this.#opts.watchEngineEvents : undefined,
+      parse: { hostPorts: { statusPort: parseListen(config.statusListen).port, allowed: config.allowedHostPorts } },
     });
     await this.#deployments.start();
   }

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { parsePortRanges } from '../domain/host-ports.js';
 
 /**
  * The agent's configuration: the single source of truth for every key, its environment
@@ -66,6 +67,16 @@ export const configSchema = z.object({
     .default('0.0.0.0:9740'),
   statusTlsCert: z.string().min(1).optional(),
   statusTlsKey: z.string().min(1).optional(),
+  // A string from the environment ("80,443,8000-8100"), a string or an array in the file.
+  allowedHostPorts: z
+    .union([z.string().max(2000), z.array(z.union([z.number(), z.string()])).max(100)])
+    .default('')
+    .transform((v, ctx) => {
+      const ranges = parsePortRanges(v);
+      if (typeof ranges !== 'string') return ranges;
+      ctx.addIssue({ code: 'custom', message: ranges });
+      return z.NEVER;
+    }),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 
@@ -107,5 +118,6 @@ export const CONFIG_KEYS: readonly ConfigKeyInfo[] = [
   { key: 'statusListen', env: 'SKYPANEL_AGENT_STATUS_LISTEN', flag: '--status-listen', default: '0.0.0.0:9740', description: 'Address of the status API (healthz, status, deployments, metrics)' },
   { key: 'statusTlsCert', env: 'SKYPANEL_AGENT_STATUS_TLS_CERT', description: 'PEM certificate file: serve the status API over HTTPS (with statusTlsKey)' },
   { key: 'statusTlsKey', env: 'SKYPANEL_AGENT_STATUS_TLS_KEY', description: 'PEM private key file for statusTlsCert' },
+  { key: 'allowedHostPorts', env: 'SKYPANEL_AGENT_ALLOWED_HOST_PORTS', description: 'Host ports deployments may publish although reserved (22, 2375-2377, 4789, 7946 and all below 1024 are refused otherwise), e.g. `80,443` or `8000-8100`; the status port is never allowed' },
   { key: 'logLevel', env: 'SKYPANEL_AGENT_LOG_LEVEL', flag: '--log-level', default: 'info', description: 'fatal, error, warn, info, debug, trace or silent' },
 ];

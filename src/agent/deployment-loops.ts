@@ -1,3 +1,4 @@
+import type { ParseOptions } from '../protocol/deployment.js';
 import type { BackoffPolicy } from './backoff.js';
 import type { ControlPlaneClient } from './control-plane-client.js';
 import { DesiredStatePoller, type DesiredSet } from './desired-state-poller.js';
@@ -33,6 +34,8 @@ export interface DeploymentLoopsOptions {
   logger: Logger;
   /** Docker's event stream, so that a change to what this worker owns starts a pass at once; absent: resync only. */
   watchEngineEvents?: EngineEventWatch;
+  /** This host's rules for deployments (host ports they may not publish). */
+  parse?: ParseOptions;
 }
 
 /**
@@ -93,6 +96,7 @@ export class DeploymentLoops {
       store: this.#store,
       logger: logger.child({ loop: 'desired-state' }),
       onDesired: (set) => this.#setDesired(set),
+      parse: opts.parse,
     });
   }
 

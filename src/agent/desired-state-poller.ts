@@ -1,4 +1,4 @@
-import { parseDesiredSet, type Deployment, type RejectedDeployment } from '../protocol/deployment.js';
+import { parseDesiredSet, storableDesiredSet, type Deployment, type ParseOptions, type RejectedDeployment } from '../protocol/deployment.js';
 import { TimerLoop } from './timer-loop.js';
 import { DEFAULT_BACKOFF, delayAfterFailure, jitteredInterval, type BackoffPolicy, type Random } from './backoff.js';
 import type { ControlPlaneClient } from './control-plane-client.js';
@@ -43,6 +43,8 @@ export interface DesiredStatePollerDeps {
   random?: Random;
   /** HINTED_POLL_MAX_MS unless given (tests). */
   hintedPollMaxMs?: number;
+  /** This host's rules for deployments (host ports they may not publish), applied on every parse. */
+  parse?: ParseOptions;
 }
 
 /**
@@ -93,7 +95,7 @@ export class DesiredStatePoller {
   async restore(): Promise<DesiredSet | undefined> {
     const stored = await this.#deps.store.read<StoredDesired>(STATE_FILE);
     if (!stored) return undefined;
-    const parsed = parseDesiredSet(stored.body);
+    const parsed = parseDesiredSet(stored.body, this.#deps.parse);
     if (!parsed.ok) return undefined;
     this.#etag = stored.etag;
     return { deployments: parsed.deployments, rejected: parsed.rejected, etag: stored.etag, source: 'state-dir', receivedAt: stored.savedAt };
@@ -138,7 +140,7 @@ export class DesiredStatePoller {
         this.#failures = 0;
         return this.#interval();
       }
-      const parsed = parseDesiredSet(res.body);
+      const parsed = parseDesiredSet(res.body, this.#deps.parse);
       if (!parsed.ok) {
         // Nothing from an unusable answer is applied, and its ETag is not kept, so the next poll fetches it again.
         logger.error({ reason: parsed.error }, 'desired set rejected as a whole; keeping the last one');
@@ -146,7 +148,7 @@ export class DesiredStatePoller {
       }
       const etagHeader = res.headers.etag;
       const etag = typeof etagHeader === 'string' ? etagHeader : null;
-      await this.#deps.store.write(STATE_FILE, { etag, body: res.body, savedAt: Date.now() } satisfies StoredDesired);
+      await this.#deps.store.write(STATE_FILE, { etag, body: storableDesiredSet(res.body), savedAt: Date.now() } satisfies StoredDesired);
       this.#etag = etag;
       // Only a usable, stored set ends a failure streak: a 200 with an unusable body backs off like any failure.
       this.#failures = 0;

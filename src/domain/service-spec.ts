@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { secretMountTarget, type Deployment } from '../protocol/deployment.js';
+import { secretMountTarget, SWARM_MIN_MEMORY_BYTES, type Deployment } from '../protocol/deployment.js';
 import { LABEL } from './labels.js';
 import { networkName, sanitizeDnsPart, secretName, serviceName } from './naming.js';
 
@@ -175,6 +175,7 @@ function buildFresh(d: Deployment, ctx: SpecContext): BuiltService {
   const envList = [...env.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([k, v]) => `${k}=${v}`);
   refs.sort((a, b) => (a.File.Name < b.File.Name ? -1 : a.File.Name > b.File.Name ? 1 : 0));
 
+  // The schema's minimum (0.01 cores) keeps this at 1e7 or more: 0 would mean "no limit" to Swarm.
   const nanoCpus = Math.round(d.resourceLimits.cpuCores * SECOND_NS);
   const memoryBytes = d.resourceLimits.memoryMb * MB;
   const ports: PortConfig[] = [];
@@ -201,7 +202,8 @@ function buildFresh(d: Deployment, ctx: SpecContext): BuiltService {
       },
       Resources: {
         Limits: { NanoCPUs: nanoCpus, MemoryBytes: memoryBytes },
-        Reservations: { NanoCPUs: Math.floor(nanoCpus / 2), MemoryBytes: Math.floor(memoryBytes / 2) },
+        // Half the limit, but never under Swarm's floor for a reservation (the schema's minimum limit is above it).
+        Reservations: { NanoCPUs: Math.floor(nanoCpus / 2), MemoryBytes: Math.max(Math.floor(memoryBytes / 2), SWARM_MIN_MEMORY_BYTES) },
       },
       // No MaxAttempts: a deployment that should run keeps being retried; the panel decides to stop it.
       RestartPolicy: { Condition: 'any', Delay: 5 * SECOND_NS, Window: 0 },

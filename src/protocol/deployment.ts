@@ -1,5 +1,7 @@
 import { z } from 'zod';
+import { NO_HOST_PORT_RULES, refusedHostPort, type HostPortPolicy } from '../domain/host-ports.js';
 import { Secret } from '../secret.js';
+import { cutBelow, MAX_NESTING_DEPTH, tooDeepAt } from './nesting.js';
 
 /**
  * `GET /api/workers/{id}/deployments`: the complete desired set for this worker.
@@ -18,6 +20,26 @@ const SECRET_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 const MAX_ENV_VARS = 200;
 const MAX_ENV_VALUE_BYTES = 32 * 1024;
 const MAX_SECRET_BYTES = 500 * 1024;
+
+/**
+ * The smallest limits a Swarm task can start with; below them every task fails at start and is
+ * retried for ever, or the service is refused at create, so the schema refuses them instead.
+ * From moby/moby (master at b985e231, and Docker 20.10 as run by the e2e tests):
+ * - CPU: dockerd turns NanoCPUs into a CFS quota over a 100 ms period (daemon/daemon_unix.go,
+ *   `quota := config.NanoCPUs * int64(period) / 1e9`), and the kernel refuses a quota under 1 ms
+ *   (runc: `failed to write "500": cpu.cfs_quota_us: invalid argument` for 0.005 cores). So
+ *   0.01 cores; swarmkit's own floor (manager/controlapi/service.go validateResources: 1e6
+ *   NanoCPUs) is lower, and a value rounding to 0 NanoCPUs would mean "no limit" to Swarm.
+ * - Memory: dockerd refuses a container limit under 6 MiB (daemon/daemon_unix.go
+ *   `linuxMinMemory = 6291456`, "Minimum memory limit allowed is 6MB"; 4 MiB before 20.10).
+ *   swarmkit refuses a limit or a reservation under 4 MiB (validateResources): service-spec.ts
+ *   keeps reservations at least SWARM_MIN_MEMORY_BYTES.
+ */
+export const MIN_CPU_CORES = 0.01;
+export const MIN_MEMORY_MB = 6;
+export const SWARM_MIN_MEMORY_BYTES = 4 * 1024 * 1024;
+const MAX_CPU_CORES = 256;
+const MAX_MEMORY_MB = 1048576;
 
 // ---- Docker image reference (distribution/reference grammar, sha256 digests only) ----
 
@@ -130,8 +152,8 @@ export const deploymentSchema = z
     replicas: z.number().int().min(0).max(100).default(1),
     environmentVars: environmentVarsSchema,
     resourceLimits: z.object({
-      cpuCores: z.number().gt(0).max(256),
-      memoryMb: z.number().int().min(4).max(1048576),
+      cpuCores: z.number().min(MIN_CPU_CORES).max(MAX_CPU_CORES),
+      memoryMb: z.number().int().min(MIN_MEMORY_MB).max(MAX_MEMORY_MB),
       diskGb: z.number().gt(0).max(10240).optional(),
     }),
     internalPort: portSchema.optional(),
@@ -196,8 +218,8 @@ const RULES: Record<string, string> = {
   environmentVars: `must be an object of at most ${MAX_ENV_VARS} variables`,
   'environmentVars.*': 'value must be a string without NUL of at most 32 KiB',
   resourceLimits: 'must be an object',
-  'resourceLimits.cpuCores': 'must be a number greater than 0 and at most 256',
-  'resourceLimits.memoryMb': 'must be an integer between 4 and 1048576',
+  'resourceLimits.cpuCores': `must be a number of at least ${MIN_CPU_CORES} (the smallest CPU limit Docker can enforce) and at most ${MAX_CPU_CORES}`,
+  'resourceLimits.memoryMb': `must be an integer between ${MIN_MEMORY_MB} (the smallest memory limit Docker accepts) and ${MAX_MEMORY_MB}`,
   'resourceLimits.diskGb': 'must be a number greater than 0 and at most 10240',
   internalPort: PORT_RULE,
   externalPort: PORT_RULE,
@@ -259,6 +281,11 @@ export type DesiredSetResult =
   | { ok: true; deployments: Deployment[]; rejected: RejectedDeployment[] }
   | { ok: false; error: string };
 
+export interface ParseOptions {
+  /** Host ports a deployment may not publish on this host (host-ports.ts); none refused when absent. */
+  hostPorts?: HostPortPolicy;
+}
+
 const OPTIONAL_KEYS = ['replicas', 'internalPort', 'externalPort', 'command', 'secrets', 'registryAuth'];
 
 /** Panels backed by SQL send null for unset optionals; null and absent mean the same thing here. */
@@ -302,7 +329,7 @@ export function parseDeployment(raw: unknown): { ok: true; deployment: Deploymen
   return { ok: false, rejected: { id: validId(obj.id), serviceId: validId(obj.serviceId), field, message: `${field}: ${rule}` } };
 }
 
-export function parseDesiredSet(body: unknown): DesiredSetResult {
+export function parseDesiredSet(body: unknown, opts: ParseOptions = {}): DesiredSetResult {
   if (body === null || typeof body !== 'object' || Array.isArray(body)) return { ok: false, error: 'response body is not a JSON object' };
   const b = body as Record<string, unknown>;
   if (b.success === false) return { ok: false, error: 'control plane answered success=false' };
@@ -319,14 +346,26 @@ export function parseDesiredSet(body: unknown): DesiredSetResult {
   const reject = (d: Deployment, field: string, rule: string): void => {
     rejected.push({ id: d.id, serviceId: d.serviceId, field, message: `${field}: ${rule}` });
   };
+  const hostPorts = opts.hostPorts ?? NO_HOST_PORT_RULES;
   // Cross-entry checks run in list order over valid entries, so "the first" is the one the panel listed first.
   for (const raw of list) {
+    const deepAt = tooDeepAt(raw);
+    if (deepAt !== undefined) {
+      rejected.push(tooDeep(raw, deepAt));
+      continue;
+    }
     const r = parseDeployment(raw);
     if (!r.ok) {
       rejected.push(r.rejected);
       continue;
     }
     const d = r.deployment;
+    const portRefused = d.externalPort === undefined ? undefined : refusedHostPort(d.externalPort, hostPorts);
+    if (portRefused !== undefined) {
+      // Stopped ones too: a stopped service keeps the port in its spec, and starting it is one scale away.
+      reject(d, 'externalPort', portRefused);
+      continue;
+    }
     if (ids.has(d.id)) {
       reject(d, 'id', 'duplicates an earlier deployment in the desired set');
       continue;
@@ -348,4 +387,24 @@ export function parseDesiredSet(body: unknown): DesiredSetResult {
     deployments.push(d);
   }
   return { ok: true, deployments, rejected };
+}
+
+/**
+ * A usable answer as it is kept for a restart: the envelope's other fields dropped and each
+ * too-deep entry cut one level below the bound (still too deep, so rejected alike when read back),
+ * so it can always be serialised, and parsing it gives what parsing the answer gave. It holds
+ * secret values: for the 0600 state file only.
+ */
+export function storableDesiredSet(body: unknown): { success: true; data: { deployments: unknown[] } } {
+  const data = body !== null && typeof body === 'object' ? (body as Record<string, unknown>).data : undefined;
+  const list = data !== null && typeof data === 'object' ? (data as Record<string, unknown>).deployments : undefined;
+  const entries = Array.isArray(list) ? list : [];
+  return { success: true, data: { deployments: entries.map((raw) => (tooDeepAt(raw) === undefined ? raw : cutBelow(raw))) } };
+}
+
+/** A deployment nested too deep is not parsed at all: its ids are read only if they are plain valid strings. */
+function tooDeep(raw: unknown, path: PathSeg[]): RejectedDeployment {
+  const obj = raw !== null && typeof raw === 'object' && !Array.isArray(raw) ? (raw as Record<string, unknown>) : {};
+  const field = formatField(path) || 'deployment';
+  return { id: validId(obj.id), serviceId: validId(obj.serviceId), field, message: `${field}: is nested deeper than ${MAX_NESTING_DEPTH} levels` };
 }

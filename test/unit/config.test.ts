@@ -83,6 +83,16 @@ describe('bad config gets one clear error naming the key, exit code 2', () => {
     await expectConfigError(loadConfig({ path, env: { SKYPANEL_AGENT_HEARTBEAT_INTERVAL: '0' } }), /"heartbeatIntervalSec" \(from SKYPANEL_AGENT_HEARTBEAT_INTERVAL\)/, 'heartbeatIntervalSec');
   });
 
+  it('allowedHostPorts: none by default, a list from the environment or an array in the file, a bad entry named', async () => {
+    await writeRaw(JSON.stringify({ controlPlaneUrl: 'http://x', token: TOKEN }));
+    expect((await loadConfig({ path, env: {} })).config.allowedHostPorts).toEqual([]);
+    const fromEnv = await loadConfig({ path, env: { SKYPANEL_AGENT_ALLOWED_HOST_PORTS: '80,443,8000-8100' } });
+    expect(fromEnv.config.allowedHostPorts).toEqual([{ from: 80, to: 80 }, { from: 443, to: 443 }, { from: 8000, to: 8100 }]);
+    await writeRaw(JSON.stringify({ controlPlaneUrl: 'http://x', token: TOKEN, allowedHostPorts: [22, '2377'] }));
+    expect((await loadConfig({ path, env: {} })).config.allowedHostPorts).toEqual([{ from: 22, to: 22 }, { from: 2377, to: 2377 }]);
+    await expectConfigError(loadConfig({ path, env: { SKYPANEL_AGENT_ALLOWED_HOST_PORTS: '80,ssh' } }), /"allowedHostPorts" \(from SKYPANEL_AGENT_ALLOWED_HOST_PORTS\) entry "ssh" must be a port/, 'allowedHostPorts');
+  });
+
   it('a non-http URL', async () => {
     await writeRaw(JSON.stringify({ controlPlaneUrl: 'ftp://x', token: TOKEN }));
     await expectConfigError(loadConfig({ path, env: {} }), /"controlPlaneUrl".*http/, 'controlPlaneUrl');

@@ -1,6 +1,7 @@
 import { inspect } from 'node:util';
 import { describe, expect, it } from 'vitest';
-import { isValidImageReference, parseDesiredSet, type Deployment } from '../../src/protocol/deployment.js';
+import { parsePortRanges } from '../../src/domain/host-ports.js';
+import { isValidImageReference, parseDesiredSet, storableDesiredSet, type Deployment } from '../../src/protocol/deployment.js';
 import { Secret } from '../../src/secret.js';
 
 const SECRET = 'hunter2-S3CRET-value-9f8e7d';
@@ -87,11 +88,17 @@ const hostile: [string, () => unknown, string, string][] = [
   ['env value contains NUL', with_((d) => (d.environmentVars = { A: 'x\0y' })), 'environmentVars.A', 'without NUL'],
   ['env value over 32 KiB', with_((d) => (d.environmentVars = { A: 'x'.repeat(32 * 1024 + 1) })), 'environmentVars.A', '32 KiB'],
   ['201 env vars', with_((d) => (d.environmentVars = Object.fromEntries(Array.from({ length: 201 }, (_, i) => [`V${i}`, 'x'])))), 'environmentVars', 'at most 200'],
-  ['cpuCores is 0', with_((d) => (d.resourceLimits.cpuCores = 0)), 'resourceLimits.cpuCores', 'greater than 0'],
-  ['cpuCores is negative', with_((d) => (d.resourceLimits.cpuCores = -2)), 'resourceLimits.cpuCores', 'greater than 0'],
+  ['cpuCores is 0', with_((d) => (d.resourceLimits.cpuCores = 0)), 'resourceLimits.cpuCores', 'at least 0.01'],
+  ['cpuCores is negative', with_((d) => (d.resourceLimits.cpuCores = -2)), 'resourceLimits.cpuCores', 'at least 0.01'],
+  // Rounds to 0 NanoCPUs, which Swarm reads as "no CPU limit at all".
+  ['cpuCores is 1e-10', with_((d) => (d.resourceLimits.cpuCores = 1e-10)), 'resourceLimits.cpuCores', 'smallest CPU limit Docker can enforce'],
+  // A 0.5 ms CFS quota per 100 ms: the kernel refuses it, so every task would fail at start.
+  ['cpuCores is 0.005', with_((d) => (d.resourceLimits.cpuCores = 0.005)), 'resourceLimits.cpuCores', 'at least 0.01'],
   ['cpuCores is 257', with_((d) => (d.resourceLimits.cpuCores = 257)), 'resourceLimits.cpuCores', 'at most 256'],
   ['cpuCores is Infinity', with_((d) => (d.resourceLimits.cpuCores = Infinity)), 'resourceLimits.cpuCores', 'at most 256'],
-  ['memoryMb is 3', with_((d) => (d.resourceLimits.memoryMb = 3)), 'resourceLimits.memoryMb', 'must be an integer between 4 and 1048576'],
+  ['memoryMb is 3', with_((d) => (d.resourceLimits.memoryMb = 3)), 'resourceLimits.memoryMb', 'must be an integer between 6'],
+  // dockerd: "Minimum memory limit allowed is 6MB".
+  ['memoryMb is 5', with_((d) => (d.resourceLimits.memoryMb = 5)), 'resourceLimits.memoryMb', 'smallest memory limit Docker accepts'],
   ['memoryMb is fractional', with_((d) => (d.resourceLimits.memoryMb = 512.5)), 'resourceLimits.memoryMb', 'integer'],
   ['memoryMb is absurd', with_((d) => (d.resourceLimits.memoryMb = 1e12)), 'resourceLimits.memoryMb', '1048576'],
   ['memoryMb is NaN', with_((d) => (d.resourceLimits.memoryMb = NaN)), 'resourceLimits.memoryMb', 'integer'],
@@ -151,7 +158,7 @@ describe('parseDesiredSet: hostile deployments', () => {
   });
 
   it('reports the exact memory rule text', () => {
-    expect(rejectOne(with_((d) => (d.resourceLimits.memoryMb = 2))()).message).toBe('resourceLimits.memoryMb: must be an integer between 4 and 1048576');
+    expect(rejectOne(with_((d) => (d.resourceLimits.memoryMb = 2))()).message).toBe('resourceLimits.memoryMb: must be an integer between 6 (the smallest memory limit Docker accepts) and 1048576');
   });
 
   it('cuts hostile env names in the field path', () => {
@@ -270,6 +277,99 @@ describe('parseDesiredSet: what is accepted', () => {
   it('accepts secrets by mount path or env name, and odd but legal names', () => {
     const d = one({ ...base(), secrets: [{ name: 'A.b_c-1', value: 'v', mountPath: '/etc/app/key.pem' }, { name: '9', value: 'w' }] });
     expect(d.secrets!.map((s) => s.name)).toEqual(['A.b_c-1', '9']);
+  });
+});
+
+describe('parseDesiredSet: limits at the engine\'s minimums', () => {
+  it('accepts exactly the smallest CPU and memory limits Docker can run', () => {
+    const r = parseDesiredSet(body({ ...base(), resourceLimits: { cpuCores: 0.01, memoryMb: 6 } }));
+    expect(r.ok && r.deployments.map((d) => d.resourceLimits)).toEqual([{ cpuCores: 0.01, memoryMb: 6 }]);
+  });
+});
+
+describe('parseDesiredSet: nesting depth', () => {
+  const deep = (levels: number): unknown => JSON.parse('['.repeat(levels) + ']'.repeat(levels));
+
+  it('rejects the deployment with a 50,000-deep unknown field alone, naming the field, and runs the rest', () => {
+    const hostile = { ...base(), id: 'dep_deep', serviceId: 'svc_deep', externalPort: 30081, extra: deep(50_000) };
+    const r = parseDesiredSet(body(hostile, base()));
+    if (!r.ok) throw new Error(r.error);
+    expect(r.deployments.map((d) => d.id)).toEqual(['dep_1']);
+    expect(r.rejected).toEqual([{ id: 'dep_deep', serviceId: 'svc_deep', field: 'extra', message: 'extra: is nested deeper than 64 levels' }]);
+    // What is kept for a restart serialises (the raw body would not: JSON.stringify runs out of stack) and reads back alike.
+    expect(() => JSON.stringify(body(hostile))).toThrow(RangeError);
+    const again = parseDesiredSet(JSON.parse(JSON.stringify(storableDesiredSet(body(hostile, base())))));
+    expect(again.ok && [again.deployments.map((d) => d.id), again.rejected]).toEqual([['dep_1'], r.rejected]);
+  });
+
+  it('accepts unknown fields up to the bound and rejects one level more', () => {
+    // The deployment is level 1, so a field may hold 63 levels.
+    expect(parseDesiredSet(body({ ...base(), extra: deep(63) }))).toMatchObject({ ok: true, rejected: [] });
+    expect(parseDesiredSet(body({ ...base(), extra: deep(64) }))).toMatchObject({ ok: true, deployments: [], rejected: [{ field: 'extra' }] });
+  });
+
+  it('keeps only data.deployments for a restart: a deep sibling of it changes nothing', () => {
+    const r = parseDesiredSet({ ...body(base()), junk: deep(50_000) });
+    expect(r.ok && r.deployments.map((d) => d.id)).toEqual(['dep_1']);
+    expect(JSON.stringify(storableDesiredSet({ ...body(base()), junk: deep(50_000) }))).toBe(JSON.stringify(body(base())));
+  });
+
+  it('rejects a too-deep entry that is not even an object without naming an id', () => {
+    const r = parseDesiredSet(body(deep(10_000), base()));
+    expect(r.ok && r.rejected).toEqual([{ id: null, serviceId: null, field: 'deployment', message: 'deployment: is nested deeper than 64 levels' }]);
+  });
+});
+
+describe('parseDesiredSet: host ports', () => {
+  const policy = { statusPort: 9740, allowed: [{ from: 80, to: 80 }, { from: 7946, to: 7946 }] };
+  const withPort = (externalPort: number, extra: Raw = {}) => ({ ...base(), id: `dep_${externalPort}`, serviceId: `svc_${externalPort}`, externalPort, ...extra });
+  const verdicts = (...ports: number[]) => {
+    const r = parseDesiredSet(body(...ports.map((p) => withPort(p))), { hostPorts: policy });
+    if (!r.ok) throw new Error(r.error);
+    return { ran: r.deployments.map((d) => d.externalPort), refused: Object.fromEntries(r.rejected.map((x) => [x.id, x.message])) };
+  };
+
+  it('refuses the status port, the host\'s reserved ports and the privileged range, per deployment, naming the field', () => {
+    const v = verdicts(9740, 22, 443, 1023, 2375, 2376, 2377, 4789, 30080);
+    expect(v.ran).toEqual([30080]);
+    expect(v.refused).toEqual({
+      dep_9740: "externalPort: port 9740 is this agent's status API port (statusListen)",
+      dep_22: 'externalPort: port 22 is reserved for SSH on this host; an operator may allow it with allowedHostPorts',
+      dep_443: "externalPort: port 443 is below 1024 (reserved for the host's own services); an operator may allow it with allowedHostPorts",
+      dep_1023: expect.stringContaining('below 1024'),
+      dep_2375: expect.stringContaining('Docker Engine API'),
+      dep_2376: expect.stringContaining('Docker Engine API over TLS'),
+      dep_2377: expect.stringContaining('Swarm cluster management'),
+      dep_4789: expect.stringContaining('VXLAN'),
+    });
+  });
+
+  it('publishes what an operator allowed, but never the status port', () => {
+    expect(verdicts(80, 7946, 1024).ran).toEqual([80, 7946, 1024]);
+    const r = parseDesiredSet(body(withPort(9740)), { hostPorts: { statusPort: 9740, allowed: [{ from: 1, to: 65535 }] } });
+    expect(r.ok && r.rejected.map((x) => x.field)).toEqual(['externalPort']);
+  });
+
+  it('refuses a stopped deployment naming a reserved port too (starting it is one scale away)', () => {
+    const r = parseDesiredSet(body(withPort(22, { desiredState: 'stopped' })), { hostPorts: policy });
+    expect(r.ok && r.rejected.map((x) => x.id)).toEqual(['dep_22']);
+  });
+
+  it('leaves ports Docker picks (no externalPort) alone', () => {
+    const r = parseDesiredSet(body({ ...base(), externalPort: undefined, internalPort: 22 }), { hostPorts: policy });
+    expect(r.ok && r.deployments).toHaveLength(1);
+  });
+});
+
+describe('parsePortRanges (allowedHostPorts)', () => {
+  it('reads lists and ranges from a string or an array, and names a bad entry', () => {
+    expect(parsePortRanges('80, 443,8000-8100')).toEqual([{ from: 80, to: 80 }, { from: 443, to: 443 }, { from: 8000, to: 8100 }]);
+    expect(parsePortRanges([22, '2377'])).toEqual([{ from: 22, to: 22 }, { from: 2377, to: 2377 }]);
+    expect(parsePortRanges('')).toEqual([]);
+    expect(parsePortRanges('80,http')).toBe('entry "http" must be a port (1-65535) or a range "from-to"');
+    expect(parsePortRanges('0')).toMatch(/must be a port/);
+    expect(parsePortRanges('90-80')).toMatch(/must be a port/);
+    expect(parsePortRanges('65536')).toMatch(/must be a port/);
   });
 });
 

@@ -80,6 +80,14 @@ describe('buildServiceSpec: shape', () => {
     });
   });
 
+  it('never lets a limit round to "unlimited" and keeps reservations at Swarm\'s 4 MiB floor', () => {
+    // The schema's smallest limits: 0.01 cores (a 1 ms CFS quota) and 6 MiB (dockerd's minimum).
+    expect(buildServiceSpec(dep({ resourceLimits: { cpuCores: 0.01, memoryMb: 6 } }), ctx).spec.TaskTemplate.Resources).toEqual({
+      Limits: { NanoCPUs: 10_000_000, MemoryBytes: 6 * 1024 * 1024 },
+      Reservations: { NanoCPUs: 5_000_000, MemoryBytes: 4 * 1024 * 1024 },
+    });
+  });
+
   it('pins to the node, joins the org network, restarts on any exit', () => {
     expect(spec.TaskTemplate.Placement).toEqual({ Constraints: ['node.id==node-abc'] });
     expect(spec.TaskTemplate.Networks).toEqual([{ Target: networkName('org_1') }]);
