@@ -8,7 +8,7 @@ import { DEFAULT_BACKOFF } from './backoff.js';
 import { HeartbeatLoop, type HeartbeatPayload, type HeartbeatRecord } from './heartbeat-loop.js';
 import type { Logger } from './logger.js';
 import { createAgentMetrics, type AgentMetrics } from './metrics.js';
-import { createStatusServer, parseListen, type StatusServer } from './status-server.js';
+import { createStatusServer, type StatusServer } from './status-server.js';
 import type { StatusSource, StatusView } from './status-model.js';
 import { buildRegisterRequest, registerWorker, reconcileModeFor, type EngineSummary } from './registration.js';
 import { deploymentsEtagHint, type SwarmRole } from '../protocol/worker.js';
@@ -82,6 +82,8 @@ export class Agent {
   #stopping = false;
   #draining = false;
   #usage: UsageLoop | undefined;
+  /** The port the status API is bound to (statusListen, or the one picked for port 0): no deployment may publish it. */
+  #statusPort: number | undefined;
 
   constructor(opts: AgentOptions) {
     this.#opts = opts;
@@ -176,6 +178,7 @@ export class Agent {
     await this.#refreshEngine();
     this.#capacity = (await readCapacity(this.#engine?.dockerRootDir)).capacity;
     const listening = await this.#statusServer.start();
+    this.#statusPort = listening.port;
     const role = this.#engine?.swarmRole ?? 'none';
     this.#opts.logger.info(
       {
@@ -262,7 +265,7 @@ export class Agent {
       metrics: this.#metrics,
       logger,
       watchEngineEvents: swarm ? this.#opts.watchEngineEvents : undefined,
-      parse: { hostPorts: { statusPort: parseListen(config.statusListen).port, allowed: config.allowedHostPorts } },
+      parse: { hostPorts: { statusPort: this.#statusPort, allowed: config.allowedHostPorts } },
     });
     await this.#deployments.start();
   }

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { mkdtemp, stat } from 'node:fs/promises';
+import { mkdtemp, readFile, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -31,6 +31,7 @@ describe('hostile desired sets: polling discipline and logs (no Docker)', () => 
   let agent: AgentProcess;
   let workerId: string;
   let token: string;
+  let statusPort: number;
   const polls = (from = 0) => cp.requests.slice(from).filter((r) => r.method === 'GET' && r.path.endsWith('/deployments'));
   const beats = (from = 0) => cp.requests.slice(from).filter((r) => r.path.endsWith('/heartbeat') && r.status === 200);
 
@@ -47,6 +48,7 @@ describe('hostile desired sets: polling discipline and logs (no Docker)', () => 
       SKYPANEL_AGENT_DOCKER_SOCKET: join(tmpdir(), `no-docker-${randomUUID()}`, 'docker.sock'),
     });
     await agent.waitForLog((l) => l.msg === 'agent started');
+    statusPort = Number((await agent.waitForLog((l) => l.msg === 'status api listening')).port);
   });
 
   afterAll(async () => {
@@ -69,6 +71,16 @@ describe('hostile desired sets: polling discipline and logs (no Docker)', () => 
       [row({ internalPort: 80, externalPort: 70_000 }), 'externalPort'],
       [row({ desiredState: 'paused' }), 'desiredState'],
       [row({ imageTag: 'Not A Valid/Image' }), 'imageTag'],
+      // Host ports the host serves: the agent's own status port (a container holding it would keep
+      // the agent from starting again), SSH, Swarm's ports, the privileged range.
+      [row({ internalPort: 80, externalPort: statusPort }), 'externalPort'],
+      [row({ internalPort: 80, externalPort: 22 }), 'externalPort'],
+      [row({ internalPort: 80, externalPort: 2377, desiredState: 'stopped' }), 'externalPort'],
+      [row({ internalPort: 80, externalPort: 443 }), 'externalPort'],
+      // Limits Docker cannot run: rounds to 0 NanoCPUs ("unlimited"), under the kernel's 1 ms quota, under dockerd's 6 MiB.
+      [row({ resourceLimits: { cpuCores: 1e-10, memoryMb: 16 } }), 'resourceLimits.cpuCores'],
+      [row({ resourceLimits: { cpuCores: 0.005, memoryMb: 16 } }), 'resourceLimits.cpuCores'],
+      [row({ resourceLimits: { cpuCores: 0.1, memoryMb: 5 } }), 'resourceLimits.memoryMb'],
     ];
     const good = row({ secrets: [{ name: 'ok', value: SECRET }], registryAuth: { serveraddress: 'r.example.com', username: 'u', password: REGISTRY_PASSWORD } });
     cp.setDeployments(workerId, [good, ...cases.map(([r]) => r)]);
@@ -81,6 +93,24 @@ describe('hostile desired sets: polling discipline and logs (no Docker)', () => 
     expect((await stat(join(agent.stateDir, 'desired.json'))).mode & 0o777).toBe(0o600);
     expect(agent.child.exitCode).toBeNull();
   }, 60_000);
+
+  it('rejects a deployment with a 50,000-deep unknown field alone, and keeps the rest of the set', async () => {
+    const good = row();
+    const deepOne = row({ extra: 'DEEP' });
+    const levels = 50_000;
+    // Built as text: the reference panel's JSON.stringify could not serialise it either.
+    const body = JSON.stringify({ success: true, data: { deployments: [deepOne, good] } }).replace('"DEEP"', '['.repeat(levels) + ']'.repeat(levels));
+    const mark = agent.logs().length;
+    cp.setDeploymentsBody(workerId, body);
+    const line = await agent.waitForLog((l) => l.deploymentId === deepOne.id && String(l.msg).startsWith('deployment rejected:'));
+    expect(line.field).toBe('extra');
+    expect(String(line.msg)).toBe('deployment rejected: extra: is nested deeper than 64 levels');
+    // The set was taken (stored for a restart, the good deployment in it), not refused as a whole.
+    await waitFor(async () => (await readFile(join(agent.stateDir, 'desired.json'), 'utf8')).includes(String(good.id)), 10_000, () => agent.output.slice(-2000));
+    const later = agent.logs().slice(mark);
+    expect(later.filter((l) => l.msg === 'desired set rejected as a whole; keeping the last one' || l.msg === 'desired-state poll failed unexpectedly')).toEqual([]);
+    expect(agent.child.exitCode).toBeNull();
+  }, 30_000);
 
   it('does not hammer a panel that keeps answering 200 with an unusable body', async () => {
     // Before the fix the failure count was reset by every 200, so each retry came within 1 s, forever.
@@ -98,4 +128,14 @@ describe('hostile desired sets: polling discipline and logs (no Docker)', () => 
     }
     expect(agent.logs().filter((l) => l.msg === 'desired-state poll failed unexpectedly')).toEqual([]);
   }, 60_000);
+
+  it('survives a 1 MB body that is nothing but nesting (JSON.parse is not recursive; nothing after it walks the body)', async () => {
+    const levels = 500_000;
+    const mark = agent.logs().length;
+    cp.setDeploymentsBody(workerId, '['.repeat(levels) + ']'.repeat(levels));
+    await waitFor(() => agent.logs().slice(mark).find((l) => l.msg === 'desired set rejected as a whole; keeping the last one'), 15_000, () => agent.output.slice(-2000));
+    const hb = beats().length;
+    await waitFor(() => beats().length > hb, 10_000, () => 'a heartbeat after the deep body');
+    expect(agent.child.exitCode).toBeNull();
+  }, 30_000);
 });
