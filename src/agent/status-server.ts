@@ -5,6 +5,7 @@ import https from 'node:https';
 import type { Duplex } from 'node:stream';
 import { AgentError } from '../errors.js';
 import type { Secret } from '../secret.js';
+import { limitConnectionsPerAddress } from './connection-limit.js';
 import type { Logger } from './logger.js';
 import type { DeploymentView, StatusSource } from './status-model.js';
 
@@ -274,6 +275,8 @@ export function createStatusServer(opts: StatusServerOptions): StatusServer {
       trackHeaderDeadlines(s, opts.tls ? 'secureConnection' : 'connection', onClientError);
       s.maxRequestsPerSocket = 100;
       s.maxConnections = 64;
+      // One client cannot take all 64: slow sockets from one address would shut the panel out.
+      limitConnectionsPerAddress(s, undefined, (client) => logger.debug({ client }, 'status api refused a connection: too many from one address'));
       // Idle bound for a socket whose request was read but whose client stopped reading the answer.
       s.setTimeout(30_000);
       s.on('clientError', onClientError);

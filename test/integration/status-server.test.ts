@@ -244,6 +244,46 @@ describe('status API limits', () => {
     }
   }, 20_000);
 
+  it('keeps serving authorised clients while another address holds 500 slow sockets (per-address connection cap)', async () => {
+    // The attacker (127.0.0.2) keeps 500 sockets open that never finish their headers, reopening
+    // each one that is closed; before the per-address cap they held all 64 slots.
+    const ATTACKER = '127.0.0.2';
+    let stopped = false;
+    const socks = new Set<net.Socket>();
+    let accepted = 0;
+    const open = () => {
+      if (stopped) return;
+      const sock = net.connect({ port, host: '127.0.0.1', localAddress: ATTACKER });
+      socks.add(sock);
+      sock.on('connect', () => sock.write('GET /v1/status HTTP/1.1\r\nHost: x\r\n'));
+      sock.on('data', () => accepted++);
+      sock.on('error', () => {});
+      // Reopened after a short pause, so a refused socket is not a hot loop in the test itself.
+      sock.on('close', () => (socks.delete(sock), setTimeout(open, 200)));
+    };
+    for (let i = 0; i < 500; i++) open();
+    await new Promise((r) => setTimeout(r, 500));
+    try {
+      let ok = 0;
+      let failed = 0;
+      const started = Date.now();
+      while (Date.now() - started < 6_000) {
+        const r = await req('/v1/status').catch(() => undefined);
+        if (r?.status === 200) ok++;
+        else failed++;
+        await new Promise((res) => setTimeout(res, 20));
+      }
+      console.log(`status API under 500 slow sockets from one address: ${ok} served, ${failed} failed in 6 s`);
+      expect(failed).toBe(0);
+      expect(ok).toBeGreaterThan(20);
+      // The attacker's few admitted sockets were still bounded by the headers deadline (408 or a close), not served.
+      expect(accepted).toBeLessThan(500);
+    } finally {
+      stopped = true;
+      for (const sock of socks) sock.destroy();
+    }
+  }, 20_000);
+
   it('an idle status API keeps no repeating timer (node\'s server-wide timeout check would wake the agent twice a second)', async () => {
     const repeats: number[] = [];
     const hook = createHook({
