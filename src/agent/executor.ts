@@ -1,4 +1,5 @@
 import type { Action } from '../domain/planner.js';
+import type { OwnedSecret } from '../domain/secret-gc.js';
 import { buildNetworkSpec, buildServiceSpec, type ServiceSpec, type SpecContext } from '../domain/service-spec.js';
 import type { Deployment, RegistryAuth } from '../protocol/deployment.js';
 import type { Secret } from '../secret.js';
@@ -27,6 +28,10 @@ export interface SwarmPort {
   ensureNetwork(spec: ReturnType<typeof buildNetworkSpec>): Promise<void>;
   /** Returns the Swarm secret id. */
   ensureSecret(name: string, value: Secret, labels: Record<string, string>): Promise<string>;
+  /** Secrets carrying this worker's ownership labels: one Engine API call. */
+  listSecrets(): Promise<OwnedSecret[]>;
+  /** True when the secret is gone (or was already); false when Swarm still has a service using it. */
+  removeSecret(id: string): Promise<boolean>;
   serviceLogs(id: string, tail: number): Promise<string[]>;
 }
 

@@ -2,6 +2,7 @@ import { LABEL } from '../domain/labels.js';
 import { plan, type Action, type ActualService, type UpdateState } from '../domain/planner.js';
 import { buildServiceSpec, type ServiceSpec } from '../domain/service-spec.js';
 import { hasDrifted } from '../domain/drift.js';
+import { secretsInUse } from '../domain/secret-gc.js';
 import { deriveStatus, renderPublicUrl, type DerivedStatus, type TaskObservation } from '../domain/deployment-status.js';
 import type { Deployment } from '../protocol/deployment.js';
 import type { EngineEvent } from '../swarm/engine-events.js';
@@ -9,6 +10,7 @@ import { fullJitter, type Random } from './backoff.js';
 import type { DesiredSet } from './desired-state-poller.js';
 import { createActionHandlers, mapLimited, runAction, type ObservedServiceLite, type SwarmPort } from './executor.js';
 import type { Logger } from './logger.js';
+import { SecretSweeper } from './secret-sweeper.js';
 import { TimerLoop } from './timer-loop.js';
 import type { DeploymentView, ReconcilePassView } from './status-model.js';
 
@@ -102,9 +104,11 @@ export class Reconciler {
   /** Ids of the services this worker owned at the last pass: their service events matter. */
   #ownedServiceIds = new Set<string>();
   #eventsLive = false;
+  readonly #secrets: SecretSweeper;
 
   constructor(deps: ReconcilerDeps) {
     this.#deps = deps;
+    this.#secrets = new SecretSweeper(deps.port, deps.workerId, deps.logger);
     this.#loop = new TimerLoop(() => this.#step(), () => this.#resyncMs());
   }
 
@@ -266,6 +270,11 @@ export class Reconciler {
     );
     // A rejected later copy of a deployment that is valid here (same id listed twice) must not report it failed.
     this.#deps.onStatus(changes, desiredSet.rejected.filter((r) => r.id === null || !byId.has(r.id)));
+    if (!this.#deps.readOnly) {
+      // What this pass saw before acting: a secret an update or removal just let go of is still held by the old task.
+      const desiredSecrets = [...built.values()].flatMap((b) => b.secrets.map((x) => x.name));
+      await this.#secrets.sweep(secretsInUse({ serviceSpecs: services.map((s) => s.spec), tasks, desired: desiredSecrets }), now);
+    }
     this.#lastPass = {
       at: new Date(now).toISOString(),
       durationMs: Math.round(performance.now() - started),

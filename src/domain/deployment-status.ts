@@ -23,6 +23,8 @@ export interface TaskObservation {
   exitCode?: number;
   timestamp: string;
   hostPorts: { target: number; published: number }[];
+  /** Swarm secrets the task's spec mounts (absent where the port cannot tell: observe mode). */
+  secretNames?: string[];
 }
 
 export interface DerivedStatus {

@@ -78,6 +78,8 @@ export function createObservePort(docker: EngineClient): SwarmPort {
     removeService: refuse('remove service'),
     ensureNetwork: refuse('create network'),
     ensureSecret: refuse('create secret'),
+    listSecrets: refuse('list secrets'),
+    removeSecret: refuse('remove secret'),
 
     async serviceLogs(serviceId: string, tail: number): Promise<string[]> {
       // The newest task container may not have started yet: take the newest (of three) that printed anything.

@@ -52,6 +52,8 @@ export interface ObservedTask {
   timestamp: string;
   /** Host-mode ports as bound on the node, Docker's choice included when the spec left it open. */
   hostPorts: { target: number; published: number }[];
+  /** Names of the Swarm secrets the task's spec mounts. */
+  secretNames: string[];
 }
 
 /** A swarm task's container as a worker node's own engine sees it (workers refuse /tasks). */

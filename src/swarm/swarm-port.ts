@@ -7,7 +7,7 @@ import type { ObservedServiceLite, SwarmPort } from '../agent/executor.js';
 import type { EngineClient } from './docker-client.js';
 import { toSwarmError } from './observed.js';
 import { engineCall, listTasks, serviceLogs, toObservedService } from './swarm-reader.js';
-import { createService, ensureNetwork, ensureSecret, removeService, scaleService, updateService } from './swarm-writer.js';
+import { createService, ensureNetwork, ensureSecret, listSecrets, removeSecret, removeService, scaleService, updateService } from './swarm-writer.js';
 
 export { SwarmError } from './observed.js';
 
@@ -41,7 +41,7 @@ export function createSwarmPort(docker: EngineClient, opts: { workerId: string; 
       const tasks = await listTasks(docker, { labelFilters: owned });
       return tasks.map((t) => ({
         serviceId: t.serviceId, desiredState: t.desiredState, state: t.state, message: t.message, err: t.err,
-        containerId: t.containerId, exitCode: t.exitCode, timestamp: t.timestamp, hostPorts: t.hostPorts,
+        containerId: t.containerId, exitCode: t.exitCode, timestamp: t.timestamp, hostPorts: t.hostPorts, secretNames: t.secretNames,
       }));
     },
 
@@ -75,6 +75,9 @@ export function createSwarmPort(docker: EngineClient, opts: { workerId: string; 
     async ensureSecret(name: string, value: Secret, labels: Record<string, string>): Promise<string> {
       return (await ensureSecret(docker, name, value, labels)).id;
     },
+
+    listSecrets: () => listSecrets(docker, owned),
+    removeSecret: (id) => removeSecret(docker, id),
 
     serviceLogs: (id, tail) => serviceLogs(docker, id, tail, LOG_TIMEOUT_MS),
   };

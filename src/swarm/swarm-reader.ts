@@ -54,6 +54,7 @@ interface TaskJson {
   NodeID?: string;
   Slot?: number;
   DesiredState?: string;
+  Spec?: { ContainerSpec?: { Secrets?: { SecretName?: string }[] | null } };
   Status?: {
     Timestamp?: string;
     State?: string;
@@ -122,6 +123,7 @@ export function toObservedTask(t: TaskJson): ObservedTask {
     ...(containerId && TERMINAL_TASK_STATES.has(state) && typeof exitCode === 'number' ? { exitCode } : {}),
     timestamp: st.Timestamp ?? '',
     hostPorts,
+    secretNames: (t.Spec?.ContainerSpec?.Secrets ?? []).map((r) => r.SecretName ?? '').filter((n) => n !== ''),
   };
 }
 

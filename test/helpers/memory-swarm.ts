@@ -24,6 +24,7 @@ export function deployment(): Deployment {
 export function memorySwarm() {
   const services = new Map<string, ObservedServiceLite & { spec: ServiceSpec; version: number }>();
   const updates: string[] = [];
+  const secrets = new Map<string, { id: string; name: string; labels: Record<string, string> }>();
   const port: SwarmPort = {
     listServices: async () => [...services.values()].map((s) => ({ ...s, spec: structuredClone(s.spec) })),
     listTasks: async () =>
@@ -41,8 +42,16 @@ export function memorySwarm() {
     scaleService: async () => {},
     removeService: async (id) => void services.delete(id),
     ensureNetwork: async () => {},
-    ensureSecret: async (name) => `secret-${name}`,
+    ensureSecret: async (name, _value, labels) => {
+      secrets.set(name, { id: `secret-${name}`, name, labels: { ...labels } });
+      return `secret-${name}`;
+    },
+    listSecrets: async () => [...secrets.values()],
+    removeSecret: async (id) => {
+      for (const [name, s] of secrets) if (s.id === id) secrets.delete(name);
+      return true;
+    },
     serviceLogs: async () => [],
   };
-  return { port, services, updates };
+  return { port, services, updates, secrets };
 }
