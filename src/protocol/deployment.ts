@@ -348,10 +348,13 @@ export function parseDesiredSet(body: unknown, opts: ParseOptions = {}): Desired
   };
   const hostPorts = opts.hostPorts ?? NO_HOST_PORT_RULES;
   // Cross-entry checks run in list order over valid entries, so "the first" is the one the panel listed first.
-  for (const raw of list) {
+  for (const [i, raw] of list.entries()) {
     const deepAt = tooDeepAt(raw);
     if (deepAt !== undefined) {
-      rejected.push(tooDeep(raw, deepAt));
+      // A deep object is a deployment with a bad field: rejected alone. A deep entry that is no object
+      // is a malformed list, and ignoring it like other junk would leave a set that removes everything.
+      if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) return { ok: false, error: `data.deployments[${i}] is nested deeper than ${MAX_NESTING_DEPTH} levels` };
+      rejected.push(tooDeep(raw as Record<string, unknown>, deepAt));
       continue;
     }
     const r = parseDeployment(raw);
@@ -403,8 +406,7 @@ export function storableDesiredSet(body: unknown): { success: true; data: { depl
 }
 
 /** A deployment nested too deep is not parsed at all: its ids are read only if they are plain valid strings. */
-function tooDeep(raw: unknown, path: PathSeg[]): RejectedDeployment {
-  const obj = raw !== null && typeof raw === 'object' && !Array.isArray(raw) ? (raw as Record<string, unknown>) : {};
-  const field = formatField(path) || 'deployment';
+function tooDeep(obj: Record<string, unknown>, path: PathSeg[]): RejectedDeployment {
+  const field = formatField(path);
   return { id: validId(obj.id), serviceId: validId(obj.serviceId), field, message: `${field}: is nested deeper than ${MAX_NESTING_DEPTH} levels` };
 }

@@ -102,6 +102,7 @@ describe.skipIf(!ready.ok)('hostile desired sets against a running agent on a re
   let B!: Row;
   let baseline: Map<string, string>;
   let reportMark = 0;
+  let statusPort = 0;
 
   const services = async () =>
     (await docker.listServices({ filters: JSON.stringify({ label: [`${LABEL.workerId}=${workerId}`] }) })) as unknown as {
@@ -186,6 +187,7 @@ describe.skipIf(!ready.ok)('hostile desired sets against a running agent on a re
       SKYPANEL_AGENT_RESYNC_INTERVAL: '5',
       SKYPANEL_AGENT_BACKOFF_CAP: '1',
     });
+    statusPort = Number((await agent.waitForLog((l) => l.msg === 'status api listening')).port);
     await waitFor(() => statusOf(A.id as string)?.status === 'running' && statusOf(B.id as string)?.status === 'running', 60_000, () => tail());
     baseline = await fingerprint();
     expect(baseline.size).toBe(2);
@@ -223,10 +225,6 @@ describe.skipIf(!ready.ok)('hostile desired sets against a running agent on a re
     unusable('10 MB body (the agent refuses > 1 MiB)', `{"success":true,"data":{"deployments":[]},"pad":"${'x'.repeat(10 * 1024 * 1024)}"}`),
     unusable('10 000 levels of nesting as the whole body', deep(10_000)),
     unusable('10 000 levels of nesting as data.deployments', `{"success":true,"data":{"deployments":${deep(10_000, '[]')}}}`),
-    // Parses, but cannot be stored for a restart (JSON.stringify runs out of stack): refused, not half-applied.
-    unusable('10 000 levels of nesting in an unknown field of a new deployment', (base) =>
-      JSON.stringify({ success: true, data: { deployments: [...base, stopped({ extra: 'DEEP' })] } }).replace('"DEEP"', deep(10_000)),
-    ),
   ];
 
   const rejectedCases: Case[] = [
@@ -282,6 +280,20 @@ describe.skipIf(!ready.ok)('hostile desired sets against a running agent on a re
     bad('fields only through __proto__', 'imageTag', JSON.parse(`{"__proto__":{"imageTag":"${TEST_IMAGE}"}}`), ['imageTag']),
   ];
 
+  // Host ports the host serves, and limits Docker cannot run: refused per deployment, never tried.
+  const hostCases = (): Case[] => [
+    bad('externalPort is the agent\'s own status port', 'externalPort', { desiredState: 'running', internalPort: 8080, externalPort: statusPort }),
+    bad('externalPort 22 (SSH)', 'externalPort', { desiredState: 'running', internalPort: 8080, externalPort: 22 }),
+    bad('externalPort 2377 (Swarm management), even stopped', 'externalPort', { internalPort: 8080, externalPort: 2377 }),
+    bad('externalPort 7946 (Swarm node discovery)', 'externalPort', { desiredState: 'running', internalPort: 8080, externalPort: 7946 }),
+    bad('externalPort 443 (privileged range)', 'externalPort', { desiredState: 'running', internalPort: 8080, externalPort: 443 }),
+    bad('cpuCores rounding to 0 NanoCPUs (would mean no limit)', 'resourceLimits.cpuCores', { desiredState: 'running', resourceLimits: { cpuCores: 1e-10, memoryMb: 16 } }),
+    bad('cpuCores under the kernel\'s 1 ms CFS quota', 'resourceLimits.cpuCores', { desiredState: 'running', resourceLimits: { cpuCores: 0.005, memoryMb: 16 } }),
+    bad('memoryMb under dockerd\'s 6 MiB', 'resourceLimits.memoryMb', { desiredState: 'running', resourceLimits: { cpuCores: 0.05, memoryMb: 5 } }),
+    // The smallest limits Docker accepts: Swarm takes the service (its reservation is at Swarm's 4 MiB floor).
+    odd('limits at the minimums (0.01 cores, 6 MiB)', { resourceLimits: { cpuCores: 0.01, memoryMb: 6 } }),
+  ];
+
   // Conflicts with A need A's values, so they are built once A exists.
   const conflictCases = (): Case[] => [
     bad('a second running deployment on A\'s external port', 'externalPort', { desiredState: 'running', internalPort: 8080, externalPort: extPort }),
@@ -316,7 +328,8 @@ describe.skipIf(!ready.ok)('hostile desired sets against a running agent on a re
     odd('env names __proto__ and constructor', { environmentVars: JSON.parse('{"__proto__":"polluted","constructor":"c","toString":"t"}') }),
     odd('secret with an odd but valid name', { secrets: [{ name: 'a.b-c_D9', value: SECRETS.oddValid, envVarName: '_X' }] }),
     odd('nulls for every optional field', { replicas: null, internalPort: null, externalPort: null, command: null, secrets: null, registryAuth: null, resourceLimits: { cpuCores: 0.05, memoryMb: 16, diskGb: null } }),
-    odd('unknown fields, one of them deeply nested', { extra: { nested: { deeper: [1, 2, { x: 'y' }] } }, tags: ['a'], deep: JSON.parse(deep(200)) }),
+    // 60 levels: under the bound of 64 per deployment (the deployment itself is one).
+    odd('unknown fields, one of them deeply nested', { extra: { nested: { deeper: [1, 2, { x: 'y' }] } }, tags: ['a'], deep: JSON.parse(deep(60)) }),
   ];
 
   it('refuses unusable responses as a whole and changes nothing', async () => {
@@ -338,6 +351,32 @@ describe.skipIf(!ready.ok)('hostile desired sets against a running agent on a re
     // A was never reported anything but running, although a rejected duplicate carried its id.
     const aReports = cp.reportsOf(workerId).slice(reportMark).filter((r) => r.deploymentId === A.id);
     expect(aReports.map((r) => r.report.status).filter((s) => s !== 'running')).toEqual([]);
+  }, 90_000);
+
+  it('refuses host ports the host serves and limits Docker cannot run, per deployment', async () => {
+    for (const c of hostCases()) await runCase(c);
+    // The agent's status API still answers on its port.
+    expect((await fetch(`http://127.0.0.1:${statusPort}/healthz`)).status).toBe(200);
+    // And the minimums really run: a 1 ms CFS quota per 100 ms, a 6 MiB limit.
+    const smallest = stopped({ slug: 'hostile-smallest', desiredState: 'running', resourceLimits: { cpuCores: 0.01, memoryMb: 6 } });
+    await deliver([A, B, smallest], false);
+    await waitFor(() => statusOf(smallest.id as string)?.status === 'running', 60_000, tail);
+    await deliver([A, B]);
+    await waitFor(async () => (await services()).length === 2, 30_000, tail);
+  }, 90_000);
+
+  it('rejects a deployment with a 50,000-deep unknown field alone and applies the rest of the same set', async () => {
+    const deepOne = stopped({ extra: 'DEEP' });
+    const fresh = stopped({ slug: 'hostile-fresh' });
+    // As text: 50,000 levels cannot go through JSON.stringify. Before the bound, the whole set was refused (it could not be stored).
+    const body = JSON.stringify({ success: true, data: { deployments: [A, B, deepOne, fresh] } }).replace('"DEEP"', deep(50_000));
+    await deliver(body, false);
+    const r = await waitFor(() => (statusOf(deepOne.id as string)?.status === 'failed' ? statusOf(deepOne.id as string) : undefined), 15_000, tail);
+    expect(r.message).toBe('invalid deployment: extra: is nested deeper than 64 levels');
+    await waitFor(async () => statusOf(fresh.id as string)?.status === 'stopped' && (await services()).some((s) => s.Spec.Labels[LABEL.deploymentId] === fresh.id), 30_000, tail);
+    expect(await fingerprint()).toEqual(baseline);
+    await deliver([A, B]);
+    await waitFor(async () => (await services()).length === 2, 30_000, tail);
   }, 90_000);
 
   it('ignores entries without a usable id and runs the rest', async () => {
@@ -364,7 +403,7 @@ describe.skipIf(!ready.ok)('hostile desired sets against a running agent on a re
   }, 90_000);
 
   it('counts at least 40 hostile cases', () => {
-    expect(unusableCases.length + rejectedCases.length + conflictCases().length + silentCases.length + oddCases.length).toBeGreaterThanOrEqual(40);
+    expect(unusableCases.length + rejectedCases.length + hostCases().length + conflictCases().length + silentCases.length + oddCases.length).toBeGreaterThanOrEqual(40);
   });
 });
 

@@ -314,9 +314,8 @@ describe('parseDesiredSet: nesting depth', () => {
     expect(JSON.stringify(storableDesiredSet({ ...body(base()), junk: deep(50_000) }))).toBe(JSON.stringify(body(base())));
   });
 
-  it('rejects a too-deep entry that is not even an object without naming an id', () => {
-    const r = parseDesiredSet(body(deep(10_000), base()));
-    expect(r.ok && r.rejected).toEqual([{ id: null, serviceId: null, field: 'deployment', message: 'deployment: is nested deeper than 64 levels' }]);
+  it('refuses the whole answer when a too-deep entry is not even an object (a malformed list, not a bad deployment)', () => {
+    expect(parseDesiredSet(body(deep(10_000), base()))).toEqual({ ok: false, error: 'data.deployments[0] is nested deeper than 64 levels' });
   });
 });
 
