@@ -26,6 +26,8 @@ const ENGINE_CHECK_EVERY_BEATS = 2.5;
 
 export interface EngineSnapshot extends EngineSummary {
   containersRunning: number;
+  /** The CPUs the engine sees (NCPU): no container's CPU limit may exceed them. */
+  ncpu: number;
 }
 
 /** What the agent needs from Docker; implemented by src/swarm over the Engine API. */
@@ -265,7 +267,7 @@ export class Agent {
       metrics: this.#metrics,
       logger,
       watchEngineEvents: swarm ? this.#opts.watchEngineEvents : undefined,
-      parse: { hostPorts: { statusPort: this.#statusPort, allowed: config.allowedHostPorts } },
+      parse: { hostPorts: { statusPort: this.#statusPort, allowed: config.allowedHostPorts }, hostCpus: this.#engine?.ncpu },
     });
     await this.#deployments.start();
   }

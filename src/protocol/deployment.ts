@@ -284,6 +284,11 @@ export type DesiredSetResult =
 export interface ParseOptions {
   /** Host ports a deployment may not publish on this host (host-ports.ts); none refused when absent. */
   hostPorts?: HostPortPolicy;
+  /**
+   * The CPUs this node's engine has (`GET /info` NCPU): dockerd refuses a container whose CPU
+   * limit exceeds them ("range of CPUs is from 0.01 to N"), so every task would fail. Unchecked when absent.
+   */
+  hostCpus?: number;
 }
 
 const OPTIONAL_KEYS = ['replicas', 'internalPort', 'externalPort', 'command', 'secrets', 'registryAuth'];
@@ -363,6 +368,10 @@ export function parseDesiredSet(body: unknown, opts: ParseOptions = {}): Desired
       continue;
     }
     const d = r.deployment;
+    if (opts.hostCpus !== undefined && opts.hostCpus > 0 && d.resourceLimits.cpuCores > opts.hostCpus) {
+      reject(d, 'resourceLimits.cpuCores', `must be at most ${opts.hostCpus} (the CPUs this host has; Docker refuses a larger limit)`);
+      continue;
+    }
     const portRefused = d.externalPort === undefined ? undefined : refusedHostPort(d.externalPort, hostPorts);
     if (portRefused !== undefined) {
       // Stopped ones too: a stopped service keeps the port in its spec, and starting it is one scale away.

@@ -18,6 +18,7 @@ export function createEngineProbe(opts: EngineProbeOptions = {}): EngineProbe & 
         dockerVersion: f.dockerVersion,
         dockerRootDir: f.dockerRootDir,
         containersRunning: f.containersRunning,
+        ncpu: f.ncpu,
         swarmNodeId: f.swarm.nodeId,
         swarmRole: f.swarm.role,
       };

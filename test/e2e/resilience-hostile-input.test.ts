@@ -103,6 +103,7 @@ describe.skipIf(!ready.ok)('hostile desired sets against a running agent on a re
   let baseline: Map<string, string>;
   let reportMark = 0;
   let statusPort = 0;
+  let hostCpus = 0;
 
   const services = async () =>
     (await docker.listServices({ filters: JSON.stringify({ label: [`${LABEL.workerId}=${workerId}`] }) })) as unknown as {
@@ -188,6 +189,7 @@ describe.skipIf(!ready.ok)('hostile desired sets against a running agent on a re
       SKYPANEL_AGENT_BACKOFF_CAP: '1',
     });
     statusPort = Number((await agent.waitForLog((l) => l.msg === 'status api listening')).port);
+    hostCpus = Number(((await docker.info()) as { NCPU: number }).NCPU);
     await waitFor(() => statusOf(A.id as string)?.status === 'running' && statusOf(B.id as string)?.status === 'running', 60_000, () => tail());
     baseline = await fingerprint();
     expect(baseline.size).toBe(2);
@@ -290,6 +292,7 @@ describe.skipIf(!ready.ok)('hostile desired sets against a running agent on a re
     bad('cpuCores rounding to 0 NanoCPUs (would mean no limit)', 'resourceLimits.cpuCores', { desiredState: 'running', resourceLimits: { cpuCores: 1e-10, memoryMb: 16 } }),
     bad('cpuCores under the kernel\'s 1 ms CFS quota', 'resourceLimits.cpuCores', { desiredState: 'running', resourceLimits: { cpuCores: 0.005, memoryMb: 16 } }),
     bad('memoryMb under dockerd\'s 6 MiB', 'resourceLimits.memoryMb', { desiredState: 'running', resourceLimits: { cpuCores: 0.05, memoryMb: 5 } }),
+    bad('cpuCores above the CPUs this host has (dockerd refuses the container)', 'resourceLimits.cpuCores', { desiredState: 'running', resourceLimits: { cpuCores: hostCpus + 0.5, memoryMb: 16 } }),
     // The smallest limits Docker accepts: Swarm takes the service (its reservation is at Swarm's 4 MiB floor).
     odd('limits at the minimums (0.01 cores, 6 MiB)', { resourceLimits: { cpuCores: 0.01, memoryMb: 6 } }),
   ];

@@ -287,6 +287,15 @@ describe('parseDesiredSet: limits at the engine\'s minimums', () => {
   });
 });
 
+describe('parseDesiredSet: CPU limit above the host\'s CPUs', () => {
+  it('is refused per deployment when the host\'s CPU count is known (dockerd would refuse every task)', () => {
+    const r = parseDesiredSet(body({ ...base(), resourceLimits: { cpuCores: 2.5, memoryMb: 64 } }, { ...base(), id: 'dep_2', serviceId: 'svc_2', externalPort: 30081, resourceLimits: { cpuCores: 2, memoryMb: 64 } }), { hostCpus: 2 });
+    expect(r.ok && r.deployments.map((d) => d.id)).toEqual(['dep_2']);
+    expect(r.ok && r.rejected).toEqual([{ id: 'dep_1', serviceId: 'svc_1', field: 'resourceLimits.cpuCores', message: 'resourceLimits.cpuCores: must be at most 2 (the CPUs this host has; Docker refuses a larger limit)' }]);
+    expect(parseDesiredSet(body({ ...base(), resourceLimits: { cpuCores: 2.5, memoryMb: 64 } }))).toMatchObject({ ok: true, rejected: [] });
+  });
+});
+
 describe('parseDesiredSet: nesting depth', () => {
   const deep = (levels: number): unknown => JSON.parse('['.repeat(levels) + ']'.repeat(levels));
 
