@@ -1,11 +1,13 @@
 import { pino, type Logger, type LoggerOptions } from 'pino';
 import { createRequire } from 'node:module';
+import { redact, type KnownSecrets } from '../secret.js';
 
 export type { Logger };
 
 /**
  * Field names whose values are never logged, wherever they sit in a log object. The Secret
- * wrapper already prints `[redacted]`; this is the second belt for plain strings.
+ * wrapper already prints `[redacted]`; this is the second belt for plain strings, and the
+ * `secrets` pass over every finished line (createLogger) the third, for values in any field.
  */
 const REDACT_PATHS = [
   'token', '*.token', 'authorization', '*.authorization', 'headers.authorization', '*.headers.authorization',
@@ -18,6 +20,8 @@ export interface LoggerSetup {
   /** Pretty, human-oriented output; defaults to stdout being a TTY. */
   pretty?: boolean;
   destination?: NodeJS.WritableStream;
+  /** Secret values to redact from every line, in every spelling (src/secret.ts `redact`). */
+  secrets?: KnownSecrets;
 }
 
 export function createLogger(setup: LoggerSetup = {}): Logger {
@@ -27,6 +31,9 @@ export function createLogger(setup: LoggerSetup = {}): Logger {
     redact: { paths: REDACT_PATHS, censor: '[redacted]' },
     base: { pid: process.pid },
   };
+  const known = setup.secrets;
+  // On the serialised line, so a secret in a message, an error text or any field is caught.
+  if (known) options.hooks = { streamWrite: (line) => redact(line, known.values()) };
   const pretty = setup.pretty ?? (process.stdout.isTTY === true && setup.destination === undefined);
   if (pretty) {
     // In-thread pretty stream: no transport worker thread, which would cost ~10 MB of RSS.

@@ -2,16 +2,13 @@ import type { Deployment } from '../protocol/deployment.js';
 import type { RejectedDeployment } from '../protocol/deployment.js';
 import type { ReportContent, ReportOutbox } from './report-outbox.js';
 import type { StatusChange } from './reconciler.js';
+import { redact, type SecretLike } from '../secret.js';
 
 /** deploymentLogs is a tail of at most 64 KiB (protocol v1). */
 export const MAX_LOG_BYTES = 64 * 1024;
 
-/** Known secret values (≥ 6 chars) replaced before anything leaves the host in a report. */
-export function scrubSecrets(text: string, secrets: readonly string[]): string {
-  let out = text;
-  for (const s of secrets) if (s.length >= 6) out = out.split(s).join('[redacted]');
-  return out;
-}
+/** A report's message is cut to this many characters, after redaction. */
+export const MAX_MESSAGE_CHARS = 4096;
 
 export function tailBytes(lines: readonly string[], maxBytes = MAX_LOG_BYTES): string {
   const kept: string[] = [];
@@ -41,11 +38,11 @@ export function secretValuesOf(deployments: readonly Deployment[]): string[] {
  */
 export class StatusReporter {
   readonly #outbox: ReportOutbox;
-  readonly #secrets: () => readonly string[];
+  readonly #secrets: () => readonly SecretLike[];
   /** Per deployment: lifecycle times, and the log tail taken when it failed (kept while it stays failed). */
   readonly #times = new Map<string, { deployedAt?: string; stoppedAt?: string; logs?: string }>();
 
-  constructor(outbox: ReportOutbox, secrets: () => readonly string[]) {
+  constructor(outbox: ReportOutbox, secrets: () => readonly SecretLike[]) {
     this.#outbox = outbox;
     this.#secrets = secrets;
   }
@@ -62,14 +59,18 @@ export class StatusReporter {
       if (c.derived.status === 'stopped') t.stoppedAt ??= now;
       // Logs are read once, when a deployment turns failed; later passes must not report them away.
       if (c.derived.status !== 'failed') t.logs = undefined;
-      else if (c.logs && c.logs.length > 0) t.logs = tailBytes(c.logs.map((l) => scrubSecrets(l, this.#secrets())));
+      else if (c.logs && c.logs.length > 0) {
+        // Every line is redacted before the tail is cut, so the cut cannot split a secret.
+        const secrets = this.#secrets();
+        t.logs = tailBytes(c.logs.map((l) => redact(l, secrets)));
+      }
       this.#times.set(c.deploymentId, t);
       const content: ReportContent = { status: c.derived.status };
       if (c.derived.swarmServiceId) content.swarmServiceId = c.derived.swarmServiceId;
       if (c.derived.containerId) content.containerId = c.derived.containerId;
       if (c.publicUrl) content.publicUrl = c.publicUrl;
       if (c.derived.externalPort !== null) content.externalPort = c.derived.externalPort;
-      if (c.derived.message) content.message = scrubSecrets(c.derived.message, this.#secrets()).slice(0, 4096);
+      if (c.derived.message) content.message = redact(c.derived.message, this.#secrets(), { maxLength: MAX_MESSAGE_CHARS });
       if (t.logs) content.deploymentLogs = t.logs;
       if (t.deployedAt) content.deployedAt = t.deployedAt;
       if (t.stoppedAt) content.stoppedAt = t.stoppedAt;
@@ -79,7 +80,7 @@ export class StatusReporter {
     // A deployment the agent cannot even parse is failed, with the field and rule that broke it.
     for (const r of rejected) {
       if (r.id === null) continue;
-      this.#outbox.offer(r.id, { status: 'failed', message: `invalid deployment: ${r.message}` });
+      this.#outbox.offer(r.id, { status: 'failed', message: redact(`invalid deployment: ${r.message}`, this.#secrets(), { maxLength: MAX_MESSAGE_CHARS }) });
     }
   }
 }

@@ -4,7 +4,7 @@ import http, { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'n
 import https from 'node:https';
 import type { Duplex } from 'node:stream';
 import { AgentError } from '../errors.js';
-import type { Secret } from '../secret.js';
+import { redact, redactDeep, type Secret } from '../secret.js';
 import { limitConnectionsPerAddress } from './connection-limit.js';
 import type { Logger } from './logger.js';
 import type { DeploymentView, StatusSource } from './status-model.js';
@@ -24,12 +24,6 @@ export interface StatusServer {
   stop(): Promise<void>;
 }
 
-const REDACTED = '[redacted]';
-/**
- * Shorter "secrets" are skipped by the final string pass: values like "true" or "1234" cannot be
- * told apart from ordinary words and numbers, and replacing them would corrupt every body.
- */
-export const MIN_REDACTABLE_LENGTH = 6;
 const LOGS_MAX = 1000;
 const LOGS_TIMEOUT_MS = 5_000;
 /** A request's headers must be in within this of its connection opening (or its TLS handshake). */
@@ -49,39 +43,6 @@ export function parseListen(listen: string): { host: string; port: number } {
     throw new AgentError('SKP_ERR_CONFIG_INVALID', `status listen address ${JSON.stringify(listen)} must be host:port or [ipv6]:port`, { field: 'statusListen' });
   }
   return { host: m[1]!, port };
-}
-
-/**
- * Last line of defence: replaces every known secret value in an already-serialised body, both as
- * written and as JSON escapes it (a secret with a quote or newline appears escaped in JSON).
- */
-export function redactKnownSecrets(body: string, secrets: readonly string[]): string {
-  let out = body;
-  // Longest first, so a secret that contains another is replaced whole.
-  const forms = new Set<string>();
-  for (const s of secrets) {
-    if (typeof s !== 'string' || s.length < MIN_REDACTABLE_LENGTH) continue;
-    forms.add(s);
-    forms.add(JSON.stringify(s).slice(1, -1));
-  }
-  for (const f of [...forms].sort((a, b) => b.length - a.length)) out = out.split(f).join(REDACTED);
-  return out;
-}
-
-/** Redacts inside values before serialising, so the JSON stays valid; the string pass above then finds nothing. */
-function redactValue(v: unknown, secrets: readonly string[]): unknown {
-  if (typeof v === 'string') return redactKnownSecrets(v, secrets);
-  if (typeof v === 'number' || typeof v === 'boolean') {
-    const s = String(v);
-    return redactKnownSecrets(s, secrets) === s ? v : REDACTED;
-  }
-  if (Array.isArray(v)) return v.map((x) => redactValue(x, secrets));
-  if (v !== null && typeof v === 'object') {
-    const o: Record<string, unknown> = {};
-    for (const [k, x] of Object.entries(v)) o[redactKnownSecrets(k, secrets)] = redactValue(x, secrets);
-    return o;
-  }
-  return v;
 }
 
 const sha256 = (s: string) => createHash('sha256').update(s, 'utf8').digest();
@@ -134,7 +95,8 @@ export function createStatusServer(opts: StatusServerOptions): StatusServer {
 
   const sendJson = (res: ServerResponse, status: number, value: unknown, extra: Record<string, string> = {}) => {
     const known = secrets();
-    send(res, status, redactKnownSecrets(JSON.stringify(redactValue(value, known)), known), 'application/json; charset=utf-8', extra);
+    // Inside values first, so the JSON stays valid; the pass over the text is the last defence.
+    send(res, status, redact(JSON.stringify(redactDeep(value, known)), known), 'application/json; charset=utf-8', extra);
   };
 
   const authorized = (req: IncomingMessage): boolean => {
@@ -195,8 +157,11 @@ export function createStatusServer(opts: StatusServerOptions): StatusServer {
     switch (r.kind) {
       case 'healthz': {
         const stalled = source.loopStalledForSec();
-        if (stalled < source.wedgedAfterSec()) return sendJson(res, 200, { status: 'ok' });
-        return sendJson(res, 503, { status: 'wedged', reason: `no heartbeat attempt or reconcile pass for ${Math.round(stalled)} s` });
+        if (stalled >= source.wedgedAfterSec()) {
+          return sendJson(res, 503, { status: 'wedged', reason: `no heartbeat attempt or reconcile pass for ${Math.round(stalled)} s` });
+        }
+        const degraded = source.degradedReason?.() ?? null;
+        return sendJson(res, 200, degraded === null ? { status: 'ok' } : { status: 'degraded', reason: degraded });
       }
       case 'status':
         return sendJson(res, 200, source.status());

@@ -3,7 +3,7 @@ import { AGENT_VERSION } from '../version.js';
 // Each command's module is imported when that command runs: `run` on a host should not carry the
 // code of `dev` (a whole reference control plane), `install` or `doctor` in its memory.
 import { AgentError, exitCodeFor } from '../errors.js';
-import { Secret } from '../secret.js';
+import { KnownSecrets, Secret } from '../secret.js';
 import { DEFAULT_CONFIG_PATH } from '../agent/config-schema.js';
 import { loadConfig } from '../agent/config.js';
 import { createLogger } from '../agent/logger.js';
@@ -52,11 +52,14 @@ Examples:
       --swarm-join-token-file swarm.token --swarm-manager 10.0.0.2:2377`)
     .action(async (o: Record<string, string | number | undefined>) => {
       const [{ readToken }, { runRegister }] = await Promise.all([import('./token-input.js'), import('./register.js')]);
-      const logger = createLogger({ level: 'warn', destination: process.stderr });
+      const secrets = new KnownSecrets();
+      const logger = createLogger({ level: 'warn', destination: process.stderr, secrets });
       const token = await readToken({ token: o.token as string | undefined, tokenFile: o.tokenFile as string | undefined, stdin: process.stdin });
+      secrets.add(token);
       let joinToken: Secret | undefined;
       if (o.swarmJoinToken !== undefined || o.swarmJoinTokenFile !== undefined) {
         joinToken = await readToken({ token: o.swarmJoinToken as string | undefined, tokenFile: o.swarmJoinTokenFile as string | undefined });
+        secrets.add(joinToken);
       }
       await runRegister({
         controlPlaneUrl: String(o.controlPlane),
@@ -104,8 +107,11 @@ Examples:
         },
       });
       run.assertRegistered(config, path);
-      const logger = createLogger({ level: config.logLevel });
-      const agent = await run.startAgent(config, fileExisted ? path : undefined, logger);
+      // Every log line is redacted of the token and, once known, of every deployment secret.
+      const secrets = new KnownSecrets();
+      secrets.add(config.token);
+      const logger = createLogger({ level: config.logLevel, secrets });
+      const agent = await run.startAgent(config, fileExisted ? path : undefined, logger, secrets);
       run.stopOnSignals(() => agent.stop(), logger);
     });
 

@@ -2,6 +2,7 @@ import { Agent } from '../agent/agent.js';
 import type { AgentConfig } from '../agent/config-schema.js';
 import type { Logger } from '../agent/logger.js';
 import { AgentError } from '../errors.js';
+import type { KnownSecrets } from '../secret.js';
 import { createEngineProbe } from '../swarm/engine-probe.js';
 import { createSwarmPort } from '../swarm/swarm-port.js';
 import { createObservePort } from '../swarm/observe-port.js';
@@ -20,12 +21,13 @@ export function assertRegistered(config: AgentConfig, configPath: string): asser
   }
 }
 
-export async function startAgent(config: AgentConfig, configPath: string | undefined, logger: Logger): Promise<Agent> {
+export async function startAgent(config: AgentConfig, configPath: string | undefined, logger: Logger, secrets?: KnownSecrets): Promise<Agent> {
   const engine = createEngineProbe({ socketPath: config.dockerSocket });
   const agent = new Agent({
     config,
     configPath,
     logger,
+    secrets,
     engine,
     swarm: {
       local: (workerId, nodeId) => createSwarmPort(engine.docker, { workerId, nodeId }),

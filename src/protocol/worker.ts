@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { redact, type SecretLike } from '../secret.js';
 
 /**
  * Protocol v1, worker calls served by stock SkyPanelV2 (docs/PROTOCOL.md is the prose version).
@@ -65,17 +66,15 @@ export function deploymentsEtagHint(body: unknown): string | undefined {
  * Error bodies come in three shapes on SkyPanelV2: `{success:false, error:{code,message}}`,
  * `{error, message}` (401 from the auth middleware) and `{success:false, error:"API not found"}`.
  */
-export function describeErrorBody(body: unknown): { code?: string; message?: string } {
+export function describeErrorBody(body: unknown, secrets: readonly SecretLike[] = []): { code?: string; message?: string } {
   if (!body || typeof body !== 'object') return {};
   const b = body as Record<string, unknown>;
   const err = b.error;
+  // Redacted before the cut: a panel echoing the token must not leave its head in a 300-character message.
+  const str = (v: unknown): string | undefined => (typeof v === 'string' ? redact(v, secrets, { maxLength: 300 }) : undefined);
   if (err && typeof err === 'object') {
     const e = err as Record<string, unknown>;
     return { code: str(e.code), message: str(e.message) };
   }
   return { code: str(err), message: str(b.message) ?? str(err) };
-}
-
-function str(v: unknown): string | undefined {
-  return typeof v === 'string' ? v.slice(0, 300) : undefined;
 }

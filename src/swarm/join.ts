@@ -1,6 +1,6 @@
 import type { EngineClient } from './docker-client.js';
 import { AgentError } from '../errors.js';
-import type { Secret } from '../secret.js';
+import { redact, type Secret } from '../secret.js';
 import { engineCall } from './swarm-reader.js';
 
 export interface JoinOptions {
@@ -32,8 +32,8 @@ export async function joinSwarm(docker: EngineClient, opts: JoinOptions): Promis
       },
     });
   } catch (err) {
-    const raw = String((err as Error).message ?? err).split(opts.joinToken.reveal()).join('[redacted]');
-    throw new AgentError('SKP_ERR_SWARM_JOIN', `joining the swarm through ${opts.managerAddr} failed: ${raw.slice(0, 300)}`);
+    const raw = redact(String((err as Error).message ?? err), [opts.joinToken], { maxLength: 300 });
+    throw new AgentError('SKP_ERR_SWARM_JOIN', `joining the swarm through ${opts.managerAddr} failed: ${raw}`);
   }
   const after = await engineCall<SwarmInfo>(docker, { method: 'GET', path: '/info' });
   if (!after.Swarm?.NodeID) throw new AgentError('SKP_ERR_SWARM_JOIN', 'joined the swarm but Docker reports no node id');

@@ -2,6 +2,7 @@
  * What the Swarm adapter (swarm-reader.ts, swarm-writer.ts) hands to the reconciler: plain data
  * decoupled from Docker's JSON, and one error type for everything that goes wrong.
  */
+import { redact } from '../secret.js';
 
 /** Swarm's task states, in lifecycle order (Engine API TaskState). */
 export const TASK_STATES = [
@@ -100,23 +101,11 @@ export class SwarmError extends Error {
   }
 }
 
-const REDACTED = '[redacted]';
 const MAX_MESSAGE = 500;
 
-/** Every spelling of a value Docker could echo: raw, JSON/Go-quoted, and the base64 forms sent on the wire. */
-function spellings(value: string): string[] {
-  if (value === '') return [];
-  const b64 = Buffer.from(value).toString('base64');
-  const quoted = JSON.stringify(value).slice(1, -1);
-  return [...new Set([value, quoted, b64, b64.replace(/=+$/, ''), Buffer.from(value).toString('base64url')])]
-    // Longest first, so a value containing another one is cut whole.
-    .sort((a, b) => b.length - a.length);
-}
-
-export function scrub(text: string, revealed: readonly string[]): string {
-  let out = text;
-  for (const v of revealed) for (const s of spellings(v)) out = out.split(s).join(REDACTED);
-  return out;
+/** Docker echoes what it was sent (an image reference, a secret's data in base64): `redact` knows every spelling. */
+export function scrub(text: string, revealed: readonly string[], maxLength?: number): string {
+  return redact(text, revealed, maxLength === undefined ? {} : { maxLength });
 }
 
 interface EngineErrorShape {
@@ -156,6 +145,6 @@ export function toSwarmError(action: string, err: unknown, revealed: readonly st
   }
   const e = (err ?? {}) as EngineErrorShape;
   const statusCode = typeof e.statusCode === 'number' ? e.statusCode : undefined;
-  const text = scrub(dockerText(e), revealed).slice(0, MAX_MESSAGE);
+  const text = scrub(dockerText(e), revealed, MAX_MESSAGE);
   return new SwarmError(classify(statusCode, text), `${action}: ${text}`, { statusCode, dockerMessage: text });
 }

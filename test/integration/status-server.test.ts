@@ -11,7 +11,8 @@ import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/agent/logger.js';
 import { createAgentMetrics } from '../../src/agent/metrics.js';
-import { createStatusServer, parseListen, redactKnownSecrets } from '../../src/agent/status-server.js';
+import { createStatusServer, parseListen } from '../../src/agent/status-server.js';
+import { redact } from '../../src/secret.js';
 import type { DeploymentView } from '../../src/agent/status-model.js';
 import { Secret } from '../../src/secret.js';
 import { parsePrometheusText, sampleValue } from '../helpers/prom-text.js';
@@ -305,9 +306,9 @@ describe('status API limits', () => {
 });
 
 describe('redaction and listen parsing', () => {
-  it('redactKnownSecrets replaces raw and JSON-escaped forms, longest first, and skips trivially short values', () => {
+  it('redact replaces raw and JSON-escaped forms, longest first, and skips trivially short values', () => {
     const body = JSON.stringify({ a: `x${FIXTURE.SECRET_VALUE}y`, b: 'abcdefgh-longer' });
-    const out = redactKnownSecrets(body, [FIXTURE.SECRET_VALUE, 'abcdefgh', 'abcdefgh-longer', 'true']);
+    const out = redact(body, [FIXTURE.SECRET_VALUE, 'abcdefgh', 'abcdefgh-longer', 'true']);
     expect(out).toBe('{"a":"x[redacted]y","b":"[redacted]"}');
   });
 

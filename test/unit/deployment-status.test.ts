@@ -3,7 +3,8 @@ import { deriveStatus, renderPublicUrl, type TaskObservation } from '../../src/d
 import { hasDrifted, projectOnto } from '../../src/domain/drift.js';
 import { buildServiceSpec } from '../../src/domain/service-spec.js';
 import { parseDeployment, type Deployment } from '../../src/protocol/deployment.js';
-import { scrubSecrets, tailBytes } from '../../src/agent/status-reporter.js';
+import { tailBytes } from '../../src/agent/status-reporter.js';
+import { redact } from '../../src/secret.js';
 
 function dep(over: Record<string, unknown> = {}): Deployment {
   const r = parseDeployment({
@@ -102,7 +103,7 @@ describe('drift', () => {
 
 describe('report hygiene', () => {
   it('scrubs known secret values from text and keeps short strings alone', () => {
-    expect(scrubSecrets('token=abcdef123 ok', ['abcdef123', 'ok'])).toBe('token=[redacted] ok');
+    expect(redact('token=abcdef123 ok', ['abcdef123', 'ok'])).toBe('token=[redacted] ok');
   });
 
   it('keeps the newest lines within the byte budget', () => {
