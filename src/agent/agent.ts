@@ -1,5 +1,6 @@
 import { AGENT_VERSION } from '../version.js';
-import { Secret } from '../secret.js';
+import { KnownSecrets, Secret } from '../secret.js';
+import { StateStore } from './state-store.js';
 import { HostLoadCollector, readCapacity, type Capacity } from '../collectors/host-metrics.js';
 import type { AgentConfig } from './config-schema.js';
 import { updateConfigFile } from './config.js';
@@ -48,6 +49,8 @@ export interface AgentOptions {
   usageSampler?(workerId: () => string): UsageSampler;
   /** Docker's event stream for the reconciler; absent: passes on the resync interval only. */
   watchEngineEvents?: EngineEventWatch;
+  /** Secret values to redact from output, shared with the logger; the agent adds the token and the deployments' secrets. */
+  secrets?: KnownSecrets;
 }
 
 export interface SwarmPorts {
@@ -70,6 +73,10 @@ export class Agent {
   readonly #heartbeat: HeartbeatLoop;
   readonly #metrics: AgentMetrics;
   readonly #statusServer: StatusServer;
+  /** The one store of the state directory: every loop persists through it, so its health covers every file. */
+  readonly #store: StateStore;
+  readonly #secrets: KnownSecrets;
+  readonly #forgetSecrets: (() => void)[];
   readonly startedAt = Date.now();
   #workerId: string;
   #engine: EngineSnapshot | undefined;
@@ -115,7 +122,15 @@ export class Agent {
       dockerHealthy: () => this.#dockerHealthy,
       deployments: () => this.#deployments?.counts() ?? {},
       reportQueueDepth: () => (this.#deployments?.queueDepth ?? 0) + (this.#usage?.queueDepth ?? 0),
+      stateWriteFailing: () => this.#store.health().failing,
     });
+    this.#store = new StateStore(config.stateDir, {
+      logger: opts.logger.child({ component: 'state-dir' }),
+      onWriteFailure: (file) => this.#metrics.stateWriteFailures.inc({ file }),
+      onMovedAside: (file) => this.#metrics.stateFilesMovedAside.inc({ file }),
+    });
+    this.#secrets = opts.secrets ?? new KnownSecrets();
+    this.#forgetSecrets = [this.#secrets.add(config.token), this.#secrets.add(() => this.#deployments?.secretValues() ?? [])];
     this.#statusServer = createStatusServer({
       listen: config.statusListen,
       token: new Secret(config.token),
@@ -159,7 +174,14 @@ export class Agent {
             : null,
           lastReconcile: this.#deployments?.lastPass ?? null,
           deployments: this.#deployments?.counts() ?? {},
+          stateDir: this.#store.health(),
         };
+      },
+      degradedReason: () => {
+        const failing = this.#store.health().failing;
+        if (failing.length === 0) return null;
+        const files = failing.map((f) => `${f.file} (${f.error} since ${f.since})`).join(', ');
+        return `cannot write the state directory ${this.#opts.config.stateDir}: ${files}; working from memory and retrying`;
       },
       // Overdue time of the next heartbeat: a loop waiting out a long Retry-After is alive, not wedged.
       loopStalledForSec: () => {
@@ -225,6 +247,7 @@ export class Agent {
       client: this.#client,
       workerId: () => this.#workerId,
       stateDir: config.stateDir,
+      store: this.#store,
       sampleIntervalSec: config.usageSampleIntervalSec,
       periodSec: config.usagePeriodSec,
       backoff: { ...DEFAULT_BACKOFF, capMs: config.backoffCapSec * 1000 },
@@ -255,6 +278,8 @@ export class Agent {
       workerId: () => this.#workerId,
       bootId: this.#heartbeat.bootId,
       stateDir: config.stateDir,
+      store: this.#store,
+      knownSecrets: () => this.#secrets.values(),
       pollIntervalMs: config.pollIntervalSec * 1000,
       resyncMs: config.resyncIntervalSec * 1000,
       backoff: { ...DEFAULT_BACKOFF, capMs: config.backoffCapSec * 1000 },
@@ -278,6 +303,8 @@ export class Agent {
     await this.#deploymentsStarting?.catch(() => {});
     await this.#deployments?.stop();
     await this.#usage?.stop();
+    await this.#store.stop();
+    for (const forget of this.#forgetSecrets) forget();
     await this.#statusServer.stop();
     await this.#client.close();
     await this.#opts.engine.close?.();

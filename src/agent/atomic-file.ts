@@ -1,4 +1,4 @@
-import { open, rename, mkdir, stat, unlink } from 'node:fs/promises';
+import { open, rename, mkdir, lstat, stat, unlink } from 'node:fs/promises';
 import { dirname, basename, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 
@@ -25,7 +25,14 @@ export async function writeFileAtomic(path: string, data: string | Uint8Array, m
     throw err;
   }
   await fh.close();
-  await rename(tmp, path);
+  try {
+    // rename replaces whatever is at `path`, a symbolic link included, and never writes through it.
+    await rename(tmp, path);
+  } catch (err) {
+    // On a full disk a leftover temp file would hold the very space the next attempt needs.
+    await unlink(tmp).catch(() => {});
+    throw err;
+  }
   const dh = await open(dir, 'r');
   try {
     await dh.sync();
@@ -34,9 +41,15 @@ export async function writeFileAtomic(path: string, data: string | Uint8Array, m
   }
 }
 
-/** When running as root: keep the existing file's owner, or take the directory's for a new file. */
+/**
+ * When running as root: keep the existing file's owner, or take the directory's for a new file.
+ * lstat, not stat: a symbolic link put in the file's place must not hand its target's owner (say,
+ * another user's file) to the new file; a link, like any non-regular file, counts as absent, and
+ * so does a hard link (a second name for a file someone else may own).
+ */
 async function ownerFor(path: string, dir: string): Promise<{ uid: number; gid: number } | undefined> {
   if (process.getuid?.() !== 0) return undefined;
-  const st = await stat(path).catch(() => stat(dir));
+  const existing = await lstat(path).catch(() => undefined);
+  const st = existing?.isFile() && existing.nlink === 1 ? existing : await stat(dir);
   return st.uid === 0 && st.gid === 0 ? undefined : { uid: st.uid, gid: st.gid };
 }

@@ -2,7 +2,7 @@ import http from 'node:http';
 import https from 'node:https';
 import type { ClientRequest, IncomingMessage, OutgoingHttpHeaders, RequestOptions } from 'node:http';
 import type { Socket } from 'node:net';
-import { Secret } from '../secret.js';
+import { redact, type Secret } from '../secret.js';
 import { AGENT_VERSION } from '../version.js';
 import { describeErrorBody } from '../protocol/worker.js';
 import { parseRetryAfter } from './retry-after.js';
@@ -164,6 +164,7 @@ export class ControlPlaneClient {
     const agent = this.#agent;
     const send = this.#send;
     const scrub = (text: string) => this.#scrub(text);
+    const token = this.#token;
     const secureEvent = this.#tls ? 'secureConnect' : 'connect';
     const noteKeepAlive = (header: string | string[] | undefined) => {
       this.#keepMs = keepForMs(header);
@@ -237,13 +238,21 @@ export class ControlPlaneClient {
 
       function attempt(): void {
         req = send(options);
-        if (init.headers) for (const name in init.headers) req.setHeader(name, init.headers[name]!);
-        if (close) req.setHeader('connection', 'close');
-        // Content-Length, not chunked: some proxies and body parsers refuse chunked request bodies.
-        if (body !== undefined) req.setHeader('content-length', Buffer.byteLength(body));
+        // Listeners first: nothing below may leave a request that can emit an unheard 'error'.
         req.once('socket', onSocket);
         req.once('response', onResponse);
         req.on('error', onRequestError);
+        try {
+          // setHeader throws on a value HTTP cannot carry (CR/LF, characters above U+00FF), e.g. a damaged stored ETag.
+          if (init.headers) for (const name in init.headers) req.setHeader(name, init.headers[name]!);
+        } catch (err) {
+          fail('network', `request not sent: ${(err as Error).message}`);
+          req.destroy();
+          return;
+        }
+        if (close) req.setHeader('connection', 'close');
+        // Content-Length, not chunked: some proxies and body parsers refuse chunked request bodies.
+        if (body !== undefined) req.setHeader('content-length', Buffer.byteLength(body));
         req.end(body);
       }
 
@@ -320,14 +329,14 @@ export class ControlPlaneClient {
           finish({ ok: true, status, body: parsed as T, headers: this.headers, rttMs: rtt() });
           return;
         }
-        const { code, message } = describeErrorBody(parsed);
+        const { code, message } = describeErrorBody(parsed, [token]);
         finish({
           ok: false,
           kind: 'http',
           status,
           retryAfterMs: parseRetryAfter(this.headers['retry-after']),
           code,
-          message: scrub(message ?? `HTTP ${status}`),
+          message: message ?? `HTTP ${status}`,
           rttMs: rtt(),
         });
       }
@@ -339,8 +348,7 @@ export class ControlPlaneClient {
 
   /** A server could echo the token back in an error; it must not reach our logs through us. */
   #scrub(text: string): string {
-    const token = this.#token.reveal();
-    return token.length > 0 ? text.split(token).join('[redacted]') : text;
+    return redact(text, [this.#token]);
   }
 
   /** Closes every connection; calls still in flight resolve as `network` failures. */

@@ -11,6 +11,7 @@ import type { DeploymentView, ReconcilePassView } from './status-model.js';
 import { StateStore } from './state-store.js';
 import { StatusReporter, secretValuesOf } from './status-reporter.js';
 import type { EngineEventSink } from '../swarm/engine-events.js';
+import type { SecretLike } from '../secret.js';
 
 /** Opens Docker's event stream for the reconciler (src/swarm/engine-events.ts). */
 export type EngineEventWatch = (sink: EngineEventSink) => { start(): void; stop(): Promise<void> };
@@ -20,6 +21,10 @@ export interface DeploymentLoopsOptions {
   workerId(): string;
   bootId: string;
   stateDir: string;
+  /** The agent's one store of the state directory (shared, so its health covers every file); built on stateDir when absent. */
+  store?: StateStore;
+  /** Every secret value to redact from reports (the token, the deployments' secrets); the deployments' own when absent. */
+  knownSecrets?: () => readonly SecretLike[];
   pollIntervalMs: number;
   resyncMs: number;
   backoff: BackoffPolicy;
@@ -56,11 +61,11 @@ export class DeploymentLoops {
   constructor(opts: DeploymentLoopsOptions) {
     this.#opts = opts;
     const { logger } = opts;
-    this.#store = new StateStore(opts.stateDir);
+    this.#store = opts.store ?? new StateStore(opts.stateDir, { logger });
     this.#outbox = new ReportOutbox({
       client: opts.client, workerId: opts.workerId, bootId: opts.bootId, store: this.#store, backoff: opts.backoff, logger: logger.child({ loop: 'reports' }),
     });
-    this.#reporter = new StatusReporter(this.#outbox, () => this.secretValues());
+    this.#reporter = new StatusReporter(this.#outbox, opts.knownSecrets ?? (() => this.secretValues()));
     this.#reconciler = opts.swarm
       ? new Reconciler({
           port: opts.swarm,

@@ -4,6 +4,7 @@ import { DEFAULT_BACKOFF, delayAfterFailure, jitteredInterval, type BackoffPolic
 import type { ControlPlaneClient } from './control-plane-client.js';
 import type { Logger } from './logger.js';
 import type { StateStore } from './state-store.js';
+import { storedDesiredSchema, type StoredDesired } from './state-schemas.js';
 
 export interface DesiredSet {
   deployments: Deployment[];
@@ -26,12 +27,6 @@ export const EXTENSION_PROBE_MS = 10 * 60_000;
  */
 export const HINTED_POLL_MAX_MS = 5 * 60_000;
 
-interface StoredDesired {
-  etag: string | null;
-  body: unknown;
-  savedAt: number;
-}
-
 export interface DesiredStatePollerDeps {
   client: ControlPlaneClient;
   workerId(): string;
@@ -50,7 +45,8 @@ export interface DesiredStatePollerDeps {
 /**
  * Polls the desired set with If-None-Match, so an unchanged set costs one 304. A set that cannot
  * be parsed changes nothing; a set that can is persisted before it is acted on, so a restart during
- * an outage keeps enforcing what the control plane last asked for.
+ * an outage keeps enforcing what the control plane last asked for. A failed write does not hold
+ * the set back: removals and stops must happen on a full disk too.
  *
  * A panel with the extensions also names the set's ETag in every heartbeat answer (noteEtagHint).
  * A different one is polled at once; a poll whose set a heartbeat answer has vouched for since the
@@ -93,7 +89,8 @@ export class DesiredStatePoller {
 
   /** The last desired set saved to the state directory, if any. */
   async restore(): Promise<DesiredSet | undefined> {
-    const stored = await this.#deps.store.read<StoredDesired>(STATE_FILE);
+    // A file of the wrong shape (or holding an ETag no header can carry) is moved aside by the store.
+    const stored = await this.#deps.store.read(STATE_FILE, storedDesiredSchema);
     if (!stored) return undefined;
     const parsed = parseDesiredSet(stored.body, this.#deps.parse);
     if (!parsed.ok) return undefined;
@@ -148,6 +145,8 @@ export class DesiredStatePoller {
       }
       const etagHeader = res.headers.etag;
       const etag = typeof etagHeader === 'string' ? etagHeader : null;
+      // Saved before it is acted on, but acted on whether or not the disk took it (full, read-only):
+      // the store keeps retrying and reports the failure, and a restart would fetch the set again.
       await this.#deps.store.write(STATE_FILE, { etag, body: storableDesiredSet(res.body), savedAt: Date.now() } satisfies StoredDesired);
       this.#etag = etag;
       // Only a usable, stored set ends a failure streak: a 200 with an unusable body backs off like any failure.

@@ -1,5 +1,5 @@
-import { existsSync } from 'node:fs';
-import { readFile, rm } from 'node:fs/promises';
+import { constants, existsSync } from 'node:fs';
+import { open, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { writeFileAtomic } from './atomic-file.js';
 
@@ -20,7 +20,18 @@ export async function readDrain(stateDir: string): Promise<DrainMarker | null> {
   // Checked every heartbeat: a cheap existence test first, rather than a thrown ENOENT each time.
   if (!existsSync(join(stateDir, DRAIN_FILE))) return null;
   try {
-    const parsed = JSON.parse(await readFile(join(stateDir, DRAIN_FILE), 'utf8')) as Partial<DrainMarker>;
+    // Never through a symbolic link (ELOOP) or into a FIFO: such a marker is garbled, so it means draining.
+    const fh = await open(join(stateDir, DRAIN_FILE), constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+    let text: string;
+    try {
+      const st = await fh.stat();
+      if (!st.isFile() || st.size > 4096) throw new Error('not a small regular file');
+      text = await fh.readFile('utf8');
+    } finally {
+      await fh.close();
+    }
+    const parsed = JSON.parse(text) as Partial<DrainMarker> | null;
+    if (parsed === null || typeof parsed !== 'object') throw new Error('not a JSON object');
     return { since: typeof parsed.since === 'string' ? parsed.since : new Date(0).toISOString(), ...(typeof parsed.reason === 'string' ? { reason: parsed.reason } : {}) };
   } catch (err) {
     // Absent means not draining; an unreadable or garbled marker still means someone asked to drain.

@@ -294,6 +294,8 @@ export interface AgentMetricsSources {
   deployments?: () => Record<string, number>;
   reportQueueDepth?: () => number;
   dockerHealthy?: () => boolean;
+  /** State files whose newest content is not on disk (StateStore.health().failing). */
+  stateWriteFailing?: () => readonly { file: string }[];
 }
 
 export interface AgentMetrics {
@@ -305,6 +307,11 @@ export interface AgentMetrics {
   readonly deployments: Gauge<'status'>;
   readonly reportQueueDepth: Gauge;
   readonly dockerHealthy: Gauge;
+  /** Failed writes per state file; pass `inc({ file })` as StateStore `onWriteFailure`. */
+  readonly stateWriteFailures: Counter<'file'>;
+  readonly stateWriteFailing: Gauge<'file'>;
+  /** Unusable state files moved aside at load; pass `inc({ file })` as StateStore `onMovedAside`. */
+  readonly stateFilesMovedAside: Counter<'file'>;
   /** Pass as HeartbeatLoop `onBeat`. */
   recordHeartbeat(record: HeartbeatRecord): void;
   observeReconcilePass(seconds: number): void;
@@ -348,8 +355,22 @@ export function createAgentMetrics(sources: AgentMetricsSources = {}): AgentMetr
     ...(dockerSource ? { collect: () => (dockerSource() ? 1 : 0) } : {}),
   });
 
+  // Label values are the agent's own file names (a handful), so the series stay bounded.
+  const stateWriteFailures = registry.counter<'file'>({
+    name: 'skypanel_agent_state_write_failures_total', help: 'Failed writes to the state directory, by file (the agent works from memory and retries).', labelNames: ['file'], maxSeries: 16,
+  });
+  const failingSource = sources.stateWriteFailing;
+  const stateWriteFailing = registry.gauge<'file'>({
+    name: 'skypanel_agent_state_write_failing', help: '1 per state file whose newest content could not be written yet.', labelNames: ['file'], maxSeries: 16,
+    ...(failingSource ? { collect: () => failingSource().map((f) => ({ labels: { file: f.file }, value: 1 })) } : {}),
+  });
+  const stateFilesMovedAside = registry.counter<'file'>({
+    name: 'skypanel_agent_state_files_moved_aside_total', help: 'State files found unusable at load and moved aside, by file.', labelNames: ['file'], maxSeries: 16,
+  });
+
   return {
     registry, heartbeats, heartbeatRtt, reconcilePass, desiredToApplied, deployments, reportQueueDepth, dockerHealthy,
+    stateWriteFailures, stateWriteFailing, stateFilesMovedAside,
     recordHeartbeat(record) {
       heartbeats.inc({ result: record.outcome in OUTCOMES ? record.outcome : 'other' });
       // Only a real HTTP answer is a round trip; the time to a timeout or refused connection would skew the histogram.

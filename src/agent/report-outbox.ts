@@ -5,6 +5,7 @@ import type { ControlPlaneClient } from './control-plane-client.js';
 import type { Logger } from './logger.js';
 import type { StateStore } from './state-store.js';
 import { EXTENSION_PROBE_MS } from './desired-state-poller.js';
+import { storedOutboxSchema, type StoredOutbox } from './state-schemas.js';
 
 
 /** The body of POST …/deployments/{deploymentId}/status minus seq, bootId and reportedAt. */
@@ -42,20 +43,7 @@ export function fitReport(content: ReportContent): { content: ReportContent; dro
   return { content: c, dropped };
 }
 
-interface Entry {
-  deploymentId: string;
-  content: ReportContent;
-  bootId: string;
-  seq: number;
-  reportedAt: string;
-}
-
-interface StoredOutbox {
-  pending: Entry[];
-  lastSent: Record<string, ReportContent>;
-  /** The last seq handed out, so an outbox rebuilt within the same boot never reuses one. */
-  lastSeq?: { bootId: string; seq: number };
-}
+type Entry = StoredOutbox['pending'][number];
 
 const STATE_FILE = 'outbox.json';
 
@@ -108,10 +96,10 @@ export class ReportOutbox {
   }
 
   async restore(): Promise<void> {
-    const stored = await this.#deps.store.read<StoredOutbox>(STATE_FILE);
+    const stored = await this.#deps.store.read(STATE_FILE, storedOutboxSchema);
     if (!stored) return;
-    for (const e of stored.pending ?? []) this.#pending.set(e.deploymentId, e);
-    this.#lastSent = new Map(Object.entries(stored.lastSent ?? {}));
+    for (const e of stored.pending) this.#pending.set(e.deploymentId, e);
+    this.#lastSent = new Map(Object.entries(stored.lastSent));
     // (deploymentId, bootId, seq) identifies a report at the control plane: never hand out a seq twice.
     if (stored.lastSeq?.bootId === this.#deps.bootId) this.#seq = Math.max(this.#seq, stored.lastSeq.seq);
   }
@@ -192,16 +180,14 @@ export class ReportOutbox {
     while (this.#lastSent.size > max) this.#lastSent.delete(this.#lastSent.keys().next().value!);
   }
 
-  /** Writes are serialised so an older snapshot never lands after a newer one. */
+  /** The store serialises writes (an older snapshot never lands after a newer one) and retries failed ones. */
   #persist(): void {
     const snapshot: StoredOutbox = {
       pending: [...this.#pending.values()],
       lastSent: Object.fromEntries(this.#lastSent),
       lastSeq: { bootId: this.#deps.bootId, seq: this.#seq },
     };
-    this.#persisting = this.#persisting
-      .then(() => this.#deps.store.write(STATE_FILE, snapshot))
-      .catch((err: Error) => this.#deps.logger.error({ err: err.message }, 'cannot write the report outbox to the state directory'));
+    this.#persisting = this.#deps.store.write(STATE_FILE, snapshot).then(() => undefined);
   }
 }
 

@@ -1,3 +1,5 @@
+import type { StateDirHealth } from './state-store.js';
+
 /**
  * What the status API serves: plain, secret-free views built by the agent. The HTTP layer
  * (status-server.ts) renders these and nothing else, so redaction happens once, where views are built.
@@ -28,6 +30,8 @@ export interface StatusView {
   lastHeartbeat: HeartbeatView | null;
   lastReconcile: ReconcilePassView | null;
   deployments: Record<string, number>;
+  /** Files of the state directory that could not be written (the agent works from memory) or were moved aside at load. */
+  stateDir: StateDirHealth;
 }
 
 export interface DeploymentView {
@@ -53,6 +57,11 @@ export interface StatusSource {
   loopStalledForSec(): number;
   /** Intervals (seconds) after which a stalled loop counts as wedged. */
   wedgedAfterSec(): number;
+  /**
+   * Why the agent works but not fully (null: it does), e.g. a state directory it cannot write:
+   * /healthz answers 200 `degraded` with this reason, since a restart would not help.
+   */
+  degradedReason?(): string | null;
   deployments(): DeploymentView[];
   deploymentLogs?(id: string, lines: number): Promise<string[]>;
   /** GET /v1/usage: the usage meter's open periods and unsent records (UsageLoop.view()); absent when metering is off. */

@@ -4,6 +4,7 @@ import type { ControlPlaneClient } from './control-plane-client.js';
 import type { Logger } from './logger.js';
 import { StateStore } from './state-store.js';
 import { UsageMeter, type MeterSample, type MeterState } from './usage-meter.js';
+import { meterStateSchema } from './state-schemas.js';
 import { UsageOutbox, type UsageDeliveryView } from './usage-outbox.js';
 import { DEFAULT_USAGE_PERIOD_SEC, DEFAULT_USAGE_SAMPLE_INTERVAL_SEC } from './config-schema.js';
 
@@ -37,6 +38,8 @@ export interface UsageLoopOptions {
   client: Pick<ControlPlaneClient, 'postJson'>;
   workerId(): string;
   stateDir: string;
+  /** The agent's one store of the state directory (shared, so its health covers every file); built on stateDir when absent. */
+  store?: StateStore;
   /** Seconds between samples; default DEFAULT_USAGE_SAMPLE_INTERVAL_SEC. */
   sampleIntervalSec?: number;
   /** Period length in seconds (periods are aligned to UTC multiples of it); default 3600. */
@@ -102,7 +105,7 @@ export class UsageLoop {
     this.#intervalMs = (opts.sampleIntervalSec ?? DEFAULT_USAGE_SAMPLE_INTERVAL_SEC) * 1000;
     if (!(this.#intervalMs > 0)) throw new RangeError('sampleIntervalSec must be positive');
     if (!Number.isInteger(periodSec) || periodSec < 1) throw new RangeError('periodSec must be a positive integer');
-    this.#store = new StateStore(opts.stateDir);
+    this.#store = opts.store ?? new StateStore(opts.stateDir, { logger: opts.logger });
     this.#meter = new UsageMeter({ periodMs: periodSec * 1000, gapMs: 2 * this.#intervalMs + SAMPLE_LATENCY_ALLOWANCE_MS });
     this.#outbox = new UsageOutbox({
       client: opts.client,
@@ -128,9 +131,9 @@ export class UsageLoop {
     const { logger } = this.#opts;
     await this.#store.init();
     await this.#outbox.restore();
-    const state = await this.#store.read<MeterState>(METER_FILE);
+    const state = await this.#store.read(METER_FILE, meterStateSchema);
     const fallback: MeterState = { version: 1, periodMs: this.#meter.periodMs, lastAt: null, historyStart: null, closedThrough: null, containers: {}, open: [] };
-    const late = this.#meter.restore(state?.version === 1 ? state : fallback, this.#outbox.closedThrough);
+    const late = this.#meter.restore(state ?? fallback, this.#outbox.closedThrough);
     if (late.length > 0) {
       logger.warn({ records: late.length }, 'usage period length changed: the open periods were closed as incomplete');
       await this.#outbox.add(late, this.#meter.closedThrough);
@@ -237,11 +240,7 @@ export class UsageLoop {
 
   async #save(): Promise<void> {
     this.#savedAt = performance.now();
-    try {
-      await this.#store.write(METER_FILE, this.#meter.snapshot());
-      this.#unsaved = false;
-    } catch (err) {
-      this.#opts.logger.error({ err: (err as Error).message }, 'cannot write the usage meter state to the state directory');
-    }
+    // A failed write is retried by the store and shows in its health; the next save tries again too.
+    this.#unsaved = !(await this.#store.write(METER_FILE, this.#meter.snapshot()));
   }
 }

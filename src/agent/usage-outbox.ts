@@ -4,6 +4,8 @@ import type { ControlPlaneClient } from './control-plane-client.js';
 import { EXTENSION_PROBE_MS } from './desired-state-poller.js';
 import type { Logger } from './logger.js';
 import type { StateStore } from './state-store.js';
+import type { z } from 'zod';
+import { storedUsageOutboxSchema } from './state-schemas.js';
 
 /** SkyPanelV2-style panels refuse bodies over ~100 kB (413): batches stay well under. */
 export const MAX_USAGE_BATCH_BYTES = 80_000;
@@ -14,12 +16,7 @@ export const DEFAULT_MAX_UNSENT_RECORDS = 20_000;
 const STATE_FILE = 'usage-outbox.json';
 const ENVELOPE_BYTES = Buffer.byteLength('{"records":[]}');
 
-interface StoredUsageOutbox {
-  version: 1;
-  /** End of the last period the meter closed into this outbox (epoch ms). */
-  closedThrough: number | null;
-  pending: UsageRecord[];
-}
+type StoredUsageOutbox = Omit<z.infer<typeof storedUsageOutboxSchema>, 'pending'> & { pending: UsageRecord[] };
 
 export interface UsageOutboxDeps {
   client: Pick<ControlPlaneClient, 'postJson'>;
@@ -105,12 +102,16 @@ export class UsageOutbox {
   }
 
   async restore(): Promise<void> {
-    const stored = await this.#deps.store.read<StoredUsageOutbox>(STATE_FILE);
-    if (!stored || stored.version !== 1) return;
-    this.#closedThrough = typeof stored.closedThrough === 'number' ? stored.closedThrough : null;
-    for (const r of stored.pending ?? []) {
-      if (usageRecordSchema.safeParse(r).success) this.#pending.set(usageKey(r), r);
+    const stored = await this.#deps.store.read(STATE_FILE, storedUsageOutboxSchema);
+    if (!stored) return;
+    this.#closedThrough = stored.closedThrough;
+    let unusable = 0;
+    for (const raw of stored.pending) {
+      const r = usageRecordSchema.safeParse(raw);
+      if (r.success) this.#pending.set(usageKey(r.data), r.data);
+      else unusable++;
     }
+    if (unusable > 0) this.#deps.logger.error({ unusable }, 'usage outbox records of the wrong shape were dropped at load');
   }
 
   /**
@@ -272,12 +273,10 @@ export class UsageOutbox {
     this.#deps.logger.error({ dropped, periods: [...periods], max }, 'usage outbox full: the oldest periods were dropped unsent');
   }
 
-  /** Writes are serialised so an older snapshot never lands after a newer one. */
+  /** The store serialises writes (an older snapshot never lands after a newer one) and retries failed ones. */
   #persist(): Promise<void> {
     const snapshot: StoredUsageOutbox = { version: 1, closedThrough: this.#closedThrough, pending: [...this.#pending.values()] };
-    this.#persisting = this.#persisting
-      .then(() => this.#deps.store.write(STATE_FILE, snapshot))
-      .catch((err: Error) => this.#deps.logger.error({ err: err.message }, 'cannot write the usage outbox to the state directory'));
+    this.#persisting = this.#deps.store.write(STATE_FILE, snapshot).then(() => undefined);
     return this.#persisting;
   }
 }

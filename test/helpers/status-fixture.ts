@@ -35,6 +35,7 @@ export function fakeSource(over: Partial<StatusView> = {}) {
     lastHeartbeat: { at: new Date(Date.now() - 5000).toISOString(), outcome: 'accepted', status: 200, rttMs: 42 },
     lastReconcile: { at: new Date(Date.now() - 8000).toISOString(), durationMs: 120, actions: [{ kind: 'update', deploymentId: 'x', ok: true }] },
     deployments: { running: 1, failed: 1 },
+    stateDir: { failing: [], movedAside: [], writeFailuresTotal: 0 },
     ...over,
   };
   const source: StatusSource & { state: typeof state; view: StatusView } = {

@@ -5,6 +5,7 @@ import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
 import { fitReport, MAX_REPORT_BODY_BYTES, ReportOutbox } from '../../src/agent/report-outbox.js';
 import { StateStore } from '../../src/agent/state-store.js';
+import { storedOutboxSchema } from '../../src/agent/state-schemas.js';
 import type { ControlPlaneClient } from '../../src/agent/control-plane-client.js';
 
 const silent = pino({ level: 'silent' });
@@ -39,7 +40,7 @@ describe('report outbox', () => {
     const second = await outbox(dir);
     second.offer('d3', { status: 'running' });
     await second.stop();
-    const stored = (await new StateStore(dir).read<{ pending: { deploymentId: string; seq: number }[] }>('outbox.json'))!;
+    const stored = (await new StateStore(dir).read('outbox.json', storedOutboxSchema))!;
     const seqs = stored.pending.map((e) => e.seq);
     expect(new Set(seqs).size).toBe(seqs.length);
     expect(stored.pending.find((e) => e.deploymentId === 'd3')!.seq).toBe(3);
