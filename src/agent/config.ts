@@ -1,6 +1,7 @@
 import { readFile, stat } from 'node:fs/promises';
 import { AgentError } from '../errors.js';
 import { writeFileAtomic } from './atomic-file.js';
+import { assertPrivateFile } from './file-trust.js';
 import { CONFIG_KEYS, configRefinements, configSchema, type AgentConfig, type AgentConfigInput } from './config-schema.js';
 
 export type ConfigSource = 'flag' | 'env' | 'file' | 'default';
@@ -22,8 +23,8 @@ export interface LoadedConfig {
 const FILE_KEYS = new Set(Object.keys(configSchema.shape));
 
 /**
- * Read the config file (if any), refusing one that group or others can read: it holds the
- * worker token, and we refuse it as ssh refuses a world-readable private key.
+ * Read the config file (if any), refusing one that is not private (see assertPrivateFile): it
+ * holds the worker token, and we refuse it as ssh refuses a private key others could read or swap.
  */
 export async function readConfigFile(path: string): Promise<Record<string, unknown> | undefined> {
   let st;
@@ -35,13 +36,7 @@ export async function readConfigFile(path: string): Promise<Record<string, unkno
     throw new AgentError('SKP_ERR_CONFIG_UNREADABLE', `config file ${path} cannot be read (${code ?? 'error'})`);
   }
   if (!st.isFile()) throw new AgentError('SKP_ERR_CONFIG_UNREADABLE', `config file ${path} is not a regular file`);
-  if ((st.mode & 0o077) !== 0) {
-    const mode = (st.mode & 0o777).toString(8).padStart(4, '0');
-    throw new AgentError(
-      'SKP_ERR_CONFIG_INSECURE',
-      `config file ${path} has mode ${mode} and holds the worker token; refusing it. Fix: chmod 600 ${path}`,
-    );
-  }
+  await assertPrivateFile(path, st, 'config file');
   let text: string;
   try {
     text = await readFile(path, 'utf8');

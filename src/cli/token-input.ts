@@ -1,4 +1,6 @@
+import type { Stats } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
+import { assertPrivateFile } from '../agent/file-trust.js';
 import { AgentError } from '../errors.js';
 import { Secret } from '../secret.js';
 
@@ -10,25 +12,20 @@ export interface TokenSources {
 
 /**
  * The token comes from --token, --token-file (`-` = stdin) or piped stdin, so it can stay out of
- * shell history. A token file that group or others can read is refused, as ssh refuses such a key.
+ * shell history. A token file that is not private (others can read it, another user owns it, or its
+ * directory is writable by others) is refused, as ssh refuses such a key.
  */
 export async function readToken(src: TokenSources): Promise<Secret> {
   let raw: string | undefined = src.token;
   if (raw === undefined && src.tokenFile !== undefined && src.tokenFile !== '-') {
     const path = src.tokenFile;
-    let mode: number;
+    let st: Stats;
     try {
-      mode = (await stat(path)).mode;
+      st = await stat(path);
     } catch (err) {
       throw new AgentError('SKP_ERR_USAGE', `--token-file ${path} cannot be read (${(err as NodeJS.ErrnoException).code ?? 'error'})`, { field: 'token' });
     }
-    if ((mode & 0o077) !== 0) {
-      throw new AgentError(
-        'SKP_ERR_CONFIG_INSECURE',
-        `--token-file ${path} has mode ${(mode & 0o777).toString(8).padStart(4, '0')}; a token must not be readable by others. Fix: chmod 600 ${path}`,
-        { field: 'token' },
-      );
-    }
+    await assertPrivateFile(path, st, '--token-file');
     raw = await readFile(path, 'utf8');
   } else if (raw === undefined && src.stdin && (src.tokenFile === '-' || src.stdin.isTTY !== true)) {
     raw = await readAll(src.stdin);

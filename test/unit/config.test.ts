@@ -1,10 +1,11 @@
-import { chmod, mkdtemp, readFile, stat, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdtemp, readFile, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeEach, describe, expect, it } from 'vitest';
 import { loadConfig, updateConfigFile, writeConfigFile } from '../../src/agent/config.js';
 import { CONFIG_KEYS, configSchema } from '../../src/agent/config-schema.js';
 import { AgentError, exitCodeFor } from '../../src/errors.js';
+import { readToken } from '../../src/cli/token-input.js';
 
 const TOKEN = 'tok-3f9a1c0b7e-config-test';
 let dir: string;
@@ -69,6 +70,39 @@ describe('bad config gets one clear error naming the key, exit code 2', () => {
     await expectConfigError(loadConfig({ path, env: {} }), /mode 0644.*chmod 600/);
   });
 
+  // As ssh's StrictModes: the owner must be the running user or root, the directory not writable by others.
+  it.skipIf(process.getuid?.() !== 0)('a file owned by another user is refused, naming the file and the fix (root only: needs chown)', async () => {
+    await writeRaw(JSON.stringify({ controlPlaneUrl: 'http://x', token: TOKEN }));
+    await chown(path, 12345, 12345);
+    await expectConfigError(loadConfig({ path, env: {} }), new RegExp(`config file ${path} is owned by uid 12345.*Fix: chown 0 ${path}`));
+    // The service user `install` hands the config to is trusted by root too; any other user is not.
+  });
+
+  it.skipIf(process.getuid?.() !== 0)('a file in a directory owned by another user is refused (root only: needs chown)', async () => {
+    await writeRaw(JSON.stringify({ controlPlaneUrl: 'http://x', token: TOKEN }));
+    await chown(dir, 12345, 12345);
+    await expectConfigError(loadConfig({ path, env: {} }), new RegExp(`config file ${path} is in ${dir}, owned by uid 12345.*Fix: chown 0 ${dir}`));
+  });
+
+  it('a file in a group- or world-writable directory is refused, naming the directory and the fix', async () => {
+    await writeRaw(JSON.stringify({ controlPlaneUrl: 'http://x', token: TOKEN }));
+    for (const mode of [0o770, 0o777, 0o1777]) {
+      await chmod(dir, mode);
+      await expectConfigError(loadConfig({ path, env: {} }), new RegExp(`is in ${dir}, which group or others can write \\(mode ${mode.toString(8).padStart(4, '0')}\\).*Fix: chmod go-w ${dir}`));
+    }
+    await chmod(dir, 0o755);
+    await expect(loadConfig({ path, env: {} })).resolves.toBeDefined();
+  });
+
+  it('a token file in a world-writable directory is refused like the config', async () => {
+    const tokenPath = join(dir, 'worker.token');
+    await writeFile(tokenPath, TOKEN, { mode: 0o600 });
+    await chmod(dir, 0o777);
+    await expectConfigError(readToken({ tokenFile: tokenPath }), /--token-file .*worker\.token is in .*which group or others can write/);
+    await chmod(dir, 0o700);
+    expect((await readToken({ tokenFile: tokenPath })).reveal()).toBe(TOKEN);
+  });
+
   it('a directory instead of a file', async () => {
     await expectConfigError(loadConfig({ path: dir, env: {} }), /not a regular file|mode/);
   });
@@ -127,7 +161,8 @@ describe('atomic writes as root keep the owner', () => {
     const { chown } = await import('node:fs/promises');
     await writeConfigFile(path, { controlPlaneUrl: 'http://x', token: TOKEN });
     await chown(path, 65534, 65534);
-    await updateConfigFile(path, { workerId: 'w9' });
+    // writeConfigFile, not updateConfigFile: root refuses to *read* a config another user owns.
+    await writeConfigFile(path, { controlPlaneUrl: 'http://x', token: TOKEN, workerId: 'w9' });
     const st = await stat(path);
     expect([st.uid, st.gid]).toEqual([65534, 65534]);
     expect(st.mode & 0o777).toBe(0o600);
