@@ -289,4 +289,38 @@ describe('ControlPlaneClient', () => {
     failures.push(await client(silent).getJson('/'));
     for (const f of failures) expectNoToken(f);
   });
+
+  it('a message echoing the token, cut to 300 characters, leaves no head of the token (redacted before the cut)', async () => {
+    // The token's last character falls exactly past the 300-character cut: cut first, then redact, left 40 of its 41 characters.
+    const pad = 'x'.repeat(300 - TOKEN.length + 1);
+    const spellings = [TOKEN, JSON.stringify(TOKEN).slice(1, -1), Buffer.from(TOKEN).toString('base64'), Buffer.from(`u:${TOKEN}`).toString('base64')];
+    for (const echoed of spellings) {
+      const { port } = await httpServer((_req, res) => {
+        res.writeHead(400, { 'content-type': 'application/json' }).end(JSON.stringify({ success: false, error: { code: 'BAD', message: `${pad}${echoed}` } }));
+      });
+      const r = await client(port).postJson('/hb', {});
+      expect(r.ok).toBe(false);
+      const message = (r as { message: string }).message;
+      expect(message.length).toBeLessThanOrEqual(300);
+      expect(message.startsWith(pad)).toBe(true);
+      // No 12-character run of the token (in any spelling) survives.
+      for (const form of spellings) for (let i = 0; i + 12 <= form.length; i++) expect(message).not.toContain(form.slice(i, i + 12));
+    }
+  });
+
+  it('a header value HTTP cannot carry (a damaged stored ETag) is a failure value, not a throw or an unhandled error', async () => {
+    let requests = 0;
+    const { port } = await httpServer((_req, res) => {
+      requests++;
+      res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
+    });
+    const c = client(port);
+    for (const etag of ['"a"\r\nx-injected: 1', '"\u0100"', '"\u4e2d\u6587"']) {
+      const r = await c.getJson('/deployments', etag);
+      expect(r).toMatchObject({ ok: false, kind: 'network', message: expect.stringMatching(/^request not sent: /) });
+    }
+    expect(requests).toBe(0);
+    // The client still works afterwards.
+    expect((await c.getJson('/deployments', '"ok"')).ok).toBe(true);
+  });
 });

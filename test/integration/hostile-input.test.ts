@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { mkdtemp, readFile, stat } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -138,4 +138,65 @@ describe('hostile desired sets: polling discipline and logs (no Docker)', () => 
     await waitFor(() => beats().length > hb, 10_000, () => 'a heartbeat after the deep body');
     expect(agent.child.exitCode).toBeNull();
   }, 30_000);
+});
+
+describe('damaged state directory at start (no Docker)', () => {
+  let cp: RefCp;
+  let agent: AgentProcess | undefined;
+  let token: string;
+
+  beforeAll(async () => {
+    cp = await startReferenceControlPlane({ host: '127.0.0.1', port: 0 });
+  });
+
+  afterAll(async () => {
+    await agent?.stop();
+    expect(capturedOutput.join('\n') + JSON.stringify(cp?.requests ?? [])).not.toContain(token);
+    await cp?.close();
+  });
+
+  it('valid JSON of the wrong shape in every state file, and a stored ETag with CR/LF: each file moved aside, logged once, the agent starts and polls', async () => {
+    const workerId = randomUUID();
+    token = cp.mintToken(workerId);
+    const dir = await mkdtemp(join(tmpdir(), 'skp-damaged-'));
+    const config = join(dir, 'config.json');
+    const reg = await runCli(['register', '--control-plane', cp.url, '--token', token, '--config', config, '--heartbeat-interval', '1']);
+    expect(reg.code, reg.stderr).toBe(0);
+    const stateDir = join(dir, 'state');
+    await mkdir(stateDir, { mode: 0o700 });
+    // Each of these crashed the agent at start before (an unhandled 'error' on the poll's request, "… is not iterable").
+    const damaged: Record<string, unknown> = {
+      'desired.json': { etag: '"v1"\r\nx-injected: yes', body: { success: true, data: { deployments: [] } }, savedAt: 1 },
+      'outbox.json': { pending: 5, lastSent: {} },
+      'usage-outbox.json': { version: 1, closedThrough: null, pending: 5 },
+      'usage-meter.json': { version: 1, periodMs: 3_600_000, lastAt: null, historyStart: null, closedThrough: null, containers: {}, open: 5 },
+    };
+    for (const [name, value] of Object.entries(damaged)) await writeFile(join(stateDir, name), JSON.stringify(value), { mode: 0o600 });
+    cp.setDeployments(workerId, [row()]);
+    agent = new AgentProcess(['run', '--config', config], {
+      SKYPANEL_AGENT_STATE_DIR: stateDir,
+      SKYPANEL_AGENT_POLL_INTERVAL: '1',
+      SKYPANEL_AGENT_DOCKER_SOCKET: join(tmpdir(), `no-docker-${randomUUID()}`, 'docker.sock'),
+    });
+    const started = await agent.waitForLog((l) => l.msg === 'agent started');
+    // The poll goes out without the damaged ETag, and its answer is stored afresh.
+    await waitFor(() => cp.requests.some((r) => r.method === 'GET' && r.path.endsWith(`/${workerId}/deployments`) && r.status === 200), 10_000);
+    await waitFor(async () => (await readdir(stateDir)).includes('desired.json'), 10_000);
+    expect(JSON.parse(await readFile(join(stateDir, 'desired.json'), 'utf8')).etag).not.toContain('\n');
+    const entries = await readdir(stateDir);
+    for (const [name, value] of Object.entries(damaged)) {
+      const aside = entries.filter((e) => e.startsWith(`${name}.bad-`));
+      expect(aside, name).toHaveLength(1);
+      expect(JSON.parse(await readFile(join(stateDir, aside[0]!), 'utf8')), name).toEqual(value);
+      expect(agent.logs().filter((l) => l.file === name && String(l.msg).includes('moved aside')), name).toHaveLength(1);
+    }
+    const res = await fetch(`http://${String(started.statusApi)}/v1/status`, { headers: { authorization: `Bearer ${token}` } });
+    const status = (await res.json()) as { stateDir: { movedAside: { file: string }[] } };
+    expect(status.stateDir.movedAside.map((m) => m.file).sort()).toEqual(Object.keys(damaged).sort());
+    const metrics = await (await fetch(`http://${String(started.statusApi)}/metrics`, { headers: { authorization: `Bearer ${token}` } })).text();
+    expect(metrics).toContain('skypanel_agent_state_files_moved_aside_total{file="outbox.json"} 1');
+    await new Promise((r) => setTimeout(r, 2_000));
+    expect(agent.child.exitCode).toBeNull();
+    expect(agent.output).not.toMatch(/Unhandled|ERR_INVALID_CHAR|is not iterable/);
+  }, 40_000);
 });
