@@ -1,6 +1,6 @@
 import { pino, type Logger, type LoggerOptions } from 'pino';
 import { createRequire } from 'node:module';
-import { redact, type KnownSecrets } from '../secret.js';
+import { redact, REDACTED, type KnownSecrets } from '../secret.js';
 
 export type { Logger };
 
@@ -28,7 +28,7 @@ export function createLogger(setup: LoggerSetup = {}): Logger {
   const options: LoggerOptions = {
     name: 'skypanel-agent',
     level: setup.level ?? 'info',
-    redact: { paths: REDACT_PATHS, censor: '[redacted]' },
+    redact: { paths: REDACT_PATHS, censor: REDACTED },
     base: { pid: process.pid },
   };
   const known = setup.secrets;
