@@ -359,6 +359,9 @@ async function checkStatusPort(config: AgentConfig | undefined, env: NodeJS.Proc
       body = undefined;
     }
     if (res.statusCode === 200 && body?.status === 'ok') return pass(`${listen} is held by the running skypanel-agent (healthz ok)`);
+    if (res.statusCode === 200 && body?.status === 'degraded') {
+      return fail(`${listen} is held by the running skypanel-agent, which reports itself degraded: ${String(body.reason ?? '')}`, 'see the reason (e.g. free space in the state directory); the agent recovers by itself');
+    }
     if (res.statusCode === 503 && body?.status === 'wedged') {
       return fail(`${listen} is held by a skypanel-agent that reports itself wedged: ${String(body.reason ?? '')}`, `systemctl restart ${UNIT_NAME}; see journalctl -u ${UNIT_NAME}`);
     }
