@@ -79,16 +79,21 @@ export class StateStore {
   readonly #movedAside: MovedAsideFile[] = [];
   #writeFailuresTotal = 0;
   #stopped = false;
+  #initialised = false;
 
   constructor(dir: string, opts: StateStoreOptions = {}) {
     this.dir = dir;
     this.#opts = opts;
   }
 
+  /** Creates the directory; safe to call again (each loop that uses the store does). */
   async init(): Promise<void> {
     await mkdir(this.dir, { recursive: true, mode: 0o700 });
     await chmod(this.dir, 0o700);
+    if (this.#initialised) return;
+    this.#initialised = true;
     // Temp files of writes a crash interrupted: on a full disk they hold the space the next write needs.
+    // Only the first time, before this store writes anything: later, one could be a write in flight.
     for (const entry of await readdir(this.dir).catch(() => [] as string[])) {
       if (/^\..+\.[0-9a-f]{12}\.tmp$/.test(entry)) await unlink(join(this.dir, entry)).catch(() => {});
     }

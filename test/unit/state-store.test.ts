@@ -72,6 +72,20 @@ describe('StateStore: every file is checked by shape on load', () => {
   });
 });
 
+describe('StateStore: init', () => {
+  it('removes temp files a crash left behind (on a full disk they hold the space), once, and nothing else', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'skp-store-'));
+    await writeFile(join(dir, '.outbox.json.0123456789ab.tmp'), 'x'.repeat(1000));
+    await writeFile(join(dir, 'outbox.json.bad-2026'), 'kept');
+    const store = new StateStore(dir);
+    await store.init();
+    expect((await readdir(dir)).sort()).toEqual(['outbox.json.bad-2026']);
+    await writeFile(join(dir, '.desired.json.0123456789ab.tmp'), 'in flight');
+    await store.init();
+    expect(await readdir(dir)).toContain('.desired.json.0123456789ab.tmp');
+  });
+});
+
 describe('StateStore: links are never followed', () => {
   it('a document replaced by a symbolic link is not read through it; the link (not its target) is moved aside', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'skp-store-'));
