@@ -112,6 +112,24 @@ describe('hostile desired sets: polling discipline and logs (no Docker)', () => 
     expect(agent.child.exitCode).toBeNull();
   }, 30_000);
 
+  it('a panel echoing the token in a long error leaves no piece of it in the logs (redacted before the 300-character cut)', async () => {
+    const mark = agent.output.length;
+    // The cut at 300 falls inside the token: cut-then-redact logged all but its tail.
+    const pad = 'e'.repeat(Math.max(10, 300 - token.length + 1));
+    const echoedLines = () => agent.logs().filter((l) => String(l.msg).startsWith('heartbeat failed: eee')).length;
+    for (const echoed of [token, Buffer.from(`Bearer ${token}`).toString('base64')]) {
+      const before = echoedLines();
+      const recovered = agent.logs().filter((l) => l.msg === 'heartbeat accepted again after failures').length;
+      cp.setFault({ kind: 'status', status: 400, body: JSON.stringify({ success: false, error: { code: 'BAD', message: `${pad}${echoed}` } }), pathEndsWith: '/heartbeat', count: 1 });
+      await waitFor(() => echoedLines() > before, 10_000, () => agent.output.slice(mark));
+      // A beat accepted in between ends the failure streak, so the next echo is logged at warn again.
+      await waitFor(() => agent.logs().filter((l) => l.msg === 'heartbeat accepted again after failures').length > recovered, 10_000);
+    }
+    const out = agent.output.slice(mark);
+    expect(out).toContain('[redacted]');
+    for (let i = 0; i + 12 <= token.length; i++) expect(out).not.toContain(token.slice(i, i + 12));
+  });
+
   it('does not hammer a panel that keeps answering 200 with an unusable body', async () => {
     // Before the fix the failure count was reset by every 200, so each retry came within 1 s, forever.
     for (const body of ['{"success":true,"data":{}}', '<html>maintenance</html>', `{"pad":"${'x'.repeat(2 * 1024 * 1024)}"}`]) {
