@@ -187,7 +187,10 @@ export class ReportOutbox {
       lastSent: Object.fromEntries(this.#lastSent),
       lastSeq: { bootId: this.#deps.bootId, seq: this.#seq },
     };
-    this.#persisting = this.#deps.store.write(STATE_FILE, snapshot).then(() => undefined);
+    this.#persisting = this.#deps.store.write(STATE_FILE, snapshot).then(
+      () => undefined,
+      (err: Error) => this.#deps.logger.error({ err: err.message }, 'cannot serialise the report outbox for the state directory'),
+    );
   }
 }
 

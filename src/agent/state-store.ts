@@ -139,9 +139,10 @@ export class StateStore {
   }
 
   /**
-   * Saves a document. Never throws: resolves true once this content (or newer) is on disk, false
-   * when the write failed; the newest content is then written again with backoff until it lands.
-   * Writes of one document are serialised, so an older snapshot never lands after a newer one.
+   * Saves a document. Resolves true once this content (or newer) is on disk, false when the write
+   * failed; the newest content is then written again with backoff until it lands. Writes of one
+   * document are serialised, so an older snapshot never lands after a newer one. Rejects only when
+   * the value cannot be serialised at all (JSON.stringify out of stack): nothing could be stored.
    */
   async write(name: string, value: unknown): Promise<boolean> {
     const slot = this.#slot(name);

@@ -276,7 +276,10 @@ export class UsageOutbox {
   /** The store serialises writes (an older snapshot never lands after a newer one) and retries failed ones. */
   #persist(): Promise<void> {
     const snapshot: StoredUsageOutbox = { version: 1, closedThrough: this.#closedThrough, pending: [...this.#pending.values()] };
-    this.#persisting = this.#deps.store.write(STATE_FILE, snapshot).then(() => undefined);
+    this.#persisting = this.#deps.store.write(STATE_FILE, snapshot).then(
+      () => undefined,
+      (err: Error) => this.#deps.logger.error({ err: err.message }, 'cannot serialise the usage outbox for the state directory'),
+    );
     return this.#persisting;
   }
 }

@@ -3,7 +3,7 @@ import { AGENT_VERSION } from '../version.js';
 // Each command's module is imported when that command runs: `run` on a host should not carry the
 // code of `dev` (a whole reference control plane), `install` or `doctor` in its memory.
 import { AgentError, exitCodeFor } from '../errors.js';
-import { KnownSecrets, Secret } from '../secret.js';
+import { KnownSecrets, redact, Secret } from '../secret.js';
 import { DEFAULT_CONFIG_PATH } from '../agent/config-schema.js';
 import { loadConfig } from '../agent/config.js';
 import { createLogger } from '../agent/logger.js';
@@ -17,7 +17,8 @@ function positiveInt(name: string) {
 
 const say = (line: string) => process.stderr.write(`${line}\n`);
 
-export function buildProgram(): Command {
+/** `secrets`: what this process learns (tokens, deployment secrets), redacted from logs and the final error line. */
+export function buildProgram(secrets = new KnownSecrets()): Command {
   const program = new Command('skypanel-agent')
     .description('Worker-node agent of the SkyPanelV2 Container Platform')
     .version(AGENT_VERSION, '-V, --version')
@@ -52,7 +53,6 @@ Examples:
       --swarm-join-token-file swarm.token --swarm-manager 10.0.0.2:2377`)
     .action(async (o: Record<string, string | number | undefined>) => {
       const [{ readToken }, { runRegister }] = await Promise.all([import('./token-input.js'), import('./register.js')]);
-      const secrets = new KnownSecrets();
       const logger = createLogger({ level: 'warn', destination: process.stderr, secrets });
       const token = await readToken({ token: o.token as string | undefined, tokenFile: o.tokenFile as string | undefined, stdin: process.stdin });
       secrets.add(token);
@@ -108,7 +108,6 @@ Examples:
       });
       run.assertRegistered(config, path);
       // Every log line is redacted of the token and, once known, of every deployment secret.
-      const secrets = new KnownSecrets();
       secrets.add(config.token);
       const logger = createLogger({ level: config.logLevel, secrets });
       const agent = await run.startAgent(config, fileExisted ? path : undefined, logger, secrets);
@@ -283,12 +282,14 @@ Examples:
 }
 
 export async function main(argv: string[] = process.argv): Promise<void> {
+  const secrets = new KnownSecrets();
   try {
-    await buildProgram().parseAsync(argv);
+    await buildProgram(secrets).parseAsync(argv);
   } catch (err) {
-    // One line, no stack: operators read this. Messages never carry secrets (AgentError messages are written that way).
+    // One line, no stack: operators read this. AgentError messages are written without secrets;
+    // anything else could quote one (a library's error echoing what it was given), so it is redacted too.
     const message = err instanceof AgentError ? err.message : `unexpected error: ${(err as Error)?.message ?? String(err)}`;
-    process.stderr.write(`skypanel-agent: ${message}\n`);
+    process.stderr.write(`skypanel-agent: ${redact(message, secrets.values())}\n`);
     process.exitCode = exitCodeFor(err);
   }
 }
