@@ -35,6 +35,11 @@ const statusSchema = z.object({
   dockerHealthy: z.boolean(),
   lastHeartbeat: heartbeatSchema.nullable(),
   lastReconcile: z.object({ at: z.string(), durationMs: z.number(), actions: z.array(z.object({ ok: z.boolean() })) }).nullable(),
+  // Absent from agents older than the state-directory health report.
+  stateDir: z.object({
+    failing: z.array(z.object({ file: z.string(), error: z.string(), since: z.string() })),
+    movedAside: z.array(z.object({ file: z.string() })),
+  }).optional(),
 });
 const deploymentSchema = z.object({
   id: z.string(),
@@ -224,8 +229,16 @@ const oneLine = (s: string, max: number) => {
   return flat.length > max ? `${flat.slice(0, max - 1)}…` : flat;
 };
 
+/** `desired.json (ENOSPC), outbox.json (ENOSPC)`, or undefined when every state file is written. */
+function failingStateFiles(status: StatusBody): string | undefined {
+  const failing = status.stateDir?.failing ?? [];
+  return failing.length === 0 ? undefined : failing.map((f) => `${f.file} (${f.error})`).join(', ');
+}
+
 export function unhealthyReason(status: StatusBody): string | undefined {
   if (!status.dockerHealthy) return 'docker is down';
+  const failing = failingStateFiles(status);
+  if (failing) return `cannot write the state directory: ${failing}`;
   const hb = status.lastHeartbeat;
   if (!hb) return 'no heartbeat attempt yet';
   if (hb.outcome !== 'accepted') {
@@ -249,8 +262,13 @@ export function renderSummary(status: StatusBody, deployments: DeploymentRow[], 
     `docker      ${status.dockerHealthy ? 'ok' : 'DOWN'}`,
     `heartbeat   ${hb ? `${hb.outcome}${hb.status !== undefined ? ` (HTTP ${hb.status})` : ''} ${ago(hb.at, now)}${hb.rttMs !== undefined ? `, rtt ${hb.rttMs} ms` : ''}` : 'none yet'}`,
     `reconcile   ${rc ? `${ago(rc.at, now)}, took ${rc.durationMs} ms, ${rc.actions.length} action(s)${failed ? `, ${failed} failed` : ''}` : 'none yet'}`,
-    '',
   ];
+  if (status.stateDir) {
+    const failing = failingStateFiles(status);
+    const aside = status.stateDir.movedAside.length;
+    lines.push(`state dir   ${failing ? `CANNOT WRITE ${failing}` : 'ok'}${aside > 0 ? `, ${aside} damaged file(s) moved aside` : ''}`);
+  }
+  lines.push('');
   if (deployments.length === 0) {
     lines.push('no deployments');
   } else {

@@ -48,6 +48,7 @@ describe('skypanel-agent status', () => {
     expect(r.out).toMatch(/^worker\s+w-7e3\s+\(agent 0\.1\.0, up 1h 2m\)/m);
     expect(r.out).toMatch(/^swarm\s+worker, reconcile mode agent, node nodeabcdef12$/m);
     expect(r.out).toMatch(/^docker\s+ok$/m);
+    expect(r.out).toMatch(/^state dir\s+ok$/m);
     expect(r.out).toMatch(/^heartbeat\s+accepted \(HTTP 200\) \d+s ago, rtt 42 ms$/m);
     expect(r.out).toMatch(/^ID\s+SLUG\s+DESIRED\s+OBSERVED\s+REPLICAS\s+URL\s+LAST ERROR$/m);
     expect(r.out).toMatch(/^6f1c2b7e\s+shop-frontend\s+running\s+running\s+2\/2\s+https:\/\/shop\.apps\.example\s+-$/m);
@@ -78,6 +79,12 @@ describe('skypanel-agent status', () => {
       expect(refused.code).toBe(1);
       expect(refused.err).toBe('unhealthy: last heartbeat unauthorized (HTTP 401): token refused');
       expect(refused.out).not.toContain('unhealthy');
+
+      source.view = { ...healthyView, stateDir: { failing: [{ file: 'desired.json', error: 'ENOSPC', since: new Date().toISOString(), failures: 3 }], movedAside: [], writeFailuresTotal: 3 } };
+      const full = await status();
+      expect(full.code).toBe(1);
+      expect(full.out).toMatch(/^state dir\s+CANNOT WRITE desired\.json \(ENOSPC\)$/m);
+      expect(full.out.split('\n').at(-1)).toBe('unhealthy: cannot write the state directory: desired.json (ENOSPC)');
 
       source.view = { ...healthyView, lastHeartbeat: null };
       const json = await status({ json: true });
