@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { mkdir, mkdtemp, readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { chown, lstat, mkdir, mkdtemp, readdir, readFile, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -162,6 +162,7 @@ describe('damaged state directory at start (no Docker)', () => {
   let cp: RefCp;
   let agent: AgentProcess | undefined;
   let token: string;
+  const tokens: string[] = [];
 
   beforeAll(async () => {
     cp = await startReferenceControlPlane({ host: '127.0.0.1', port: 0 });
@@ -169,13 +170,15 @@ describe('damaged state directory at start (no Docker)', () => {
 
   afterAll(async () => {
     await agent?.stop();
-    expect(capturedOutput.join('\n') + JSON.stringify(cp?.requests ?? [])).not.toContain(token);
+    const everything = capturedOutput.join('\n') + JSON.stringify(cp?.requests ?? []);
+    for (const t of tokens) expect(everything).not.toContain(t);
     await cp?.close();
   });
 
   it('valid JSON of the wrong shape in every state file, and a stored ETag with CR/LF: each file moved aside, logged once, the agent starts and polls', async () => {
     const workerId = randomUUID();
     token = cp.mintToken(workerId);
+    tokens.push(token);
     const dir = await mkdtemp(join(tmpdir(), 'skp-damaged-'));
     const config = join(dir, 'config.json');
     const reg = await runCli(['register', '--control-plane', cp.url, '--token', token, '--config', config, '--heartbeat-interval', '1']);
@@ -217,4 +220,43 @@ describe('damaged state directory at start (no Docker)', () => {
     expect(agent.child.exitCode).toBeNull();
     expect(agent.output).not.toMatch(/Unhandled|ERR_INVALID_CHAR|is not iterable/);
   }, 40_000);
+
+  it.skipIf(process.getuid?.() !== 0)('a state file replaced by a symbolic link to another user\'s file: not read through, not chowned to its owner, the link moved aside (root only)', async () => {
+    await agent?.stop();
+    const workerId = randomUUID();
+    token = cp.mintToken(workerId);
+    tokens.push(token);
+    const dir = await mkdtemp(join(tmpdir(), 'skp-linked-'));
+    const config = join(dir, 'config.json');
+    const reg = await runCli(['register', '--control-plane', cp.url, '--token', token, '--config', config, '--heartbeat-interval', '1']);
+    expect(reg.code, reg.stderr).toBe(0);
+    const stateDir = join(dir, 'state');
+    await mkdir(stateDir, { mode: 0o700 });
+    const target = join(await mkdtemp(join(tmpdir(), 'skp-someone-else-')), 'theirs.json');
+    const theirs = JSON.stringify({ etag: '"theirs"', body: { success: true, data: { deployments: [] } }, savedAt: 1 });
+    await writeFile(target, theirs);
+    await chown(target, 12345, 12345);
+    await symlink(target, join(stateDir, 'desired.json'));
+    cp.setDeployments(workerId, [row()]);
+    agent = new AgentProcess(['run', '--config', config], {
+      SKYPANEL_AGENT_STATE_DIR: stateDir,
+      SKYPANEL_AGENT_POLL_INTERVAL: '1',
+      SKYPANEL_AGENT_DOCKER_SOCKET: join(tmpdir(), `no-docker-${randomUUID()}`, 'docker.sock'),
+    });
+    await agent.waitForLog((l) => l.msg === 'agent started');
+    await waitFor(async () => (await lstat(join(stateDir, 'desired.json')).catch(() => undefined))?.isFile() === true, 10_000, () => agent!.output);
+    const st = await lstat(join(stateDir, 'desired.json'));
+    // Before: stat() followed the link, so the agent's new file was chowned to uid 12345.
+    expect([st.uid, st.gid]).toEqual([0, 0]);
+    expect(await readFile(target, 'utf8')).toBe(theirs);
+    expect((await stat(target)).uid).toBe(12345);
+    // The poll did not send the linked file's ETag: it was never read.
+    const polls = cp.requests.filter((r) => r.method === 'GET' && r.path.endsWith(`/${workerId}/deployments`));
+    expect(polls.length).toBeGreaterThan(0);
+    expect(polls.filter((r) => r.headers.ifNoneMatch === '"theirs"')).toEqual([]);
+    const aside = (await readdir(stateDir)).filter((e) => e.startsWith('desired.json.bad-'));
+    expect(aside).toHaveLength(1);
+    expect((await lstat(join(stateDir, aside[0]!))).isSymbolicLink()).toBe(true);
+    expect(agent.logs().filter((l) => l.file === 'desired.json' && l.reason === 'is a symbolic link')).toHaveLength(1);
+  }, 30_000);
 });
