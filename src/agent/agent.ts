@@ -181,7 +181,8 @@ export class Agent {
         const failing = this.#store.health().failing;
         if (failing.length === 0) return null;
         const files = failing.map((f) => `${f.file} (${f.error} since ${f.since})`).join(', ');
-        return `cannot write the state directory ${this.#opts.config.stateDir}: ${files}; working from memory and retrying`;
+        // /healthz needs no token: file names and error codes only, no path.
+        return `cannot write the state directory: ${files}; working from memory and retrying`;
       },
       // Overdue time of the next heartbeat: a loop waiting out a long Retry-After is alive, not wedged.
       loopStalledForSec: () => {
