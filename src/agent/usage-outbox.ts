@@ -116,8 +116,9 @@ export class UsageOutbox {
 
   /**
    * Queues the records of closed periods and writes the outbox (awaited) before anything is sent:
-   * once this resolves, the records survive a crash. `closedThrough` is the meter's, kept so a
-   * restart never closes the same period twice.
+   * once this resolves, the records survive a crash, unless the disk refused the write (then they
+   * are sent from memory and the store retries the write). `closedThrough` is the meter's, kept so
+   * a restart never closes the same period twice.
    */
   async add(records: readonly UsageRecord[], closedThrough: number | null): Promise<void> {
     const { logger } = this.#deps;
