@@ -5,6 +5,7 @@ import { dirname, join } from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { loadConfig } from '../agent/config.js';
 import type { Logger } from '../agent/logger.js';
+import type { KnownSecrets } from '../secret.js';
 import { Secret } from '../secret.js';
 import { startReferenceControlPlane } from '../refcp/index.js';
 import { runRegister } from './register.js';
@@ -20,6 +21,8 @@ export interface DevOptions {
   /** Short usage periods so records reach the reference control plane within a minute. */
   usagePeriodSec?: number;
   logger: Logger;
+  /** The logger's secrets: the minted token and the deployments' secrets are added to it. */
+  secrets?: KnownSecrets;
   say: (line: string) => void;
 }
 
@@ -64,7 +67,8 @@ export async function runDev(opts: DevOptions): Promise<void> {
       usageSampleIntervalSec: usagePeriodSec === undefined ? undefined : Math.max(1, Math.min(15, Math.floor(usagePeriodSec / 4))),
     },
   });
-  const agent = await startAgent(config, configPath, opts.logger);
+  opts.secrets?.add(config.token);
+  const agent = await startAgent(config, configPath, opts.logger, opts.secrets);
   opts.say(`agent running as worker ${reg.workerId}; heartbeats every ${config.heartbeatIntervalSec}s. Ctrl-C stops both.`);
   opts.say(`  status: skypanel-agent status --config ${configPath}`);
   stopOnSignals(async () => {

@@ -155,8 +155,9 @@ Examples:
   $ skypanel-agent dev --port 3001 --heartbeat-interval 5 --log-level debug`)
     .action(async (o: Record<string, string | number | undefined>) => {
       const { runDev } = await import('./dev.js');
-      const logger = createLogger({ level: o.logLevel as string });
+      const logger = createLogger({ level: o.logLevel as string, secrets });
       await runDev({
+        secrets,
         port: o.port as number,
         heartbeatIntervalSec: o.heartbeatInterval as number,
         configPath: o.config as string | undefined,
