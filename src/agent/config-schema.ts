@@ -16,6 +16,8 @@ export interface ConfigKeyInfo {
 
 export const DEFAULT_CONFIG_PATH = '/etc/skypanel-agent/config.json';
 export const DEFAULT_STATE_DIR = '/var/lib/skypanel-agent';
+/** The system user `install` creates and runs the unit as; it owns the config it is handed. */
+export const SERVICE_USER = 'skypanel-agent';
 /**
  * Usage samples once a minute (Prometheus' default scrape interval). CPU and network are
  * cumulative counters, exact at any interval; only the memory integral's resolution depends on

@@ -4,7 +4,7 @@ import { existsSync } from 'node:fs';
 /** What `install`, `uninstall` and `doctor` share about the host's service manager and users. */
 export const UNIT_NAME = 'skypanel-agent.service';
 export const UNIT_DIR = '/etc/systemd/system';
-export const SERVICE_USER = 'skypanel-agent';
+export { SERVICE_USER } from '../agent/config-schema.js';
 
 export interface CommandResult {
   /** Exit code; null when the command could not be started, was killed, or timed out. */
