@@ -12,6 +12,9 @@ if [ "$(id -u)" = "0" ]; then
   if ! bash scripts/ensure-docker.sh; then
     echo "ensure-docker failed: Docker-backed tests will fail loudly" >&2
   fi
+  if ! bash scripts/ensure-postgres.sh; then
+    echo "ensure-postgres failed: the panel's PostgreSQL tests will fail loudly" >&2
+  fi
 else
   echo "not root: cannot start dockerd; Docker-backed tests will be reported as skipped" >&2
 fi
