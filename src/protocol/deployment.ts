@@ -300,8 +300,29 @@ function validId(v: unknown): string | null {
   return typeof v === 'string' && idSchema.safeParse(v).success ? v : null;
 }
 
+/** At most this many characters of a panel's `unmappable` reason are kept. */
+export const MAX_UNMAPPABLE_LENGTH = 500;
+
+/**
+ * A panel whose row cannot become a deployment serves `{id, serviceId, ..., unmappable: "<column>:
+ * <why>"}` instead of guessing, so the deployment is reported failed with the panel's own words
+ * (control characters escaped, length capped: the text goes into logs and back to the panel).
+ */
+function unmappableReason(input: unknown): string | null {
+  const reason = input !== null && typeof input === 'object' ? (input as Record<string, unknown>).unmappable : undefined;
+  if (reason === undefined || reason === null) return null;
+  const text = typeof reason === 'string' && reason.trim() !== '' ? reason : 'the panel cannot map this deployment';
+  const clean = text.replace(/[^\x20-\x7e\u00a0-\uffff]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+  return clean.length > MAX_UNMAPPABLE_LENGTH ? `${clean.slice(0, MAX_UNMAPPABLE_LENGTH)}...` : clean;
+}
+
 export function parseDeployment(raw: unknown): { ok: true; deployment: Deployment } | { ok: false; rejected: RejectedDeployment } {
   const input = dropNulls(raw);
+  const unmappable = unmappableReason(input);
+  if (unmappable !== null) {
+    const obj = input as Record<string, unknown>;
+    return { ok: false, rejected: { id: validId(obj.id), serviceId: validId(obj.serviceId), field: 'unmappable', message: unmappable } };
+  }
   const r = deploymentSchema.safeParse(input);
   if (r.success) return { ok: true, deployment: r.data };
   const issue = r.error.issues[0]!;

@@ -1,0 +1,66 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { verify, type JwtPayload } from '../refcp/jwt.js';
+import { UUID_RE, type Queryable } from './db.js';
+import { failure, unauthorized, type PanelReply } from './reply.js';
+
+/**
+ * Worker auth as SkyPanelV2 issues tokens (HS256 JWT with `workerId` and `type: "worker"`, signed
+ * with JWT_SECRET), plus the check stock skips: SHA-256 of the token must equal the row's
+ * auth_token_hash, so an admin who replaces the hash revokes the token at once.
+ */
+
+export type TokenCheck = { ok: true; token: string; workerId: string; claims: JwtPayload } | { ok: false; reply: PanelReply };
+
+/** The JWT part: what api/middleware/workerAuth.ts checks, and a workerId the table can hold. */
+export function checkToken(header: string | undefined, jwtSecret: string): TokenCheck {
+  if (!header || !header.startsWith('Bearer ')) return { ok: false, reply: unauthorized('Worker authentication token required') };
+  const token = header.substring(7);
+  if (!token) return { ok: false, reply: unauthorized('Invalid worker authentication token') };
+  const verified = verify(token, jwtSecret);
+  if (!verified.ok) return { ok: false, reply: unauthorized('Invalid or expired worker token') };
+  if (verified.payload.type !== 'worker') return { ok: false, reply: unauthorized('Invalid token type') };
+  const workerId = verified.payload.workerId;
+  if (typeof workerId !== 'string' || !UUID_RE.test(workerId)) return { ok: false, reply: unauthorized('Invalid worker authentication token') };
+  return { ok: true, token, workerId: workerId.toLowerCase(), claims: verified.payload };
+}
+
+export function hashToken(token: string): string {
+  return createHash('sha256').update(token).digest('hex');
+}
+
+/** Constant-time comparison of the token's hash with the stored one (both hex of SHA-256). */
+export function tokenMatchesHash(token: string, storedHash: unknown): boolean {
+  if (typeof storedHash !== 'string') return false;
+  const given = Buffer.from(hashToken(token), 'utf8');
+  const stored = Buffer.from(storedHash.toLowerCase(), 'utf8');
+  return given.length === stored.length && timingSafeEqual(given, stored);
+}
+
+export const REVOKED = unauthorized('Worker token has been revoked');
+
+export interface WorkerRow {
+  id: string;
+  status: string | null;
+  auth_token_hash: string;
+  current_load: unknown;
+}
+
+export type WorkerCheck = { ok: true; worker: WorkerRow; token: string } | { ok: false; reply: PanelReply };
+
+/**
+ * For the routes under /api/workers/:id: the token must name :id (403), the row must exist (404
+ * WORKER_NOT_FOUND: the agent registers again), and the token must be the one the row holds (401).
+ */
+export async function authorizeWorker(db: Queryable, header: string | undefined, jwtSecret: string, pathId: string): Promise<WorkerCheck> {
+  const token = checkToken(header, jwtSecret);
+  if (!token.ok) return token;
+  if (pathId.toLowerCase() !== token.workerId) return { ok: false, reply: failure(403, 'FORBIDDEN', 'Token does not belong to this worker') };
+  const { rows } = await db.query<WorkerRow>(
+    'SELECT id, status, auth_token_hash, current_load FROM container_workers WHERE id = $1',
+    [token.workerId],
+  );
+  const worker = rows[0];
+  if (worker === undefined) return { ok: false, reply: failure(404, 'WORKER_NOT_FOUND', 'Worker not found') };
+  if (!tokenMatchesHash(token.token, worker.auth_token_hash)) return { ok: false, reply: REVOKED };
+  return { ok: true, worker, token: token.token };
+}

@@ -1,0 +1,136 @@
+import { authorizeWorker } from './auth.js';
+import { secretKey } from './crypto.js';
+import type { Database } from './db.js';
+import { loadDesiredSet } from './desired-set.js';
+import { DEFAULT_HEALTH, validateHealthOptions, type HealthOptions } from './health.js';
+import { failure, type PanelReply } from './reply.js';
+import { handleStatusReport } from './status-reports.js';
+import { DEFAULT_PRICES, handleUsage, type UsagePrices } from './usage.js';
+import { handleHeartbeat, handleRegister } from './workers.js';
+
+/**
+ * The panel half of protocol calls 1–5 as a framework-free handler: a matched route and a parsed
+ * body in, a PanelReply out. The node/Express adapter (http.ts) and the standalone server
+ * (server.ts) are thin layers over this.
+ */
+
+/** pino-compatible, so SkyPanelV2 can pass its logger or console-like wrappers. */
+export interface PanelLogger {
+  info(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
+  error(obj: object, msg: string): void;
+}
+
+export interface PanelOptions {
+  db: Database;
+  /** SkyPanelV2's JWT_SECRET: worker tokens are verified with it. */
+  jwtSecret: string;
+  /** SkyPanelV2's SSH_CRED_SECRET: container_secrets are decrypted with it (see crypto.ts for its fallback). */
+  sshCredSecret?: string;
+  health?: Partial<HealthOptions>;
+  prices?: Partial<UsagePrices>;
+  logger?: PanelLogger;
+}
+
+export type PanelRoute =
+  | { kind: 'register' }
+  | { kind: 'heartbeat'; id: string }
+  | { kind: 'deployments'; id: string; head: boolean }
+  | { kind: 'status'; id: string; deploymentId: string }
+  | { kind: 'usage'; id: string };
+
+// Express 4 matching: case-insensitive, one optional trailing slash.
+const ROUTES: { method: 'GET' | 'POST'; re: RegExp; make: (p: string[], head: boolean) => PanelRoute }[] = [
+  { method: 'POST', re: /^\/api\/workers\/register\/?$/i, make: () => ({ kind: 'register' }) },
+  { method: 'POST', re: /^\/api\/workers\/([^/]+?)\/heartbeat\/?$/i, make: ([id]) => ({ kind: 'heartbeat', id: id! }) },
+  { method: 'GET', re: /^\/api\/workers\/([^/]+?)\/deployments\/?$/i, make: ([id], head) => ({ kind: 'deployments', id: id!, head }) },
+  { method: 'POST', re: /^\/api\/workers\/([^/]+?)\/deployments\/([^/]+?)\/status\/?$/i, make: ([id, d]) => ({ kind: 'status', id: id!, deploymentId: d! }) },
+  { method: 'POST', re: /^\/api\/workers\/([^/]+?)\/usage\/?$/i, make: ([id]) => ({ kind: 'usage', id: id! }) },
+];
+
+/** The route a request names, or null when the panel does not own it (the caller's next handler does). */
+export function matchPanelRoute(method: string | undefined, path: string): PanelRoute | null {
+  const head = method === 'HEAD';
+  const m = head ? 'GET' : method;
+  for (const route of ROUTES) {
+    if (route.method !== m) continue;
+    const match = route.re.exec(path);
+    if (match === null) continue;
+    try {
+      return route.make(match.slice(1).map((p) => decodeURIComponent(p)), head);
+    } catch {
+      return null; // an undecodable parameter: not a worker route this panel serves
+    }
+  }
+  return null;
+}
+
+export interface PanelRequest {
+  authorization: string | undefined;
+  ifNoneMatch: string | undefined;
+  body: unknown;
+}
+
+/** If-None-Match by weak comparison (RFC 9110 §13.1.2): W/ ignored, lists, and `*`. */
+export function etagMatches(header: string | undefined, etag: string): boolean {
+  if (header === undefined) return false;
+  if (header.trim() === '*') return true;
+  for (const m of header.matchAll(/(?:W\/)?("[^"]*")/g)) if (m[1] === etag) return true;
+  return false;
+}
+
+export interface PanelHandler {
+  handle(route: PanelRoute, req: PanelRequest): Promise<PanelReply>;
+  readonly health: HealthOptions;
+}
+
+const INTERNAL = failure(500, 'INTERNAL_ERROR', 'Internal server error');
+
+export function createPanelHandler(opts: PanelOptions): PanelHandler {
+  if (typeof opts.jwtSecret !== 'string' || opts.jwtSecret.length === 0) throw new RangeError('jwtSecret is required (SkyPanelV2 JWT_SECRET)');
+  const health: HealthOptions = { ...DEFAULT_HEALTH, ...opts.health };
+  validateHealthOptions(health);
+  const prices: UsagePrices = { ...DEFAULT_PRICES, ...opts.prices };
+  for (const [name, v] of Object.entries(prices)) if (!(Number.isFinite(v) && v >= 0)) throw new RangeError(`prices.${name} must be a number >= 0`);
+  const key = secretKey({ sshCredSecret: opts.sshCredSecret, jwtSecret: opts.jwtSecret });
+  const { db, logger } = opts;
+
+  async function serve(route: PanelRoute, req: PanelRequest): Promise<PanelReply> {
+    if (route.kind === 'register') return handleRegister(db, req.authorization, req.body, opts.jwtSecret);
+    const auth = await authorizeWorker(db, req.authorization, opts.jwtSecret, route.id);
+    if (!auth.ok) return auth.reply;
+    const workerId = auth.worker.id;
+    switch (route.kind) {
+      case 'heartbeat': {
+        const result = await handleHeartbeat(db, workerId, req.body, health);
+        if (result.status === undefined) return result.reply;
+        // The hint spares the agent its polls; the status carries an admin's drain to it.
+        const desired = await loadDesiredSet(db, workerId, key);
+        return { ...result.reply, body: { success: true, message: 'Heartbeat received', data: { deploymentsEtag: desired.etag, status: result.status } } };
+      }
+      case 'deployments': {
+        const desired = await loadDesiredSet(db, workerId, key);
+        const headers = { ETag: desired.etag, 'Cache-Control': 'private, no-cache' };
+        if (etagMatches(req.ifNoneMatch, desired.etag)) return { status: 304, headers };
+        return { status: 200, headers, rawBody: route.head ? '' : desired.body };
+      }
+      case 'status':
+        return handleStatusReport(db, workerId, route.deploymentId, req.body);
+      case 'usage':
+        return handleUsage(db, workerId, req.body, prices);
+    }
+  }
+
+  return {
+    health,
+    async handle(route, req) {
+      try {
+        return await serve(route, req);
+      } catch (err) {
+        // The database's message may quote row data; it goes to the log, never to the caller.
+        logger?.error({ route: route.kind, err: err instanceof Error ? { message: err.message, code: (err as { code?: unknown }).code } : String(err) }, 'panel route failed');
+        return INTERNAL;
+      }
+    },
+  };
+}
