@@ -169,6 +169,49 @@ Examples:
       });
     });
 
+  const number = (name: string) => (v: string): number => {
+    if (!/^\d+(\.\d+)?$/.test(v)) throw new InvalidArgumentError(`${name} must be a non-negative number`);
+    return Number(v);
+  };
+
+  program
+    .command('panel')
+    .description("serve the control-plane half of the protocol on SkyPanelV2's PostgreSQL database (secrets from JWT_SECRET and SSH_CRED_SECRET)")
+    .option('--database-url <url>', 'PostgreSQL URL of the SkyPanelV2 database (default: $DATABASE_URL)')
+    .option('--listen <host:port>', 'address to serve on', '127.0.0.1:3002')
+    .option('--heartbeat-interval <seconds>', "the agents' heartbeat interval", positiveInt('--heartbeat-interval'), 30)
+    .option('--missed-intervals <n>', 'a worker silent for this many intervals is marked offline', positiveInt('--missed-intervals'), 4)
+    .option('--price-cpu-hour <amount>', 'price of one CPU core-hour', number('--price-cpu-hour'))
+    .option('--price-memory-gb-hour <amount>', 'price of one GiB-hour of memory', number('--price-memory-gb-hour'))
+    .option('--price-storage-gb-hour <amount>', 'price of one GiB-hour of storage', number('--price-storage-gb-hour'))
+    .option('--price-network-gb <amount>', 'price of one GiB of network traffic', number('--price-network-gb'))
+    .option('--no-migrate', 'do not apply the additive migration at start')
+    .option('--no-health-monitor', 'do not mark silent workers offline from this process')
+    .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
+    .addHelpText('after', `
+Examples:
+  $ JWT_SECRET=... SSH_CRED_SECRET=... skypanel-agent panel --database-url postgres://skypanel@db/skypanel --listen 127.0.0.1:3002
+  then route /api/workers/ of the panel's origin to 127.0.0.1:3002 (docs/PANEL.md)`)
+    .action(async (o: Record<string, string | number | boolean | undefined>) => {
+      const { runPanel } = await import('./panel.js');
+      const logger = createLogger({ level: o.logLevel as string, destination: process.stderr });
+      const prices = Object.fromEntries(
+        ([['cpuCoreHour', o.priceCpuHour], ['memoryGbHour', o.priceMemoryGbHour], ['storageGbHour', o.priceStorageGbHour], ['networkGb', o.priceNetworkGb]] as const)
+          .filter(([, v]) => v !== undefined),
+      );
+      await runPanel({
+        databaseUrl: o.databaseUrl as string | undefined,
+        listen: o.listen as string,
+        health: { heartbeatIntervalSec: o.heartbeatInterval as number, missedIntervals: o.missedIntervals as number },
+        prices,
+        migrate: o.migrate !== false,
+        healthMonitor: o.healthMonitor !== false,
+        env: process.env,
+        logger,
+        say,
+      });
+    });
+
   const out = (line: string) => process.stdout.write(`${line}\n`);
 
   program
