@@ -401,3 +401,26 @@ describe('isValidImageReference', () => {
     (ref) => expect(isValidImageReference(ref)).toBe(false),
   );
 });
+
+describe('unmappable: a panel row that cannot become a deployment', () => {
+  it("is rejected with the panel's reason, keeping id and serviceId so the service is left alone", () => {
+    const r = parseDesiredSet(body({ id: 'dep_9', serviceId: 'svc_9', unmappable: 'container_services.resource_limits.memory_mb: must be at least 4' }, base()));
+    if (!r.ok) throw new Error(r.error);
+    expect(r.deployments.map((d) => d.id)).toEqual(['dep_1']);
+    expect(r.rejected).toEqual([{ id: 'dep_9', serviceId: 'svc_9', field: 'unmappable', message: 'container_services.resource_limits.memory_mb: must be at least 4' }]);
+  });
+
+  it('wins over otherwise valid fields, escapes control characters and caps the length', () => {
+    const r = parseDesiredSet(body({ ...base(), unmappable: `bad\nrow${'x'.repeat(600)}` }));
+    if (!r.ok) throw new Error(r.error);
+    expect(r.deployments).toEqual([]);
+    const message = r.rejected[0]!.message;
+    expect(message.startsWith('bad\\u000arow')).toBe(true);
+    expect(message.length).toBeLessThanOrEqual(503);
+  });
+
+  it('null means absent, like every optional field', () => {
+    const r = parseDesiredSet(body({ ...base(), unmappable: null }));
+    expect(r.ok && r.deployments.length).toBe(1);
+  });
+});
