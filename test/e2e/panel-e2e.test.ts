@@ -130,6 +130,19 @@ describe.skipIf(!ready.ok)('skypanel-agent panel on PostgreSQL with the built ag
     expect(text.trim()).toBe('hello-from-postgres v1');
   });
 
+  it('a row that cannot be mapped turns failed, deployment_logs naming the column; nothing runs for it', async () => {
+    const { rows } = await pg.pool.query<{ id: string }>(
+      `INSERT INTO container_services (organization_id, name, slug, status, resource_limits) VALUES ($1, 'Tiny', $2, 'deploying', $3) RETURNING id`,
+      [orgId, `tiny-${workerId.slice(0, 8)}`, JSON.stringify({ cpu_cores: 0.25, memory_mb: 2 })],
+    );
+    const dep = await pg.pool.query<{ id: string }>(`INSERT INTO container_deployments (service_id, worker_id, image_tag) VALUES ($1, $2, $3) RETURNING id`, [rows[0]!.id, workerId, `${WEB_IMAGE}:1`]);
+    await pg.pool.query('UPDATE container_services SET current_deployment_id = $2 WHERE id = $1', [rows[0]!.id, dep.rows[0]!.id]);
+    await waitFor(async () => (await deployment(dep.rows[0]!.id)).status === 'failed', 30_000, diag);
+    expect((await deployment(dep.rows[0]!.id)).deployment_logs).toContain('container_services.resource_limits.memory_mb');
+    expect(await docker.listServices({ filters: JSON.stringify({ label: [`${LABEL.serviceId}=${rows[0]!.id}`] }) })).toHaveLength(0);
+    await pg.pool.query(`UPDATE container_services SET status = 'deleted' WHERE id = $1`, [rows[0]!.id]);
+  });
+
   it('a new deployment row with another image_tag becomes current: rolling update, the new row running', async () => {
     const dep = await pg.pool.query<{ id: string }>(
       `INSERT INTO container_deployments (service_id, worker_id, image_tag, internal_port, external_port) VALUES ($1, $2, $3, 8080, $4) RETURNING id`,
