@@ -154,9 +154,10 @@ export async function loadDesiredSet(db: Queryable, workerId: string, key: Buffe
       `SELECT l.service_id, c.organization_id AS secret_org, c.name, c.encrypted_value, l.mount_path, l.env_var_name
          FROM container_service_secrets l
          JOIN container_secrets c ON c.id = l.secret_id
-        WHERE l.service_id = ANY($1::uuid[])
+        WHERE l.service_id IN (SELECT jsonb_array_elements_text($1::jsonb)::uuid)
         ORDER BY l.service_id, c.name`,
-      [rows.map((r) => r.service_id)],
+      // A JSON array rather than a driver array parameter: embedded drivers serialise arrays differently.
+      [JSON.stringify(rows.map((r) => r.service_id))],
     );
     for (const s of secretRows.rows) {
       const list = secretsByService.get(s.service_id) ?? [];
