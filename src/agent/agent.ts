@@ -12,7 +12,7 @@ import { createAgentMetrics, type AgentMetrics } from './metrics.js';
 import { createStatusServer, type StatusServer } from './status-server.js';
 import type { StatusSource, StatusView } from './status-model.js';
 import { buildRegisterRequest, registerWorker, reconcileModeFor, type EngineSummary } from './registration.js';
-import { deploymentsEtagHint, type SwarmRole } from '../protocol/worker.js';
+import { deploymentsEtagHint, panelWorkerStatus, type SwarmRole } from '../protocol/worker.js';
 import { DeploymentLoops, type EngineEventWatch } from './deployment-loops.js';
 import { readDrain } from './drain.js';
 import { UsageLoop, type UsageSampler } from './usage-loop.js';
@@ -90,6 +90,8 @@ export class Agent {
   #deploymentsStarting: Promise<void> | undefined;
   #stopping = false;
   #draining = false;
+  /** The panel's heartbeat answer says an admin drained this worker (kept until an answer says otherwise). */
+  #panelDraining = false;
   #usage: UsageLoop | undefined;
   /** The port the status API is bound to (statusListen, or the one picked for port 0): no deployment may publish it. */
   #statusPort: number | undefined;
@@ -107,7 +109,10 @@ export class Agent {
     this.#heartbeat = new HeartbeatLoop({
       send: async (id, body) => {
         const res = await this.#client.postJson(`/api/workers/${encodeURIComponent(id)}/heartbeat`, body);
-        if (res.ok) this.#deployments?.noteDesiredEtag(deploymentsEtagHint(res.body));
+        if (res.ok) {
+          this.#deployments?.noteDesiredEtag(deploymentsEtagHint(res.body));
+          this.#notePanelStatus(panelWorkerStatus(res.body));
+        }
         return res;
       },
       collect: () => this.#collect(),
@@ -289,7 +294,8 @@ export class Agent {
       nodeId,
       swarm,
       readOnly: mode === 'observe',
-      isDraining: () => this.#draining,
+      // Either drain stops new starts: the host's (skypanel-agent drain) or an admin's on the panel.
+      isDraining: () => this.#draining || this.#panelDraining,
       metrics: this.#metrics,
       logger,
       watchEngineEvents: swarm ? this.#opts.watchEngineEvents : undefined,
@@ -371,6 +377,16 @@ export class Agent {
       dockerHealthy: this.#dockerHealthy,
       draining: this.#draining,
     };
+  }
+
+  #notePanelStatus(status: ReturnType<typeof panelWorkerStatus>): void {
+    // No status in the answer (stock SkyPanelV2) says nothing about a drain: keep what we knew.
+    if (status === undefined) return;
+    const draining = status === 'draining';
+    if (draining !== this.#panelDraining) {
+      this.#opts.logger.warn({ panelStatus: status }, draining ? 'the panel drained this worker: no new deployments will be started here' : 'the panel lifted its drain: accepting deployments again');
+    }
+    this.#panelDraining = draining;
   }
 
   async #reregister(why: 'lost' | 'refresh' = 'lost'): Promise<boolean> {

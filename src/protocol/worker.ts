@@ -63,6 +63,17 @@ export function deploymentsEtagHint(body: unknown): string | undefined {
 }
 
 /**
+ * The worker's status as the panel holds it, when a heartbeat answer carries it (`data.status`;
+ * the panel half on SkyPanelV2's tables does, stock SkyPanelV2 does not): `draining` there is an
+ * admin's drain. Undefined when absent or not one of SkyPanelV2's worker statuses.
+ */
+export function panelWorkerStatus(body: unknown): 'pending' | 'active' | 'unhealthy' | 'draining' | 'offline' | undefined {
+  const data = body && typeof body === 'object' ? (body as Record<string, unknown>).data : undefined;
+  const status = data && typeof data === 'object' ? (data as Record<string, unknown>).status : undefined;
+  return status === 'pending' || status === 'active' || status === 'unhealthy' || status === 'draining' || status === 'offline' ? status : undefined;
+}
+
+/**
  * Error bodies come in three shapes on SkyPanelV2: `{success:false, error:{code,message}}`,
  * `{error, message}` (401 from the auth middleware) and `{success:false, error:"API not found"}`.
  */

@@ -191,6 +191,28 @@ describe.skipIf(!ready.ok)('skypanel-agent panel on PostgreSQL with the built ag
     await waitFor(async () => (await deployment(secondDeployment)).status === 'running', 60_000, diag);
   });
 
+  it('an admin drain on the panel reaches the agent: nothing new starts until the admin lifts it', async () => {
+    await pg.pool.query(`UPDATE container_workers SET status = 'draining' WHERE id = $1`, [workerId]);
+    await agent.waitForLog((l) => l.msg === 'the panel drained this worker: no new deployments will be started here', 20_000);
+    const { rows } = await pg.pool.query<{ id: string }>(
+      `INSERT INTO container_services (organization_id, name, slug, status, resource_limits) VALUES ($1, 'Later', $2, 'deploying', $3) RETURNING id`,
+      [orgId, `later-${workerId.slice(0, 8)}`, JSON.stringify({ cpu_cores: 0.25, memory_mb: 64 })],
+    );
+    const later = rows[0]!.id;
+    const dep = (await pg.pool.query<{ id: string }>(`INSERT INTO container_deployments (service_id, worker_id, image_tag) VALUES ($1, $2, $3) RETURNING id`, [later, workerId, `${WEB_IMAGE}:1`])).rows[0]!.id;
+    await pg.pool.query('UPDATE container_services SET current_deployment_id = $2 WHERE id = $1', [later, dep]);
+    const laterServices = async () => (await docker.listServices({ filters: JSON.stringify({ label: [`${LABEL.serviceId}=${later}`] }) })) as unknown[];
+    await waitFor(async () => (await deployment(dep)).status === 'deploying', 30_000, diag);
+    await new Promise((r) => setTimeout(r, 3_000));
+    expect(await laterServices()).toHaveLength(0);
+    // Heartbeats and register kept the drain all along.
+    expect((await pg.pool.query(`SELECT status FROM container_workers WHERE id = $1`, [workerId])).rows[0]!.status).toBe('draining');
+    await pg.pool.query(`UPDATE container_workers SET status = 'active' WHERE id = $1`, [workerId]);
+    await waitFor(async () => (await deployment(dep)).status === 'running', 60_000, diag);
+    await pg.pool.query(`UPDATE container_services SET status = 'deleted' WHERE id = $1`, [later]);
+    await waitFor(async () => (await laterServices()).length === 0, 60_000, diag);
+  });
+
   it('service stopped → 0 replicas and stopped; service deleted → the Swarm service is gone', async () => {
     await pg.pool.query(`UPDATE container_services SET status = 'stopped' WHERE id = $1`, [serviceId]);
     await waitFor(async () => (await deployment(secondDeployment)).status === 'stopped', 60_000, diag);
