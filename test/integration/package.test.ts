@@ -15,7 +15,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 const run = promisify(execFile);
 const REPO = fileURLToPath(new URL('../..', import.meta.url));
 const pkg = JSON.parse(await readFile(join(REPO, 'package.json'), 'utf8')) as { name: string; version: string; files: string[] };
-const COMMANDS = ['register', 'run', 'status', 'dev', 'install', 'uninstall', 'doctor', 'drain', 'deregister'];
+const COMMANDS = ['register', 'run', 'status', 'dev', 'panel', 'install', 'uninstall', 'doctor', 'drain', 'deregister'];
 
 let work: string;
 let tgz: string;
@@ -59,12 +59,13 @@ function agent(args: string[]) {
 }
 
 describe('npm pack', () => {
-  it('packs the built agent, the unit, docs and README; no sources, tests or maps', () => {
+  it('packs the built agent, the unit, docs and README; no sources, tests or maps (type declarations for skypanel-agent/panel only in dist)', () => {
     expect(tgz).toMatch(new RegExp(`${pkg.name}-${pkg.version.replace(/\./g, '\\.')}\\.tgz$`));
     for (const must of ['package.json', 'README.md', 'bin/skypanel-agent', 'dist/cli/main.js', 'dist/cli/install.js', 'dist/cli/doctor.js', 'dist/cli/drain.js', 'systemd/skypanel-agent.service', 'docs/PROTOCOL.md']) {
       expect(entries, must).toContain(must);
     }
-    expect(entries.filter((e) => /^(src|test)\//.test(e) || /\.(map|ts)$/.test(e) || e.includes('node_modules'))).toEqual([]);
+    expect(entries.filter((e) => /^(src|test)\//.test(e) || (/\.(map|ts)$/.test(e) && !/^dist\/.+\.d\.ts$/.test(e)) || e.includes('node_modules'))).toEqual([]);
+    expect(entries).toContain('dist/panel/index.d.ts');
     expect(entries.every((e) => /^(bin|dist|systemd|examples|docs)\//.test(e) || ['package.json', 'README.md', 'LICENSE'].includes(e)), entries.join('\n')).toBe(true);
   });
 
@@ -90,5 +91,17 @@ describe('npm pack', () => {
     const { stdout } = await agent(['install', '--root', root, '--dry-run']);
     const bin = await realpath(join(prefix, 'lib', 'node_modules', pkg.name, 'bin', 'skypanel-agent'));
     expect(stdout).toContain(`with ExecStart=${process.execPath} --jitless --no-expose-wasm --optimize-for-size ${bin} run`);
+  });
+
+  it('skypanel-agent/panel resolves from the installed package, with its driver installed', async () => {
+    // What SkyPanelV2's api/app.ts would do after `npm install skypanel-agent`.
+    const { stdout } = await run(process.execPath, ['--input-type=module', '-e',
+      "const m = await import('skypanel-agent/panel'); console.log([typeof m.createPanelMiddleware, typeof m.pgPoolDatabase, typeof m.startPanelServer].join())"],
+      { cwd: join(prefix, 'lib'), env });
+    expect(stdout.trim()).toBe('function,function,function');
+    // The standalone server loads the pg driver installed with the package (refused DB: exit 1, not a missing module).
+    const panel = await run(installedBin, ['panel', '--database-url', 'postgres://u@127.0.0.1:1/x'], { env: { ...env, PATH: nodeOnlyPath(), JWT_SECRET: 'x' }, timeout: 20_000 }).catch((err: { code?: number; stderr?: string }) => err);
+    expect(panel).toMatchObject({ code: 1 });
+    expect((panel as { stderr: string }).stderr).toContain('panel cannot start');
   });
 });
