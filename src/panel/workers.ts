@@ -61,12 +61,10 @@ function shortString(v: unknown, max: number): string | null {
  * swarm_node_id is UNIQUE: it is written only when no other worker row holds that node id (a stale
  * row of a reinstalled host, say); otherwise the column keeps its value instead of failing the call.
  */
-const SWARM_NODE_ID_SQL = `CASE WHEN $SN::varchar IS NULL OR EXISTS (
-    SELECT 1 FROM container_workers o WHERE o.swarm_node_id = $SN::varchar AND o.id <> container_workers.id)
-  THEN swarm_node_id ELSE $SN::varchar END`;
-
 function swarmNodeIdSql(param: string): string {
-  return SWARM_NODE_ID_SQL.replaceAll('$SN', param);
+  return `CASE WHEN ${param}::varchar IS NULL OR EXISTS (
+      SELECT 1 FROM container_workers o WHERE o.swarm_node_id = ${param}::varchar AND o.id <> container_workers.id)
+    THEN swarm_node_id ELSE ${param}::varchar END`;
 }
 
 /** POST /api/workers/register. */
@@ -125,7 +123,7 @@ export async function handleRegister(db: Database, header: string | undefined, b
       ],
     );
     return { status: 201, body: { success: true, data: workerJson(inserted.rows[0]!) } };
-  }).catch((err: unknown) => classifyRegisterError(err));
+  });
 }
 
 /** Heartbeat fields beyond the four metrics that the panel keeps in current_load. */
