@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { startPanelServer, type PanelServer } from '../../src/panel/server.js';
 import { signJwt } from '../../src/refcp/jwt.js';
 import { startPostgres, type TestPostgres } from '../helpers/postgres.js';
+import { createHash } from 'node:crypto';
 import { call, heartbeatBody, JWT_SECRET, newWorkerToken, pick, REGISTER_BODY, SSH_CRED_SECRET } from '../helpers/panel-fixtures.js';
 
 /**
@@ -84,6 +85,24 @@ describe('auth', () => {
     const res = await call(panel.url, 'GET', '/api/workers', null);
     expect(res.status).toBe(404);
     expect(res.body).toEqual({ success: false, error: 'API not found' });
+  });
+});
+
+describe('rows stock SkyPanelV2 wrote', () => {
+  test('a worker stock SkyPanelV2 registered (its INSERT, its hash) is served without registering again', async () => {
+    const w = newWorkerToken();
+    // WorkerService.registerWorker's INSERT, values as it passes them.
+    await pg.pool.query(
+      `INSERT INTO container_workers (id, name, hostname, ip_address, auth_token_hash, status, capacity, current_load, metadata, last_heartbeat_at, created_at, updated_at)
+       VALUES ($1, 'worker-stock', 'stock', '10.0.0.9', $2, 'active', $3, $4, $5, NOW(), NOW(), NOW())`,
+      [w.workerId, createHash('sha256').update(w.token).digest('hex'), JSON.stringify({ cpuCores: 4, memoryMb: 8192, diskGb: 100 }),
+        JSON.stringify({ cpuPercent: 0, memoryPercent: 0, diskPercent: 0, containerCount: 0 }), JSON.stringify({ osVersion: 'Debian 12', nixVersion: '2.18' })],
+    );
+    const hb = await call(panel.url, 'POST', `/api/workers/${w.workerId}/heartbeat`, w.token, heartbeatBody());
+    expect(hb.status).toBe(200);
+    expect((await call(panel.url, 'GET', `/api/workers/${w.workerId}/deployments`, w.token)).status).toBe(200);
+    expect((await call(panel.url, 'POST', '/api/workers/register', w.token, REGISTER_BODY)).status).toBe(201);
+    expect((await workerRow(w.workerId)).metadata).toMatchObject({ osVersion: 'Debian 12', nixVersion: '2.18', agentVersion: '0.1.0' });
   });
 });
 
