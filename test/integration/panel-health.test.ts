@@ -13,12 +13,12 @@ import { call, heartbeatBody, JWT_SECRET, newWorkerToken, pick, REGISTER_BODY } 
 
 let pg: TestPostgres;
 let panel: PanelServer;
-const INTERVAL_SEC = 0.4;
+const INTERVAL_SEC = 0.5;
 
 beforeAll(async () => {
   pg = await startPostgres();
   // The monitor runs inside the server, as in production, with a short interval.
-  panel = await startPanelServer({ db: pg.db, jwtSecret: JWT_SECRET, health: { heartbeatIntervalSec: INTERVAL_SEC, missedIntervals: 3 } });
+  panel = await startPanelServer({ db: pg.db, jwtSecret: JWT_SECRET, health: { heartbeatIntervalSec: INTERVAL_SEC, missedIntervals: 4 } });
 });
 
 afterAll(async () => {
@@ -42,7 +42,7 @@ test('silent → offline; jittering → active throughout; drained → left alon
   await pg.pool.query(`UPDATE container_workers SET status = 'draining' WHERE id = $1`, [drained.workerId]);
 
   const seen = new Set<string>();
-  const deadline = Date.now() + 3000; // 7.5 intervals: more than twice the offline threshold
+  const deadline = Date.now() + 4000; // 8 intervals: twice the offline threshold
   let seq = 1;
   while (Date.now() < deadline) {
     const res = await call(panel.url, 'POST', `/api/workers/${jitter.workerId}/heartbeat`, jitter.token, heartbeatBody({ seq: seq++ }));
