@@ -13,4 +13,5 @@ export { encryptSecret, decryptSecret, secretKey } from './crypto.js';
 export { applyPanelMigration, PANEL_MIGRATION_STATEMENTS } from './schema/panel-migration.js';
 export { CONTAINER_PLATFORM_SQL } from './schema/container-platform.js';
 export { SKYPANEL_BASE_SQL } from './schema/base.js';
+export { seedExampleService, type ExampleService, type ExampleServiceInput } from './schema/seed.js';
 export type { PanelReply } from './reply.js';
