@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { chown, mkdtemp, readdir, rm } from 'node:fs/promises';
+import { chown, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -53,6 +53,32 @@ async function freePort(): Promise<number> {
   });
 }
 
+const PREFIX = 'skypanel-pg-';
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Clusters whose test process died without its afterAll (a killed run) are stopped and removed;
+ * those of live processes, other worktrees' runs included, are left alone.
+ */
+async function reapOrphans(bin: string, asNobody: boolean): Promise<void> {
+  for (const name of await readdir(tmpdir()).catch(() => [] as string[])) {
+    if (!name.startsWith(PREFIX)) continue;
+    const dir = join(tmpdir(), name);
+    const owner = Number(await readFile(join(dir, 'owner.pid'), 'utf8').catch(() => 'NaN'));
+    if (!Number.isInteger(owner) || alive(owner)) continue;
+    await run(join(bin, 'pg_ctl'), ['-D', join(dir, 'data'), '-m', 'immediate', '-w', 'stop'], asNobody).catch(() => undefined);
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
 export interface TestPostgres {
   /** postgres://postgres@127.0.0.1:PORT/skypanel, trust auth. */
   url: string;
@@ -65,7 +91,9 @@ export interface TestPostgres {
 export async function startPostgres(): Promise<TestPostgres> {
   const bin = await findBinDir();
   const asNobody = process.getuid?.() === 0;
-  const dir = await mkdtemp(join(tmpdir(), 'skypanel-pg-'));
+  await reapOrphans(bin, asNobody);
+  const dir = await mkdtemp(join(tmpdir(), PREFIX));
+  await writeFile(join(dir, 'owner.pid'), String(process.pid));
   if (asNobody) await chown(dir, NOBODY, NOBODY);
   const data = join(dir, 'data');
   await run(join(bin, 'initdb'), ['-D', data, '-U', 'postgres', '-A', 'trust', '-E', 'UTF8', '--locale=C', '--no-sync'], asNobody);
@@ -91,6 +119,8 @@ export async function startPostgres(): Promise<TestPostgres> {
     await admin.end();
     const url = `postgres://postgres@127.0.0.1:${port}/skypanel`;
     const pool = new pg.Pool({ connectionString: url, max: 5 });
+    // An idle client whose server went away (the cluster stopped first) must not crash the test process.
+    pool.on('error', () => undefined);
     await pool.query(SKYPANEL_BASE_SQL);
     await pool.query(CONTAINER_PLATFORM_SQL);
     const db = pgPoolDatabase(pool);
