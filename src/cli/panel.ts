@@ -42,7 +42,15 @@ export async function runPanel(opts: PanelCliOptions): Promise<void> {
     opts.logger.warn('SSH_CRED_SECRET is unset or shorter than 16 characters: secrets are decrypted with the key SkyPanelV2 derives from JWT_SECRET in that case');
   }
   const { host, port } = parseListen(opts.listen);
-  const pool = new pg.Pool({ connectionString: databaseUrl, max: 10, connectionTimeoutMillis: 10_000 });
+  // Every wait on the database is bounded: connecting, each statement, and a transaction left idle.
+  const pool = new pg.Pool({
+    connectionString: databaseUrl,
+    max: 10,
+    connectionTimeoutMillis: 10_000,
+    statement_timeout: 15_000,
+    query_timeout: 20_000,
+    idle_in_transaction_session_timeout: 30_000,
+  });
   // An idle client's error (the server restarted) must not crash the process; the pool replaces it.
   pool.on('error', (err) => opts.logger.warn({ err: err.message }, 'database connection lost; the pool reconnects'));
   let server;
