@@ -103,7 +103,7 @@ describe('desired set', () => {
     if (!parsed.ok) throw new Error(parsed.error);
     expect(parsed.deployments.map((d) => d.id)).toEqual([goodDep]);
     const messages = Object.fromEntries(parsed.rejected.map((r) => [r.id, r.message]));
-    expect(messages[badLimitsDep]).toMatch(/^container_services\.resource_limits\.memory_mb: resourceLimits\.memoryMb: must be an integer between 4/);
+    expect(messages[badLimitsDep]).toMatch(/^container_services\.resource_limits\.memory_mb: resourceLimits\.memoryMb: must be an integer between \d+/);
     expect(messages[badSecretDep]).toMatch(/^container_secrets\.encrypted_value: secret "api-key" cannot decrypt/);
     expect(messages[badImageDep]).toMatch(/^container_deployments\.image_tag: imageTag: must be a valid Docker image reference/);
     // The rejected entries keep their serviceId, so the agent leaves those services alone.
