@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Brings this machine to the state the Docker-backed tests need: dockerd answering on
-# /var/run/docker.sock, a single-node swarm, and the local image skypanel-test/busybox:1
+# /var/run/docker.sock, a single-node swarm, and the local images skypanel-test/busybox:1 and
+# skypanel-test/hello:1 (its CMD serves $GREETING on 8080)
 # (nothing can be pulled here). Idempotent and safe to run concurrently (flock); every step is
 # bounded by `timeout`. Quiet on success except for one summary line; on failure prints the step,
 # the captured output, and exits non-zero. Exit 3 means "not root and Docker isn't ready": the
@@ -8,6 +9,7 @@
 set -uo pipefail
 
 IMAGE=skypanel-test/busybox:1
+HELLO_IMAGE=skypanel-test/hello:1
 SOCK=/var/run/docker.sock
 DOCKERD_LOG=/var/log/dockerd.log
 START_WAIT_S=60
@@ -53,13 +55,14 @@ run() {
 docker_answers() { timeout 30 docker version >/dev/null 2>&1; }
 swarm_state() { timeout 30 docker info --format '{{.Swarm.LocalNodeState}}' 2>/dev/null; }
 image_present() { timeout 10 docker image inspect "$IMAGE" >/dev/null 2>&1; }
+hello_present() { timeout 10 docker image inspect "$HELLO_IMAGE" >/dev/null 2>&1; }
 
 # A static busybox is required: the image is FROM scratch, so there is no libc to load a dynamic one.
 busybox_ok() { [ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1; }
 
 if [ "$(id -u)" != "0" ]; then
   # Without root nothing can be installed or started, but an already prepared engine is usable.
-  if command -v docker >/dev/null 2>&1 && docker_answers && [ "$(swarm_state)" = active ] && image_present; then
+  if command -v docker >/dev/null 2>&1 && docker_answers && [ "$(swarm_state)" = active ] && image_present && hello_present; then
     echo "ensure-docker: ready (not root; dockerd, swarm and $IMAGE were already in place)"
     exit 0
   fi
@@ -165,6 +168,22 @@ EOF
   DOCKER_BUILDKIT=0 run 180 "docker build $IMAGE" docker build --network none -t "$IMAGE" "$ctx"
   run 30 "smoke-test $IMAGE" docker run --rm --network none "$IMAGE" sh -c 'true'
   notes+=("$IMAGE built")
+fi
+
+# --- hello image: what `dev` seeds and the panel e2e deploys ------------------------------------
+# SkyPanelV2's rows hold an image tag but no command, so the program must be the image's own CMD:
+# serve $GREETING (or a fixed line) over HTTP on 8080. Built on the local busybox image: no pull.
+if hello_present; then
+  notes+=("$HELLO_IMAGE present")
+else
+  [ -n "$ctx" ] && rm -rf "$ctx"
+  ctx=$(mktemp -d -t skypanel-hello.XXXXXX)
+  cat >"$ctx/Dockerfile" <<EOF
+FROM $IMAGE
+CMD ["sh", "-c", "mkdir -p /www && echo \"\${GREETING:-hello from skypanel-agent}\" > /www/index.html && exec httpd -f -p 8080 -h /www"]
+EOF
+  DOCKER_BUILDKIT=0 run 120 "docker build $HELLO_IMAGE" docker build --network none -t "$HELLO_IMAGE" "$ctx"
+  notes+=("$HELLO_IMAGE built")
 fi
 
 ms=$((($(date +%s%N) - t0) / 1000000))

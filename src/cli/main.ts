@@ -140,18 +140,21 @@ Examples:
 
   program
     .command('dev')
-    .description('start the reference control plane on 127.0.0.1, register, and run the agent in one process')
-    .option('--port <port>', 'control-plane port (0 = any free port)', (v) => Number(v), 0)
+    .description('run the panel half on an embedded PostgreSQL (SkyPanelV2\'s tables), register, seed one service, and run the agent, in one process')
+    .option('--port <port>', 'panel port (0 = any free port)', (v) => Number(v), 0)
     .option('--heartbeat-interval <seconds>', 'seconds between heartbeats', positiveInt('--heartbeat-interval'), 10)
     .option('--config <path>', 'config file to write (default: a new temporary directory)')
     .option('--docker-socket <path>', 'Docker Engine API socket')
-    .option('--deployments <file>', 'assign the deployments in this JSON file to the dev worker')
+    .option('--database-url <url>', 'use this PostgreSQL (SkyPanelV2\'s database, or an empty one) instead of the embedded one')
+    .option('--deployments <file>', 'write these deployments as rows assigned to the dev worker, instead of the hello-world seed')
+    .option('--no-seed', 'write no service rows: the worker only registers and heartbeats')
     .option('--usage-period <seconds>', 'usage period length (default 60 in dev, so records arrive quickly)', positiveInt('--usage-period'), 60)
     .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
     .addHelpText('after', `
 Examples:
-  $ skypanel-agent dev --deployments examples/hello.json   # then: curl http://127.0.0.1:18080/
-  $ skypanel-agent dev
+  $ skypanel-agent dev                                     # then: curl http://127.0.0.1:18080/
+  $ skypanel-agent dev --deployments examples/hello.json
+  $ skypanel-agent dev --database-url postgres://user@127.0.0.1/skypanel
   $ skypanel-agent dev --port 3001 --heartbeat-interval 5 --log-level debug`)
     .action(async (o: Record<string, string | number | undefined>) => {
       const { runDev } = await import('./dev.js');
@@ -162,7 +165,9 @@ Examples:
         heartbeatIntervalSec: o.heartbeatInterval as number,
         configPath: o.config as string | undefined,
         dockerSocket: o.dockerSocket as string | undefined,
+        databaseUrl: o.databaseUrl as string | undefined,
         deploymentsFile: o.deployments as string | undefined,
+        seed: (o.seed as unknown) !== false,
         usagePeriodSec: o.usagePeriod as number,
         logger,
         say,

@@ -13,5 +13,5 @@ export { encryptSecret, decryptSecret, secretKey } from './crypto.js';
 export { applyPanelMigration, PANEL_MIGRATION_STATEMENTS } from './schema/panel-migration.js';
 export { CONTAINER_PLATFORM_SQL } from './schema/container-platform.js';
 export { SKYPANEL_BASE_SQL } from './schema/base.js';
-export { seedExampleService, type ExampleService, type ExampleServiceInput } from './schema/seed.js';
+export { DEFAULT_SEED, seedDeployment, seedOrganization, type SeedDeployment } from './dev-seed.js';
 export type { PanelReply } from './reply.js';

@@ -160,10 +160,19 @@ describe('the systemd unit', () => {
     for (const n of denied) allowed.delete(n);
     expect(allowed.has('statfs') && allowed.has('epoll_wait') && !allowed.has('setuid')).toBe(true);
 
-    // A real run: reference control plane, registration, heartbeats, Docker, status API.
+    // A real run of what the unit starts: `run` (registered first, untraced, as install does) against
+    // the reference control plane, with heartbeats, Docker and the status API. Not `dev`: it embeds
+    // PostgreSQL as WebAssembly, which the unit's flags exclude by design.
+    const traceConfig = join(dir, 'strace-config.json');
+    const traceToken = cp.mintToken(randomUUID());
+    tokens.push(traceToken);
+    const traceTokenFile = join(dir, 'strace.token');
+    await writeFile(traceTokenFile, `${traceToken}\n`, { mode: 0o600 });
+    const reg = await runCli(['register', '--control-plane', cp.url, '--token-file', traceTokenFile, '--config', traceConfig, '--heartbeat-interval', '1']);
+    expect(reg.code, reg.stderr).toBe(0);
     const trace = join(dir, 'strace.out');
-    const child = spawn(strace, ['-f', '-qq', '-o', trace, process.execPath, ...unitNodeArgs(template), BIN, 'dev', '--config', join(dir, 'strace-config.json'), '--heartbeat-interval', '1', '--log-level', 'warn'], {
-      env: { ...process.env, SKYPANEL_AGENT_STATUS_LISTEN: '127.0.0.1:0' },
+    const child = spawn(strace, ['-f', '-qq', '-o', trace, process.execPath, ...unitNodeArgs(template), BIN, 'run', '--config', traceConfig], {
+      env: { ...process.env, SKYPANEL_AGENT_STATUS_LISTEN: '127.0.0.1:0', SKYPANEL_AGENT_STATE_DIR: join(dir, 'strace-state') },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let output = '';
@@ -172,8 +181,8 @@ describe('the systemd unit', () => {
     const exited = new Promise((r) => child.on('close', r));
     try {
       const deadline = Date.now() + 30_000;
-      while (!/agent running as worker/.test(output) && Date.now() < deadline && child.exitCode === null) await new Promise((r) => setTimeout(r, 100));
-      expect(output).toMatch(/agent running as worker/);
+      while (!/agent started/.test(output) && Date.now() < deadline && child.exitCode === null) await new Promise((r) => setTimeout(r, 100));
+      expect(output).toMatch(/agent started/);
       await new Promise((r) => setTimeout(r, 4_000));
     } finally {
       // Signal the traced agent itself: strace would only detach on SIGINT and leave it running.

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { parseDesiredSet } from '../../src/protocol/deployment.js';
 import { encryptSecret, secretKey } from '../../src/panel/crypto.js';
-import { seedExampleService } from '../../src/panel/schema/seed.js';
+import { DEFAULT_SEED, seedDeployment, seedOrganization } from '../../src/panel/dev-seed.js';
 import { startPanelServer, type PanelServer } from '../../src/panel/server.js';
 import { startPostgres, type TestPostgres } from '../helpers/postgres.js';
 import {
@@ -110,13 +110,16 @@ describe('desired set', () => {
     expect(parsed.rejected.map((r) => r.serviceId).sort()).toEqual([badLimits, badSecret, badImage].sort());
   });
 
-  test("the dev seed's service is a valid desired set of one", async () => {
+  test("dev's seed (an organization, a service, a current deployment) is a valid desired set of one", async () => {
     const w = await registered();
-    const seeded = await seedExampleService(pg.db, { workerId: w.workerId, imageTag: 'skypanel-test/busybox:1', slug: `seed-${w.workerId.slice(0, 8)}`, environmentVars: { GREETING: 'hi' }, internalPort: 8080, externalPort: 18080 });
+    const org = await seedOrganization(pg.db);
+    const seeded = await seedDeployment(pg.db, org, w.workerId, { ...DEFAULT_SEED, slug: `seed-${w.workerId.slice(0, 8)}` });
     const parsed = parseDesiredSet((await desired(w)).body);
     if (!parsed.ok) throw new Error(parsed.error);
     expect(parsed.rejected).toEqual([]);
-    expect(parsed.deployments).toMatchObject([{ id: seeded.deploymentId, serviceId: seeded.serviceId, organizationId: seeded.organizationId, externalPort: 18080, environmentVars: { GREETING: 'hi' } }]);
+    expect(parsed.deployments).toMatchObject([
+      { id: seeded.deploymentId, serviceId: seeded.serviceId, organizationId: org.organizationId, imageTag: DEFAULT_SEED.imageTag, externalPort: 18080, environmentVars: DEFAULT_SEED.environmentVars },
+    ]);
   });
 
   test('ETag: 304 while unchanged; a change to a row changes it; the heartbeat hint names the same tag', async () => {
