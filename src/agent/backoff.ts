@@ -1,3 +1,5 @@
+import { MAX_SERVER_WAIT_MS } from './retry-after.js';
+
 /**
  * Retry timing shared by every loop that talks to the control plane. All delays are jittered
  * (AWS "full jitter", applied after the cap as well) so that a fleet which lost the control plane
@@ -27,7 +29,9 @@ export function fullJitter(attempt: number, policy: BackoffPolicy = DEFAULT_BACK
  * to 10 % (at most one cap) so every agent behind one IP does not return in the same second.
  */
 export function afterRetryAfter(retryAfterMs: number, policy: BackoffPolicy = DEFAULT_BACKOFF, random: Random = Math.random): number {
-  return retryAfterMs + Math.floor(random() * Math.min(policy.capMs, retryAfterMs * 0.1));
+  // The parser caps already; capped again here because this is where a wait becomes a timer.
+  const wait = Number.isFinite(retryAfterMs) ? Math.min(MAX_SERVER_WAIT_MS, Math.max(0, retryAfterMs)) : MAX_SERVER_WAIT_MS;
+  return wait + Math.floor(random() * Math.min(policy.capMs, wait * 0.1));
 }
 
 /** Steady-state interval with ±5 % jitter, so agents that started together drift apart. */

@@ -1,3 +1,16 @@
+/** Node's timers hold a signed 32-bit millisecond count; a longer delay fires after 1 ms instead. */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/**
+ * A delay every timer can take: longer ones are cut to MAX_TIMER_MS (about 24.8 days), negative
+ * ones and NaN run at once. Every delay a control plane can influence is capped well below this
+ * where it is computed; this is the guard that no future caller can turn into a hot loop.
+ */
+export function timerDelay(ms: number): number {
+  if (Number.isNaN(ms) || ms <= 0) return 0;
+  return Math.min(ms, MAX_TIMER_MS);
+}
+
 /**
  * The one way the agent repeats work: run `step`, wait the delay it returns, run again. One run
  * at a time, no recursion, and `stop()` cancels the timer and waits for the run in flight, so every
@@ -79,8 +92,9 @@ export class TimerLoop {
     this.#followUpMs = Math.min(this.#followUpMs ?? ms, ms);
   }
 
-  #schedule(ms: number): void {
+  #schedule(delayMs: number): void {
     if (this.#stopped) return;
+    const ms = timerDelay(delayMs);
     this.#dueAt = performance.now() + ms;
     this.#timer = setTimeout(() => {
       this.#timer = undefined;

@@ -3,6 +3,7 @@ import { DEFAULT_BACKOFF, delayAfterFailure, type BackoffPolicy, type Random } f
 import type { ControlPlaneClient } from './control-plane-client.js';
 import { EXTENSION_PROBE_MS } from './desired-state-poller.js';
 import type { Logger } from './logger.js';
+import { timerDelay } from './timer-loop.js';
 import type { StateStore } from './state-store.js';
 import type { z } from 'zod';
 import { storedUsageOutboxSchema } from './state-schemas.js';
@@ -174,8 +175,9 @@ export class UsageOutbox {
     }
   }
 
-  #kick(ms: number): void {
+  #kick(delayMs: number): void {
     if (this.#stopped || this.#sending || this.#pending.size === 0) return;
+    const ms = timerDelay(delayMs);
     clearTimeout(this.#timer);
     this.#timerDue = Date.now() + ms;
     this.#timer = setTimeout(() => {

@@ -34,6 +34,11 @@ function validateFault(fault: Fault): void {
       if (fault.retryAfter !== undefined && !/^[\x20-\x7e]*$/.test(fault.retryAfter)) {
         throw new RangeError('fault.retryAfter must be printable ASCII');
       }
+      for (const [name, value] of Object.entries(fault.headers ?? {})) {
+        if (!/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(name) || !/^[\x20-\x7e]*$/.test(value)) {
+          throw new RangeError('fault.headers must map header names to printable ASCII values');
+        }
+      }
       return;
     case 'delay':
       if (!Number.isFinite(fault.ms) || fault.ms < 0) throw new RangeError('fault.ms must be a non-negative number');

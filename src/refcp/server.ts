@@ -173,7 +173,8 @@ class RefControlPlane extends ExtensionStore implements ReferenceControlPlane {
       }
       const decision = this.#limiter?.hit(req.socket.remoteAddress ?? 'unknown');
       if (decision !== undefined && !decision.allowed) {
-        return sendJson(res, 429, RATE_LIMITED, { 'Retry-After': String(decision.retryAfterSeconds) });
+        // express-rate-limit (standardHeaders) also says when the window ends; here that is Retry-After too.
+        return sendJson(res, 429, RATE_LIMITED, { 'Retry-After': String(decision.retryAfterSeconds), 'RateLimit-Reset': String(decision.retryAfterSeconds) });
       }
     }
 
@@ -243,7 +244,7 @@ function answerWithFault(fault: Exclude<Fault, { kind: 'delay' }>, req: Incoming
       return send(res, 200, Buffer.from(GARBAGE_BODY), 'application/json; charset=utf-8');
     case 'status': {
       const text = fault.body ?? defaultFaultBody(fault.status);
-      const headers: Record<string, string> = fault.retryAfter === undefined ? {} : { 'Retry-After': fault.retryAfter };
+      const headers: Record<string, string> = { ...fault.headers, ...(fault.retryAfter === undefined ? {} : { 'Retry-After': fault.retryAfter }) };
       return send(res, fault.status, Buffer.from(text, 'utf8'), contentTypeFor(text), headers);
     }
   }

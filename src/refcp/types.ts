@@ -60,7 +60,15 @@ export interface RequestRecord {
  * 200 whose body is HTML although the header says JSON; `reset` drops the connection with a RST.
  */
 export type Fault = (
-  | { kind: 'status'; status: number; retryAfter?: string; body?: string; count?: number }
+  | {
+      kind: 'status';
+      status: number;
+      retryAfter?: string;
+      /** More response headers, e.g. `RateLimit-Reset` as SkyPanelV2's limiter sends it. */
+      headers?: Record<string, string>;
+      body?: string;
+      count?: number;
+    }
   | { kind: 'delay'; ms: number; count?: number }
   | { kind: 'garbage'; count?: number }
   | { kind: 'reset'; count?: number }

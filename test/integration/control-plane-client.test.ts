@@ -3,7 +3,8 @@ import http from 'node:http';
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { ControlPlaneClient, type CallResult } from '../../src/agent/control-plane-client.js';
+import { ControlPlaneClient, MIN_CALL_SPACING_MS, type CallResult } from '../../src/agent/control-plane-client.js';
+import { MAX_SERVER_WAIT_MS } from '../../src/agent/retry-after.js';
 import { Secret } from '../../src/secret.js';
 
 // The client against node:http servers on 127.0.0.1 that misbehave on purpose, one way per test.
@@ -38,8 +39,11 @@ async function httpServer(handler: http.RequestListener, opts: { keepAliveTimeou
   return { server, port };
 }
 
-function client(port: number, opts: { scheme?: string; timeoutMs?: number; prefix?: string } = {}) {
-  const c = new ControlPlaneClient({ baseUrl: `${opts.scheme ?? 'http'}://127.0.0.1:${port}${opts.prefix ?? ''}`, token: new Secret(TOKEN), timeoutMs: opts.timeoutMs ?? T });
+/** The HTTP core without the per-call floor (tested on its own below), so calls follow each other at once. */
+function client(port: number, opts: { scheme?: string; timeoutMs?: number; prefix?: string; minCallSpacingMs?: number } = {}) {
+  const c = new ControlPlaneClient({
+    baseUrl: `${opts.scheme ?? 'http'}://127.0.0.1:${port}${opts.prefix ?? ''}`, token: new Secret(TOKEN), timeoutMs: opts.timeoutMs ?? T, minCallSpacingMs: opts.minCallSpacingMs ?? 0,
+  });
   cleanups.push(() => c.close());
   return c;
 }
@@ -169,6 +173,47 @@ describe('ControlPlaneClient', () => {
     const r = await c.getJson('/503');
     expect(r).toMatchObject({ ok: false, kind: 'http', status: 503, code: 'MAINTENANCE', message: 'later' });
     expect(!r.ok && r.retryAfterMs).toBeGreaterThan(100_000);
+  });
+
+  it("on a 429 honours the rate-limit window's end when it comes before Retry-After, and caps both", async () => {
+    const { port } = await httpServer((req, res) => {
+      const headers: Record<string, string> = req.url === '/skypanel'
+        ? { 'retry-after': '900', 'ratelimit-limit': '200', 'ratelimit-remaining': '0', 'ratelimit-reset': '4' }
+        : { 'retry-after': '99999999999' };
+      res.writeHead(429, { ...headers, 'content-type': 'application/json' }).end('{"success":false,"error":"Too many requests"}');
+    });
+    const c = client(port);
+    expect(await c.postJson('/skypanel', {})).toMatchObject({ ok: false, status: 429, retryAfterMs: 4_000 });
+    expect(await c.postJson('/huge', {})).toMatchObject({ ok: false, status: 429, retryAfterMs: MAX_SERVER_WAIT_MS });
+  });
+
+  it('sends the same call at most once a second, whatever the callers do; other calls are not held up', async () => {
+    const arrivals: { url: string; at: number }[] = [];
+    const { port } = await httpServer((req, res) => {
+      arrivals.push({ url: req.url!, at: performance.now() });
+      res.writeHead(503, { 'content-type': 'application/json' }).end('{}');
+    });
+    const c = client(port, { minCallSpacingMs: MIN_CALL_SPACING_MS });
+    const started = performance.now();
+    // A loop gone wrong: five attempts of one call back to back, three of them concurrent.
+    await c.postJson('/api/workers/w/heartbeat', {});
+    await c.postJson('/api/workers/w/heartbeat', {});
+    await Promise.all([c.postJson('/api/workers/w/heartbeat', {}), c.postJson('/api/workers/w/heartbeat', {}), c.getJson('/api/workers/w/deployments')]);
+    const beats = arrivals.filter((a) => a.url.endsWith('/heartbeat')).map((a) => a.at);
+    expect(beats).toHaveLength(4);
+    for (let i = 1; i < beats.length; i++) expect(beats[i]! - beats[i - 1]!).toBeGreaterThanOrEqual(MIN_CALL_SPACING_MS - 5);
+    // The poll was not queued behind the heartbeats.
+    expect(arrivals.find((a) => a.url.endsWith('/deployments'))!.at - started).toBeLessThan(2 * MIN_CALL_SPACING_MS + 500);
+  });
+
+  it('a call waiting out the floor ends when the client is closed', async () => {
+    const { port } = await httpServer((req, res) => res.writeHead(200).end('{}'));
+    const c = client(port, { minCallSpacingMs: 60_000 });
+    expect((await c.postJson('/hb', {})).ok).toBe(true);
+    const waiting = c.postJson('/hb', {});
+    await new Promise((r) => setTimeout(r, 50));
+    await c.close();
+    expect(await waiting).toMatchObject({ ok: false, kind: 'network', message: 'control-plane client closed' });
   });
 
   it('treats a 2xx that is not JSON as an invalid response', async () => {
