@@ -5,6 +5,7 @@ import type { ControlPlaneClient } from './control-plane-client.js';
 import type { Logger } from './logger.js';
 import type { StateStore } from './state-store.js';
 import { storedDesiredSchema, type StoredDesired } from './state-schemas.js';
+import { RejectionLog } from './rejection-log.js';
 
 export interface DesiredSet {
   deployments: Deployment[];
@@ -67,6 +68,7 @@ export class DesiredStatePoller {
   #checkedAt = 0;
   /** The last differing hint that started a poll: one that stays different (a proxy rewriting ETags) starts only one. */
   #actedOnHint: string | undefined;
+  readonly #rejections = new RejectionLog();
 
   constructor(deps: DesiredStatePollerDeps) {
     this.#deps = deps;
@@ -151,7 +153,7 @@ export class DesiredStatePoller {
       this.#etag = etag;
       // Only a usable, stored set ends a failure streak: a 200 with an unusable body backs off like any failure.
       this.#failures = 0;
-      for (const r of parsed.rejected) logger.warn({ deploymentId: r.id, field: r.field }, `deployment rejected: ${r.message}`);
+      this.#rejections.note(parsed.rejected, deploymentList(res.body), logger);
       this.#deps.onDesired({ deployments: parsed.deployments, rejected: parsed.rejected, etag, source: 'control-plane', receivedAt: Date.now() });
       return this.#interval();
     }
@@ -171,6 +173,12 @@ export class DesiredStatePoller {
   #interval(): number {
     return jitteredInterval(this.#deps.intervalMs, this.#deps.random);
   }
+}
+
+/** The raw `data.deployments` array of a body parseDesiredSet accepted. */
+function deploymentList(body: unknown): readonly unknown[] {
+  const data = (body as { data?: { deployments?: unknown } }).data;
+  return Array.isArray(data?.deployments) ? data.deployments : [];
 }
 
 function sameEtag(a: string, b: string | null): boolean {
