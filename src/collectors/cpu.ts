@@ -30,26 +30,63 @@ export function clampPercent(v: number): number {
 }
 
 /**
+ * The shortest window a CPU figure is measured over. A shorter one mostly measures whatever ran in
+ * it: the first heartbeat, sampled over the agent's own start-up, read 40–83 % on hosts at ~10 %
+ * (SkyPanelV2 marks a worker unhealthy above 90 %).
+ */
+export const MIN_CPU_WINDOW_MS = 1_000;
+
+export interface CpuSamplerOptions {
+  /** MIN_CPU_WINDOW_MS unless given. */
+  minWindowMs?: number;
+  now?: () => number;
+  sleep?: (ms: number) => Promise<void>;
+}
+
+/**
  * CPU utilisation from successive /proc/stat samples (not load average, which counts
  * runnable and D-state tasks, not utilisation). Each call reports the utilisation since the previous
- * call; the sampler primes itself on construction so the first heartbeat already has a real figure.
+ * one, over at least `minWindowMs`: the first call after prime() waits out the rest of that window
+ * (about a second after the agent starts, once), and a call that comes sooner than that after the
+ * previous one (a quick retry) reports the previous figure instead of a sliver.
  */
 export class CpuSampler {
-  #prev: CpuTimes | undefined;
+  #prev: { times: CpuTimes; at: number } | undefined;
+  #last: number | undefined;
+  #lastWindowMs: number | undefined;
   readonly #read: () => Promise<string>;
+  readonly #minWindowMs: number;
+  readonly #now: () => number;
+  readonly #sleep: (ms: number) => Promise<void>;
 
-  constructor(read: () => Promise<string> = () => readProcFile('stat')) {
+  constructor(read: () => Promise<string> = () => readProcFile('stat'), opts: CpuSamplerOptions = {}) {
     this.#read = read;
+    this.#minWindowMs = opts.minWindowMs ?? MIN_CPU_WINDOW_MS;
+    this.#now = opts.now ?? (() => performance.now());
+    this.#sleep = opts.sleep ?? ((ms) => new Promise((resolve) => setTimeout(resolve, ms)));
   }
 
   async prime(): Promise<void> {
-    this.#prev = parseProcStat(await this.#read());
+    this.#prev = { times: parseProcStat(await this.#read()), at: this.#now() };
+  }
+
+  /** How long the window of the latest figure was, in ms (undefined before the first). */
+  get lastWindowMs(): number | undefined {
+    return this.#lastWindowMs;
   }
 
   async sample(): Promise<number> {
-    const next = parseProcStat(await this.#read());
-    const prev = this.#prev;
+    if (this.#prev === undefined) await this.prime();
+    const prev = this.#prev!;
+    const short = this.#minWindowMs - (this.#now() - prev.at);
+    if (short > 0) {
+      if (this.#last !== undefined) return this.#last;
+      await this.#sleep(short);
+    }
+    const next = { times: parseProcStat(await this.#read()), at: this.#now() };
     this.#prev = next;
-    return prev ? cpuPercentBetween(prev, next) : 0;
+    this.#lastWindowMs = next.at - prev.at;
+    this.#last = cpuPercentBetween(prev.times, next.times);
+    return this.#last;
   }
 }

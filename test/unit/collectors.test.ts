@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { CpuSampler, cpuPercentBetween, parseProcStat } from '../../src/collectors/cpu.js';
+import { CpuSampler, MIN_CPU_WINDOW_MS, cpuPercentBetween, parseProcStat } from '../../src/collectors/cpu.js';
 import { parseMeminfo, readMemory } from '../../src/collectors/memory.js';
 import { readDisk } from '../../src/collectors/disk.js';
 import { diskPathFor, readCapacity, HostLoadCollector, PANEL_CAPACITY_LIMITS } from '../../src/collectors/host-metrics.js';
@@ -21,12 +21,43 @@ describe('cpu utilisation from /proc/stat samples', () => {
     expect(cpuPercentBetween(s, s)).toBe(0);
   });
 
+  /** A sampler over given /proc/stat texts on a clock the test moves; sleeping moves it too. */
+  function fakeSampler(texts: string[]) {
+    let now = 0;
+    const reads: number[] = [];
+    const sampler = new CpuSampler(async () => (reads.push(now), texts.shift()!), { now: () => now, sleep: async (ms) => void (now += ms) });
+    return { sampler, reads, advance: (ms: number) => void (now += ms) };
+  }
+
   it('the sampler reports utilisation since its previous call', async () => {
-    const texts = [stat(0, 0), stat(50, 50), stat(50, 150)];
-    const sampler = new CpuSampler(async () => texts.shift()!);
+    const { sampler, advance } = fakeSampler([stat(0, 0), stat(50, 50), stat(50, 150)]);
     await sampler.prime();
+    advance(30_000);
     expect(await sampler.sample()).toBe(50);
+    advance(30_000);
     expect(await sampler.sample()).toBe(0);
+  });
+
+  it('the first figure after start-up is measured over at least a second, not the start-up itself', async () => {
+    const { sampler, reads, advance } = fakeSampler([stat(0, 0), stat(80, 20), stat(90, 110)]);
+    await sampler.prime();
+    advance(25);
+    // The start-up burst alone would read 80 %; the sampler waits until the window is a second long.
+    expect(await sampler.sample()).toBe(80);
+    expect(reads).toEqual([0, MIN_CPU_WINDOW_MS]);
+    expect(sampler.lastWindowMs).toBe(MIN_CPU_WINDOW_MS);
+  });
+
+  it('a quick retry reports the last full-window figure instead of a sliver', async () => {
+    const { sampler, reads, advance } = fakeSampler([stat(0, 0), stat(10, 90), stat(100, 100)]);
+    await sampler.prime();
+    advance(1_000);
+    expect(await sampler.sample()).toBe(10);
+    advance(200);
+    expect(await sampler.sample()).toBe(10);
+    expect(reads).toHaveLength(2);
+    advance(900);
+    expect(await sampler.sample()).toBe(90);
   });
 
   it('reads the real /proc/stat of this machine', async () => {
