@@ -8,6 +8,8 @@ export const ERROR_CODES = {
   SKP_ERR_CONFIG_INSECURE: { exitCode: 2 },
   SKP_ERR_USAGE: { exitCode: 2 },
   SKP_ERR_REGISTER_REJECTED: { exitCode: 1 },
+  /** The panel's register answer named another worker than the token or the config. */
+  SKP_ERR_WORKER_ID_MISMATCH: { exitCode: 1 },
   SKP_ERR_CONTROL_PLANE_UNREACHABLE: { exitCode: 1 },
   SKP_ERR_UNAUTHORIZED: { exitCode: 1 },
   SKP_ERR_DOCKER_UNAVAILABLE: { exitCode: 1 },

@@ -3,14 +3,14 @@ import { KnownSecrets, Secret } from '../secret.js';
 import { StateStore } from './state-store.js';
 import { HostLoadCollector, readCapacity, type Capacity } from '../collectors/host-metrics.js';
 import type { AgentConfig } from './config-schema.js';
-import { updateConfigFile } from './config.js';
+import { AgentError } from '../errors.js';
 import { ControlPlaneClient } from './control-plane-client.js';
 import { DEFAULT_BACKOFF } from './backoff.js';
 import { HeartbeatLoop, type HeartbeatPayload, type HeartbeatRecord } from './heartbeat-loop.js';
 import type { Logger } from './logger.js';
 import { createAgentMetrics, type AgentMetrics } from './metrics.js';
 import { createStatusServer, type StatusServer } from './status-server.js';
-import type { StatusSource, StatusView } from './status-model.js';
+import type { ControlPlaneWaitView, StatusSource, StatusView } from './status-model.js';
 import { buildRegisterRequest, registerWorker, reconcileModeFor, type EngineSummary } from './registration.js';
 import { deploymentsEtagHint, panelWorkerStatus, type SwarmRole } from '../protocol/worker.js';
 import { DeploymentLoops, type EngineEventWatch } from './deployment-loops.js';
@@ -39,8 +39,6 @@ export interface EngineProbe {
 
 export interface AgentOptions {
   config: AgentConfig;
-  /** Where to persist a new worker id after re-registering; undefined when config came only from flags/env. */
-  configPath?: string;
   logger: Logger;
   engine: EngineProbe;
   /** Builds the Swarm ports for each reconcile mode; absent in tests that only heartbeat. */
@@ -78,7 +76,8 @@ export class Agent {
   readonly #secrets: KnownSecrets;
   readonly #forgetSecrets: (() => void)[];
   readonly startedAt = Date.now();
-  #workerId: string;
+  readonly #workerId: string;
+  readonly #token: Secret;
   #engine: EngineSnapshot | undefined;
   #dockerHealthy = false;
   #engineCheckedAt = Number.NEGATIVE_INFINITY;
@@ -101,9 +100,10 @@ export class Agent {
     const { config } = opts;
     if (!config.workerId) throw new Error('Agent needs a registered workerId');
     this.#workerId = config.workerId;
+    this.#token = new Secret(config.token);
     this.#client = new ControlPlaneClient({
       baseUrl: config.controlPlaneUrl,
-      token: new Secret(config.token),
+      token: this.#token,
       timeoutMs: config.requestTimeoutSec * 1000,
     });
     this.#heartbeat = new HeartbeatLoop({
@@ -177,6 +177,7 @@ export class Agent {
           lastHeartbeat: hb
             ? { at: new Date(hb.at).toISOString(), outcome: hb.outcome, status: hb.status, rttMs: hb.rttMs, message: hb.message }
             : null,
+          controlPlaneWait: this.#controlPlaneWait(),
           lastReconcile: this.#deployments?.lastPass ?? null,
           deployments: this.#deployments?.counts() ?? {},
           stateDir: this.#store.health(),
@@ -196,11 +197,21 @@ export class Agent {
         return Math.max(0, (Date.now() - dueAt) / 1000);
       },
       wedgedAfterSec: () => 3 * intervalSec,
+      controlPlaneWait: () => this.#controlPlaneWait(),
       deployments: () => this.#deployments?.views() ?? [],
       deploymentLogs: (id, lines) => this.#deployments?.logs(id, lines) ?? Promise.resolve([]),
       secretValues: () => this.#deployments?.secretValues() ?? [],
       usage: () => this.#usage?.view(),
     };
+  }
+
+  #controlPlaneWait(): ControlPlaneWaitView | null {
+    const hb = this.#heartbeat.last;
+    if (hb?.serverWaitMs === undefined) return null;
+    const until = hb.at + hb.nextInMs;
+    if (until <= Date.now()) return null;
+    const why = hb.status === 429 ? 'rate limited (HTTP 429)' : `HTTP ${hb.status ?? '?'} with Retry-After`;
+    return { until: new Date(until).toISOString(), reason: `control plane answered ${why}: next heartbeat at ${new Date(until).toISOString()}` };
   }
 
   async start(): Promise<void> {
@@ -390,7 +401,7 @@ export class Agent {
   }
 
   async #reregister(why: 'lost' | 'refresh' = 'lost'): Promise<boolean> {
-    const { config, logger, configPath } = this.#opts;
+    const { config, logger } = this.#opts;
     try {
       const req = await buildRegisterRequest({
         controlPlaneUrl: config.controlPlaneUrl,
@@ -400,18 +411,16 @@ export class Agent {
         mode: { managerEndpoint: config.swarmManagerHost !== undefined, forceObserve: config.reconcileMode === 'observe' },
         logger,
       });
-      const id = await registerWorker(this.#client, req);
-      if (id !== this.#workerId) {
-        logger.warn({ previous: this.#workerId, workerId: id }, 'control plane assigned a new worker id');
-        this.#workerId = id;
-        if (configPath) await updateConfigFile(configPath, { workerId: id });
-      } else if (why === 'lost') {
-        logger.info({ workerId: id }, 'registered again');
-      } else {
-        logger.debug({ workerId: id }, 'registration refreshed');
-      }
+      // The worker id is fixed for the life of the config: an answer naming another is refused in registerWorker.
+      const id = await registerWorker(this.#client, req, { token: this.#token, configuredWorkerId: this.#workerId });
+      if (why === 'lost') logger.info({ workerId: id }, 'registered again');
+      else logger.debug({ workerId: id }, 'registration refreshed');
       return true;
     } catch (err) {
+      if (err instanceof AgentError && err.code === 'SKP_ERR_WORKER_ID_MISMATCH') {
+        logger.error({ code: err.code, workerId: this.#workerId }, err.message);
+        return false;
+      }
       const msg = why === 'lost' ? 're-registration failed; will retry' : 'could not refresh the registration at start; heartbeats carry on';
       logger.warn({ err: (err as Error).message }, msg);
       return false;

@@ -16,6 +16,8 @@ export interface HeartbeatRecord {
   rttMs?: number;
   message?: string;
   nextInMs: number;
+  /** The panel asked for this wait (429/503 Retry-After, capped); the next beat waits it out. */
+  serverWaitMs?: number;
 }
 
 export interface HeartbeatLoopDeps {
@@ -90,11 +92,20 @@ export class HeartbeatLoop {
     if (res.kind === 'http') {
       const status = res.status ?? 0;
       if (status === 404) {
-        logger.warn({ status }, 'control plane no longer knows this worker; registering again');
+        // A 404 right after a 404 means registering again did not help (a panel that accepts the
+        // register and still answers 404): from then on each round waits out the backoff, so the
+        // pair of calls cannot loop at network speed.
+        const again = this.#lastFailure === 'not-found';
+        if (!again) logger.warn({ status }, 'control plane no longer knows this worker; registering again');
         const ok = await this.#deps.reregister().catch(() => false);
-        // Registered again: beat right away with the (possibly new) worker id.
-        if (ok) return { at, outcome: 'not-found', ...detail, nextInMs: 0 };
-        return this.#failed(at, 'not-found', detail);
+        if (ok && !again) {
+          // Registered again: beat right away. It still counts as a failure, so a second 404 backs off.
+          this.#failures++;
+          this.#downSince ??= at;
+          this.#lastFailure = 'not-found';
+          return { at, outcome: 'not-found', ...detail, nextInMs: 0 };
+        }
+        return this.#failed(at, 'not-found', { ...detail, message: ok ? 'heartbeat 404 again right after registering again' : detail.message });
       }
       if (status === 401 || status === 403) return this.#failed(at, 'unauthorized', detail);
       if (status === 429) return this.#failed(at, 'rate-limited', detail, res.retryAfterMs);
@@ -131,6 +142,7 @@ export class HeartbeatLoop {
     const hint = outcome === 'unauthorized' ? ' (token refused: check the token issued by the panel; retrying slowly)' : '';
     log({ outcome, ...detail, attempt: attempt + 1, retryInMs: nextInMs }, `heartbeat failed: ${detail.message ?? outcome}${hint}`);
     this.#lastFailure = outcome;
-    return { at, outcome, ...detail, nextInMs };
+    const honoured = retryAfterMs !== undefined && (detail.status === 429 || detail.status === 503);
+    return { at, outcome, ...detail, nextInMs, ...(honoured ? { serverWaitMs: retryAfterMs } : {}) };
   }
 }

@@ -6,6 +6,7 @@ import { readHostname, readOsVersion } from '../collectors/host.js';
 import { localAddressToward, toPanelIp } from '../collectors/address.js';
 import type { ControlPlaneClient } from './control-plane-client.js';
 import type { Logger } from './logger.js';
+import { assertOwnWorkerId, type ExpectedIdentity } from './identity.js';
 
 export interface EngineSummary {
   dockerVersion: string;
@@ -72,8 +73,11 @@ export async function buildRegisterRequest(opts: BuildRegisterOptions): Promise<
   };
 }
 
-/** POST /api/workers/register; returns the worker id or throws an AgentError that says what to do. */
-export async function registerWorker(client: ControlPlaneClient, req: RegisterRequest): Promise<string> {
+/**
+ * POST /api/workers/register; returns the worker id or throws an AgentError that says what to do,
+ * also when the answer names another worker than `expected` (the token's, the configured one).
+ */
+export async function registerWorker(client: ControlPlaneClient, req: RegisterRequest, expected: ExpectedIdentity): Promise<string> {
   const res = await client.postJson('/api/workers/register', req);
   if (!res.ok) {
     if (res.kind !== 'http') {
@@ -90,5 +94,7 @@ export async function registerWorker(client: ControlPlaneClient, req: RegisterRe
     const field = parsed.error.issues[0]?.path.join('.') ?? '(body)';
     throw new AgentError('SKP_ERR_REGISTER_REJECTED', `register answered ${res.status} without a usable worker id (field "${field}")`, { field });
   }
-  return parsed.data.data.id;
+  const id = parsed.data.data.id;
+  assertOwnWorkerId(id, expected);
+  return id;
 }

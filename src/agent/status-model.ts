@@ -12,6 +12,12 @@ export interface HeartbeatView {
   message?: string;
 }
 
+/** The control plane asked the agent to wait (429/503 with Retry-After): no heartbeat is sent before `until`. */
+export interface ControlPlaneWaitView {
+  until: string;
+  reason: string;
+}
+
 export interface ReconcilePassView {
   at: string;
   durationMs: number;
@@ -28,6 +34,8 @@ export interface StatusView {
   capacity: { cpuCores: number; memoryMb: number; diskGb: number } | null;
   load: { cpuPercent: number; memoryPercent: number; diskPercent: number; containerCount: number } | null;
   lastHeartbeat: HeartbeatView | null;
+  /** Set while the heartbeat waits out a wait the control plane asked for (capped at 15 minutes). */
+  controlPlaneWait: ControlPlaneWaitView | null;
   lastReconcile: ReconcilePassView | null;
   deployments: Record<string, number>;
   /** Files of the state directory that could not be written (the agent works from memory) or were moved aside at load. */
@@ -62,6 +70,8 @@ export interface StatusSource {
    * /healthz answers 200 `degraded` with this reason, since a restart would not help.
    */
   degradedReason?(): string | null;
+  /** The wait the control plane asked for, while it lasts; /healthz says so instead of "ok". */
+  controlPlaneWait?(): ControlPlaneWaitView | null;
   deployments(): DeploymentView[];
   deploymentLogs?(id: string, lines: number): Promise<string[]>;
   /** GET /v1/usage: the usage meter's open periods and unsent records (UsageLoop.view()); absent when metering is off. */

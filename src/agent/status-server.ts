@@ -161,7 +161,10 @@ export function createStatusServer(opts: StatusServerOptions): StatusServer {
           return sendJson(res, 503, { status: 'wedged', reason: `no heartbeat attempt or reconcile pass for ${Math.round(stalled)} s` });
         }
         const degraded = source.degradedReason?.() ?? null;
-        return sendJson(res, 200, degraded === null ? { status: 'ok' } : { status: 'degraded', reason: degraded });
+        if (degraded !== null) return sendJson(res, 200, { status: 'degraded', reason: degraded });
+        // Alive, but silent toward the panel until `until`: not "ok", since the panel may be marking this worker offline meanwhile.
+        const wait = source.controlPlaneWait?.() ?? null;
+        return sendJson(res, 200, wait ? { status: 'waiting', ...wait } : { status: 'ok' });
       }
       case 'status':
         return sendJson(res, 200, source.status());

@@ -106,7 +106,7 @@ export async function runDev(opts: DevOptions): Promise<void> {
     },
   });
   opts.secrets?.add(config.token);
-  const agent = await startAgent(config, configPath, opts.logger, opts.secrets);
+  const agent = await startAgent(config, opts.logger, opts.secrets);
   opts.say(`agent running as worker ${reg.workerId}; heartbeats every ${config.heartbeatIntervalSec}s. Ctrl-C stops both.`);
   opts.say(`  status: skypanel-agent status --config ${configPath}`);
   const stopWatch = watchRows(db, reg.workerId, org.organizationId, opts);

@@ -10,6 +10,7 @@ import { ControlPlaneClient } from '../agent/control-plane-client.js';
 import { reconcileModeFor } from '../agent/registration.js';
 import { parseListen } from '../agent/status-server.js';
 import { HostLoadCollector, diskPathFor } from '../collectors/host-metrics.js';
+import { CpuSampler } from '../collectors/cpu.js';
 import type { HeartbeatRequest } from '../protocol/worker.js';
 import { createDockerClient, describeDockerEndpoint, defaultSocketPath, type EngineClient } from '../swarm/docker-client.js';
 import { getEngineFacts, type EngineFacts } from '../swarm/engine.js';
@@ -269,10 +270,9 @@ async function checkToken(cfg: ConfigState, panel: PanelState, dockerState: Dock
   const config = cfg.config;
   if (!config) return skip('skipped: no usable config');
   if (!panel.reached) return skip('skipped: the control plane is unreachable');
-  const load = new HostLoadCollector();
+  // Two /proc/stat samples a quarter of a second apart (the sampler waits) give a real utilisation figure, not 0.
+  const load = new HostLoadCollector(new CpuSampler(undefined, { minWindowMs: 250 }));
   await load.prime();
-  // Two /proc/stat samples a moment apart give a real utilisation figure, not 0.
-  await new Promise((r) => setTimeout(r, 250));
   const metrics = await load.read(dockerState.facts?.dockerRootDir);
   const body: HeartbeatRequest = {
     ...metrics,
@@ -362,6 +362,7 @@ async function checkStatusPort(config: AgentConfig | undefined, env: NodeJS.Proc
     if (res.statusCode === 200 && body?.status === 'degraded') {
       return fail(`${listen} is held by the running skypanel-agent, which reports itself degraded: ${String(body.reason ?? '')}`, 'see the reason (e.g. free space in the state directory); the agent recovers by itself');
     }
+    if (res.statusCode === 200 && body?.status === 'waiting') return pass(`${listen} is held by the running skypanel-agent (healthz: ${String(body.reason ?? 'waiting')})`);
     if (res.statusCode === 503 && body?.status === 'wedged') {
       return fail(`${listen} is held by a skypanel-agent that reports itself wedged: ${String(body.reason ?? '')}`, `systemctl restart ${UNIT_NAME}; see journalctl -u ${UNIT_NAME}`);
     }

@@ -95,7 +95,7 @@ Examples:
     .action(async (o: Record<string, string | number | undefined>) => {
       const run: typeof import('./run.js') = await import('./run.js');
       const path = o.config as string;
-      const { config, fileExisted } = await loadConfig({
+      const { config } = await loadConfig({
         path,
         flags: {
           heartbeatIntervalSec: o.heartbeatInterval,
@@ -110,7 +110,7 @@ Examples:
       // Every log line is redacted of the token and, once known, of every deployment secret.
       secrets.add(config.token);
       const logger = createLogger({ level: config.logLevel, secrets });
-      const agent = await run.startAgent(config, fileExisted ? path : undefined, logger, secrets);
+      const agent = await run.startAgent(config, logger, secrets);
       run.stopOnSignals(() => agent.stop(), logger);
     });
 

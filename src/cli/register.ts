@@ -66,7 +66,7 @@ export async function runRegister(opts: RegisterOptions): Promise<RegisterResult
     const client = new ControlPlaneClient({ baseUrl: opts.controlPlaneUrl, token: opts.token, timeoutMs: opts.timeoutMs ?? 10_000 });
     let workerId: string;
     try {
-      workerId = await registerWorker(client, req);
+      workerId = await registerWorker(client, req, { token: opts.token });
     } finally {
       await client.close();
     }

@@ -21,11 +21,10 @@ export function assertRegistered(config: AgentConfig, configPath: string): asser
   }
 }
 
-export async function startAgent(config: AgentConfig, configPath: string | undefined, logger: Logger, secrets?: KnownSecrets): Promise<Agent> {
+export async function startAgent(config: AgentConfig, logger: Logger, secrets?: KnownSecrets): Promise<Agent> {
   const engine = createEngineProbe({ socketPath: config.dockerSocket });
   const agent = new Agent({
     config,
-    configPath,
     logger,
     secrets,
     engine,

@@ -33,6 +33,7 @@ export function fakeSource(over: Partial<StatusView> = {}) {
     swarm: { nodeId: 'nodeabcdef1234567890', role: 'worker', reconcileMode: 'agent' }, dockerHealthy: true,
     capacity: { cpuCores: 4, memoryMb: 8192, diskGb: 100 }, load: { cpuPercent: 12, memoryPercent: 40, diskPercent: 30, containerCount: 3 },
     lastHeartbeat: { at: new Date(Date.now() - 5000).toISOString(), outcome: 'accepted', status: 200, rttMs: 42 },
+    controlPlaneWait: null,
     lastReconcile: { at: new Date(Date.now() - 8000).toISOString(), durationMs: 120, actions: [{ kind: 'update', deploymentId: 'x', ok: true }] },
     deployments: { running: 1, failed: 1 },
     stateDir: { failing: [], movedAside: [], writeFailuresTotal: 0 },
@@ -44,6 +45,7 @@ export function fakeSource(over: Partial<StatusView> = {}) {
     status: () => source.view,
     loopStalledForSec: () => state.stalled,
     wedgedAfterSec: () => state.wedgedAfter,
+    controlPlaneWait: () => source.view.controlPlaneWait,
     deployments: () => deployments,
     deploymentLogs: async (id, lines) => {
       const all = [`${id} starting`, `DATABASE_URL=${DB_URL_VALUE}`, `loaded secret ${SECRET_VALUE}`, 'listening on :3000'];

@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { pino } from 'pino';
-import { HeartbeatLoop, type HeartbeatLoopDeps } from '../../src/agent/heartbeat-loop.js';
+import { HeartbeatLoop, type HeartbeatLoopDeps, type HeartbeatRecord } from '../../src/agent/heartbeat-loop.js';
 import type { CallResult } from '../../src/agent/control-plane-client.js';
 import type { HeartbeatRequest } from '../../src/protocol/worker.js';
 
@@ -11,7 +11,7 @@ const payload = { cpuPercent: 1, memoryPercent: 2, diskPercent: 3, containerCoun
 
 function loop(answers: CallResult[], extra: Partial<HeartbeatLoopDeps> = {}) {
   const sent: HeartbeatRequest[] = [];
-  const records: { outcome: string; nextInMs: number }[] = [];
+  const records: HeartbeatRecord[] = [];
   const l = new HeartbeatLoop({
     send: async (_id, body) => {
       sent.push(body);
@@ -105,6 +105,46 @@ describe('heartbeat loop', () => {
     await vi.advanceTimersByTimeAsync(1);
     expect(reregister).toHaveBeenCalledTimes(1);
     expect(sent).toHaveLength(2);
+    await l.stop();
+  });
+
+  it('a 404 again right after a successful re-register backs off instead of looping', async () => {
+    vi.useFakeTimers();
+    const reregister = vi.fn(async () => true);
+    // A panel that accepts every register and still answers every heartbeat 404.
+    const { l, sent, records } = loop(Array.from({ length: 50 }, () => http(404)), { reregister });
+    l.start();
+    await vi.advanceTimersByTimeAsync(0);
+    await vi.advanceTimersByTimeAsync(1);
+    // First 404: registered again and beat at once; second: backoff (random 0.5 → half of 2 s).
+    expect(sent).toHaveLength(2);
+    expect(records.map((r) => r.nextInMs)).toEqual([0, 1_000]);
+    await vi.advanceTimersByTimeAsync(10_000);
+    // 1 s, then 2 s, then 4 s: four more at most, not one per millisecond.
+    expect(sent.length).toBeLessThanOrEqual(5);
+    expect(reregister.mock.calls.length).toBe(sent.length);
+    await l.stop();
+  });
+
+  it('after an accepted beat a new 404 is again registered and retried at once', async () => {
+    vi.useFakeTimers();
+    const { l, records } = loop([http(404), ok, http(404)]);
+    l.start();
+    await vi.advanceTimersByTimeAsync(0);
+    await vi.advanceTimersByTimeAsync(10_500);
+    expect(records.slice(0, 3).map((r) => [r.outcome, r.nextInMs === 0])).toEqual([['not-found', true], ['accepted', false], ['not-found', true]]);
+    await l.stop();
+  });
+
+  it('records the wait a 429 asked for, so the status API can say the worker is silenced', async () => {
+    vi.useFakeTimers();
+    const { l, records } = loop([http(429, 900_000), http(500, 30_000)]);
+    l.start();
+    await vi.advanceTimersByTimeAsync(0);
+    expect(records[0]!.serverWaitMs).toBe(900_000);
+    await vi.advanceTimersByTimeAsync(records[0]!.nextInMs);
+    // A 500's Retry-After is not honoured (only 429 and 503), so it is not a requested wait either.
+    expect(records[1]!.serverWaitMs).toBeUndefined();
     await l.stop();
   });
 
