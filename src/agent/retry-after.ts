@@ -50,8 +50,8 @@ export function parseRateLimitReset(headers: Readonly<Record<string, HeaderValue
 
 /**
  * How long the server asked us to wait before calling again, or undefined when it did not say.
- * On a 429 the end of the rate-limit window wins when it comes sooner: express-rate-limit always
- * sends the full window as Retry-After (900 s on SkyPanelV2) even when the window ends in seconds.
+ * On a 429 the end of the rate-limit window wins when it comes sooner: SkyPanelV2 sends its whole
+ * window as Retry-After (900 s) even when the window ends in seconds.
  * On other statuses (a 503 from a proxy in maintenance) only Retry-After counts: rate-limit headers
  * there describe a window that is not what refused us.
  */
