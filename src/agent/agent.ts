@@ -2,6 +2,7 @@ import { AGENT_VERSION } from '../version.js';
 import { KnownSecrets, Secret } from '../secret.js';
 import { StateStore } from './state-store.js';
 import { HostLoadCollector, readCapacity, type Capacity } from '../collectors/host-metrics.js';
+import type { CpuSnapshot } from '../collectors/cpu.js';
 import type { AgentConfig } from './config-schema.js';
 import { AgentError } from '../errors.js';
 import { ControlPlaneClient } from './control-plane-client.js';
@@ -40,6 +41,8 @@ export interface EngineProbe {
 export interface AgentOptions {
   config: AgentConfig;
   logger: Logger;
+  /** A CPU sample taken earlier (at process start): the first heartbeat's CPU window starts there. */
+  cpuBaseline?: CpuSnapshot;
   engine: EngineProbe;
   /** Builds the Swarm ports for each reconcile mode; absent in tests that only heartbeat. */
   swarm?: SwarmPorts;
@@ -215,7 +218,7 @@ export class Agent {
   }
 
   async start(): Promise<void> {
-    await this.#load.prime();
+    await this.#load.prime(this.#opts.cpuBaseline);
     await this.#refreshEngine();
     this.#capacity = (await readCapacity(this.#engine?.dockerRootDir)).capacity;
     const listening = await this.#statusServer.start();

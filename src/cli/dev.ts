@@ -27,6 +27,7 @@ import { listServices } from '../swarm/swarm-reader.js';
 import { removeService } from '../swarm/swarm-writer.js';
 import { runRegister } from './register.js';
 import { startAgent, stopOnSignals } from './run.js';
+import { PROCESS_START_CPU } from './process-start.js';
 
 export interface DevOptions {
   port: number;
@@ -106,7 +107,7 @@ export async function runDev(opts: DevOptions): Promise<void> {
     },
   });
   opts.secrets?.add(config.token);
-  const agent = await startAgent(config, opts.logger, opts.secrets);
+  const agent = await startAgent(config, opts.logger, { secrets: opts.secrets, cpuBaseline: PROCESS_START_CPU });
   opts.say(`agent running as worker ${reg.workerId}; heartbeats every ${config.heartbeatIntervalSec}s. Ctrl-C stops both.`);
   opts.say(`  status: skypanel-agent status --config ${configPath}`);
   const stopWatch = watchRows(db, reg.workerId, org.organizationId, opts);

@@ -1,3 +1,5 @@
+// First, before commander and the rest run: the CPU sample the first heartbeat's figure starts from.
+import { PROCESS_START_CPU } from './process-start.js';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { AGENT_VERSION } from '../version.js';
 // Each command's module is imported when that command runs: `run` on a host should not carry the
@@ -110,7 +112,7 @@ Examples:
       // Every log line is redacted of the token and, once known, of every deployment secret.
       secrets.add(config.token);
       const logger = createLogger({ level: config.logLevel, secrets });
-      const agent = await run.startAgent(config, logger, secrets);
+      const agent = await run.startAgent(config, logger, { secrets, cpuBaseline: PROCESS_START_CPU });
       run.stopOnSignals(() => agent.stop(), logger);
     });
 

@@ -1,6 +1,7 @@
 import { Agent } from '../agent/agent.js';
 import type { AgentConfig } from '../agent/config-schema.js';
 import type { Logger } from '../agent/logger.js';
+import type { CpuSnapshot } from '../collectors/cpu.js';
 import { AgentError } from '../errors.js';
 import type { KnownSecrets } from '../secret.js';
 import { createEngineProbe } from '../swarm/engine-probe.js';
@@ -21,12 +22,20 @@ export function assertRegistered(config: AgentConfig, configPath: string): asser
   }
 }
 
-export async function startAgent(config: AgentConfig, logger: Logger, secrets?: KnownSecrets): Promise<Agent> {
+export interface StartAgentExtras {
+  /** Secret values to redact from output, shared with the logger. */
+  secrets?: KnownSecrets;
+  /** A CPU sample taken at process start (process-start.ts), where there is one. */
+  cpuBaseline?: CpuSnapshot;
+}
+
+export async function startAgent(config: AgentConfig, logger: Logger, extras: StartAgentExtras = {}): Promise<Agent> {
   const engine = createEngineProbe({ socketPath: config.dockerSocket });
   const agent = new Agent({
     config,
     logger,
-    secrets,
+    secrets: extras.secrets,
+    cpuBaseline: extras.cpuBaseline,
     engine,
     swarm: {
       local: (workerId, nodeId) => createSwarmPort(engine.docker, { workerId, nodeId }),

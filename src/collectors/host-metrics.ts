@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { CpuSampler } from './cpu.js';
+import { CpuSampler, type CpuSnapshot } from './cpu.js';
 import { readDisk } from './disk.js';
 import { readMemory } from './memory.js';
 import { readCpuCores } from './host.js';
@@ -65,8 +65,9 @@ export class HostLoadCollector {
     this.#cpu = cpu;
   }
 
-  prime(): Promise<void> {
-    return this.#cpu.prime();
+  /** `from`: a CPU sample taken earlier (at process start), so the first figure's window began then. */
+  prime(from?: CpuSnapshot): Promise<void> {
+    return this.#cpu.prime(from);
   }
 
   async read(dockerRootDir: string | undefined): Promise<HostLoad> {

@@ -24,9 +24,10 @@ describe('cpu utilisation from /proc/stat samples', () => {
   /** A sampler over given /proc/stat texts on a clock the test moves; sleeping moves it too. */
   function fakeSampler(texts: string[]) {
     let now = 0;
+    let ownUs = 0;
     const reads: number[] = [];
-    const sampler = new CpuSampler(async () => (reads.push(now), texts.shift()!), { now: () => now, sleep: async (ms) => void (now += ms) });
-    return { sampler, reads, advance: (ms: number) => void (now += ms) };
+    const sampler = new CpuSampler(async () => (reads.push(now), texts.shift()!), { now: () => now, sleep: async (ms) => void (now += ms), ownCpuUs: () => ownUs });
+    return { sampler, reads, advance: (ms: number) => void (now += ms), spend: (us: number) => void (ownUs += us) };
   }
 
   it('the sampler reports utilisation since its previous call', async () => {
@@ -46,6 +47,22 @@ describe('cpu utilisation from /proc/stat samples', () => {
     expect(await sampler.sample()).toBe(80);
     expect(reads).toEqual([0, MIN_CPU_WINDOW_MS]);
     expect(sampler.lastWindowMs).toBe(MIN_CPU_WINDOW_MS);
+  });
+
+  it("takes the agent's own CPU time out of the window (1 tick = 10 ms)", async () => {
+    const { sampler, advance, spend } = fakeSampler([stat(0, 0), stat(80, 20)]);
+    await sampler.prime();
+    advance(1_000);
+    spend(500_000); // 50 of the 80 busy ticks were the agent starting up
+    expect(await sampler.sample()).toBe(30);
+  });
+
+  it('starts the first window at a sample taken earlier (process start), waiting only for the rest of the second', async () => {
+    const { sampler, reads, advance } = fakeSampler([stat(40, 60)]);
+    advance(700);
+    await sampler.prime({ times: parseProcStat(stat(0, 0)), ownUs: 0, at: 0 });
+    expect(await sampler.sample()).toBe(40);
+    expect(reads).toEqual([MIN_CPU_WINDOW_MS]);
   });
 
   it('a quick retry reports the last full-window figure instead of a sliver', async () => {
