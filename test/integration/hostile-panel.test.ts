@@ -101,6 +101,10 @@ describe('every wait the panel asks for is capped, and no loop spins', () => {
     const status = (await (await fetch(`${api}/v1/status`, { headers: { authorization: `Bearer ${token}` } })).json()) as Record<string, unknown>;
     expect(status.controlPlaneWait).toEqual({ until: body.until, reason: body.reason });
     expect(status.lastHeartbeat).toMatchObject({ outcome: 'rate-limited', status: 429 });
+    // `skypanel-agent status` says it too: unhealthy, and until when.
+    const cli = await runCli(['status', '--config', config, '--url', api]);
+    expect(cli.code).toBe(1);
+    expect(cli.stdout).toContain(`waiting     ${body.reason}`);
     expect(agent.child.exitCode).toBeNull();
   }, 30_000);
 
