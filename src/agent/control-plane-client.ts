@@ -6,6 +6,7 @@ import { redact, type Secret } from '../secret.js';
 import { AGENT_VERSION } from '../version.js';
 import { describeErrorBody } from '../protocol/worker.js';
 import { serverRequestedWaitMs } from './retry-after.js';
+import { CallSpacing } from './call-spacing.js';
 
 /** Bodies from the control plane above this size are refused: nothing we expect is that big. */
 const MAX_RESPONSE_BYTES = 1 << 20;
@@ -49,17 +50,6 @@ function keepForMs(keepAliveHeader: string | string[] | undefined): number {
  */
 const STALE_SOCKET_CODES = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED']);
 
-/**
- * The floor between two requests of the same call (method and path): whatever the panel answers
- * and whatever a loop's own logic does, no call is sent more than 60 times a minute. Loops back
- * off long before this; the floor is what holds if one of them ever computes a delay of 0 in a
- * row (docs/PROTOCOL.md, "Client behaviour").
- */
-export const MIN_CALL_SPACING_MS = 1_000;
-
-/** Past this many remembered calls, entries older than the floor (which constrain nothing) are dropped. */
-const SPACING_SWEEP_AT = 64;
-
 export type CallFailureKind = 'network' | 'timeout' | 'http' | 'invalid-response';
 
 export type CallResult<T = unknown> =
@@ -79,7 +69,7 @@ export interface ControlPlaneClientOptions {
   baseUrl: string;
   token: Secret;
   timeoutMs: number;
-  /** MIN_CALL_SPACING_MS unless given (tests of the HTTP core itself). */
+  /** MIN_CALL_SPACING_MS (call-spacing.ts) unless given (tests of the HTTP core itself). */
   minCallSpacingMs?: number;
 }
 
@@ -121,15 +111,11 @@ export class ControlPlaneClient {
   /** When the last call ended (performance.now()); undefined before the first. */
   #idleSince: number | undefined;
   #inFlight = 0;
-  readonly #spacingMs: number;
-  /** Per call (method and path): when its latest request may start (performance.now()). */
-  readonly #slots = new Map<string, number>();
-  /** Calls waiting out the floor; close() ends them. */
-  readonly #spacers = new Set<() => void>();
-  #closed = false;
+  /** At most one request a second per call (method and path). */
+  readonly #spacing: CallSpacing;
 
   constructor(opts: ControlPlaneClientOptions) {
-    this.#spacingMs = opts.minCallSpacingMs ?? MIN_CALL_SPACING_MS;
+    this.#spacing = new CallSpacing(opts.minCallSpacingMs);
     const url = new URL(opts.baseUrl);
     this.#tls = url.protocol === 'https:';
     if (!this.#tls && url.protocol !== 'http:') throw new TypeError(`control plane URL must be http or https, not ${url.protocol}`);
@@ -167,39 +153,10 @@ export class ControlPlaneClient {
   }
 
   async request<T = unknown>(method: HttpMethod, path: string, init: RequestInit = {}): Promise<CallResult<T>> {
-    const waitedMs = await this.#spaced(`${method} ${path.split('?')[0]}`, init.signal);
-    if (waitedMs === undefined) return { ok: false, kind: 'network', message: this.#closed ? 'control-plane client closed' : 'request aborted by the caller', rttMs: 0 };
-    return this.#call<T>(method, path, init);
-  }
-
-  /**
-   * Waits until this call may be sent (MIN_CALL_SPACING_MS after the previous one of the same
-   * call) and takes the slot; resolves with the wait, or undefined when aborted or closed meanwhile.
-   * Slots are taken in arrival order, so concurrent callers of one call queue one floor apart.
-   */
-  async #spaced(key: string, signal: AbortSignal | undefined): Promise<number | undefined> {
-    if (this.#closed || signal?.aborted) return undefined;
-    const now = performance.now();
-    if (this.#slots.size >= SPACING_SWEEP_AT) {
-      for (const [k, at] of this.#slots) if (at + this.#spacingMs <= now) this.#slots.delete(k);
+    if (!(await this.#spacing.wait(`${method} ${path.split('?')[0]}`, init.signal))) {
+      return { ok: false, kind: 'network', message: this.#spacing.closed ? 'control-plane client closed' : 'request aborted by the caller', rttMs: 0 };
     }
-    const at = Math.max(now, (this.#slots.get(key) ?? -Infinity) + this.#spacingMs);
-    this.#slots.set(key, at);
-    const waitMs = at - now;
-    if (waitMs <= 0) return 0;
-    const ran = await new Promise<boolean>((resolve) => {
-      const end = (ok: boolean) => {
-        clearTimeout(timer);
-        this.#spacers.delete(cancel);
-        signal?.removeEventListener('abort', cancel);
-        resolve(ok);
-      };
-      const cancel = () => end(false);
-      const timer = setTimeout(() => end(true), waitMs);
-      this.#spacers.add(cancel);
-      signal?.addEventListener('abort', cancel, { once: true });
-    });
-    return ran && !this.#closed ? waitMs : undefined;
+    return this.#call<T>(method, path, init);
   }
 
   #call<T>(method: HttpMethod, path: string, init: RequestInit): Promise<CallResult<T>> {
@@ -409,8 +366,7 @@ export class ControlPlaneClient {
 
   /** Closes every connection; calls still in flight resolve as `network` failures. */
   async close(): Promise<void> {
-    this.#closed = true;
-    for (const cancel of [...this.#spacers]) cancel();
+    this.#spacing.close();
     this.#agent.destroy();
   }
 }

@@ -3,7 +3,8 @@ import http from 'node:http';
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { ControlPlaneClient, MIN_CALL_SPACING_MS, type CallResult } from '../../src/agent/control-plane-client.js';
+import { ControlPlaneClient, type CallResult } from '../../src/agent/control-plane-client.js';
+import { MIN_CALL_SPACING_MS } from '../../src/agent/call-spacing.js';
 import { MAX_SERVER_WAIT_MS } from '../../src/agent/retry-after.js';
 import { Secret } from '../../src/secret.js';
 
