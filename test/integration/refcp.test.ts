@@ -685,6 +685,9 @@ describe('fault injection', () => {
   it('rejects nonsensical faults', () => {
     expect(() => cp.setFault({ kind: 'status', status: 42 })).toThrow(RangeError);
     expect(() => cp.setFault({ kind: 'delay', ms: -1 })).toThrow(RangeError);
+    expect(() => cp.setFault({ kind: 'delay', ms: 2 ** 31 })).toThrow(RangeError);
+    expect(() => cp.setFault({ kind: 'status', status: 429, headers: { 'Bad Name': '1' } })).toThrow(RangeError);
+    expect(() => cp.setFault({ kind: 'status', status: 429, headers: { 'RateLimit-Reset': '1\r\nX: y' } })).toThrow(RangeError);
     expect(() => cp.setFault({ kind: 'reset', count: 0 })).toThrow(RangeError);
   });
 });
