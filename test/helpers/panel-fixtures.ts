@@ -1,5 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import type pg from 'pg';
+import { afterAll, beforeAll, expect } from 'vitest';
+import { startPanelServer, type PanelServer, type PanelServerOptions } from '../../src/panel/server.js';
+import { startPostgres, type TestPostgres } from './postgres.js';
 import { signWorkerToken } from '../../src/refcp/jwt.js';
 
 /** Rows a SkyPanelV2 installation would hold, inserted the way its own code would. */
@@ -100,4 +103,36 @@ export function pick(value: unknown, ...path: (string | number)[]): unknown {
     cur = (cur as Record<string | number, unknown>)[key];
   }
   return cur;
+}
+
+export interface PanelOnPostgres {
+  /** Set in beforeAll: read them inside tests and hooks, not at module load. */
+  pg: TestPostgres;
+  panel: PanelServer;
+  /** A fresh worker token, registered through call 1 (201, the row's id is the token's). */
+  registered(): Promise<{ workerId: string; token: string }>;
+}
+
+/**
+ * One throwaway PostgreSQL with SkyPanelV2's tables and one panel on it for the calling test file,
+ * started in beforeAll and stopped in afterAll. The health monitor is off unless `opts` turns it on.
+ */
+export function panelOnPostgres(opts: Partial<Omit<PanelServerOptions, 'db'>> = {}): PanelOnPostgres {
+  const env = {} as PanelOnPostgres;
+  beforeAll(async () => {
+    env.pg = await startPostgres();
+    env.panel = await startPanelServer({ db: env.pg.db, jwtSecret: JWT_SECRET, sshCredSecret: SSH_CRED_SECRET, healthMonitor: false, ...opts });
+  });
+  afterAll(async () => {
+    await env.panel?.close();
+    await env.pg?.stop();
+  });
+  env.registered = async () => {
+    const w = newWorkerToken();
+    const res = await call(env.panel.url, 'POST', '/api/workers/register', w.token, REGISTER_BODY);
+    expect(res.status).toBe(201);
+    expect(pick(res.body, 'data', 'id')).toBe(w.workerId);
+    return w;
+  };
+  return env;
 }

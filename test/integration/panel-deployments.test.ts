@@ -1,12 +1,10 @@
-import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { beforeAll, describe, expect, test } from 'vitest';
 import { parseDesiredSet } from '../../src/protocol/deployment.js';
 import { encryptSecret, secretKey } from '../../src/panel/crypto.js';
 import { DEFAULT_SEED, seedDeployment, seedOrganization } from '../../src/panel/dev-seed.js';
-import { startPanelServer, type PanelServer } from '../../src/panel/server.js';
-import { startPostgres, type TestPostgres } from '../helpers/postgres.js';
-import {
-  call, heartbeatBody, insertDeployment, insertOrg, insertService, JWT_SECRET, newWorkerToken, pick, REGISTER_BODY, SSH_CRED_SECRET,
-} from '../helpers/panel-fixtures.js';
+import type { PanelServer } from '../../src/panel/server.js';
+import type { TestPostgres } from '../helpers/postgres.js';
+import { call, heartbeatBody, insertDeployment, insertOrg, insertService, JWT_SECRET, panelOnPostgres, pick, SSH_CRED_SECRET } from '../helpers/panel-fixtures.js';
 
 /**
  * Calls 3 and 4 on SkyPanelV2's rows: which rows form a worker's desired set and how each column
@@ -14,25 +12,14 @@ import {
  * reports written back in order.
  */
 
+const env = panelOnPostgres();
+const registered = (): Promise<{ workerId: string; token: string }> => env.registered();
 let pg: TestPostgres;
 let panel: PanelServer;
+beforeAll(() => {
+  ({ pg, panel } = env);
+});
 const key = secretKey({ sshCredSecret: SSH_CRED_SECRET, jwtSecret: JWT_SECRET });
-
-beforeAll(async () => {
-  pg = await startPostgres();
-  panel = await startPanelServer({ db: pg.db, jwtSecret: JWT_SECRET, sshCredSecret: SSH_CRED_SECRET, healthMonitor: false });
-});
-
-afterAll(async () => {
-  await panel?.close();
-  await pg?.stop();
-});
-
-async function registered(): Promise<{ workerId: string; token: string }> {
-  const w = newWorkerToken();
-  expect((await call(panel.url, 'POST', '/api/workers/register', w.token, REGISTER_BODY)).status).toBe(201);
-  return w;
-}
 
 async function desired(w: { workerId: string; token: string }): Promise<{ list: Record<string, unknown>[]; etag: string | null; body: unknown }> {
   const res = await call(panel.url, 'GET', `/api/workers/${w.workerId}/deployments`, w.token);

@@ -1,9 +1,9 @@
-import { afterAll, beforeAll, expect, test } from 'vitest';
+import { beforeAll, expect, test } from 'vitest';
 import { HealthMonitor } from '../../src/panel/health-monitor.js';
 import { DEFAULT_HEALTH } from '../../src/panel/health.js';
-import { startPanelServer, type PanelServer } from '../../src/panel/server.js';
-import { startPostgres, type TestPostgres } from '../helpers/postgres.js';
-import { call, heartbeatBody, JWT_SECRET, newWorkerToken, pick, REGISTER_BODY } from '../helpers/panel-fixtures.js';
+import type { PanelServer } from '../../src/panel/server.js';
+import type { TestPostgres } from '../helpers/postgres.js';
+import { call, heartbeatBody, panelOnPostgres, pick } from '../helpers/panel-fixtures.js';
 
 /**
  * The health monitor on a real database: offline after the configured number of missed
@@ -11,26 +11,14 @@ import { call, heartbeatBody, JWT_SECRET, newWorkerToken, pick, REGISTER_BODY } 
  * again with the next heartbeat.
  */
 
+const INTERVAL_SEC = 0.5;
+const env = panelOnPostgres({ health: { heartbeatIntervalSec: INTERVAL_SEC, missedIntervals: 4 }, healthMonitor: true });
+const registered = (): Promise<{ workerId: string; token: string }> => env.registered();
 let pg: TestPostgres;
 let panel: PanelServer;
-const INTERVAL_SEC = 0.5;
-
-beforeAll(async () => {
-  pg = await startPostgres();
-  // The monitor runs inside the server, as in production, with a short interval.
-  panel = await startPanelServer({ db: pg.db, jwtSecret: JWT_SECRET, health: { heartbeatIntervalSec: INTERVAL_SEC, missedIntervals: 4 } });
+beforeAll(() => {
+  ({ pg, panel } = env);
 });
-
-afterAll(async () => {
-  await panel?.close();
-  await pg?.stop();
-});
-
-async function registered(): Promise<{ workerId: string; token: string }> {
-  const w = newWorkerToken();
-  expect((await call(panel.url, 'POST', '/api/workers/register', w.token, REGISTER_BODY)).status).toBe(201);
-  return w;
-}
 
 const statusOf = async (id: string): Promise<string> => (await pg.pool.query<{ status: string }>('SELECT status FROM container_workers WHERE id = $1', [id])).rows[0]!.status;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

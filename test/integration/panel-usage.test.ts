@@ -1,25 +1,19 @@
-import { afterAll, beforeAll, expect, test } from 'vitest';
-import { startPanelServer, type PanelServer } from '../../src/panel/server.js';
-import { startPostgres, type TestPostgres } from '../helpers/postgres.js';
-import { call, insertDeployment, insertOrg, insertService, JWT_SECRET, newWorkerToken, pick, REGISTER_BODY } from '../helpers/panel-fixtures.js';
+import { beforeAll, expect, test } from 'vitest';
+import type { PanelServer } from '../../src/panel/server.js';
+import type { TestPostgres } from '../helpers/postgres.js';
+import { call, insertDeployment, insertOrg, insertService, newWorkerToken, panelOnPostgres, pick, REGISTER_BODY } from '../helpers/panel-fixtures.js';
 
 /**
  * Call 5 into container_billing_cycles: one row per (service, billing_period_start) however often
  * a batch is replayed, amounts priced from the configured hourly prices, status pending.
  */
 
+const PRICES = { cpuCoreHour: 0.5, memoryGbHour: 0.25, storageGbHour: 0.1, networkGb: 1 };
+const env = panelOnPostgres({ prices: PRICES });
 let pg: TestPostgres;
 let panel: PanelServer;
-const PRICES = { cpuCoreHour: 0.5, memoryGbHour: 0.25, storageGbHour: 0.1, networkGb: 1 };
-
-beforeAll(async () => {
-  pg = await startPostgres();
-  panel = await startPanelServer({ db: pg.db, jwtSecret: JWT_SECRET, prices: PRICES, healthMonitor: false });
-});
-
-afterAll(async () => {
-  await panel?.close();
-  await pg?.stop();
+beforeAll(() => {
+  ({ pg, panel } = env);
 });
 
 const PERIOD = { periodStart: '2026-12-04T10:00:00.000Z', periodEnd: '2026-12-04T11:00:00.000Z' };

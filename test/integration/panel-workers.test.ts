@@ -1,9 +1,9 @@
-import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { startPanelServer, type PanelServer } from '../../src/panel/server.js';
+import { beforeAll, describe, expect, test } from 'vitest';
+import type { PanelServer } from '../../src/panel/server.js';
 import { signJwt } from '../../src/refcp/jwt.js';
-import { startPostgres, type TestPostgres } from '../helpers/postgres.js';
+import type { TestPostgres } from '../helpers/postgres.js';
 import { createHash } from 'node:crypto';
-import { call, heartbeatBody, JWT_SECRET, newWorkerToken, pick, REGISTER_BODY, SSH_CRED_SECRET } from '../helpers/panel-fixtures.js';
+import { call, heartbeatBody, JWT_SECRET, newWorkerToken, panelOnPostgres, pick, REGISTER_BODY } from '../helpers/panel-fixtures.js';
 
 /**
  * Calls 1 and 2 and the worker auth of the panel on a real PostgreSQL holding SkyPanelV2's schema:
@@ -11,26 +11,13 @@ import { call, heartbeatBody, JWT_SECRET, newWorkerToken, pick, REGISTER_BODY, S
  * wrote, heartbeats that keep the agent's flags and an admin's drain.
  */
 
+const env = panelOnPostgres();
+const registered = (): Promise<{ workerId: string; token: string }> => env.registered();
 let pg: TestPostgres;
 let panel: PanelServer;
-
-beforeAll(async () => {
-  pg = await startPostgres();
-  panel = await startPanelServer({ db: pg.db, jwtSecret: JWT_SECRET, sshCredSecret: SSH_CRED_SECRET, healthMonitor: false });
+beforeAll(() => {
+  ({ pg, panel } = env);
 });
-
-afterAll(async () => {
-  await panel?.close();
-  await pg?.stop();
-});
-
-async function registered(): Promise<{ workerId: string; token: string }> {
-  const w = newWorkerToken();
-  const res = await call(panel.url, 'POST', '/api/workers/register', w.token, REGISTER_BODY);
-  expect(res.status).toBe(201);
-  expect(pick(res.body, 'data', 'id')).toBe(w.workerId);
-  return w;
-}
 
 async function workerRow(id: string): Promise<Record<string, unknown>> {
   const { rows } = await pg.pool.query('SELECT * FROM container_workers WHERE id = $1', [id]);
