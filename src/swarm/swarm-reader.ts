@@ -100,12 +100,15 @@ export function toObservedTask(t: TaskJson): ObservedTask {
   const state = asState(st.State);
   const containerId = st.ContainerStatus?.ContainerID || undefined;
   const exitCode = st.ContainerStatus?.ExitCode;
-  // Docker lists each host-mode binding once per address family: the same port twice.
+  // Docker lists each host-mode binding once per address family, IPv4 (0.0.0.0) first. A port left
+  // to Docker is allocated per family, and once the two allocators have drifted apart (a port free
+  // in one family only) the IPv6 binding gets another number: keep one port per target, the IPv4
+  // one, since the public URL is built from the IPv4 address reported to the panel.
   const seen = new Set<string>();
   const hostPorts: { target: number; published: number }[] = [];
   for (const p of st.PortStatus?.Ports ?? []) {
     if (!p.TargetPort || !p.PublishedPort) continue;
-    const key = `${p.Protocol ?? 'tcp'}/${p.TargetPort}/${p.PublishedPort}`;
+    const key = `${p.Protocol ?? 'tcp'}/${p.TargetPort}`;
     if (seen.has(key)) continue;
     seen.add(key);
     hostPorts.push({ target: p.TargetPort, published: p.PublishedPort });
