@@ -5,6 +5,7 @@ import { HostLoadCollector, readCapacity, type Capacity } from '../collectors/ho
 import type { CpuSnapshot } from '../collectors/cpu.js';
 import type { AgentConfig } from './config-schema.js';
 import { AgentError } from '../errors.js';
+import { describeEndpoint, type DockerEndpoint } from './config.js';
 import { ControlPlaneClient } from './control-plane-client.js';
 import { DEFAULT_BACKOFF } from './backoff.js';
 import { HeartbeatLoop, type HeartbeatPayload, type HeartbeatRecord } from './heartbeat-loop.js';
@@ -40,6 +41,8 @@ export interface EngineProbe {
 
 export interface AgentOptions {
   config: AgentConfig;
+  /** Where `config.dockerSocket` came from (loadConfig's dockerEndpoint); logged at start and served by the status API. */
+  dockerEndpoint?: DockerEndpoint;
   logger: Logger;
   /** A CPU sample taken earlier (at process start): the first heartbeat's CPU window starts there. */
   cpuBaseline?: CpuSnapshot;
@@ -175,6 +178,7 @@ export class Agent {
           bootId: this.#heartbeat.bootId,
           swarm: { nodeId: this.#engine?.swarmNodeId ?? null, role, reconcileMode: this.#mode(role) },
           dockerHealthy: this.#dockerHealthy,
+          docker: { endpoint: this.#dockerEndpoint() },
           capacity: this.#capacity ?? null,
           load: this.#lastLoad,
           lastHeartbeat: hb
@@ -231,6 +235,7 @@ export class Agent {
         controlPlane: this.#opts.config.controlPlaneUrl,
         heartbeatIntervalSec: this.#opts.config.heartbeatIntervalSec,
         dockerHealthy: this.#dockerHealthy,
+        dockerEndpoint: this.#dockerEndpoint(),
         swarmRole: role,
         reconcileMode: this.#mode(role),
         statusApi: `${listening.address}:${listening.port}`,
@@ -276,6 +281,10 @@ export class Agent {
     await this.#usage.start();
   }
 
+  #dockerEndpoint(): string {
+    return describeEndpoint(this.#opts.dockerEndpoint ?? { socketPath: this.#opts.config.dockerSocket, source: 'default' });
+  }
+
   #mode(role: SwarmRole) {
     const { config } = this.#opts;
     return reconcileModeFor(role, { managerEndpoint: config.swarmManagerHost !== undefined, forceObserve: config.reconcileMode === 'observe' });
@@ -310,6 +319,7 @@ export class Agent {
       readOnly: mode === 'observe',
       // Either drain stops new starts: the host's (skypanel-agent drain) or an admin's on the panel.
       isDraining: () => this.#draining || this.#panelDraining,
+      unscheduledFailAfterMs: config.unscheduledTimeoutSec * 1000,
       metrics: this.#metrics,
       logger,
       watchEngineEvents: swarm ? this.#opts.watchEngineEvents : undefined,

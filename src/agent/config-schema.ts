@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { parsePortRanges } from '../domain/host-ports.js';
+import { parseCidr } from '../domain/subnets.js';
 
 /**
  * The agent's configuration: the single source of truth for every key, its environment
@@ -27,6 +28,23 @@ export const SERVICE_USER = 'skypanel-agent';
  */
 export const DEFAULT_USAGE_SAMPLE_INTERVAL_SEC = 60;
 export const DEFAULT_USAGE_PERIOD_SEC = 3600;
+/**
+ * Organization networks: a /20 (4,093 task addresses) per organization from 10.128.0.0/9 (2,048
+ * organizations per swarm). Services use endpoint mode dnsrr (one address per task, no VIP), so
+ * an organization holds about 4,000 tasks, with room for start-first updates running two tasks of
+ * a service at once. Outside Docker's default pools (172.17–31/16, 192.168/16 bridges; swarm
+ * overlays count up from 10.0.0.0/24), so the two do not meet in practice, and the agent checks.
+ */
+export const DEFAULT_ORG_NETWORK_POOL = '10.128.0.0/9';
+export const DEFAULT_ORG_NETWORK_PREFIX = 20;
+/**
+ * How long a task may wait for Swarm to place it (state new or pending) before its deployment is
+ * reported failed with Swarm's reason. Placement takes milliseconds when a node fits (image pulls
+ * come later, in `preparing`), so a minute of waiting means it will not fit until something changes.
+ */
+export const DEFAULT_UNSCHEDULED_TIMEOUT_SEC = 60;
+
+const ipv4Cidr = z.string().refine((v) => parseCidr(v) !== undefined, 'must be an IPv4 CIDR with zero host bits, e.g. 10.128.0.0/9');
 
 const httpUrl = z
   .string()
@@ -56,6 +74,9 @@ export const configSchema = z.object({
   stateDir: z.string().min(1).default(DEFAULT_STATE_DIR),
   dockerSocket: z.string().min(1).default('/var/run/docker.sock'),
   reconcileMode: z.enum(['auto', 'observe']).default('auto'),
+  orgNetworkPool: ipv4Cidr.default(DEFAULT_ORG_NETWORK_POOL),
+  orgNetworkPrefix: z.coerce.number().int().min(8).max(28).default(DEFAULT_ORG_NETWORK_PREFIX),
+  unscheduledTimeoutSec: z.coerce.number().int().min(5).max(3600).default(DEFAULT_UNSCHEDULED_TIMEOUT_SEC),
   swarmManagerHost: z
     .string()
     .regex(/^[A-Za-z0-9.-]+:\d{1,5}$|^\[[0-9A-Fa-f:.]+\]:\d{1,5}$/, 'must be host:port')
@@ -91,6 +112,11 @@ export const configRefinements: { field: keyof AgentConfig; check: (c: AgentConf
     check: (c) => c.swarmManagerHost === undefined || (c.swarmManagerCa !== undefined && c.swarmManagerCert !== undefined && c.swarmManagerKey !== undefined),
     message: 'needs swarmManagerCa, swarmManagerCert and swarmManagerKey: the manager API is only ever reached over mutual TLS',
   },
+  {
+    field: 'orgNetworkPrefix',
+    check: (c) => c.orgNetworkPrefix >= (parseCidr(c.orgNetworkPool)?.prefix ?? 0),
+    message: 'must be at least the prefix length of orgNetworkPool (each organization network is carved out of the pool)',
+  },
   { field: 'usageSampleIntervalSec', check: (c) => c.usageSampleIntervalSec * 2 <= c.usagePeriodSec, message: 'must be at most half of usagePeriodSec' },
   { field: 'statusTlsKey', check: (c) => (c.statusTlsCert === undefined) === (c.statusTlsKey === undefined), message: 'statusTlsCert and statusTlsKey must be set together' },
 ];
@@ -111,8 +137,11 @@ export const CONFIG_KEYS: readonly ConfigKeyInfo[] = [
   { key: 'ipAddress', env: 'SKYPANEL_AGENT_IP_ADDRESS', flag: '--ip-address', description: 'Address reported to the panel; default: the local address used to reach it' },
   { key: 'name', env: 'SKYPANEL_AGENT_NAME', flag: '--name', description: 'Human-readable worker name sent in register metadata' },
   { key: 'stateDir', env: 'SKYPANEL_AGENT_STATE_DIR', flag: '--state-dir', default: DEFAULT_STATE_DIR, description: 'Directory for durable agent state' },
-  { key: 'dockerSocket', env: 'SKYPANEL_AGENT_DOCKER_SOCKET', flag: '--docker-socket', default: '/var/run/docker.sock', description: 'Docker Engine API socket' },
+  { key: 'dockerSocket', env: 'SKYPANEL_AGENT_DOCKER_SOCKET', flag: '--docker-socket', default: '/var/run/docker.sock', description: 'Docker Engine API socket, used by every command; unset, DOCKER_HOST counts when it names a unix socket (unix://PATH), then the default' },
   { key: 'reconcileMode', env: 'SKYPANEL_AGENT_RECONCILE_MODE', default: 'auto', description: 'auto (write through a manager when there is one) or observe (report only, never write)' },
+  { key: 'orgNetworkPool', env: 'SKYPANEL_AGENT_ORG_NETWORK_POOL', default: DEFAULT_ORG_NETWORK_POOL, description: 'IPv4 range new organization overlay networks get their subnets from (one per organization; existing networks keep theirs)' },
+  { key: 'orgNetworkPrefix', env: 'SKYPANEL_AGENT_ORG_NETWORK_PREFIX', default: String(DEFAULT_ORG_NETWORK_PREFIX), description: 'Prefix length of each new organization network: 20 = 4,093 task addresses (22 still holds 1,000 tasks)' },
+  { key: 'unscheduledTimeoutSec', env: 'SKYPANEL_AGENT_UNSCHEDULED_TIMEOUT', default: String(DEFAULT_UNSCHEDULED_TIMEOUT_SEC), description: "Seconds a task may wait for Swarm to place it (new/pending) before its deployment is reported failed with Swarm's reason; it turns running by itself once placed" },
   { key: 'swarmManagerHost', env: 'SKYPANEL_AGENT_SWARM_MANAGER_HOST', description: "A manager's Engine API (host:port, TLS) for a worker node to write its services through" },
   { key: 'swarmManagerCa', env: 'SKYPANEL_AGENT_SWARM_MANAGER_CA', description: 'CA certificate file for swarmManagerHost' },
   { key: 'swarmManagerCert', env: 'SKYPANEL_AGENT_SWARM_MANAGER_CERT', description: 'Client certificate file for swarmManagerHost' },

@@ -2,9 +2,47 @@ import { readFile, stat } from 'node:fs/promises';
 import { AgentError } from '../errors.js';
 import { writeFileAtomic } from './atomic-file.js';
 import { assertPrivateFile } from './file-trust.js';
+import { defaultSocketPath } from '../swarm/docker-client.js';
 import { CONFIG_KEYS, configRefinements, configSchema, type AgentConfig, type AgentConfigInput } from './config-schema.js';
 
-export type ConfigSource = 'flag' | 'env' | 'file' | 'default';
+export type ConfigSource = 'flag' | 'env' | 'file' | 'DOCKER_HOST' | 'default';
+
+/** The Docker Engine socket every command talks to, and which layer chose it (logged, shown by status and doctor). */
+export interface DockerEndpoint {
+  socketPath: string;
+  source: ConfigSource;
+}
+
+/**
+ * The one resolution of the Docker endpoint, shared by run, register, drain, deregister and
+ * doctor: flag > SKYPANEL_AGENT_DOCKER_SOCKET > config file > DOCKER_HOST (only a unix://
+ * socket: a tcp:// DOCKER_HOST would need TLS settings the agent does not take from the
+ * environment) > /var/run/docker.sock. Commands that once followed different rules talked to
+ * different engines on one host (register described a worker, run wrote on the manager).
+ */
+export function resolveDockerEndpoint(layers: { flag?: unknown; file?: unknown }, env: NodeJS.ProcessEnv = process.env): DockerEndpoint {
+  const given = (v: unknown): v is string => typeof v === 'string' && v !== '';
+  if (given(layers.flag)) return { socketPath: layers.flag, source: 'flag' };
+  const fromEnv = env.SKYPANEL_AGENT_DOCKER_SOCKET;
+  if (given(fromEnv)) return { socketPath: fromEnv, source: 'env' };
+  if (given(layers.file)) return { socketPath: layers.file, source: 'file' };
+  const socketPath = defaultSocketPath(env);
+  return { socketPath, source: env.DOCKER_HOST?.startsWith('unix://') && socketPath === env.DOCKER_HOST.slice('unix://'.length) ? 'DOCKER_HOST' : 'default' };
+}
+
+/**
+ * The endpoint for commands that must work without a complete config (drain, doctor, register):
+ * the file's `dockerSocket` counts when the file can be read at all.
+ */
+export async function dockerEndpointFor(configPath: string, flag: string | undefined, env: NodeJS.ProcessEnv = process.env): Promise<DockerEndpoint> {
+  const file = await readConfigFile(configPath).catch(() => undefined);
+  return resolveDockerEndpoint({ flag, file: file?.dockerSocket }, env);
+}
+
+/** `unix:///var/run/docker.sock (from DOCKER_HOST)`: how logs, status and doctor name it. */
+export function describeEndpoint(e: DockerEndpoint): string {
+  return `unix://${e.socketPath}${e.source === 'default' ? ' (default)' : ` (from ${e.source === 'env' ? 'SKYPANEL_AGENT_DOCKER_SOCKET' : e.source === 'flag' ? '--docker-socket' : e.source === 'file' ? 'the config file' : 'DOCKER_HOST'})`}`;
+}
 
 export interface LoadConfigOptions {
   path: string;
@@ -17,6 +55,8 @@ export interface LoadedConfig {
   config: AgentConfig;
   sources: Partial<Record<keyof AgentConfigInput, ConfigSource>>;
   fileExisted: boolean;
+  /** `config.dockerSocket` and where it came from. */
+  dockerEndpoint: DockerEndpoint;
 }
 
 /** Keys the file may hold: exactly the schema's keys, so a typo is reported instead of ignored. */
@@ -72,6 +112,8 @@ function sourceLabel(key: string, source: ConfigSource | undefined, path: string
       return info ? ` (from ${info.env})` : ' (from the environment)';
     case 'file':
       return ` (from ${path})`;
+    case 'DOCKER_HOST':
+      return ' (from DOCKER_HOST)';
     default:
       return '';
   }
@@ -97,6 +139,10 @@ export async function loadConfig(opts: LoadConfigOptions): Promise<LoadedConfig>
       sources[key as keyof AgentConfigInput] = source;
     }
   }
+  const dockerEndpoint = resolveDockerEndpoint({ flag: opts.flags?.dockerSocket, file: file?.dockerSocket }, env);
+  merged.dockerSocket = dockerEndpoint.socketPath;
+  if (dockerEndpoint.source === 'default') delete sources.dockerSocket;
+  else sources.dockerSocket = dockerEndpoint.source;
   const result = configSchema.safeParse(merged);
   if (!result.success) {
     const issue = result.error.issues[0]!;
@@ -115,7 +161,7 @@ export async function loadConfig(opts: LoadConfigOptions): Promise<LoadedConfig>
       throw new AgentError('SKP_ERR_CONFIG_INVALID', `config key "${rule.field}": ${rule.message}`, { field: rule.field });
     }
   }
-  return { config: result.data, sources, fileExisted: file !== undefined };
+  return { config: result.data, sources, fileExisted: file !== undefined, dockerEndpoint };
 }
 
 /** Persist the config atomically with mode 0600 (it holds the token). */

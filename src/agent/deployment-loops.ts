@@ -35,6 +35,8 @@ export interface DeploymentLoopsOptions {
   swarm: SwarmPort | undefined;
   readOnly: boolean;
   isDraining(): boolean;
+  /** See ReconcilerDeps.unscheduledFailAfterMs. */
+  unscheduledFailAfterMs?: number;
   metrics: AgentMetrics;
   logger: Logger;
   /** Docker's event stream, so that a change to what this worker owns starts a pass at once; absent: resync only. */
@@ -80,6 +82,7 @@ export class DeploymentLoops {
           onApplied: (s) => opts.metrics.observeDesiredToApplied(s),
           readOnly: opts.readOnly,
           isDraining: opts.isDraining,
+          unscheduledFailAfterMs: opts.unscheduledFailAfterMs,
         })
       : undefined;
     const reconciler = this.#reconciler;

@@ -19,6 +19,11 @@ export interface ObservedServiceLite extends ServiceObservation {
 export interface SwarmPort {
   /** Services carrying this worker's ownership labels: one Engine API call. */
   listServices(): Promise<ObservedServiceLite[]>;
+  /**
+   * Services carrying a deployment id but placed by something other than an agent (SkyPanelV2's
+   * own orchestrator, or by hand): one Engine API call, made only when a pass would create.
+   */
+  listUnmanagedServices(): Promise<ObservedServiceLite[]>;
   /** Tasks of those services: one Engine API call. */
   listTasks(): Promise<TaskObservation[]>;
   createService(spec: ServiceSpec, auth?: RegistryAuth): Promise<string>;

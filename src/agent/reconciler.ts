@@ -1,9 +1,9 @@
 import { LABEL } from '../domain/labels.js';
-import { plan, type Action, type ActualService, type UpdateState } from '../domain/planner.js';
+import { heldElsewhere, plan, type Action, type ActualService, type UpdateState } from '../domain/planner.js';
 import { buildServiceSpec, type ServiceSpec } from '../domain/service-spec.js';
 import { hasDrifted } from '../domain/drift.js';
 import { secretsInUse } from '../domain/secret-gc.js';
-import { deriveStatus, renderPublicUrl, type DerivedStatus, type TaskObservation } from '../domain/deployment-status.js';
+import { deriveStatus, nextSchedulingDeadline, renderPublicUrl, type DerivedStatus, type TaskObservation } from '../domain/deployment-status.js';
 import type { Deployment } from '../protocol/deployment.js';
 import type { EngineEvent } from '../swarm/engine-events.js';
 import { fullJitter, type Random } from './backoff.js';
@@ -46,8 +46,12 @@ export interface ReconcilerDeps {
   readOnly?: boolean;
   /** Draining: keep, update and remove what runs, start nothing new. */
   isDraining?(): boolean;
+  /** A task Swarm has not placed (new/pending) for longer than this fails its deployment; default 60 s. */
+  unscheduledFailAfterMs?: number;
   random?: Random;
 }
+
+export const DEFAULT_UNSCHEDULED_FAIL_AFTER_MS = 60_000;
 
 const SETTLE_MIN_MS = 1_000;
 /**
@@ -101,8 +105,12 @@ export class Reconciler {
   /** Swarm service id → the version and desired hash it last matched (see #drifted). */
   readonly #undrifted = new Map<string, { version: number; hash: string }>();
   #lastPass: ReconcilePassView | undefined;
-  /** Ids of the services this worker owned at the last pass: their service events matter. */
+  /** Ids of the services this worker owned at the last pass, and of unmanaged ones holding back a create: their service events matter. */
   #ownedServiceIds = new Set<string>();
+  /** serviceIds of the desired set: container events carry them, whoever placed the task. */
+  #desiredServiceIds = new Set<string>();
+  /** When the next waiting task crosses the unscheduled bound: the pass that reports it is due then. */
+  #schedulingDeadline: number | undefined;
   #eventsLive = false;
   readonly #secrets: SecretSweeper;
 
@@ -125,7 +133,10 @@ export class Reconciler {
     if (this.#stopped || !this.#desired) return;
     const ours =
       e.type === 'container'
-        ? CONTAINER_ACTIONS.has(e.action) && e.attributes[LABEL.managed] === 'true' && e.attributes[LABEL.workerId] === this.#deps.workerId
+        ? CONTAINER_ACTIONS.has(e.action) &&
+          ((e.attributes[LABEL.managed] === 'true' && e.attributes[LABEL.workerId] === this.#deps.workerId) ||
+            // A task of a desired deployment placed by SkyPanelV2's orchestrator (observe mode reports those).
+            this.#desiredServiceIds.has(e.attributes[LABEL.serviceId] ?? ''))
         : e.type === 'service' && this.#ownedServiceIds.has(e.id);
     if (ours) this.#loop.runWithin(EVENT_COALESCE_MS);
   }
@@ -157,6 +168,7 @@ export class Reconciler {
 
   setDesired(set: DesiredSet): void {
     this.#desired = set;
+    this.#desiredServiceIds = new Set(set.deployments.map((d) => d.serviceId));
     this.#settleMs = SETTLE_MIN_MS;
     this.trigger();
   }
@@ -189,7 +201,8 @@ export class Reconciler {
     }
     const deploying = [...this.#states.values()].some((st) => st.derived.status === 'deploying');
     if (!deploying) return this.#resyncMs();
-    const next = this.#settleMs;
+    const untilDeadline = this.#schedulingDeadline === undefined ? Number.POSITIVE_INFINITY : Math.max(SETTLE_MIN_MS, this.#schedulingDeadline - Date.now());
+    const next = Math.min(this.#settleMs, untilDeadline);
     this.#settleMs = Math.min(EVENTLESS_RESYNC_MS, this.#resyncMs(), this.#settleMs * 2);
     return next;
   }
@@ -230,8 +243,12 @@ export class Reconciler {
     for (const id of this.#undrifted.keys()) if (!live.has(id)) this.#undrifted.delete(id);
     this.#ownedServiceIds = live;
     const planned = this.#deps.readOnly ? [] : plan(desired, actual, { ...ctx, now, backoff, retainServiceIds });
-    const actions = this.#deps.isDraining?.() ? planned.filter((a) => a.kind !== 'create') : planned;
+    const held = await this.#heldElsewhere(planned, desired);
+    for (const h of held.values()) live.add(h.holderId); // its removal (a service event) should start a pass
+    const actions = planned.filter((a) => a.kind !== 'create' || (!held.has(a.deploymentId) && !this.#deps.isDraining?.()));
     const results = await this.#apply(actions, byId);
+    const scheduling = { now, failAfterMs: this.#deps.unscheduledFailAfterMs ?? DEFAULT_UNSCHEDULED_FAIL_AFTER_MS };
+    this.#schedulingDeadline = nextSchedulingDeadline(tasks, scheduling);
 
     const failedNow: StatusChange[] = [];
     const changes: StatusChange[] = [];
@@ -244,11 +261,12 @@ export class Reconciler {
       const b = this.#backoff.get(d.id);
       // Waiting for a taken name is deploying, not failed: the holder is usually on its way out.
       const waiting = b?.waiting === true;
-      const derived0 = deriveStatus(d, svc, (svc && tasksOf.get(svc.id)) || [], waiting ? undefined : b?.error);
+      const heldError = held.get(d.id)?.message;
+      const derived0 = deriveStatus(d, svc, (svc && tasksOf.get(svc.id)) || [], heldError ?? (waiting ? undefined : b?.error), scheduling);
       const derived = waiting && !svc ? { ...derived0, message: `waiting for the service name (held by a service this worker does not own, e.g. the previous worker's copy of a moved deployment): ${b!.error}` } : derived0;
       const publicUrl = renderPublicUrl(this.#deps.publicUrlTemplate, { ipAddress: this.#deps.ipAddress, externalPort: derived.externalPort, slug: d.slug, serviceId: d.serviceId });
       const prev = this.#states.get(d.id);
-      this.#states.set(d.id, { deployment: d, derived, publicUrl, lastError: b?.error ?? null });
+      this.#states.set(d.id, { deployment: d, derived, publicUrl, lastError: heldError ?? b?.error ?? null });
       const change: StatusChange = { deploymentId: d.id, derived, publicUrl };
       if (derived.status === 'failed' && prev?.derived.status !== 'failed') failedNow.push(change);
       if (derived.status === 'running') this.#applied(d.id, hashes.get(d.id)!, now);
@@ -282,6 +300,15 @@ export class Reconciler {
     };
     this.#deps.onPass?.(this.#lastPass);
     if (actions.length > 0) logger.debug({ actions: actions.length, ms: this.#lastPass.durationMs }, 'reconcile pass applied actions');
+  }
+
+  /**
+   * Creates whose deployment already has a live service that no agent placed. One more Engine
+   * call, only in a pass that would create: a steady pass stays at two.
+   */
+  async #heldElsewhere(planned: readonly Action[], desired: readonly Deployment[]): Promise<ReturnType<typeof heldElsewhere>> {
+    if (!planned.some((a) => a.kind === 'create')) return new Map();
+    return heldElsewhere(planned, desired, await this.#deps.port.listUnmanagedServices());
   }
 
   /** Removals first (they may free the host port a create needs), then the rest concurrently. */

@@ -31,6 +31,8 @@ export interface StatusView {
   bootId: string;
   swarm: { nodeId: string | null; role: 'manager' | 'worker' | 'none'; reconcileMode: string };
   dockerHealthy: boolean;
+  /** The Engine API socket this agent talks to and where that choice came from, e.g. `unix:///var/run/docker.sock (default)`. */
+  docker: { endpoint: string };
   capacity: { cpuCores: number; memoryMb: number; diskGb: number } | null;
   load: { cpuPercent: number; memoryPercent: number; diskPercent: number; containerCount: number } | null;
   lastHeartbeat: HeartbeatView | null;

@@ -98,7 +98,7 @@ export async function runDev(opts: DevOptions): Promise<void> {
 
   // dev keeps its state beside its config, never in the host's /var/lib.
   const usagePeriodSec = opts.usagePeriodSec;
-  const { config } = await loadConfig({
+  const { config, dockerEndpoint } = await loadConfig({
     path: configPath,
     flags: {
       stateDir: join(dirname(configPath), 'state'),
@@ -107,7 +107,7 @@ export async function runDev(opts: DevOptions): Promise<void> {
     },
   });
   opts.secrets?.add(config.token);
-  const agent = await startAgent(config, opts.logger, { secrets: opts.secrets, cpuBaseline: PROCESS_START_CPU });
+  const agent = await startAgent(config, opts.logger, { secrets: opts.secrets, cpuBaseline: PROCESS_START_CPU, dockerEndpoint });
   opts.say(`agent running as worker ${reg.workerId}; heartbeats every ${config.heartbeatIntervalSec}s. Ctrl-C stops both.`);
   opts.say(`  status: skypanel-agent status --config ${configPath}`);
   const stopWatch = watchRows(db, reg.workerId, org.organizationId, opts);

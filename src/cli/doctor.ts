@@ -5,14 +5,14 @@ import { AgentError } from '../errors.js';
 import { Secret } from '../secret.js';
 import { AGENT_VERSION } from '../version.js';
 import { DEFAULT_CONFIG_PATH, type AgentConfig } from '../agent/config-schema.js';
-import { loadConfig } from '../agent/config.js';
+import { describeEndpoint, dockerEndpointFor, loadConfig, type DockerEndpoint } from '../agent/config.js';
 import { ControlPlaneClient } from '../agent/control-plane-client.js';
 import { reconcileModeFor } from '../agent/registration.js';
 import { parseListen } from '../agent/status-server.js';
 import { HostLoadCollector, diskPathFor } from '../collectors/host-metrics.js';
 import { CpuSampler } from '../collectors/cpu.js';
 import type { HeartbeatRequest } from '../protocol/worker.js';
-import { createDockerClient, describeDockerEndpoint, defaultSocketPath, type EngineClient } from '../swarm/docker-client.js';
+import { createDockerClient, type EngineClient } from '../swarm/docker-client.js';
 import { getEngineFacts, type EngineFacts } from '../swarm/engine.js';
 import { engineCall } from '../swarm/swarm-reader.js';
 import { boundedGet, statusUrlFromListen, transportMessage } from './status.js';
@@ -159,9 +159,9 @@ interface DockerState {
   facts?: EngineFacts;
 }
 
-async function checkDocker(socketPath: string, timeoutMs: number, state: DockerState): Promise<Outcome> {
-  const docker = createDockerClient({ socketPath, timeoutMs });
-  const endpoint = describeDockerEndpoint(docker);
+async function checkDocker(where: DockerEndpoint, timeoutMs: number, state: DockerState): Promise<Outcome> {
+  const docker = createDockerClient({ socketPath: where.socketPath, timeoutMs });
+  const endpoint = describeEndpoint(where);
   const hint = (code: string) =>
     code === 'EACCES' || code === 'EPERM' ? 'run doctor as root (the service gets the docker group through SupplementaryGroups=)'
     : code === 'ENOENT' || code === 'ECONNREFUSED' ? `start Docker (systemctl start docker) or point dockerSocket at its socket`
@@ -383,10 +383,10 @@ export async function runDoctor(opts: DoctorOptions): Promise<DoctorReport> {
   const panel: PanelState = {};
 
   const config = await timed('config', timeoutMs, () => checkConfig(opts, cfg));
-  const socketPath = cfg.partial?.dockerSocket ?? env.SKYPANEL_AGENT_DOCKER_SOCKET ?? defaultSocketPath(env);
+  const endpoint = await dockerEndpointFor(opts.configPath, undefined, env);
 
   const dockerChain = (async () => {
-    const docker = await timed('docker', timeoutMs, () => checkDocker(socketPath, timeoutMs, dockerState));
+    const docker = await timed('docker', timeoutMs, () => checkDocker(endpoint, timeoutMs, dockerState));
     const swarm = await timed('swarm', timeoutMs, () => checkSwarm(dockerState));
     const disk = await timed('disk', timeoutMs, () => checkDisk(dockerState));
     return [docker, swarm, disk];

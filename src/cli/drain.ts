@@ -2,10 +2,10 @@ import { chown, lstat, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { AgentError } from '../errors.js';
 import { DEFAULT_CONFIG_PATH, DEFAULT_STATE_DIR } from '../agent/config-schema.js';
-import { loadConfig } from '../agent/config.js';
+import { dockerEndpointFor, loadConfig, resolveDockerEndpoint } from '../agent/config.js';
 import { DRAIN_FILE, clearDrain, readDrain, writeDrain } from '../agent/drain.js';
 import { LABEL } from '../domain/labels.js';
-import { createDockerClient, defaultSocketPath, describeDockerEndpoint, type EngineClient } from '../swarm/docker-client.js';
+import { createDockerClient, describeDockerEndpoint, type EngineClient } from '../swarm/docker-client.js';
 import { getEngineFacts } from '../swarm/engine.js';
 import { engineCall } from '../swarm/swarm-reader.js';
 import { UNIT_NAME } from './system.js';
@@ -125,7 +125,7 @@ export async function runDrain(opts: DrainOptions): Promise<DrainResult> {
   const { say } = opts;
   const target: Availability = opts.undo ? 'active' : 'drain';
   const marker = await applyMarker(opts);
-  const docker = createDockerClient({ socketPath: opts.dockerSocket ?? defaultSocketPath(), timeoutMs: DOCKER_TIMEOUT_MS });
+  const docker = createDockerClient({ socketPath: opts.dockerSocket ?? resolveDockerEndpoint({}).socketPath, timeoutMs: DOCKER_TIMEOUT_MS });
   const facts = await getEngineFacts(docker);
   const sw = facts.swarm;
   if (sw.state !== 'active' || !sw.nodeId) {
@@ -224,14 +224,14 @@ export async function drainTargetsFor(
   flags: { dockerSocket?: string; stateDir?: string },
   env: NodeJS.ProcessEnv = process.env,
 ): Promise<{ dockerSocket: string; stateDir: string }> {
-  let fromConfig: { dockerSocket?: string; stateDir?: string } = {};
+  let fromConfig: { stateDir?: string } = {};
   try {
     fromConfig = (await loadConfig({ path: configPath, env })).config;
   } catch {
     // Not registered (or an unusable config): drain still works on the defaults.
   }
   return {
-    dockerSocket: flags.dockerSocket ?? fromConfig.dockerSocket ?? (env.SKYPANEL_AGENT_DOCKER_SOCKET || defaultSocketPath(env)),
+    dockerSocket: (await dockerEndpointFor(configPath, flags.dockerSocket, env)).socketPath,
     stateDir: flags.stateDir ?? fromConfig.stateDir ?? (env.SKYPANEL_AGENT_STATE_DIR || DEFAULT_STATE_DIR),
   };
 }
@@ -257,7 +257,7 @@ export async function runDeregister(opts: DeregisterOptions): Promise<void> {
   }
   // The config names the Docker socket and the worker; a config the agent would refuse is still removed.
   let workerId: string | undefined;
-  let dockerSocket = opts.dockerSocket;
+  let dockerSocket = (await dockerEndpointFor(configPath, opts.dockerSocket, opts.env ?? process.env)).socketPath;
   let stateDir = (opts.env ?? process.env).SKYPANEL_AGENT_STATE_DIR || DEFAULT_STATE_DIR;
   try {
     const { config } = await loadConfig({ path: configPath, env: opts.env ?? process.env, flags: { dockerSocket: opts.dockerSocket } });
@@ -265,7 +265,7 @@ export async function runDeregister(opts: DeregisterOptions): Promise<void> {
     dockerSocket = config.dockerSocket;
     stateDir = config.stateDir;
   } catch (err) {
-    say(`warning: ${(err as Error).message}; using the default Docker socket and state directory`);
+    say(`warning: ${(err as Error).message}; using the Docker socket ${dockerSocket} and the default state directory`);
   }
 
   let marker: DrainResult['marker'] | undefined;

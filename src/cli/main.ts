@@ -97,7 +97,7 @@ Examples:
     .action(async (o: Record<string, string | number | undefined>) => {
       const run: typeof import('./run.js') = await import('./run.js');
       const path = o.config as string;
-      const { config } = await loadConfig({
+      const { config, dockerEndpoint } = await loadConfig({
         path,
         flags: {
           heartbeatIntervalSec: o.heartbeatInterval,
@@ -112,7 +112,7 @@ Examples:
       // Every log line is redacted of the token and, once known, of every deployment secret.
       secrets.add(config.token);
       const logger = createLogger({ level: config.logLevel, secrets });
-      const agent = await run.startAgent(config, logger, { secrets, cpuBaseline: PROCESS_START_CPU });
+      const agent = await run.startAgent(config, logger, { secrets, cpuBaseline: PROCESS_START_CPU, dockerEndpoint });
       run.stopOnSignals(() => agent.stop(), logger);
     });
 

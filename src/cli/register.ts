@@ -1,7 +1,7 @@
 import { AgentError } from '../errors.js';
 import { Secret } from '../secret.js';
 import { DEFAULT_CONFIG_PATH } from '../agent/config-schema.js';
-import { readConfigFile, writeConfigFile } from '../agent/config.js';
+import { describeEndpoint, dockerEndpointFor, readConfigFile, writeConfigFile } from '../agent/config.js';
 import { ControlPlaneClient } from '../agent/control-plane-client.js';
 import type { Logger } from '../agent/logger.js';
 import { buildRegisterRequest, registerWorker } from '../agent/registration.js';
@@ -16,6 +16,8 @@ export interface RegisterOptions {
   ipAddress?: string;
   heartbeatIntervalSec?: number;
   dockerSocket?: string;
+  /** For the Docker endpoint resolution (SKYPANEL_AGENT_DOCKER_SOCKET, DOCKER_HOST); default process.env. */
+  env?: NodeJS.ProcessEnv;
   swarmJoinToken?: Secret;
   swarmManager?: string;
   timeoutMs?: number;
@@ -44,7 +46,10 @@ export async function runRegister(opts: RegisterOptions): Promise<RegisterResult
   // Refuse an insecure existing config before doing anything with side effects.
   await readConfigFile(configPath);
 
-  const engine = createEngineProbe({ socketPath: opts.dockerSocket });
+  // The same resolution `run` uses, so the engine described to the panel is the one the agent drives.
+  const endpoint = await dockerEndpointFor(configPath, opts.dockerSocket, opts.env ?? process.env);
+  say(`Docker Engine: ${describeEndpoint(endpoint)}`);
+  const engine = createEngineProbe({ socketPath: endpoint.socketPath });
   try {
     if (opts.swarmJoinToken) {
       if (!opts.swarmManager) throw new AgentError('SKP_ERR_USAGE', '--swarm-join-token needs --swarm-manager HOST:PORT', { field: 'swarmManager' });
@@ -77,7 +82,9 @@ export async function runRegister(opts: RegisterOptions): Promise<RegisterResult
       ...(opts.heartbeatIntervalSec !== undefined ? { heartbeatIntervalSec: opts.heartbeatIntervalSec } : {}),
       ...(opts.ipAddress !== undefined ? { ipAddress: opts.ipAddress } : {}),
       ...(opts.name !== undefined ? { name: opts.name } : {}),
-      ...(opts.dockerSocket !== undefined ? { dockerSocket: opts.dockerSocket } : {}),
+      // Pinned in the config unless it is the default: a later `run` without the same environment
+      // (the systemd unit has no DOCKER_HOST) must still drive the engine that was registered.
+      ...(endpoint.source !== 'default' ? { dockerSocket: endpoint.socketPath } : {}),
     });
     say(`registered worker ${workerId} (${req.hostname}, ${req.ipAddress}, ${req.capacity.cpuCores} cores, ${req.capacity.memoryMb} MiB, ${req.capacity.diskGb} GiB)`);
     say(`config written to ${configPath} (mode 0600)`);

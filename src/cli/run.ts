@@ -1,11 +1,13 @@
 import { Agent } from '../agent/agent.js';
 import type { AgentConfig } from '../agent/config-schema.js';
+import type { DockerEndpoint } from '../agent/config.js';
 import type { Logger } from '../agent/logger.js';
 import type { CpuSnapshot } from '../collectors/cpu.js';
 import { AgentError } from '../errors.js';
 import type { KnownSecrets } from '../secret.js';
 import { createEngineProbe } from '../swarm/engine-probe.js';
 import { createSwarmPort } from '../swarm/swarm-port.js';
+import { parseCidr } from '../domain/subnets.js';
 import { createObservePort } from '../swarm/observe-port.js';
 import { createManagerClient } from '../swarm/manager-client.js';
 import { createContainerStatsSampler } from '../swarm/container-stats.js';
@@ -27,19 +29,25 @@ export interface StartAgentExtras {
   secrets?: KnownSecrets;
   /** A CPU sample taken at process start (process-start.ts), where there is one. */
   cpuBaseline?: CpuSnapshot;
+  /** Where `config.dockerSocket` came from (loadConfig's dockerEndpoint), for the start log and the status API. */
+  dockerEndpoint?: DockerEndpoint;
 }
 
 export async function startAgent(config: AgentConfig, logger: Logger, extras: StartAgentExtras = {}): Promise<Agent> {
+  // Every Engine client of the agent (probe, ports, events, usage) uses this one socket.
   const engine = createEngineProbe({ socketPath: config.dockerSocket });
+  // The schema has checked the pool is a CIDR.
+  const networks = { pool: parseCidr(config.orgNetworkPool)!, prefix: config.orgNetworkPrefix };
   const agent = new Agent({
     config,
+    dockerEndpoint: extras.dockerEndpoint,
     logger,
     secrets: extras.secrets,
     cpuBaseline: extras.cpuBaseline,
     engine,
     swarm: {
-      local: (workerId, nodeId) => createSwarmPort(engine.docker, { workerId, nodeId }),
-      remote: async (workerId, nodeId) => createSwarmPort(await createManagerClient(config), { workerId, nodeId }),
+      local: (workerId, nodeId) => createSwarmPort(engine.docker, { workerId, nodeId, networks, logger }),
+      remote: async (workerId, nodeId) => createSwarmPort(await createManagerClient(config), { workerId, nodeId, networks, logger }),
       observe: () => createObservePort(engine.docker),
     },
     usageSampler: (workerId) => createContainerStatsSampler(engine.docker, { workerId }),

@@ -33,6 +33,8 @@ const statusSchema = z.object({
   uptimeSec: z.number(),
   swarm: z.object({ nodeId: z.string().nullable(), role: z.string(), reconcileMode: z.string() }),
   dockerHealthy: z.boolean(),
+  // Absent from agents older than the shared endpoint resolution.
+  docker: z.object({ endpoint: z.string() }).optional(),
   lastHeartbeat: heartbeatSchema.nullable(),
   controlPlaneWait: z.object({ until: z.string(), reason: z.string() }).nullable().optional(),
   lastReconcile: z.object({ at: z.string(), durationMs: z.number(), actions: z.array(z.object({ ok: z.boolean() })) }).nullable(),
@@ -260,7 +262,7 @@ export function renderSummary(status: StatusBody, deployments: DeploymentRow[], 
   const lines = [
     `worker      ${status.workerId}  (agent ${status.agentVersion}, up ${formatDuration(status.uptimeSec)})`,
     `swarm       ${status.swarm.role}, reconcile mode ${status.swarm.reconcileMode}${status.swarm.nodeId ? `, node ${status.swarm.nodeId.slice(0, 12)}` : ''}`,
-    `docker      ${status.dockerHealthy ? 'ok' : 'DOWN'}`,
+    `docker      ${status.dockerHealthy ? 'ok' : 'DOWN'}${status.docker ? `, ${status.docker.endpoint}` : ''}`,
     `heartbeat   ${hb ? `${hb.outcome}${hb.status !== undefined ? ` (HTTP ${hb.status})` : ''} ${ago(hb.at, now)}${hb.rttMs !== undefined ? `, rtt ${hb.rttMs} ms` : ''}` : 'none yet'}`,
     ...(status.controlPlaneWait ? [`waiting     ${oneLine(status.controlPlaneWait.reason, 160)}`] : []),
     `reconcile   ${rc ? `${ago(rc.at, now)}, took ${rc.durationMs} ms, ${rc.actions.length} action(s)${failed ? `, ${failed} failed` : ''}` : 'none yet'}`,

@@ -131,3 +131,38 @@ function compareActions(a: Action, b: Action): number {
   const sb = 'swarmServiceId' in b ? b.swarmServiceId : '';
   return sa < sb ? -1 : sa > sb ? 1 : 0;
 }
+
+/** A service that carries a deployment's labels but that no agent placed (SkyPanelV2's orchestrator, or a hand). */
+export interface UnmanagedService {
+  id: string;
+  name: string;
+  labels: Record<string, string>;
+}
+
+/**
+ * The creates that would put a second live service beside one placed by someone else: a service
+ * without `skypanel.managed` carries the deployment's id, or its serviceId (the same app from an
+ * earlier deployment). The agent does not adopt such a service: SkyPanelV2's orchestrator finds
+ * and updates its services by name, so both would write the same object and undo each other.
+ * It reports the deployment failed naming the holder (deploymentId → message); once the holder
+ * is removed the next pass creates the agent's own.
+ */
+export function heldElsewhere(actions: readonly Action[], desired: readonly Deployment[], unmanaged: readonly UnmanagedService[]): Map<string, { holderId: string; message: string }> {
+  const held = new Map<string, { holderId: string; message: string }>();
+  if (unmanaged.length === 0) return held;
+  const byId = new Map(desired.map((d) => [d.id, d]));
+  for (const a of actions) {
+    if (a.kind !== 'create') continue;
+    const d = byId.get(a.deploymentId);
+    if (!d) continue;
+    const holder =
+      unmanaged.find((s) => s.labels[LABEL.deploymentId] === d.id) ?? unmanaged.find((s) => s.labels[LABEL.serviceId] === d.serviceId);
+    if (!holder) continue;
+    const what = holder.labels[LABEL.deploymentId] === d.id ? 'this deployment' : `service ${d.serviceId} (deployment ${holder.labels[LABEL.deploymentId] ?? '?'})`;
+    held.set(d.id, {
+      holderId: holder.id,
+      message: `not created: Swarm service ${holder.name} (${holder.id}) already runs ${what} and was not placed by a skypanel-agent (no ${LABEL.managed} label; e.g. SkyPanelV2's own orchestrator). Remove it, or let the panel's orchestrator keep the deployment`,
+    });
+  }
+  return held;
+}

@@ -22,6 +22,12 @@ import { networkName, sanitizeDnsPart, secretName, serviceName } from './naming.
  *   externalPort updates stop-first (start-first would make the new task fail to bind and roll
  *   back forever); every other service updates start-first.
  * - diskGb has no Swarm equivalent (no storage quota on service tasks); it is metered, not enforced.
+ * - Endpoint mode dnsrr: every published port is host-mode, so a virtual IP would serve only
+ *   in-network traffic, yet it costs an address per service on the organization network and a
+ *   load-balancer entry in every container of that network. Without it an organization of 1,000
+ *   services needs 1,000 addresses, not 2,000, and a container start does not grow with the
+ *   number of services. The service name resolves to its tasks' addresses instead (clients that
+ *   cache DNS for long see a restarted task's new address late).
  */
 
 const SECOND_NS = 1_000_000_000;
@@ -71,7 +77,7 @@ export interface ServiceSpec {
   Mode: { Replicated: { Replicas: number } };
   UpdateConfig: UpdatePolicy;
   RollbackConfig: UpdatePolicy;
-  EndpointSpec: { Mode: 'vip'; Ports?: PortConfig[] };
+  EndpointSpec: { Mode: 'vip' | 'dnsrr'; Ports?: PortConfig[] };
 }
 
 export interface SpecContext {
@@ -217,7 +223,7 @@ function buildFresh(d: Deployment, ctx: SpecContext): BuiltService {
     UpdateConfig: updatePolicy(order, 'rollback'),
     // A failed rollback pauses: looping between two broken specs helps nobody.
     RollbackConfig: updatePolicy(order, 'pause'),
-    EndpointSpec: { Mode: 'vip', ...(ports.length > 0 ? { Ports: ports } : {}) },
+    EndpointSpec: { Mode: 'dnsrr', ...(ports.length > 0 ? { Ports: ports } : {}) },
   };
 
   const specHash = hashSpec(spec);
@@ -240,6 +246,10 @@ export function hashSpec(spec: ServiceSpec): string {
       ContainerSpec: { ...spec.TaskTemplate.ContainerSpec, Labels: containerLabels, Secrets: secretRefs },
     },
     Mode: { Replicated: {} },
+    // Hashed as the 'vip' every service had before dnsrr: a changed hash would update (restart)
+    // every running deployment on upgrade. Existing services keep vip until their next update,
+    // which sends dnsrr; a hand-made change of the mode alone is not seen as drift.
+    EndpointSpec: { ...spec.EndpointSpec, Mode: 'vip' },
   };
   return createHash('sha256').update(canonicalJson(hashed), 'utf8').digest('hex');
 }

@@ -38,7 +38,9 @@ export function createObservePort(docker: EngineClient): SwarmPort {
         containers = await engineCall<ContainerInfo[]>(docker, {
           method: 'GET',
           path: '/containers/json',
-          query: { all: true, filters: { label: [`${LABEL.managed}=true`, SWARM_SERVICE_ID] } },
+          // skypanel.service.id, not skypanel.managed: tasks placed by SkyPanelV2's own orchestrator
+          // carry the service, deployment and organization ids (and slug) on their containers too.
+          query: { all: true, filters: { label: [LABEL.serviceId, SWARM_SERVICE_ID] } },
         });
       } catch (err) {
         throw new SwarmError('unavailable', `listing task containers: ${(err as Error).message}`);
@@ -53,6 +55,9 @@ export function createObservePort(docker: EngineClient): SwarmPort {
       }
       return [...byService.values()];
     },
+
+    // Observe mode plans nothing, so it never asks.
+    listUnmanagedServices: async () => [],
 
     async listTasks(): Promise<TaskObservation[]> {
       return containers.map((c) => {

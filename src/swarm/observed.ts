@@ -51,6 +51,8 @@ export interface ObservedTask {
   /** Only once the task's container has exited: a running task's ExitCode is a meaningless 0. */
   exitCode?: number;
   timestamp: string;
+  /** When Swarm made the task: how long an unscheduled one has waited. */
+  createdAt?: string;
   /** Host-mode ports as bound on the node, Docker's choice included when the spec left it open. */
   hostPorts: { target: number; published: number }[];
   /** Names of the Swarm secrets the task's spec mounts. */

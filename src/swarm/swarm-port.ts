@@ -1,4 +1,7 @@
-import { ownershipFilter } from '../domain/labels.js';
+import { LABEL, ownedBy, ownershipFilter } from '../domain/labels.js';
+import type { Logger } from '../agent/logger.js';
+import { DEFAULT_ORG_NETWORK_POOL, DEFAULT_ORG_NETWORK_PREFIX } from '../agent/config-schema.js';
+import { parseCidr } from '../domain/subnets.js';
 import type { ServiceSpec } from '../domain/service-spec.js';
 import type { TaskObservation } from '../domain/deployment-status.js';
 import type { RegistryAuth } from '../protocol/deployment.js';
@@ -7,7 +10,8 @@ import type { ObservedServiceLite, SwarmPort } from '../agent/executor.js';
 import type { EngineClient } from './docker-client.js';
 import { toSwarmError } from './observed.js';
 import { engineCall, listTasks, serviceLogs, toObservedService } from './swarm-reader.js';
-import { createService, ensureNetwork, ensureSecret, listSecrets, removeSecret, removeService, scaleService, updateService } from './swarm-writer.js';
+import { createService, ensureSecret, listSecrets, removeSecret, removeService, scaleService, updateService } from './swarm-writer.js';
+import { ensureOrgNetwork, type OrgNetworkPool } from './org-network.js';
 
 export { SwarmError } from './observed.js';
 
@@ -19,9 +23,11 @@ const LOG_TIMEOUT_MS = 5_000;
  * both filtered by this worker's ownership labels (task label filters match the labels the service
  * had when the task was made; ownership labels never change, so that is exact).
  */
-export function createSwarmPort(docker: EngineClient, opts: { workerId: string; nodeId: () => string | null }): SwarmPort {
+export function createSwarmPort(docker: EngineClient, opts: { workerId: string; nodeId: () => string | null; networks?: OrgNetworkPool; logger?: Logger }): SwarmPort {
+  const networks = opts.networks ?? { pool: parseCidr(DEFAULT_ORG_NETWORK_POOL)!, prefix: DEFAULT_ORG_NETWORK_PREFIX };
   const owned = ownershipFilter(opts.workerId);
   const networksInFlight = new Map<string, Promise<void>>();
+  const warnedNetworks = new Set<string>();
   return {
     async listServices(): Promise<ObservedServiceLite[]> {
       // The raw list (not swarm-reader's listServices) because drift detection needs each live Spec.
@@ -37,11 +43,26 @@ export function createSwarmPort(docker: EngineClient, opts: { workerId: string; 
       });
     },
 
+    async listUnmanagedServices(): Promise<ObservedServiceLite[]> {
+      // Services placed by SkyPanelV2's own orchestrator carry the deployment labels but not
+      // skypanel.managed; Docker cannot filter on a missing label, so that is checked here.
+      let raw: Parameters<typeof toObservedService>[0][];
+      try {
+        raw = await engineCall(docker, { method: 'GET', path: '/services', query: { filters: JSON.stringify({ label: [LABEL.deploymentId] }) } });
+      } catch (err) {
+        throw toSwarmError('listing services', err);
+      }
+      return raw
+        .map(toObservedService)
+        .filter((s) => s.labels[LABEL.managed] !== 'true' && !ownedBy(s.labels, opts.workerId))
+        .map((s) => ({ id: s.id, name: s.name, labels: s.labels, replicas: s.replicas }));
+    },
+
     async listTasks(): Promise<TaskObservation[]> {
       const tasks = await listTasks(docker, { labelFilters: owned });
       return tasks.map((t) => ({
         serviceId: t.serviceId, desiredState: t.desiredState, state: t.state, message: t.message, err: t.err,
-        containerId: t.containerId, exitCode: t.exitCode, timestamp: t.timestamp, hostPorts: t.hostPorts, secretNames: t.secretNames,
+        containerId: t.containerId, exitCode: t.exitCode, timestamp: t.timestamp, createdAt: t.createdAt, hostPorts: t.hostPorts, secretNames: t.secretNames,
       }));
     },
 
@@ -66,7 +87,9 @@ export function createSwarmPort(docker: EngineClient, opts: { workerId: string; 
       // Creates for one organization run concurrently within a pass: share one attempt per name.
       let pending = networksInFlight.get(spec.Name);
       if (!pending) {
-        pending = ensureNetwork(docker, spec.Name, spec.Labels).then(() => undefined).finally(() => networksInFlight.delete(spec.Name));
+        pending = ensureOrgNetwork(docker, spec, { ...networks, logger: opts.logger, warned: warnedNetworks })
+          .then(() => undefined)
+          .finally(() => networksInFlight.delete(spec.Name));
         networksInFlight.set(spec.Name, pending);
       }
       return pending;

@@ -53,6 +53,7 @@ interface TaskJson {
   ServiceID: string;
   NodeID?: string;
   Slot?: number;
+  CreatedAt?: string;
   DesiredState?: string;
   Spec?: { ContainerSpec?: { Secrets?: { SecretName?: string }[] | null } };
   Status?: {
@@ -125,6 +126,7 @@ export function toObservedTask(t: TaskJson): ObservedTask {
     ...(containerId ? { containerId } : {}),
     ...(containerId && TERMINAL_TASK_STATES.has(state) && typeof exitCode === 'number' ? { exitCode } : {}),
     timestamp: st.Timestamp ?? '',
+    ...(t.CreatedAt ? { createdAt: t.CreatedAt } : {}),
     hostPorts,
     secretNames: (t.Spec?.ContainerSpec?.Secrets ?? []).map((r) => r.SecretName ?? '').filter((n) => n !== ''),
   };

@@ -25,7 +25,10 @@ export function memorySwarm() {
   const services = new Map<string, ObservedServiceLite & { spec: ServiceSpec; version: number }>();
   const updates: string[] = [];
   const secrets = new Map<string, { id: string; name: string; labels: Record<string, string> }>();
+  /** Services placed by something other than an agent (SkyPanelV2's orchestrator): listed, never written. */
+  const unmanaged: ObservedServiceLite[] = [];
   const port: SwarmPort = {
+    listUnmanagedServices: async () => unmanaged.map((s) => ({ ...s })),
     listServices: async () => [...services.values()].map((s) => ({ ...s, spec: structuredClone(s.spec) })),
     listTasks: async () =>
       [...services.values()].map((s): TaskObservation => ({ serviceId: s.id, desiredState: 'running', state: 'running', message: 'started', timestamp: '2026-01-01T00:00:00Z', hostPorts: [] })),
@@ -53,5 +56,5 @@ export function memorySwarm() {
     },
     serviceLogs: async () => [],
   };
-  return { port, services, updates, secrets };
+  return { port, services, updates, secrets, unmanaged };
 }

@@ -30,7 +30,7 @@ export function fakeSource(over: Partial<StatusView> = {}) {
   ];
   const status: StatusView = {
     workerId: 'w-7e3', agentVersion: '0.1.0', uptimeSec: 3725, bootId: randomUUID(),
-    swarm: { nodeId: 'nodeabcdef1234567890', role: 'worker', reconcileMode: 'agent' }, dockerHealthy: true,
+    swarm: { nodeId: 'nodeabcdef1234567890', role: 'worker', reconcileMode: 'agent' }, dockerHealthy: true, docker: { endpoint: 'unix:///var/run/docker.sock (default)' },
     capacity: { cpuCores: 4, memoryMb: 8192, diskGb: 100 }, load: { cpuPercent: 12, memoryPercent: 40, diskPercent: 30, containerCount: 3 },
     lastHeartbeat: { at: new Date(Date.now() - 5000).toISOString(), outcome: 'accepted', status: 200, rttMs: 42 },
     controlPlaneWait: null,

@@ -98,7 +98,7 @@ describe('buildServiceSpec: shape', () => {
     expect(spec.Mode).toEqual({ Replicated: { Replicas: 1 } });
     expect(spec.UpdateConfig).toMatchObject({ Parallelism: 1, Order: 'start-first', FailureAction: 'rollback', Monitor: 15 * SEC });
     expect(spec.RollbackConfig).toMatchObject({ Parallelism: 1, Order: 'start-first', FailureAction: 'pause' });
-    expect(spec.EndpointSpec).toEqual({ Mode: 'vip', Ports: [{ Protocol: 'tcp', TargetPort: 8080, PublishMode: 'host' }] });
+    expect(spec.EndpointSpec).toEqual({ Mode: 'dnsrr', Ports: [{ Protocol: 'tcp', TargetPort: 8080, PublishMode: 'host' }] });
   });
 
   it('publishes a fixed host port and then updates stop-first (one port, one node)', () => {
@@ -110,7 +110,7 @@ describe('buildServiceSpec: shape', () => {
 
   it('leaves out ports, Args and Secrets when there are none', () => {
     const s = buildServiceSpec(dep({ internalPort: undefined, command: [], secrets: [] }), ctx).spec;
-    expect(s.EndpointSpec).toEqual({ Mode: 'vip' });
+    expect(s.EndpointSpec).toEqual({ Mode: 'dnsrr' });
     expect(s.TaskTemplate.ContainerSpec).not.toHaveProperty('Args');
     expect(s.TaskTemplate.ContainerSpec).not.toHaveProperty('Secrets');
   });
