@@ -100,3 +100,30 @@ describe('a deployment already placed by SkyPanelV2', () => {
     });
   });
 });
+
+describe('observe mode hears about tasks SkyPanelV2 placed', () => {
+  beforeEach(() => vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'performance', 'Date'] }));
+  afterEach(() => vi.useRealTimers());
+
+  it('a container event carrying a desired serviceId (no skypanel.managed) starts a pass; one of another service does not', async () => {
+    const swarm = memorySwarm();
+    let passes = 0;
+    const d = deployment();
+    const r = new Reconciler({
+      port: swarm.port, workerId: WORKER, nodeId: () => NODE, ipAddress: '127.0.0.1', publicUrlTemplate: 'http://{ipAddress}:{externalPort}',
+      resyncMs: 600_000, logger, onStatus: () => {}, onPass: () => void passes++, readOnly: true,
+    });
+    r.setDesired({ deployments: [d], rejected: [], etag: null, source: 'control-plane', receivedAt: Date.now() });
+    r.start();
+    r.setEventsLive(true);
+    await vi.advanceTimersByTimeAsync(70_000);
+    const base = passes;
+    r.noteEngineEvent({ type: 'container', action: 'die', id: 'c1', attributes: { [LABEL.serviceId]: 'someone-else', [LABEL.deploymentId]: 'x' } });
+    await vi.advanceTimersByTimeAsync(1_000);
+    expect(passes).toBe(base);
+    r.noteEngineEvent({ type: 'container', action: 'die', id: 'c2', attributes: { [LABEL.serviceId]: d.serviceId, [LABEL.deploymentId]: d.id, 'skypanel.slug': 'app' } });
+    await vi.advanceTimersByTimeAsync(1_000);
+    expect(passes).toBe(base + 1);
+    await r.stop();
+  });
+});
