@@ -99,7 +99,7 @@ describe.skipIf(!docker.ok)('doctor on a healthy host: reference control plane a
       else expect(c.status, `${c.id}: ${c.message}`).toBe('pass');
       expect(c.ms).toBeLessThanOrEqual(5_500);
     }
-    expect(by.docker!.message).toMatch(/^Docker \S+ \(API \d+\.\d+\) at unix:\/\/\/var\/run\/docker\.sock$/);
+    expect(by.docker!.message).toMatch(/^Docker \S+ \(API \d+\.\d+\) at unix:\/\/\/var\/run\/docker\.sock \((default|from DOCKER_HOST)\)$/);
     expect(by.swarm!.message).toMatch(/manager .*reconcile mode manager/);
     expect(by.token!.message).toContain(`worker ${workerId} accepted (HTTP 200`);
     expect(by.clock!.message).toMatch(/within .* of the control plane's/);
@@ -141,7 +141,7 @@ describe('doctor on broken setups', () => {
     const { code, by } = await doctor(config);
     expect(code).toBe(1);
     expect(by.docker!.status).toBe('fail');
-    expect(by.docker!.message).toMatch(/no-such-docker\.sock is unreachable \(ENOENT\)/);
+    expect(by.docker!.message).toMatch(/no-such-docker\.sock \(from the config file\) is unreachable \(ENOENT\)/);
     expect(by.docker!.fix).toMatch(/start Docker/);
     expect(by.swarm!.status).toBe('skip');
     expect(by.token!.status).toBe('pass');

@@ -47,7 +47,7 @@ describe('skypanel-agent status', () => {
     expect(r.code, r.out).toBe(0);
     expect(r.out).toMatch(/^worker\s+w-7e3\s+\(agent 0\.1\.0, up 1h 2m\)/m);
     expect(r.out).toMatch(/^swarm\s+worker, reconcile mode agent, node nodeabcdef12$/m);
-    expect(r.out).toMatch(/^docker\s+ok$/m);
+    expect(r.out).toMatch(/^docker\s+ok, unix:\/\/\/var\/run\/docker\.sock \(default\)$/m);
     expect(r.out).toMatch(/^state dir\s+ok$/m);
     expect(r.out).toMatch(/^heartbeat\s+accepted \(HTTP 200\) \d+s ago, rtt 42 ms$/m);
     expect(r.out).toMatch(/^ID\s+SLUG\s+DESIRED\s+OBSERVED\s+REPLICAS\s+URL\s+LAST ERROR$/m);
@@ -71,7 +71,7 @@ describe('skypanel-agent status', () => {
       source.view = { ...healthyView, dockerHealthy: false };
       const down = await status();
       expect(down.code).toBe(1);
-      expect(down.out).toMatch(/^docker\s+DOWN$/m);
+      expect(down.out).toMatch(/^docker\s+DOWN, unix:\/\/\/var\/run\/docker\.sock \(default\)$/m);
       expect(down.out.split('\n').at(-1)).toBe('unhealthy: docker is down');
 
       source.view = { ...healthyView, lastHeartbeat: { at: new Date().toISOString(), outcome: 'unauthorized', status: 401, rttMs: 9, message: 'token refused' } };
