@@ -1,11 +1,12 @@
 import { LABEL } from '../domain/labels.js';
-import { heldElsewhere, plan, type Action, type ActualService, type UpdateState } from '../domain/planner.js';
+import { heldElsewhere, plan, type Action, type HeldCreate, type ActualService, type UpdateState } from '../domain/planner.js';
 import { buildServiceSpec, type ServiceSpec } from '../domain/service-spec.js';
 import { hasDrifted } from '../domain/drift.js';
 import { secretsInUse } from '../domain/secret-gc.js';
 import { deriveStatus, nextSchedulingDeadline, renderPublicUrl, type DerivedStatus, type TaskObservation } from '../domain/deployment-status.js';
 import type { Deployment } from '../protocol/deployment.js';
 import type { EngineEvent } from '../swarm/engine-events.js';
+import { DEFAULT_UNSCHEDULED_TIMEOUT_SEC } from './config-schema.js';
 import { fullJitter, type Random } from './backoff.js';
 import type { DesiredSet } from './desired-state-poller.js';
 import { createActionHandlers, mapLimited, runAction, type ObservedServiceLite, type SwarmPort } from './executor.js';
@@ -46,12 +47,10 @@ export interface ReconcilerDeps {
   readOnly?: boolean;
   /** Draining: keep, update and remove what runs, start nothing new. */
   isDraining?(): boolean;
-  /** A task Swarm has not placed (new/pending) for longer than this fails its deployment; default 60 s. */
+  /** A task Swarm has not placed (new/pending) for longer than this fails its deployment; default unscheduledTimeoutSec's. */
   unscheduledFailAfterMs?: number;
   random?: Random;
 }
-
-export const DEFAULT_UNSCHEDULED_FAIL_AFTER_MS = 60_000;
 
 const SETTLE_MIN_MS = 1_000;
 /**
@@ -243,11 +242,12 @@ export class Reconciler {
     for (const id of this.#undrifted.keys()) if (!live.has(id)) this.#undrifted.delete(id);
     this.#ownedServiceIds = live;
     const planned = this.#deps.readOnly ? [] : plan(desired, actual, { ...ctx, now, backoff, retainServiceIds });
-    const held = await this.#heldElsewhere(planned, desired);
+    // Creates a service no agent placed holds back; one more Engine call, only in a pass that would create.
+    const held = planned.some((a) => a.kind === 'create') ? heldElsewhere(planned, desired, await port.listUnmanagedServices()) : new Map<string, HeldCreate>();
     for (const h of held.values()) live.add(h.holderId); // its removal (a service event) should start a pass
     const actions = planned.filter((a) => a.kind !== 'create' || (!held.has(a.deploymentId) && !this.#deps.isDraining?.()));
     const results = await this.#apply(actions, byId);
-    const scheduling = { now, failAfterMs: this.#deps.unscheduledFailAfterMs ?? DEFAULT_UNSCHEDULED_FAIL_AFTER_MS };
+    const scheduling = { now, failAfterMs: this.#deps.unscheduledFailAfterMs ?? DEFAULT_UNSCHEDULED_TIMEOUT_SEC * 1000 };
     this.#schedulingDeadline = nextSchedulingDeadline(tasks, scheduling);
 
     const failedNow: StatusChange[] = [];
@@ -300,15 +300,6 @@ export class Reconciler {
     };
     this.#deps.onPass?.(this.#lastPass);
     if (actions.length > 0) logger.debug({ actions: actions.length, ms: this.#lastPass.durationMs }, 'reconcile pass applied actions');
-  }
-
-  /**
-   * Creates whose deployment already has a live service that no agent placed. One more Engine
-   * call, only in a pass that would create: a steady pass stays at two.
-   */
-  async #heldElsewhere(planned: readonly Action[], desired: readonly Deployment[]): Promise<ReturnType<typeof heldElsewhere>> {
-    if (!planned.some((a) => a.kind === 'create')) return new Map();
-    return heldElsewhere(planned, desired, await this.#deps.port.listUnmanagedServices());
   }
 
   /** Removals first (they may free the host port a create needs), then the rest concurrently. */

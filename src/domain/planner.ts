@@ -147,8 +147,14 @@ export interface UnmanagedService {
  * It reports the deployment failed naming the holder (deploymentId → message); once the holder
  * is removed the next pass creates the agent's own.
  */
-export function heldElsewhere(actions: readonly Action[], desired: readonly Deployment[], unmanaged: readonly UnmanagedService[]): Map<string, { holderId: string; message: string }> {
-  const held = new Map<string, { holderId: string; message: string }>();
+export interface HeldCreate {
+  /** Swarm id of the service that holds the deployment. */
+  holderId: string;
+  message: string;
+}
+
+export function heldElsewhere(actions: readonly Action[], desired: readonly Deployment[], unmanaged: readonly UnmanagedService[]): Map<string, HeldCreate> {
+  const held = new Map<string, HeldCreate>();
   if (unmanaged.length === 0) return held;
   const byId = new Map(desired.map((d) => [d.id, d]));
   for (const a of actions) {

@@ -76,7 +76,10 @@ export async function ensureOrgNetwork(
       // Swarm accepts overlapping explicit subnets: if another agent took an overlapping one at
       // the same moment, the network with the larger id gives way (both sides decide alike).
       const rival = (await listNetworks(docker)).find((n) => n.Id !== id && subnetsOf(n).some((s) => overlaps(s, subnet)));
-      if (!rival || rival.Id > id || attempt >= MAX_ATTEMPTS) return { id, created: true };
+      if (!rival || rival.Id > id || attempt >= MAX_ATTEMPTS) {
+        opts.logger?.info({ network: spec.Name, subnet: formatCidr(subnet), taskAddresses: usableAddresses(subnet.prefix) }, 'organization network created');
+        return { id, created: true };
+      }
       await engineCall(docker, { method: 'DELETE', path: `/networks/${encodeURIComponent(id)}` }).catch(() => {});
     }
   } catch (err) {
