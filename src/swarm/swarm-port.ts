@@ -1,4 +1,4 @@
-import { LABEL, ownedBy, ownershipFilter } from '../domain/labels.js';
+import { LABEL, ownershipFilter } from '../domain/labels.js';
 import type { Logger } from '../agent/logger.js';
 import { DEFAULT_ORG_NETWORK_POOL, DEFAULT_ORG_NETWORK_PREFIX } from '../agent/config-schema.js';
 import { parseCidr } from '../domain/subnets.js';
@@ -54,7 +54,7 @@ export function createSwarmPort(docker: EngineClient, opts: { workerId: string; 
       }
       return raw
         .map(toObservedService)
-        .filter((s) => s.labels[LABEL.managed] !== 'true' && !ownedBy(s.labels, opts.workerId))
+        .filter((s) => s.labels[LABEL.managed] !== 'true')
         .map((s) => ({ id: s.id, name: s.name, labels: s.labels, replicas: s.replicas }));
     },
 
