@@ -1,4 +1,4 @@
-import { LABEL } from '../domain/labels.js';
+import { LABEL, ownedBy } from '../domain/labels.js';
 import { heldElsewhere, plan, type Action, type HeldCreate, type ActualService, type UpdateState } from '../domain/planner.js';
 import { buildServiceSpec, type ServiceSpec } from '../domain/service-spec.js';
 import { hasDrifted } from '../domain/drift.js';
@@ -106,7 +106,7 @@ export class Reconciler {
   #lastPass: ReconcilePassView | undefined;
   /** Ids of the services this worker owned at the last pass, and of unmanaged ones holding back a create: their service events matter. */
   #ownedServiceIds = new Set<string>();
-  /** serviceIds of the desired set: container events carry them, whoever placed the task. */
+  /** serviceIds of the desired set: container events carry them, whoever placed the task (SkyPanelV2's orchestrator too). */
   #desiredServiceIds = new Set<string>();
   /** When the next waiting task crosses the unscheduled bound: the pass that reports it is due then. */
   #schedulingDeadline: number | undefined;
@@ -132,10 +132,7 @@ export class Reconciler {
     if (this.#stopped || !this.#desired) return;
     const ours =
       e.type === 'container'
-        ? CONTAINER_ACTIONS.has(e.action) &&
-          ((e.attributes[LABEL.managed] === 'true' && e.attributes[LABEL.workerId] === this.#deps.workerId) ||
-            // A task of a desired deployment placed by SkyPanelV2's orchestrator (observe mode reports those).
-            this.#desiredServiceIds.has(e.attributes[LABEL.serviceId] ?? ''))
+        ? CONTAINER_ACTIONS.has(e.action) && (ownedBy(e.attributes, this.#deps.workerId) || this.#desiredServiceIds.has(e.attributes[LABEL.serviceId] ?? ''))
         : e.type === 'service' && this.#ownedServiceIds.has(e.id);
     if (ours) this.#loop.runWithin(EVENT_COALESCE_MS);
   }
@@ -200,8 +197,7 @@ export class Reconciler {
     }
     const deploying = [...this.#states.values()].some((st) => st.derived.status === 'deploying');
     if (!deploying) return this.#resyncMs();
-    const untilDeadline = this.#schedulingDeadline === undefined ? Number.POSITIVE_INFINITY : Math.max(SETTLE_MIN_MS, this.#schedulingDeadline - Date.now());
-    const next = Math.min(this.#settleMs, untilDeadline);
+    const next = Math.min(this.#settleMs, this.#schedulingDeadline === undefined ? Infinity : Math.max(SETTLE_MIN_MS, this.#schedulingDeadline - Date.now()));
     this.#settleMs = Math.min(EVENTLESS_RESYNC_MS, this.#resyncMs(), this.#settleMs * 2);
     return next;
   }
