@@ -1,5 +1,6 @@
 // Mixed fleets on a real multi-node swarm: one Docker endpoint for every command (DOCKER_HOST at a
-// worker node), tasks placed by SkyPanelV2's own orchestrator observed on that node, and an
+// worker node), tasks placed by SkyPanelV2's own orchestrator observed on that node and never
+// duplicated by an agent writing through the manager (remote-manager mode), and an
 // organization network holding 300 services of one organization (beyond Docker's default /24).
 import { randomUUID } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
@@ -127,6 +128,26 @@ describe.skipIf(!ready.ok)('mixed fleets on a multi-node swarm', () => {
     for (const d of [web, crash]) expect(await servicesByLabel(mn.manager, `${LABEL.deploymentId}=${d.id}`)).toHaveLength(1);
     expect((await agent.stop()).code).toBe(0);
   }, 180_000);
+
+  it('remote-manager mode does not create a second service beside one SkyPanelV2 placed: failed, naming it', async () => {
+    const w = mn.workers[0]!;
+    const d = {
+      id: randomUUID(), serviceId: randomUUID(), organizationId: ORG, slug: 'placed-remote', imageTag: TEST_IMAGE, desiredState: 'running',
+      environmentVars: {}, resourceLimits: { cpuCores: 0.1, memoryMb: 16 }, command: ['sleep', '3600'],
+    };
+    const holderId = await createLikeSkyPanel(d, w.nodeId, ['sh', '-c', 'trap "exit 0" TERM; sleep 3600 & wait']);
+    const a = await startWorkerAgent({ cp, worker: w, workerId: randomUUID(), manager: { host: mn.tls.host, files: mn.tls.clients[0]! } });
+    workerAgents.push(a);
+    expect(await a.agent.waitForLog((l) => l.msg === 'agent started', 20_000)).toMatchObject({ reconcileMode: 'remote-manager' });
+    cp.setDeployments(a.workerId, [d]);
+    const status = () => cp.deploymentStatusOf(a.workerId).get(d.id);
+    await waitFor(() => status()?.status === 'failed', 30_000, () => a.agent.output.slice(-3000));
+    expect(status()!.message).toContain(`org-${ORG}-placed-remote (${holderId})`);
+    await new Promise((r) => setTimeout(r, 6_000));
+    expect(await servicesByLabel(mn.manager, `${LABEL.workerId}=${a.workerId}`)).toHaveLength(0);
+    expect(mn.tls.writes('skp-worker-0').filter((l) => l === 'POST /services/create')).toHaveLength(0);
+    expect((await a.agent.stop()).code).toBe(0);
+  }, 120_000);
 
   it(`runs ${SCALE} services of one organization on one overlay network, all running`, async () => {
     const w = mn.workers[0]!;
