@@ -98,8 +98,8 @@ export class Agent {
   /** The panel's heartbeat answer says an admin drained this worker (kept until an answer says otherwise). */
   #panelDraining = false;
   #usage: UsageLoop | undefined;
-  /** The port the status API is bound to (statusListen, or the one picked for port 0): no deployment may publish it. */
-  #statusPort: number | undefined;
+  /** Where the status API is bound (statusListen, or the port picked for port 0): no deployment may publish that port. */
+  #statusApi: { address: string; port: number } | undefined;
 
   constructor(opts: AgentOptions) {
     this.#opts = opts;
@@ -158,6 +158,11 @@ export class Agent {
 
   get bootId(): string {
     return this.#heartbeat.bootId;
+  }
+
+  /** Where the status API listens, once started. */
+  get statusApi(): { address: string; port: number } | undefined {
+    return this.#statusApi;
   }
 
   get lastHeartbeat(): HeartbeatRecord | undefined {
@@ -226,7 +231,7 @@ export class Agent {
     await this.#refreshEngine();
     this.#capacity = (await readCapacity(this.#engine?.dockerRootDir)).capacity;
     const listening = await this.#statusServer.start();
-    this.#statusPort = listening.port;
+    this.#statusApi = listening;
     const role = this.#engine?.swarmRole ?? 'none';
     this.#opts.logger.info(
       {
@@ -323,7 +328,7 @@ export class Agent {
       metrics: this.#metrics,
       logger,
       watchEngineEvents: swarm ? this.#opts.watchEngineEvents : undefined,
-      parse: { hostPorts: { statusPort: this.#statusPort, allowed: config.allowedHostPorts }, hostCpus: this.#engine?.ncpu },
+      parse: { hostPorts: { statusPort: this.#statusApi?.port, allowed: config.allowedHostPorts }, hostCpus: this.#engine?.ncpu },
     });
     await this.#deployments.start();
   }

@@ -1,6 +1,7 @@
 import { pino, type Logger, type LoggerOptions } from 'pino';
 import { createRequire } from 'node:module';
 import { redact, REDACTED, type KnownSecrets } from '../secret.js';
+import { withJournalPriority, writesToJournal } from './journald.js';
 
 export type { Logger };
 
@@ -30,6 +31,9 @@ export function createLogger(setup: LoggerSetup = {}): Logger {
     level: setup.level ?? 'info',
     redact: { paths: REDACT_PATHS, censor: REDACTED },
     base: { pid: process.pid },
+    // "level":"warn", not 40: journald, Loki and jq users read the word, and the journald prefix
+    // below is derived from it.
+    formatters: { level: (label) => ({ level: label }) },
   };
   const known = setup.secrets;
   // On the serialised line, so a secret in a message, an error text or any field is caught.
@@ -39,7 +43,9 @@ export function createLogger(setup: LoggerSetup = {}): Logger {
     // In-thread pretty stream: no transport worker thread, which would cost ~10 MB of RSS.
     const require = createRequire(import.meta.url);
     const prettyFactory = require('pino-pretty') as (o: object) => NodeJS.WritableStream;
-    return pino(options, prettyFactory({ colorize: true, translateTime: 'SYS:standard', ignore: 'pid,hostname,name' }));
+    return pino(options, prettyFactory({ colorize: true, translateTime: 'SYS:standard', ignore: 'pid,hostname,name', singleLine: true }));
   }
-  return pino(options, setup.destination ?? pino.destination({ fd: 1, sync: true }));
+  if (setup.destination) return pino(options, setup.destination);
+  const stdout = pino.destination({ fd: 1, sync: true });
+  return pino(options, writesToJournal(1) ? withJournalPriority(stdout) : stdout);
 }

@@ -40,6 +40,8 @@ export interface DevOptions {
   deploymentsFile?: string;
   /** false: write no service rows (the worker only registers and heartbeats). */
   seed: boolean;
+  /** The agent's status API address; the default (0.0.0.0:9740) otherwise. */
+  statusListen?: string;
   /** Short usage periods so billing rows arrive within a minute. */
   usagePeriodSec?: number;
   logger: Logger;
@@ -102,6 +104,7 @@ export async function runDev(opts: DevOptions): Promise<void> {
     path: configPath,
     flags: {
       stateDir: join(dirname(configPath), 'state'),
+      statusListen: opts.statusListen,
       usagePeriodSec,
       usageSampleIntervalSec: usagePeriodSec === undefined ? undefined : Math.max(1, Math.min(15, Math.floor(usagePeriodSec / 4))),
     },

@@ -8,6 +8,7 @@ import { DEFAULT_CONFIG_PATH, type AgentConfig } from '../agent/config-schema.js
 import { describeEndpoint, dockerEndpointFor, loadConfig, type DockerEndpoint } from '../agent/config.js';
 import { ControlPlaneClient } from '../agent/control-plane-client.js';
 import { reconcileModeFor } from '../agent/registration.js';
+import { boundListen, readStatusAddress } from '../agent/status-address.js';
 import { parseListen } from '../agent/status-server.js';
 import { HostLoadCollector, diskPathFor } from '../collectors/host-metrics.js';
 import { CpuSampler } from '../collectors/cpu.js';
@@ -290,7 +291,14 @@ async function checkToken(cfg: ConfigState, panel: PanelState, dockerState: Dock
     const res = await client.postJson(`/api/workers/${encodeURIComponent(config.workerId)}/heartbeat`, body);
     const renew = 'get a new worker token from the panel, then: skypanel-agent register --control-plane URL --token-file FILE';
     if (res.ok) {
-      if (res.status === 200) return pass(`heartbeat for worker ${config.workerId} accepted (HTTP 200, ${res.rttMs} ms)`);
+      // What a 200 proves depends on the panel: stock SkyPanelV2 checks the token's signature and
+      // that it names this worker id, not that the worker row still exists. Say so, not more.
+      if (res.status === 200) {
+        return pass(
+          `heartbeat for worker ${config.workerId} accepted (HTTP 200, ${res.rttMs} ms): the panel verified the token's signature and worker id; ` +
+            'this does not prove the worker still exists in the panel (a stock SkyPanelV2 accepts the token of a deleted worker too): check its Workers page',
+        );
+      }
       return warn(`heartbeat answered HTTP ${res.status}, not 200`, 'check that controlPlaneUrl is the panel itself, not a proxy page');
     }
     if (res.kind !== 'http') return fail(`heartbeat failed: ${res.message}`, 'check the control plane and the network');
@@ -337,7 +345,9 @@ function tryBind(host: string, port: number): Promise<NodeJS.ErrnoException | un
 }
 
 async function checkStatusPort(config: AgentConfig | undefined, env: NodeJS.ProcessEnv, timeoutMs: number): Promise<Outcome> {
-  const listen = config?.statusListen ?? env.SKYPANEL_AGENT_STATUS_LISTEN ?? '0.0.0.0:9740';
+  // Where the agent last listened (run --status-listen, an environment drop-in, port 0) wins over the config.
+  const remembered = config ? await readStatusAddress(config.stateDir) : undefined;
+  const listen = remembered ? boundListen(remembered) : (config?.statusListen ?? env.SKYPANEL_AGENT_STATUS_LISTEN ?? '0.0.0.0:9740');
   const { host, port } = parseListen(listen);
   if (port === 0) return pass(`statusListen ${listen}: the agent takes any free port`);
   const err = await tryBind(host, port);
@@ -346,7 +356,7 @@ async function checkStatusPort(config: AgentConfig | undefined, env: NodeJS.Proc
   if (err.code === 'EADDRNOTAVAIL') return fail(`${host} is not an address of this host`, 'set statusListen to an address of this host, or 0.0.0.0:PORT');
   if (err.code !== 'EADDRINUSE') return fail(`cannot bind ${listen} (${err.code ?? err.message})`);
   // Taken: fine if it is the running agent itself, which answers /healthz with its own shape.
-  const tls = config?.statusTlsCert !== undefined;
+  const tls = remembered?.tls ?? config?.statusTlsCert !== undefined;
   const base = statusUrlFromListen(listen, { tls });
   try {
     // Whatever holds the port may use a self-signed certificate: only its answer matters here.

@@ -1,10 +1,10 @@
 // First, before commander and the rest run: the CPU sample the first heartbeat's figure starts from.
 import { PROCESS_START_CPU } from './process-start.js';
-import { Command, InvalidArgumentError, Option } from 'commander';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { AGENT_VERSION } from '../version.js';
 // Each command's module is imported when that command runs: `run` on a host should not carry the
 // code of `dev` (a whole reference control plane), `install` or `doctor` in its memory.
-import { AgentError, exitCodeFor } from '../errors.js';
+import { AgentError, EXIT, exitCodeFor } from '../errors.js';
 import { KnownSecrets, redact, Secret } from '../secret.js';
 import { DEFAULT_CONFIG_PATH } from '../agent/config-schema.js';
 import { loadConfig } from '../agent/config.js';
@@ -17,6 +17,13 @@ function positiveInt(name: string) {
   };
 }
 
+function portNumber(name: string) {
+  return (v: string): number => {
+    if (!/^\d{1,5}$/.test(v) || Number(v) > 65535) throw new InvalidArgumentError(`${name} must be a port number from 0 to 65535`);
+    return Number(v);
+  };
+}
+
 const say = (line: string) => process.stderr.write(`${line}\n`);
 
 /** `secrets`: what this process learns (tokens, deployment secrets), redacted from logs and the final error line. */
@@ -25,6 +32,9 @@ export function buildProgram(secrets = new KnownSecrets()): Command {
     .description('Worker-node agent of the SkyPanelV2 Container Platform')
     .version(AGENT_VERSION, '-V, --version')
     .showHelpAfterError('(run with --help for usage)')
+    // Commander's own parse errors throw instead of exiting 1, so main() can exit 64 (EX_USAGE).
+    // Set before any .command(): subcommands copy it when they are created.
+    .exitOverride()
     .addHelpText('after', `
 Examples:
   $ skypanel-agent dev                                   # everything local, to see it work
@@ -44,6 +54,8 @@ Examples:
     .option('--config <path>', 'config file to write', DEFAULT_CONFIG_PATH)
     .option('--heartbeat-interval <seconds>', 'seconds between heartbeats', positiveInt('--heartbeat-interval'))
     .option('--docker-socket <path>', 'Docker Engine API socket')
+    .option('--state-dir <path>', 'durable state directory, written into the config')
+    .option('--status-listen <host:port>', 'status API address, written into the config (default 0.0.0.0:9740)')
     .option('--swarm-join-token <token>', 'join the swarm first with this token (or --swarm-join-token-file)')
     .option('--swarm-join-token-file <path>', 'read the swarm join token from a file')
     .option('--swarm-manager <host:port>', 'manager address to join through')
@@ -71,6 +83,8 @@ Examples:
         ipAddress: o.ipAddress as string | undefined,
         heartbeatIntervalSec: o.heartbeatInterval as number | undefined,
         dockerSocket: o.dockerSocket as string | undefined,
+        stateDir: o.stateDir as string | undefined,
+        statusListen: o.statusListen as string | undefined,
         swarmJoinToken: joinToken,
         swarmManager: o.swarmManager as string | undefined,
         logger,
@@ -81,9 +95,10 @@ Examples:
 
   program
     .command('run')
-    .description('run the agent daemon: heartbeats (and, later, reconciliation) until SIGTERM')
+    .description('run the agent daemon: heartbeats, desired-state polls, reconciliation, usage metering and the status API until SIGTERM; SIGHUP re-reads the config')
     .option('--config <path>', 'config file', DEFAULT_CONFIG_PATH)
     .option('--heartbeat-interval <seconds>', 'seconds between heartbeats (default 30)', positiveInt('--heartbeat-interval'))
+    .option('--poll-interval <seconds>', 'seconds between desired-state polls (default 30)', positiveInt('--poll-interval'))
     .option('--docker-socket <path>', 'Docker Engine API socket')
     .option('--state-dir <path>', 'durable state directory')
     .option('--status-listen <host:port>', 'status API address (default 0.0.0.0:9740)')
@@ -91,47 +106,45 @@ Examples:
     .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']))
     .addHelpText('after', `
 Configuration precedence: flags > SKYPANEL_AGENT_* environment > config file > defaults.
+SIGHUP (systemctl reload skypanel-agent) re-reads the config file and environment, keeps these flags,
+and restarts the agent in-process; a config that does not load is logged and changes nothing.
+Exit codes: 0 stopped by a signal, 1 failure, 64 usage error, 78 configuration error.
 Examples:
   $ skypanel-agent run
   $ SKYPANEL_AGENT_LOG_LEVEL=debug skypanel-agent run --heartbeat-interval 10`)
     .action(async (o: Record<string, string | number | undefined>) => {
-      const run: typeof import('./run.js') = await import('./run.js');
-      const path = o.config as string;
-      const { config, dockerEndpoint } = await loadConfig({
-        path,
+      const { runDaemon } = await import('./run.js');
+      await runDaemon({
+        configPath: o.config as string,
         flags: {
           heartbeatIntervalSec: o.heartbeatInterval,
+          pollIntervalSec: o.pollInterval,
           dockerSocket: o.dockerSocket,
           stateDir: o.stateDir,
           statusListen: o.statusListen,
           usagePeriodSec: o.usagePeriod,
           logLevel: o.logLevel,
         },
+        secrets,
+        cpuBaseline: PROCESS_START_CPU,
       });
-      run.assertRegistered(config, path);
-      // Every log line is redacted of the token and, once known, of every deployment secret.
-      secrets.add(config.token);
-      const logger = createLogger({ level: config.logLevel, secrets });
-      const agent = await run.startAgent(config, logger, { secrets, cpuBaseline: PROCESS_START_CPU, dockerEndpoint });
-      run.stopOnSignals(() => agent.stop(), logger);
     });
 
   program
     .command('status')
-    .description("ask the local agent's status API and print a summary; exit 0 healthy, 1 unhealthy, 2 unreachable")
+    .description("ask the local agent's status API and print a summary; exit 0 healthy, 1 unhealthy, 2 unreachable, 3 answered but unreadable (token refused, not the agent)")
     .option('--config <path>', 'config file (for the token and status address)', DEFAULT_CONFIG_PATH)
-    .option('--url <url>', 'status API base URL (default: from statusListen, via loopback)')
+    .option('--url <url>', 'status API base URL (default: where the agent last listened, else statusListen; via loopback)')
     .option('--json', 'print the raw status and deployments as JSON')
     .addHelpText('after', `
 Examples:
   $ skypanel-agent status
   $ skypanel-agent status --json | jq .status.lastHeartbeat`)
     .action(async (o: { config: string; url?: string; json?: boolean }) => {
-      const { runStatus, statusUrlFromListen } = await import('./status.js');
+      const { runStatus, localStatusUrl } = await import('./status.js');
       const { config } = await loadConfig({ path: o.config });
-      const tls = config.statusTlsCert !== undefined;
       process.exitCode = await runStatus({
-        url: o.url ?? statusUrlFromListen(config.statusListen, { tls }),
+        url: o.url ?? (await localStatusUrl(config)),
         token: new Secret(config.token),
         json: o.json === true,
         timeoutMs: 5_000,
@@ -143,13 +156,14 @@ Examples:
   program
     .command('dev')
     .description('run the panel half on an embedded PostgreSQL (SkyPanelV2\'s tables), register, seed one service, and run the agent, in one process')
-    .option('--port <port>', 'panel port (0 = any free port)', (v) => Number(v), 0)
+    .option('--port <port>', 'panel port (0 = any free port)', portNumber('--port'), 0)
     .option('--heartbeat-interval <seconds>', 'seconds between heartbeats', positiveInt('--heartbeat-interval'), 10)
     .option('--config <path>', 'config file to write (default: a new temporary directory)')
     .option('--docker-socket <path>', 'Docker Engine API socket')
     .option('--database-url <url>', 'use this PostgreSQL (SkyPanelV2\'s database, or an empty one) instead of the embedded one')
     .option('--deployments <file>', 'write these deployments as rows assigned to the dev worker, instead of the hello-world seed')
     .option('--no-seed', 'write no service rows: the worker only registers and heartbeats')
+    .option('--status-listen <host:port>', "the agent's status API address (default 0.0.0.0:9740)")
     .option('--usage-period <seconds>', 'usage period length (default 60 in dev, so records arrive quickly)', positiveInt('--usage-period'), 60)
     .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
     .addHelpText('after', `
@@ -170,6 +184,7 @@ Examples:
         databaseUrl: o.databaseUrl as string | undefined,
         deploymentsFile: o.deployments as string | undefined,
         seed: (o.seed as unknown) !== false,
+        statusListen: o.statusListen as string | undefined,
         usagePeriodSec: o.usagePeriod as number,
         logger,
         say,
@@ -337,6 +352,11 @@ export async function main(argv: string[] = process.argv): Promise<void> {
   try {
     await buildProgram(secrets).parseAsync(argv);
   } catch (err) {
+    if (err instanceof CommanderError) {
+      // Commander already printed its message (or the help or version asked for).
+      process.exitCode = err.exitCode === 0 ? EXIT.ok : EXIT.usage;
+      return;
+    }
     // One line, no stack: operators read this. AgentError messages are written without secrets;
     // anything else could quote one (a library's error echoing what it was given), so it is redacted too.
     const message = err instanceof AgentError ? err.message : `unexpected error: ${(err as Error)?.message ?? String(err)}`;

@@ -1,10 +1,11 @@
 import { AgentError } from '../errors.js';
 import { Secret } from '../secret.js';
-import { DEFAULT_CONFIG_PATH } from '../agent/config-schema.js';
+import { DEFAULT_CONFIG_PATH, configSchema } from '../agent/config-schema.js';
 import { describeEndpoint, dockerEndpointFor, readConfigFile, writeConfigFile } from '../agent/config.js';
 import { ControlPlaneClient } from '../agent/control-plane-client.js';
 import type { Logger } from '../agent/logger.js';
 import { buildRegisterRequest, registerWorker } from '../agent/registration.js';
+import { addressScope } from '../collectors/address.js';
 import { createEngineProbe } from '../swarm/engine-probe.js';
 import { joinSwarm } from '../swarm/join.js';
 
@@ -18,6 +19,9 @@ export interface RegisterOptions {
   dockerSocket?: string;
   /** For the Docker endpoint resolution (SKYPANEL_AGENT_DOCKER_SOCKET, DOCKER_HOST); default process.env. */
   env?: NodeJS.ProcessEnv;
+  /** Written into the config, so `run`, `status` and `doctor` all use them. */
+  stateDir?: string;
+  statusListen?: string;
   swarmJoinToken?: Secret;
   swarmManager?: string;
   timeoutMs?: number;
@@ -42,6 +46,11 @@ export async function runRegister(opts: RegisterOptions): Promise<RegisterResult
     if (!/^https?:$/.test(url.protocol)) throw new Error('scheme');
   } catch {
     throw new AgentError('SKP_ERR_USAGE', `--control-plane must be an http:// or https:// URL`, { field: 'controlPlaneUrl' });
+  }
+  // Flags that go into the config are checked before anything has side effects.
+  for (const [key, flag] of [['stateDir', '--state-dir'], ['statusListen', '--status-listen']] as const) {
+    const r = configSchema.shape[key].safeParse(opts[key]);
+    if (opts[key] !== undefined && !r.success) throw new AgentError('SKP_ERR_USAGE', `${flag} ${r.error.issues[0]?.message ?? 'is invalid'}`, { field: key });
   }
   // Refuse an insecure existing config before doing anything with side effects.
   await readConfigFile(configPath);
@@ -85,9 +94,19 @@ export async function runRegister(opts: RegisterOptions): Promise<RegisterResult
       // Pinned in the config unless it is the default: a later `run` without the same environment
       // (the systemd unit has no DOCKER_HOST) must still drive the engine that was registered.
       ...(endpoint.source !== 'default' ? { dockerSocket: endpoint.socketPath } : {}),
+      ...(opts.stateDir !== undefined ? { stateDir: opts.stateDir } : {}),
+      ...(opts.statusListen !== undefined ? { statusListen: opts.statusListen } : {}),
     });
     say(`registered worker ${workerId} (${req.hostname}, ${req.ipAddress}, ${req.capacity.cpuCores} cores, ${req.capacity.memoryMb} MiB, ${req.capacity.diskGb} GiB)`);
     say(`config written to ${configPath} (mode 0600)`);
+    const scope = addressScope(req.ipAddress);
+    if (scope !== 'public') {
+      say(
+        `warning: the reported address ${req.ipAddress} is ${scope === 'loopback' ? 'a loopback address' : `a ${scope} address`}: ` +
+          `deployments' public URLs will only work from ${scope === 'loopback' ? 'this host' : 'its network'}. ` +
+          'If users reach this host at another address, register again with --ip-address ADDRESS',
+      );
+    }
     return { workerId, configPath, swarmNodeId: snapshot?.swarmNodeId ?? null };
   } finally {
     await engine.close();

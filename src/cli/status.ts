@@ -2,7 +2,23 @@ import { request as httpRequest, type ClientRequest, type IncomingHttpHeaders, t
 import { request as httpsRequest } from 'node:https';
 import { z } from 'zod';
 import type { Secret } from '../secret.js';
+import type { AgentConfig } from '../agent/config-schema.js';
+import { boundListen, readStatusAddress } from '../agent/status-address.js';
 import { parseListen } from '../agent/status-server.js';
+
+/**
+ * `status` exit codes, for scripts and monitoring checks; none is shared with the CLI's usage (64)
+ * and config (78) errors.
+ */
+export const STATUS_EXIT = {
+  healthy: 0,
+  /** The agent answered: Docker is down, or the last heartbeat was not accepted (or none yet). */
+  unhealthy: 1,
+  /** Nothing answered: the agent is not running, or not at that address (refused, timeout). */
+  unreachable: 2,
+  /** Something answered but not with a readable status: the token was refused, an HTTP error, not JSON, another program. */
+  unreadable: 3,
+} as const;
 
 export interface StatusCliOptions {
   /** Base URL of the local status API, e.g. http://127.0.0.1:9740 */
@@ -14,6 +30,13 @@ export interface StatusCliOptions {
   /** Where the `unhealthy:` and `cannot reach` lines go; defaults to `out`. */
   err?: (s: string) => void;
   now?: () => number;
+}
+
+/** Where the agent last listened (its state dir), else the config's statusListen. */
+export async function localStatusUrl(config: AgentConfig): Promise<string> {
+  const remembered = await readStatusAddress(config.stateDir);
+  if (remembered) return statusUrlFromListen(boundListen(remembered), { tls: remembered.tls });
+  return statusUrlFromListen(config.statusListen, { tls: config.statusTlsCert !== undefined });
 }
 
 /** The agent listens on a wildcard; the CLI runs on the same host and talks to loopback. */
@@ -58,7 +81,13 @@ const deploymentsSchema = z.object({ deployments: z.array(deploymentSchema) });
 type StatusBody = z.infer<typeof statusSchema>;
 type DeploymentRow = z.infer<typeof deploymentSchema>;
 
-class Unreachable extends Error {}
+class Unreachable extends Error {
+  constructor(message: string, readonly exitCode: number = STATUS_EXIT.unreachable) {
+    super(message);
+  }
+}
+
+const unreadable = (message: string) => new Unreachable(message, STATUS_EXIT.unreadable);
 
 const MAX_BODY_BYTES = 4 << 20;
 
@@ -198,19 +227,19 @@ async function getJson(base: string, path: string, opts: StatusCliOptions, signa
     const code = e.code ?? e.cause?.code;
     throw new Unreachable(e.name === 'TimeoutError' ? `no answer within ${opts.timeoutMs} ms` : `${code ? `${code}: ` : ''}${transportMessage(e)}`);
   }
-  if (res.truncated) throw new Unreachable(`${path} answered more than ${MAX_BODY_BYTES} bytes`);
-  if (res.statusCode === 401) throw new Unreachable('the agent refused the token (HTTP 401); use the worker token from the agent config');
-  if (res.statusCode !== 200) throw new Unreachable(`${path} answered HTTP ${res.statusCode}`);
+  if (res.truncated) throw unreadable(`${path} answered more than ${MAX_BODY_BYTES} bytes`);
+  if (res.statusCode === 401) throw unreadable('the agent refused the token (HTTP 401); use the worker token from the agent config');
+  if (res.statusCode !== 200) throw unreadable(`${path} answered HTTP ${res.statusCode}`);
   try {
     return JSON.parse(res.body.toString('utf8'));
   } catch {
-    throw new Unreachable(`${path} answered something that is not JSON`);
+    throw unreadable(`${path} answered something that is not JSON`);
   }
 }
 
 function parse<T>(schema: z.ZodType<T>, value: unknown, path: string): T {
   const r = schema.safeParse(value);
-  if (!r.success) throw new Unreachable(`${path} answered an unexpected shape (${r.error.issues[0]?.path.join('.') ?? '?'}: ${r.error.issues[0]?.message ?? ''})`);
+  if (!r.success) throw unreadable(`${path} answered an unexpected shape (${r.error.issues[0]?.path.join('.') ?? '?'}: ${r.error.issues[0]?.message ?? ''})`);
   return r.data;
 }
 
@@ -288,7 +317,7 @@ export function renderSummary(status: StatusBody, deployments: DeploymentRow[], 
   return lines.join('\n');
 }
 
-/** Exit codes: 0 healthy, 1 agent answers but is unhealthy, 2 agent unreachable or token refused. */
+/** Exit codes: STATUS_EXIT. */
 export async function runStatus(opts: StatusCliOptions): Promise<number> {
   const err = opts.err ?? opts.out;
   const base = opts.url.replace(/\/+$/, '');
@@ -311,11 +340,11 @@ export async function runStatus(opts: StatusCliOptions): Promise<number> {
       opts.out(renderSummary(status, deployments, (opts.now ?? Date.now)()));
       if (reason) err(`unhealthy: ${reason}`);
     }
-    return reason ? 1 : 0;
+    return reason ? STATUS_EXIT.unhealthy : STATUS_EXIT.healthy;
   } catch (e) {
     if (e instanceof Unreachable) {
-      err(`cannot reach the agent at ${base}: ${e.message}`);
-      return 2;
+      err(`${e.exitCode === STATUS_EXIT.unreachable ? 'cannot reach the agent' : 'cannot read the status of the agent'} at ${base}: ${e.message}`);
+      return e.exitCode;
     }
     throw e;
   } finally {

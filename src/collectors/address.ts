@@ -64,3 +64,27 @@ export async function localAddressToward(url: string): Promise<string> {
     sock.close();
   }
 }
+
+export type AddressScope = 'loopback' | 'private' | 'link-local' | 'public';
+
+/**
+ * Which network an address belongs to, for the warning at register: SkyPanelV2 builds a
+ * deployment's public URL from the worker's address, and a loopback or private one only works
+ * from this host or its LAN. Takes either form toPanelIp returns (dotted IPv4, full IPv6).
+ */
+export function addressScope(ip: string): AddressScope {
+  const v4 = /^(\d+)\.(\d+)\.\d+\.\d+$/.exec(ip);
+  if (v4) {
+    const [a, b] = [Number(v4[1]), Number(v4[2])];
+    if (a === 127) return 'loopback';
+    if (a === 169 && b === 254) return 'link-local';
+    // RFC 1918, and RFC 6598 carrier-grade NAT (100.64/10): not reachable from the internet either.
+    if (a === 10 || (a === 172 && b >= 16 && b <= 31) || (a === 192 && b === 168) || (a === 100 && b >= 64 && b <= 127)) return 'private';
+    return 'public';
+  }
+  const full = isIP(ip) === 6 ? expandIpv6(ip) : ip;
+  if (full === '0000:0000:0000:0000:0000:0000:0000:0001') return 'loopback';
+  if (/^fe[89ab]/.test(full)) return 'link-local';
+  if (/^f[cd]/.test(full)) return 'private';
+  return 'public';
+}

@@ -121,7 +121,7 @@ describe.skipIf(!ready.ok)('remote-manager mode: an agent on a swarm worker writ
     try {
       const app = web('must-never-run', { slug: 'wrong-ca' });
       cp.setDeployments(a.workerId, [app]);
-      const line = await a.agent.waitForLog((l) => l.level === 40 && /swarmManagerCa/.test(String(l.err ?? '')), 30_000);
+      const line = await a.agent.waitForLog((l) => l.level === 'warn' && /swarmManagerCa/.test(String(l.err ?? '')), 30_000);
       expect(String(line.err)).toContain(mn.tls.host);
       expect(await servicesByLabel(mn.manager, `${LABEL.serviceId}=${app.serviceId}`)).toHaveLength(0);
       // The agent hung up on the manager, not the other way round: nothing reached the Engine API.
@@ -137,7 +137,7 @@ describe.skipIf(!ready.ok)('remote-manager mode: an agent on a swarm worker writ
     const requestsBefore = mn.tls.requests.length;
     const app = web('must-never-run', { slug: 'rogue' });
     cp.setDeployments(a.workerId, [app]);
-    const line = await a.agent.waitForLog((l) => l.level === 40 && /TLS|certificate/i.test(String(l.err ?? l.msg)), 30_000);
+    const line = await a.agent.waitForLog((l) => l.level === 'warn' && /TLS|certificate/i.test(String(l.err ?? l.msg)), 30_000);
     process.stderr.write(`[multinode] agent with a foreign client certificate logged: ${JSON.stringify(line)}\n`);
     expect(String(line.err ?? line.msg)).toMatch(new RegExp(mn.tls.host.replace(/\./g, '\\.')));
     // Give it a few more passes: still nothing.

@@ -265,6 +265,9 @@ describe('the systemd unit', () => {
       'ProtectSystem=strict', 'ReadWritePaths=/var/lib/skypanel-agent /etc/skypanel-agent', 'CapabilityBoundingSet=',
       'RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6', 'SystemCallFilter=@system-service', 'MemoryMax=256M', 'UMask=0077',
       'StateDirectory=skypanel-agent', 'ConfigurationDirectory=skypanel-agent', 'MemoryDenyWriteExecute=yes',
+      // A config error (exit 78, EX_CONFIG) is not retried, a crash loop ends, logs are tagged, reload is SIGHUP.
+      'RestartPreventExitStatus=78', 'StartLimitIntervalSec=600', 'StartLimitBurst=10', 'SyslogIdentifier=skypanel-agent',
+      'ExecReload=/bin/kill -HUP $MAINPID',
     ]) {
       expect(template.split('\n'), line).toContain(line);
     }
@@ -344,13 +347,13 @@ describe('install', () => {
     expect(await readFile(join(root, UNIT), 'utf8')).toContain(`ExecStart=${expectedExecStart()}`);
   });
 
-  it('refuses --control-plane without --token-file (exit 2) and a token file others can read, changing nothing', async () => {
+  it('refuses --control-plane without --token-file (exit 64) and a token file others can read (78), changing nothing', async () => {
     const root = await newRoot();
     const half = await runCli(['install', '--root', root, '--control-plane', cp.url]);
-    expect(half.code).toBe(2);
+    expect(half.code).toBe(64);
     expect(half.stderr).toMatch(/--control-plane and --token-file go together/);
     const open = await runCli(['install', '--root', root, '--control-plane', cp.url, '--token-file', await tokenFile('tok-open-install', 0o644)]);
-    expect(open.code).toBe(2);
+    expect(open.code).toBe(78);
     expect(open.stderr).toMatch(/mode 0644.*chmod 600/);
     expect(await readdir(root)).toEqual([]);
   });

@@ -37,7 +37,7 @@ describe('control plane outage', () => {
       await waitFor(() => (cp.workers.get(workerId)?.heartbeats ?? 0) >= 1, 20_000, () => agent.output);
       expect(agent.logs().some((l) => l.msg === 'heartbeat accepted again after failures' || l.msg === 'registered again')).toBe(true);
       // An outage is a few warn lines, not one per attempt.
-      expect(agent.logs().filter((l) => l.level === 40 && l.outcome === 'network').length).toBeLessThanOrEqual(2);
+      expect(agent.logs().filter((l) => l.level === 'warn' && l.outcome === 'network').length).toBeLessThanOrEqual(2);
     } finally {
       await agent.stop('SIGKILL');
       await cp.close();

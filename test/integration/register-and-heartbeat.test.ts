@@ -78,12 +78,12 @@ describe('register', () => {
     expect(res.code, res.stderr).toBe(0);
   });
 
-  it('refuses a token file others can read', async () => {
+  it('refuses a token file others can read (exit 78, EX_CONFIG)', async () => {
     const tokenFile = join(dir, 'open.token');
     await writeFile(tokenFile, cp.mintToken(randomUUID()));
     await chmod(tokenFile, 0o644);
     const res = await runCli(['register', '--control-plane', cp.url, '--token-file', tokenFile, '--config', join(dir, 'x.json')]);
-    expect(res.code).toBe(2);
+    expect(res.code).toBe(78);
     expect(res.stderr).toMatch(/mode 0644.*chmod 600/);
   });
 
@@ -191,16 +191,16 @@ describe('run: heartbeats', () => {
 });
 
 describe('run: bad local input', () => {
-  it('a missing config exits 2 and says to register', async () => {
+  it('a missing config exits 78 (EX_CONFIG) and says to register', async () => {
     const res = await runCli(['run', '--config', join(dir, 'nope.json')]);
-    expect(res.code).toBe(2);
+    expect(res.code).toBe(78);
     expect(res.stderr).toMatch(/"controlPlaneUrl".*register/);
   });
 
-  it('an invalid flag value exits 2 naming the key', async () => {
+  it('an invalid environment value exits 78 naming the key', async () => {
     const { config } = await registered();
     const res = await runCli(['run', '--config', config], { env: { SKYPANEL_AGENT_HEARTBEAT_INTERVAL: '9999' } });
-    expect(res.code).toBe(2);
+    expect(res.code).toBe(78);
     expect(res.stderr).toMatch(/"heartbeatIntervalSec" \(from SKYPANEL_AGENT_HEARTBEAT_INTERVAL\)/);
   });
 });

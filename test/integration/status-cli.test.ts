@@ -95,10 +95,10 @@ describe('skypanel-agent status', () => {
     }
   });
 
-  it('exits 2 when the agent refuses the token, without printing it', async () => {
+  it('exits 3 (answered, unreadable) when the agent refuses the token, without printing it', async () => {
     const r = await status({ token: `${FIXTURE.TOKEN}x` });
-    expect(r.code).toBe(2);
-    expect(r.out).toBe(`cannot reach the agent at ${url}: the agent refused the token (HTTP 401); use the worker token from the agent config`);
+    expect(r.code).toBe(3);
+    expect(r.out).toBe(`cannot read the status of the agent at ${url}: the agent refused the token (HTTP 401); use the worker token from the agent config`);
   });
 
   it('exits 2 when nothing listens', async () => {
