@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { expandIpv6, localAddressToward, toPanelIp } from '../../src/collectors/address.js';
+import { expandIpv6, localAddressToward, toPanelIp, addressScope } from '../../src/collectors/address.js';
 
 // SkyPanelV2's own acceptance rule for ipAddress.
 const panelAccepts = (ip: string) =>
@@ -30,5 +30,16 @@ describe('addresses the panel accepts', () => {
   it('finds the local address used to reach a loopback control plane', async () => {
     expect(await localAddressToward('http://127.0.0.1:3001')).toBe('127.0.0.1');
     expect(await localAddressToward('https://localhost')).toMatch(/^(127\.0\.0\.1|0000:0000:0000:0000:0000:0000:0000:0001)$/);
+  });
+});
+
+describe('addressScope: the warning at register', () => {
+  it.each([
+    ['127.0.0.1', 'loopback'], ['127.8.9.10', 'loopback'], ['0000:0000:0000:0000:0000:0000:0000:0001', 'loopback'],
+    ['10.0.0.5', 'private'], ['172.16.0.1', 'private'], ['172.31.255.1', 'private'], ['192.168.1.20', 'private'], ['100.64.0.1', 'private'],
+    ['fd00:0000:0000:0000:0000:0000:0000:0005', 'private'], ['169.254.1.1', 'link-local'], ['fe80:0000:0000:0000:0000:0000:0000:0001', 'link-local'],
+    ['172.32.0.1', 'public'], ['8.8.8.8', 'public'], ['100.128.0.1', 'public'], ['2001:0db8:0000:0000:0000:0000:0000:0001', 'public'],
+  ])('%s is %s', (ip, scope) => {
+    expect(addressScope(ip)).toBe(scope);
   });
 });
