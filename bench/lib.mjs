@@ -160,7 +160,7 @@ function agentEnv(extra, { unit = true } = {}) {
   const env = { ...process.env };
   for (const k of Object.keys(env)) if (k.startsWith('SKYPANEL_AGENT_')) delete env[k];
   delete env.NODE_OPTIONS;
-  return { ...env, ...(unit ? UNIT_ENV : {}), SKYPANEL_AGENT_STATUS_LISTEN: '127.0.0.1:0', ...extra };
+  return { ...env, ...(unit ? UNIT_ENV : {}), SKYPANEL_AGENT_STATUS_LISTEN: '127.0.0.1:0', SKYPANEL_AGENT_METRICS_LISTEN: '127.0.0.1:0', ...extra };
 }
 
 /** `skypanel-agent register` for a fresh worker id; returns what `run` needs. */

@@ -110,6 +110,7 @@ const agent = spawn(process.execPath, [bin, 'run', '--config', config], {
     ...baseEnv,
     SKYPANEL_AGENT_STATE_DIR: join(dir, 'state'),
     SKYPANEL_AGENT_STATUS_LISTEN: '127.0.0.1:0',
+    SKYPANEL_AGENT_METRICS_LISTEN: '127.0.0.1:0',
     SKYPANEL_AGENT_POLL_INTERVAL: '2',
     SKYPANEL_AGENT_RESYNC_INTERVAL: '10',
     SKYPANEL_AGENT_BACKOFF_CAP: '10',

@@ -12,7 +12,8 @@ import { HeartbeatLoop, type HeartbeatPayload, type HeartbeatRecord } from './he
 import type { Logger } from './logger.js';
 import { createAgentMetrics, type AgentMetrics } from './metrics.js';
 import { createStatusServer, type StatusServer } from './status-server.js';
-import type { ControlPlaneWaitView, StatusSource, StatusView } from './status-model.js';
+import { createMetricsServer, type MetricsServer } from './metrics-server.js';
+import { heartbeatOnlyReason, type ControlPlaneWaitView, type StatusSource, type StatusView } from './status-model.js';
 import { buildRegisterRequest, registerWorker, reconcileModeFor, type EngineSummary } from './registration.js';
 import { deploymentsEtagHint, panelWorkerStatus, type SwarmRole } from '../protocol/worker.js';
 import { DeploymentLoops, type EngineEventWatch } from './deployment-loops.js';
@@ -81,6 +82,7 @@ export class Agent {
   readonly #store: StateStore;
   readonly #secrets: KnownSecrets;
   readonly #forgetSecrets: (() => void)[];
+  readonly #metricsServer: MetricsServer | undefined;
   readonly startedAt = Date.now();
   readonly #workerId: string;
   readonly #token: Secret;
@@ -134,6 +136,15 @@ export class Agent {
       deployments: () => this.#deployments?.counts() ?? {},
       reportQueueDepth: () => (this.#deployments?.queueDepth ?? 0) + (this.#usage?.queueDepth ?? 0),
       stateWriteFailing: () => this.#store.health().failing,
+      usageUnsent: () => this.#usage?.queueDepth ?? 0,
+      usageDropped: () => this.#usage?.view().delivery.droppedRecords ?? 0,
+      engineEventsConnected: () => this.#deployments?.engineEventsConnected,
+      rejectedDeployments: () => this.#deployments?.rejectedCounts() ?? {},
+      heartbeatOnly: () => this.#heartbeatOnlyReason() !== null,
+    });
+    const { metricsListen, metricsToken } = config;
+    this.#metricsServer = metricsListen === 'off' ? undefined : createMetricsServer({
+      listen: metricsListen, token: metricsToken === undefined ? undefined : new Secret(metricsToken), render: () => this.#metrics.render(), logger: opts.logger.child({ component: 'metrics' }),
     });
     this.#store = new StateStore(config.stateDir, {
       logger: opts.logger.child({ component: 'state-dir' }),
@@ -193,6 +204,8 @@ export class Agent {
           lastReconcile: this.#deployments?.lastPass ?? null,
           deployments: this.#deployments?.counts() ?? {},
           stateDir: this.#store.health(),
+          deploymentsApi: this.#deployments?.deploymentsApi ?? 'unknown',
+          heartbeatOnly: this.#heartbeatOnlyReason(),
         };
       },
       degradedReason: () => {
@@ -232,6 +245,8 @@ export class Agent {
     this.#capacity = (await readCapacity(this.#engine?.dockerRootDir)).capacity;
     const listening = await this.#statusServer.start();
     this.#statusApi = listening;
+    // Metrics are a side channel: a taken port is logged, and heartbeats and deployments carry on.
+    await this.#metricsServer?.start().catch((err: Error) => this.#opts.logger.error({ err: err.message }, 'metrics listener not started; /metrics stays on the status API'));
     const role = this.#engine?.swarmRole ?? 'none';
     this.#opts.logger.info(
       {
@@ -290,6 +305,10 @@ export class Agent {
     return describeEndpoint(this.#opts.dockerEndpoint ?? { socketPath: this.#opts.config.dockerSocket, source: 'default' });
   }
 
+  #heartbeatOnlyReason(): string | null {
+    return heartbeatOnlyReason(this.#deployments?.deploymentsApi ?? 'unknown', this.#engine === undefined ? undefined : this.#mode(this.#engine.swarmRole));
+  }
+
   #mode(role: SwarmRole) {
     const { config } = this.#opts;
     return reconcileModeFor(role, { managerEndpoint: config.swarmManagerHost !== undefined, forceObserve: config.reconcileMode === 'observe' });
@@ -342,6 +361,7 @@ export class Agent {
     await this.#store.stop();
     for (const forget of this.#forgetSecrets) forget();
     await this.#statusServer.stop();
+    await this.#metricsServer?.stop();
     await this.#client.close();
     await this.#opts.engine.close?.();
     this.#opts.logger.info('agent stopped');

@@ -45,6 +45,8 @@ export const DEFAULT_ORG_NETWORK_PREFIX = 20;
 export const DEFAULT_UNSCHEDULED_TIMEOUT_SEC = 60;
 
 const ipv4Cidr = z.string().refine((v) => parseCidr(v) !== undefined, 'must be an IPv4 CIDR with zero host bits, e.g. 10.128.0.0/9');
+/** Loopback: a Prometheus on this host (or a node-exporter-style sidecar) scrapes it without any token. */
+export const DEFAULT_METRICS_LISTEN = '127.0.0.1:9741';
 
 const httpUrl = z
   .string()
@@ -88,6 +90,11 @@ export const configSchema = z.object({
     .string()
     .regex(/^(\[[0-9a-fA-F:.]+\]|[^:[\]\s]+):\d{1,5}$/, 'must be host:port or [ipv6]:port')
     .default('0.0.0.0:9740'),
+  metricsListen: z
+    .string()
+    .regex(/^(\[[0-9a-fA-F:.]+\]|[^:[\]\s]+):\d{1,5}$|^off$/, 'must be host:port, [ipv6]:port or off')
+    .default(DEFAULT_METRICS_LISTEN),
+  metricsToken: z.string().min(16, 'must be at least 16 characters').max(512).refine((t) => !/\s/.test(t), 'must not contain whitespace').optional(),
   statusTlsCert: z.string().min(1).optional(),
   statusTlsKey: z.string().min(1).optional(),
   // A string from the environment ("80,443,8000-8100"), a string or an array in the file.
@@ -147,6 +154,8 @@ export const CONFIG_KEYS: readonly ConfigKeyInfo[] = [
   { key: 'swarmManagerCert', env: 'SKYPANEL_AGENT_SWARM_MANAGER_CERT', description: 'Client certificate file for swarmManagerHost' },
   { key: 'swarmManagerKey', env: 'SKYPANEL_AGENT_SWARM_MANAGER_KEY', description: 'Client key file for swarmManagerHost' },
   { key: 'statusListen', env: 'SKYPANEL_AGENT_STATUS_LISTEN', flag: '--status-listen', default: '0.0.0.0:9740', description: 'Address of the status API (healthz, status, deployments, metrics)' },
+  { key: 'metricsListen', env: 'SKYPANEL_AGENT_METRICS_LISTEN', flag: '--metrics-listen', default: DEFAULT_METRICS_LISTEN, description: 'Address of the Prometheus /metrics listener, which needs no worker token; off to disable' },
+  { key: 'metricsToken', env: 'SKYPANEL_AGENT_METRICS_TOKEN', description: 'Optional bearer token (16+ characters) the metrics listener requires; not the worker token' },
   { key: 'statusTlsCert', env: 'SKYPANEL_AGENT_STATUS_TLS_CERT', description: 'PEM certificate file: serve the status API over HTTPS (with statusTlsKey)' },
   { key: 'statusTlsKey', env: 'SKYPANEL_AGENT_STATUS_TLS_KEY', description: 'PEM private key file for statusTlsCert' },
   { key: 'allowedHostPorts', env: 'SKYPANEL_AGENT_ALLOWED_HOST_PORTS', description: 'Host ports deployments may publish although reserved (22, 2375-2377, 4789, 7946 and all below 1024 are refused otherwise), e.g. `80,443` or `8000-8100`; the status port is never allowed' },

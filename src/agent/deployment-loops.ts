@@ -1,7 +1,7 @@
 import type { ParseOptions } from '../protocol/deployment.js';
 import type { BackoffPolicy } from './backoff.js';
 import type { ControlPlaneClient } from './control-plane-client.js';
-import { DesiredStatePoller, type DesiredSet } from './desired-state-poller.js';
+import { DesiredStatePoller, type DeploymentsApiMode, type DesiredSet } from './desired-state-poller.js';
 import type { SwarmPort } from './executor.js';
 import type { Logger } from './logger.js';
 import type { AgentMetrics } from './metrics.js';
@@ -149,8 +149,46 @@ export class DeploymentLoops {
     return this.#reconciler?.lastPass;
   }
 
+  get deploymentsApi(): DeploymentsApiMode {
+    return this.#poller.mode;
+  }
+
+  /** undefined when Docker's event stream is not watched (no reconciler, or no watcher given). */
+  get engineEventsConnected(): boolean | undefined {
+    return this.#events ? !this.#eventsLost : undefined;
+  }
+
+  /**
+   * The applied deployments, then those the panel sent malformed: reported failed, shown here with
+   * the reason. One whose id also came valid (listed twice) is shown once, as the valid one.
+   */
   views(): DeploymentView[] {
-    return this.#reconciler?.views() ?? [];
+    const applied = this.#reconciler?.views() ?? [];
+    const shown = new Set(applied.map((v) => v.id));
+    const rejected = this.#reportedRejected().flatMap((r): DeploymentView[] =>
+      r.id === null || shown.has(r.id) ? [] : [{
+        id: r.id, serviceId: r.serviceId ?? '', slug: '-', imageTag: '-', desiredState: 'running', observedStatus: 'failed', swarmServiceId: null,
+        replicas: { running: 0, desired: 0 }, publicUrl: null, lastError: `invalid deployment: ${r.message}`, environmentVarNames: [], secretNames: [],
+        rejected: { field: r.field, message: r.message },
+      }],
+    );
+    return [...applied, ...rejected];
+  }
+
+  /** The rejected deployments reported failed: not those whose id also came valid (listed twice). */
+  #reportedRejected() {
+    const valid = new Set(this.#desired?.deployments.map((d) => d.id) ?? []);
+    return (this.#desired?.rejected ?? []).filter((r) => r.id === null || !valid.has(r.id));
+  }
+
+  /** Rejected deployments by the top-level field that broke them, id or not (for the metrics). */
+  rejectedCounts(): Record<string, number> {
+    const counts: Record<string, number> = {};
+    for (const r of this.#reportedRejected()) {
+      const field = r.field.split(/[.[]/)[0] || 'other';
+      counts[field] = (counts[field] ?? 0) + 1;
+    }
+    return counts;
   }
 
   counts(): Record<string, number> {

@@ -1,5 +1,6 @@
-import { readdirSync } from 'node:fs';
 import type { HeartbeatOutcome, HeartbeatRecord } from './heartbeat-loop.js';
+import { registerStateGauges } from './state-gauges.js';
+import { renderProcessMetrics as renderProcessMetricsWith } from './process-metrics.js';
 
 /**
  * A minimal Prometheus registry rendering text exposition format 0.0.4. Written here instead of
@@ -92,6 +93,13 @@ abstract class Metric<L extends string, S> {
 
 export class Counter<L extends string = never> extends Metric<L, { value: number }> {
   readonly type = 'counter';
+  readonly #collect: (() => number) | undefined;
+
+  /** `collect`: a count kept elsewhere (e.g. the usage outbox's dropped records), read at render. */
+  constructor(opts: MetricOptions<L> & { collect?: () => number }) {
+    super(opts);
+    this.#collect = opts.collect;
+  }
 
   protected initial() {
     return { value: 0 };
@@ -114,6 +122,15 @@ export class Counter<L extends string = never> extends Metric<L, { value: number
   }
 
   protected samples(): string[] {
+    if (this.#collect) {
+      try {
+        const v = this.#collect();
+        const s = this.stateFor(undefined);
+        if (s && Number.isFinite(v) && v >= s.value) s.value = v;
+      } catch {
+        // keep the last value: a counter must not go down or vanish because a source failed
+      }
+    }
     if (this.labelNames.length === 0 && this.series.size === 0) this.stateFor(undefined);
     return [...this.series.values()].map((e) => `${this.name}${labelText(e.labels)} ${formatValue(e.state.value)}`);
   }
@@ -233,7 +250,7 @@ export class Registry {
     return m;
   }
 
-  counter<L extends string = never>(opts: MetricOptions<L>): Counter<L> {
+  counter<L extends string = never>(opts: MetricOptions<L> & { collect?: () => number }): Counter<L> {
     return this.#add(new Counter<L>(opts));
   }
 
@@ -252,30 +269,9 @@ export class Registry {
   }
 }
 
-function openFdCount(): number | undefined {
-  try {
-    // readdirSync holds one descriptor of its own on /proc/self/fd while listing; do not count it.
-    return readdirSync('/proc/self/fd').length - 1;
-  } catch {
-    return undefined; // not Linux, or /proc not mounted: leave the metric out
-  }
-}
-
-/** Read at render time from the running process; nothing is spawned and nothing is cached. */
+/** The process and Node.js metrics (prom-client's names); see process-metrics.ts. */
 export function renderProcessMetrics(): string {
-  const cpu = process.cpuUsage();
-  const mem = process.memoryUsage();
-  const rows: [string, 'gauge' | 'counter', string, number | undefined][] = [
-    ['process_resident_memory_bytes', 'gauge', 'Resident memory size in bytes.', mem.rss],
-    ['process_cpu_seconds_total', 'counter', 'Total user and system CPU time spent in seconds.', (cpu.user + cpu.system) / 1e6],
-    ['process_start_time_seconds', 'gauge', 'Start time of the process since unix epoch in seconds.', Math.round(Date.now() / 1000 - process.uptime())],
-    ['nodejs_heap_used_bytes', 'gauge', 'V8 heap in use in bytes.', mem.heapUsed],
-    ['process_open_fds', 'gauge', 'Number of open file descriptors.', openFdCount()],
-  ];
-  return rows
-    .filter((r): r is [string, 'gauge' | 'counter', string, number] => r[3] !== undefined)
-    .map(([name, type, help, v]) => `# HELP ${name} ${help}\n# TYPE ${name} ${type}\n${name} ${formatValue(v)}\n`)
-    .join('');
+  return renderProcessMetricsWith(formatValue);
 }
 
 /** Exhaustive on purpose: a new outcome fails to compile here, so every result series is pre-created. */
@@ -296,6 +292,15 @@ export interface AgentMetricsSources {
   dockerHealthy?: () => boolean;
   /** State files whose newest content is not on disk (StateStore.health().failing). */
   stateWriteFailing?: () => readonly { file: string }[];
+  /** Usage records waiting to be sent, and those dropped (outbox full, or refused by the panel) since start. */
+  usageUnsent?: () => number;
+  usageDropped?: () => number;
+  /** Docker's event stream: true connected, false lost, undefined when the agent does not watch it. */
+  engineEventsConnected?: () => boolean | undefined;
+  /** Deployments the panel sent that the agent refused to parse, per top-level field that broke them. */
+  rejectedDeployments?: () => Record<string, number>;
+  /** 1 while deployments are not applied here (stock panel without the deployments API, no swarm). */
+  heartbeatOnly?: () => boolean;
 }
 
 export interface AgentMetrics {
@@ -349,6 +354,10 @@ export function createAgentMetrics(sources: AgentMetricsSources = {}): AgentMetr
     name: 'skypanel_agent_report_queue_depth', help: 'Reports waiting to be sent to the control plane.',
     ...(queueSource ? { collect: queueSource } : {}),
   });
+  const lastHeartbeatOk = registry.gauge({
+    name: 'skypanel_agent_last_heartbeat_success_timestamp_seconds', help: 'Unix time of the last heartbeat the control plane accepted; 0 before the first.',
+  });
+  registerStateGauges(registry, sources);
   const dockerSource = sources.dockerHealthy;
   const dockerHealthy = registry.gauge({
     name: 'skypanel_agent_docker_healthy', help: '1 when the Docker Engine answered the last check, else 0.',
@@ -373,6 +382,7 @@ export function createAgentMetrics(sources: AgentMetricsSources = {}): AgentMetr
     stateWriteFailures, stateWriteFailing, stateFilesMovedAside,
     recordHeartbeat(record) {
       heartbeats.inc({ result: record.outcome in OUTCOMES ? record.outcome : 'other' });
+      if (record.outcome === 'accepted') lastHeartbeatOk.set(undefined, Math.round(record.at / 1000));
       // Only a real HTTP answer is a round trip; the time to a timeout or refused connection would skew the histogram.
       if (record.status !== undefined && record.rttMs !== undefined) heartbeatRtt.observe(undefined, record.rttMs / 1000);
     },

@@ -42,6 +42,17 @@ export interface StatusView {
   deployments: Record<string, number>;
   /** Files of the state directory that could not be written (the agent works from memory) or were moved aside at load. */
   stateDir: StateDirHealth;
+  /** Whether the panel serves the deployments API: 'heartbeat-only' against a stock SkyPanelV2. */
+  deploymentsApi: 'unknown' | 'available' | 'heartbeat-only';
+  /** Why deployments are not applied here (heartbeat-only mode), or null when they are. */
+  heartbeatOnly: string | null;
+}
+
+/** Why this agent only heartbeats, or null; `mode` is undefined while Docker has not answered. */
+export function heartbeatOnlyReason(api: StatusView['deploymentsApi'], mode: string | undefined): string | null {
+  if (api === 'heartbeat-only') return 'the control plane has no deployments API (stock SkyPanelV2): deployments are neither fetched nor applied';
+  if (mode === 'none') return 'this engine is in no swarm: deployments are fetched but cannot run here';
+  return null;
 }
 
 export interface DeploymentView {
@@ -58,6 +69,8 @@ export interface DeploymentView {
   /** Names only: values may be secrets and are never served. */
   environmentVarNames: string[];
   secretNames: string[];
+  /** Set when the panel sent this deployment malformed: reported failed, never applied. */
+  rejected?: { field: string; message: string };
 }
 
 /** Implemented by the running agent; the status server only reads through this. */

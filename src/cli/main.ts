@@ -103,6 +103,7 @@ Examples:
     .option('--state-dir <path>', 'durable state directory')
     .option('--status-listen <host:port>', 'status API address (default 0.0.0.0:9740)')
     .option('--usage-period <seconds>', 'usage period length (default 3600: hourly billing)', positiveInt('--usage-period'))
+    .option('--metrics-listen <host:port>', 'Prometheus /metrics listener, no worker token (default 127.0.0.1:9741; off to disable)')
     .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']))
     .addHelpText('after', `
 Configuration precedence: flags > SKYPANEL_AGENT_* environment > config file > defaults.
@@ -122,6 +123,7 @@ Examples:
           dockerSocket: o.dockerSocket,
           stateDir: o.stateDir,
           statusListen: o.statusListen,
+          metricsListen: o.metricsListen,
           usagePeriodSec: o.usagePeriod,
           logLevel: o.logLevel,
         },

@@ -66,6 +66,8 @@ const statusSchema = z.object({
     failing: z.array(z.object({ file: z.string(), error: z.string(), since: z.string() })),
     movedAside: z.array(z.object({ file: z.string() })),
   }).optional(),
+  // Optional: agents before this field did not send it.
+  heartbeatOnly: z.string().nullable().optional(),
 });
 const deploymentSchema = z.object({
   id: z.string(),
@@ -294,6 +296,7 @@ export function renderSummary(status: StatusBody, deployments: DeploymentRow[], 
     `docker      ${status.dockerHealthy ? 'ok' : 'DOWN'}${status.docker ? `, ${status.docker.endpoint}` : ''}`,
     `heartbeat   ${hb ? `${hb.outcome}${hb.status !== undefined ? ` (HTTP ${hb.status})` : ''} ${ago(hb.at, now)}${hb.rttMs !== undefined ? `, rtt ${hb.rttMs} ms` : ''}` : 'none yet'}`,
     ...(status.controlPlaneWait ? [`waiting     ${oneLine(status.controlPlaneWait.reason, 160)}`] : []),
+    ...(status.heartbeatOnly ? [`mode        HEARTBEAT-ONLY: ${oneLine(status.heartbeatOnly, 160)}`] : []),
     `reconcile   ${rc ? `${ago(rc.at, now)}, took ${rc.durationMs} ms, ${rc.actions.length} action(s)${failed ? `, ${failed} failed` : ''}` : 'none yet'}`,
   ];
   if (status.stateDir) {

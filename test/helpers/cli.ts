@@ -20,6 +20,7 @@ const baseEnv = (): NodeJS.ProcessEnv => {
   for (const k of Object.keys(env)) if (k.startsWith('SKYPANEL_AGENT_')) delete env[k];
   // Many agents run side by side in tests: each takes a free loopback port for its status API.
   env.SKYPANEL_AGENT_STATUS_LISTEN = '127.0.0.1:0';
+  env.SKYPANEL_AGENT_METRICS_LISTEN = '127.0.0.1:0';
   return env;
 };
 

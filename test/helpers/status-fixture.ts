@@ -37,6 +37,8 @@ export function fakeSource(over: Partial<StatusView> = {}) {
     lastReconcile: { at: new Date(Date.now() - 8000).toISOString(), durationMs: 120, actions: [{ kind: 'update', deploymentId: 'x', ok: true }] },
     deployments: { running: 1, failed: 1 },
     stateDir: { failing: [], movedAside: [], writeFailuresTotal: 0 },
+    deploymentsApi: 'available',
+    heartbeatOnly: null,
     ...over,
   };
   const source: StatusSource & { state: typeof state; view: StatusView } = {

@@ -172,7 +172,7 @@ describe('the systemd unit', () => {
     expect(reg.code, reg.stderr).toBe(0);
     const trace = join(dir, 'strace.out');
     const child = spawn(strace, ['-f', '-qq', '-o', trace, process.execPath, ...unitNodeArgs(template), BIN, 'run', '--config', traceConfig], {
-      env: { ...process.env, SKYPANEL_AGENT_STATUS_LISTEN: '127.0.0.1:0', SKYPANEL_AGENT_STATE_DIR: join(dir, 'strace-state') },
+      env: { ...process.env, SKYPANEL_AGENT_STATUS_LISTEN: '127.0.0.1:0', SKYPANEL_AGENT_METRICS_LISTEN: '127.0.0.1:0', SKYPANEL_AGENT_STATE_DIR: join(dir, 'strace-state') },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let output = '';

@@ -106,8 +106,20 @@ describe('process metrics', () => {
     expect(fams.get('process_cpu_seconds_total')!.samples[0]!.value).toBeGreaterThan(0);
     const start = fams.get('process_start_time_seconds')!.samples[0]!.value;
     expect(Math.abs(start - (Date.now() / 1000 - process.uptime()))).toBeLessThan(2);
-    expect(fams.get('nodejs_heap_used_bytes')!.samples[0]!.value).toBeGreaterThan(0);
+    expect(fams.get('nodejs_heap_size_used_bytes')!.samples[0]!.value).toBeGreaterThan(0);
     if (process.platform === 'linux') expect(fams.get('process_open_fds')!.samples[0]!.value).toBeGreaterThan(2);
+  });
+
+  it("uses prom-client's standard names and types, so stock Node dashboards work", () => {
+    const fams = parsePrometheusText(renderProcessMetrics());
+    const expected: Record<string, string> = {
+      process_cpu_user_seconds_total: 'counter', process_cpu_system_seconds_total: 'counter', process_cpu_seconds_total: 'counter',
+      process_start_time_seconds: 'gauge', process_resident_memory_bytes: 'gauge', nodejs_heap_size_total_bytes: 'gauge',
+      nodejs_heap_size_used_bytes: 'gauge', nodejs_external_memory_bytes: 'gauge', nodejs_version_info: 'gauge',
+      ...(process.platform === 'linux' ? { process_virtual_memory_bytes: 'gauge', process_heap_bytes: 'gauge', process_open_fds: 'gauge', process_max_fds: 'gauge' } : {}),
+    };
+    for (const [name, type] of Object.entries(expected)) expect(fams.get(name)?.type, name).toBe(type);
+    expect(fams.get('nodejs_version_info')!.samples[0]!.labels).toMatchObject({ version: `v${process.versions.node}` });
   });
 });
 
@@ -136,9 +148,36 @@ describe('createAgentMetrics', () => {
     expect(sampleValue(fams, 'skypanel_agent_deployments', { status: 'other' })).toBe(4);
     expect(sampleValue(fams, 'skypanel_agent_report_queue_depth')).toBe(5);
     expect(sampleValue(fams, 'skypanel_agent_docker_healthy')).toBe(1);
-    for (const name of ['process_resident_memory_bytes', 'process_cpu_seconds_total', 'process_start_time_seconds', 'nodejs_heap_used_bytes']) {
+    for (const name of ['process_resident_memory_bytes', 'process_cpu_seconds_total', 'process_start_time_seconds', 'nodejs_heap_size_used_bytes']) {
       expect(fams.has(name), name).toBe(true);
     }
+  });
+
+  it('exposes build info, the last accepted heartbeat, usage outbox, event stream, rejected deployments and heartbeat-only mode', () => {
+    let dropped = 2;
+    let connected: boolean | undefined = true;
+    const m = createAgentMetrics({
+      usageUnsent: () => 7, usageDropped: () => dropped, engineEventsConnected: () => connected,
+      rejectedDeployments: () => ({ imageTag: 2, 'bad field!': 1 }), heartbeatOnly: () => true,
+    });
+    const at = Date.UTC(2026, 0, 1, 12);
+    m.recordHeartbeat(beat({ at, status: 200, rttMs: 5 }));
+    m.recordHeartbeat(beat({ at: at + 60_000, outcome: 'timeout' }));
+    let fams = parsePrometheusText(m.render());
+    expect(sampleValue(fams, 'skypanel_agent_last_heartbeat_success_timestamp_seconds')).toBe(at / 1000);
+    expect(sampleValue(fams, 'skypanel_agent_usage_outbox_records')).toBe(7);
+    expect(sampleValue(fams, 'skypanel_agent_usage_records_dropped_total')).toBe(2);
+    expect(sampleValue(fams, 'skypanel_agent_docker_events_connected')).toBe(1);
+    expect(sampleValue(fams, 'skypanel_agent_deployments_rejected', { field: 'imageTag' })).toBe(2);
+    expect(sampleValue(fams, 'skypanel_agent_deployments_rejected', { field: 'other' })).toBe(1);
+    expect(sampleValue(fams, 'skypanel_agent_heartbeat_only')).toBe(1);
+    expect(fams.get('skypanel_agent_build_info')!.samples[0]!.labels.node_version).toBe(process.versions.node);
+    // A counter never goes down, even if its source restarts from zero (a reload builds a new outbox).
+    dropped = 0;
+    connected = false;
+    fams = parsePrometheusText(m.render());
+    expect(sampleValue(fams, 'skypanel_agent_usage_records_dropped_total')).toBe(2);
+    expect(sampleValue(fams, 'skypanel_agent_docker_events_connected')).toBe(0);
   });
 
   it('keeps deployment ids out of labels: only bounded status values appear', () => {

@@ -1,0 +1,149 @@
+import { execFile } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { startReferenceControlPlane } from '../../src/refcp/index.js';
+import { AgentProcess, capturedOutput, runCli, waitFor } from '../helpers/cli.js';
+import { parsePrometheusText, sampleValue } from '../helpers/prom-text.js';
+
+/**
+ * Prometheus without the worker token (metricsListen, metricsToken), checked by promtool; and what
+ * an operator must see: rejected deployments and heartbeat-only mode in /v1/status,
+ * /v1/deployments, `status` and the metrics. No Docker needed: the agent runs without it.
+ */
+type RefCp = Awaited<ReturnType<typeof startReferenceControlPlane>>;
+
+let cp: RefCp;
+let dir: string;
+const agents: AgentProcess[] = [];
+const tokens: string[] = [];
+
+beforeAll(async () => {
+  cp = await startReferenceControlPlane({ host: '127.0.0.1', port: 0 });
+  dir = await mkdtemp(join(tmpdir(), 'skp-metrics-'));
+});
+
+afterEach(async () => {
+  await Promise.all(agents.splice(0).map((a) => a.stop('SIGKILL')));
+});
+
+afterAll(async () => {
+  await cp.close();
+  const all = capturedOutput.join('\n');
+  for (const t of tokens) expect(all).not.toContain(t);
+});
+
+async function startAgent(panel: RefCp, env: NodeJS.ProcessEnv = {}) {
+  const workerId = randomUUID();
+  const token = panel.mintToken(workerId);
+  tokens.push(token);
+  const config = join(dir, `${workerId}.json`);
+  const reg = await runCli(['register', '--control-plane', panel.url, '--token', token, '--config', config, '--heartbeat-interval', '1', '--docker-socket', join(dir, 'no-docker.sock')]);
+  expect(reg.code, reg.stderr).toBe(0);
+  const agent = new AgentProcess(['run', '--config', config], env);
+  agents.push(agent);
+  const metrics = await agent.waitForLog((l) => l.msg === 'metrics listening');
+  const status = await agent.waitForLog((l) => l.msg === 'status api listening');
+  await waitFor(() => (panel.workers.get(workerId)?.heartbeats ?? 0) >= 1, 15_000, () => agent.output);
+  return { agent, config, token, workerId, metricsUrl: `http://127.0.0.1:${metrics.port}/metrics`, statusUrl: `http://127.0.0.1:${status.port}` };
+}
+
+const get = async (url: string, bearer?: string) => {
+  const res = await fetch(url, bearer ? { headers: { authorization: `Bearer ${bearer}` } } : {});
+  return { status: res.status, text: await res.text() };
+};
+
+/** promtool from Debian's prometheus package; CI installs it (.ci/run), so there a missing one fails. */
+async function promtool(): Promise<string | undefined> {
+  const found = await new Promise<string>((resolve) => execFile('sh', ['-c', 'command -v promtool'], (_e, out) => resolve(out.trim())));
+  if (found) return found;
+  if (process.env.CI === 'true') throw new Error('promtool is not installed: .ci/run installs Debian\'s prometheus package for this test');
+  process.stderr.write('\n[skypanel-agent tests] promtool not installed (apt-get install prometheus): skipping `promtool check metrics`\n\n');
+  return undefined;
+}
+
+describe('metrics listener', () => {
+  it('serves /metrics without the worker token on its own loopback listener; promtool accepts it', async (ctx) => {
+    const { metricsUrl, statusUrl, token } = await startAgent(cp);
+    // The status API still wants the worker token for everything.
+    expect((await get(`${statusUrl}/metrics`)).status).toBe(401);
+    const res = await get(metricsUrl);
+    expect(res.status).toBe(200);
+    const fams = parsePrometheusText(res.text);
+    const build = fams.get('skypanel_agent_build_info')!.samples;
+    expect(build).toHaveLength(1);
+    expect(build[0]!.value).toBe(1);
+    expect(build[0]!.labels).toEqual({ version: expect.stringMatching(/^\d+\.\d+\.\d+/), node_version: process.versions.node });
+    expect(sampleValue(fams, 'skypanel_agent_last_heartbeat_success_timestamp_seconds')).toBeGreaterThan(Date.now() / 1000 - 60);
+    expect(sampleValue(fams, 'skypanel_agent_usage_outbox_records')).toBe(0);
+    expect(fams.get('skypanel_agent_usage_records_dropped_total')!.type).toBe('counter');
+    expect(fams.has('skypanel_agent_docker_events_connected')).toBe(true);
+    for (const name of ['process_cpu_seconds_total', 'process_resident_memory_bytes', 'nodejs_heap_size_used_bytes', 'nodejs_heap_size_total_bytes', 'process_start_time_seconds']) {
+      expect(fams.has(name), name).toBe(true);
+    }
+    expect(res.text).not.toContain(token);
+
+    const tool = await promtool();
+    if (!tool) return ctx.skip();
+    const file = join(dir, `${randomUUID()}.prom`);
+    await writeFile(file, res.text);
+    const out = await new Promise<{ code: number; text: string }>((resolve) => {
+      const child = execFile('sh', ['-c', `"${tool}" check metrics < "${file}"`], (err, stdout, stderr) => resolve({ code: err ? Number(err.code ?? 1) : 0, text: stdout + stderr }));
+      child.stdin?.end();
+    });
+    expect(out.text.trim(), out.text).toBe('');
+    expect(out.code).toBe(0);
+  });
+
+  it('with metricsToken it wants that token, and the worker token is not it', async () => {
+    const metricsToken = `mt-${randomUUID()}`;
+    const { metricsUrl, token } = await startAgent(cp, { SKYPANEL_AGENT_METRICS_TOKEN: metricsToken });
+    expect((await get(metricsUrl)).status).toBe(401);
+    expect((await get(metricsUrl, token)).status).toBe(401);
+    const ok = await get(metricsUrl, metricsToken);
+    expect(ok.status).toBe(200);
+    expect(ok.text).toContain('skypanel_agent_heartbeats_total');
+    expect((await get(metricsUrl.replace('/metrics', '/v1/status'), metricsToken)).status).toBe(404);
+  });
+});
+
+describe('visibility', () => {
+  it('a deployment the panel sent malformed shows in /v1/deployments, status and the metrics, with its reason', async () => {
+    const { agent, config, token, workerId, metricsUrl, statusUrl } = await startAgent(cp);
+    const id = randomUUID();
+    cp.setDeployments(workerId, [{ id, serviceId: randomUUID(), slug: 'broken-app', imageTag: 42 }]);
+    const body = await waitFor(async () => {
+      const r = await get(`${statusUrl}/v1/deployments`, token);
+      const list = (JSON.parse(r.text) as { deployments: { id: string; observedStatus: string; lastError: string; rejected?: { field: string } }[] }).deployments;
+      return list.find((d) => d.id === id);
+    }, 20_000, () => agent.output.slice(-2000));
+    expect(body).toMatchObject({ observedStatus: 'failed', lastError: expect.stringMatching(/^invalid deployment: /), rejected: { field: expect.any(String) } });
+
+    const fams = parsePrometheusText((await get(metricsUrl)).text);
+    expect(sampleValue(fams, 'skypanel_agent_deployments', { status: 'failed' })).toBe(1);
+    const rejected = fams.get('skypanel_agent_deployments_rejected')!.samples;
+    expect(rejected.map((s) => s.value)).toEqual([1]);
+
+    const status = await runCli(['status', '--config', config], { env: { SKYPANEL_AGENT_STATE_DIR: agent.stateDir } });
+    expect(status.stdout).toMatch(new RegExp(`${id.slice(0, 8)}\\s+-\\s+running\\s+failed\\s+0/0\\s+-\\s+invalid deployment: `));
+  });
+
+  it('heartbeat-only mode against a stock panel is said by /v1/status, status and the metrics', async () => {
+    const stock = await startReferenceControlPlane({ host: '127.0.0.1', port: 0, extensions: false });
+    try {
+      const { agent, config, token, metricsUrl, statusUrl } = await startAgent(stock);
+      await agent.waitForLog((l) => String(l.msg).includes('heartbeat-only mode'));
+      const view = JSON.parse((await get(`${statusUrl}/v1/status`, token)).text) as { deploymentsApi: string; heartbeatOnly: string | null };
+      expect(view.deploymentsApi).toBe('heartbeat-only');
+      expect(view.heartbeatOnly).toMatch(/no deployments API/);
+      const status = await runCli(['status', '--config', config], { env: { SKYPANEL_AGENT_STATE_DIR: agent.stateDir } });
+      expect(status.stdout).toMatch(/^mode\s+HEARTBEAT-ONLY: the control plane has no deployments API/m);
+      expect(sampleValue(parsePrometheusText((await get(metricsUrl)).text), 'skypanel_agent_heartbeat_only')).toBe(1);
+    } finally {
+      await stock.close();
+    }
+  });
+});
+
