@@ -20,7 +20,7 @@ async function expectConfigError(p: Promise<unknown>, pattern: RegExp, field?: s
   const err = await p.then(() => undefined, (e: unknown) => e);
   expect(err).toBeInstanceOf(AgentError);
   expect((err as AgentError).message).toMatch(pattern);
-  expect(exitCodeFor(err)).toBe(2);
+  expect(exitCodeFor(err)).toBe(78);
   if (field) expect((err as AgentError).field).toBe(field);
   expect((err as AgentError).message).not.toContain(TOKEN);
 }
@@ -55,7 +55,7 @@ describe('config precedence: flags > env > file > defaults', () => {
   });
 });
 
-describe('bad config gets one clear error naming the key, exit code 2', () => {
+describe('bad config gets one clear error naming the key, exit code 78 (EX_CONFIG)', () => {
   it('missing file and no env: says to register first', async () => {
     await expectConfigError(loadConfig({ path, env: {} }), /"controlPlaneUrl".*is required.*does not exist.*register/);
   });
