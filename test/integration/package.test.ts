@@ -90,7 +90,7 @@ describe('npm pack', () => {
     await mkdir(root);
     const { stdout } = await agent(['install', '--root', root, '--dry-run']);
     const bin = await realpath(join(prefix, 'lib', 'node_modules', pkg.name, 'bin', 'skypanel-agent'));
-    expect(stdout).toContain(`with ExecStart=${process.execPath} --jitless --no-expose-wasm --optimize-for-size ${bin} run`);
+    expect(stdout).toContain(`with ExecStart=${process.execPath} --jitless --optimize-for-size ${bin} run`);
   });
 
   it('skypanel-agent/panel resolves from the installed package, with its driver installed', async () => {
