@@ -59,7 +59,7 @@ const get = async (url: string, bearer?: string) => {
 async function promtool(): Promise<string | undefined> {
   const found = await new Promise<string>((resolve) => execFile('sh', ['-c', 'command -v promtool'], (_e, out) => resolve(out.trim())));
   if (found) return found;
-  if (process.env.CI === 'true') throw new Error('promtool is not installed: .ci/run installs Debian\'s prometheus package for this test');
+  if (process.env.CI === 'true') throw new Error('promtool is not installed: .ci/run takes it from Debian\'s prometheus package for this test');
   process.stderr.write('\n[skypanel-agent tests] promtool not installed (apt-get install prometheus): skipping `promtool check metrics`\n\n');
   return undefined;
 }
