@@ -87,6 +87,10 @@ export async function runDev(opts: DevOptions): Promise<void> {
     configPath,
     heartbeatIntervalSec: opts.heartbeatIntervalSec,
     dockerSocket: opts.dockerSocket,
+    // dev keeps its state beside its config, never in the host's /var/lib; both go into the config,
+    // so `skypanel-agent status --config <it>` finds this agent.
+    stateDir: join(dirname(configPath), 'state'),
+    statusListen: opts.statusListen,
     logger: opts.logger,
     say: opts.say,
   });
@@ -98,13 +102,10 @@ export async function runDev(opts: DevOptions): Promise<void> {
     opts.say(`row: service ${row.slug} (${row.serviceId}) with deployment ${row.deploymentId} assigned to this worker`);
   }
 
-  // dev keeps its state beside its config, never in the host's /var/lib.
   const usagePeriodSec = opts.usagePeriodSec;
   const { config, dockerEndpoint } = await loadConfig({
     path: configPath,
     flags: {
-      stateDir: join(dirname(configPath), 'state'),
-      statusListen: opts.statusListen,
       usagePeriodSec,
       usageSampleIntervalSec: usagePeriodSec === undefined ? undefined : Math.max(1, Math.min(15, Math.floor(usagePeriodSec / 4))),
     },

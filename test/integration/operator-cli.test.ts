@@ -117,6 +117,23 @@ describe('run --status-listen is found by status and doctor', () => {
   });
 });
 
+describe('dev --status-listen', () => {
+  it('puts the agent where asked, and `status --config` (the line dev prints) finds it', async () => {
+    const config = join(await mkdtemp(join(tmpdir(), 'skp-dev-listen-')), 'config.json');
+    // No state dir from the environment: dev's own, beside its config, written into that config.
+    const dev = new AgentProcess(['dev', '--port', '0', '--status-listen', '127.0.0.1:0', '--config', config, '--docker-socket', join(dir, 'none.sock')], { SKYPANEL_AGENT_STATE_DIR: '', SKYPANEL_AGENT_STATUS_LISTEN: '' });
+    agents.push(dev);
+    const line = await dev.waitForLog((l) => l.msg === 'status api listening', 20_000);
+    expect(line.address).toBe('127.0.0.1');
+    expect(JSON.parse(await readFile(config, 'utf8'))).toMatchObject({ statusListen: '127.0.0.1:0', stateDir: join(config, '..', 'state') });
+    const status = await waitFor(async () => {
+      const r = await runCli(['status', '--config', config, '--json']);
+      return r.code === 0 || r.code === 1 ? r : undefined;
+    }, 15_000);
+    expect((JSON.parse(status.stdout) as { status: { workerId: string } }).status.workerId).toMatch(/^[0-9a-f-]{36}$/);
+  }, 40_000);
+});
+
 describe('SIGHUP', () => {
   it('re-reads the config and restarts the agent in-process; a config that does not load changes nothing', async () => {
     const { config, workerId } = await register();
