@@ -6,6 +6,7 @@
 #
 #   OUT_DIR=DIR   where the .deb goes (default: ./build)
 #   NODE_SPEC=…   the runtime to ship (default: node@24, the supported LTS major)
+#   NO_BUILD=1    package the existing dist/ instead of building it first
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -21,8 +22,13 @@ trap 'rm -rf "$work"' EXIT
 stage=$work/stage
 lib=$stage/usr/lib/skypanel-agent
 
-echo "package: building the agent"
-npm run --silent build
+# NO_BUILD=1 packages the dist/ that is there (the test suite does: `npm test` has just built it,
+# and rewriting dist/ under the other test files' running agents would race them).
+if [ "${NO_BUILD:-0}" != 1 ]; then
+  echo "package: building the agent"
+  npm run --silent build
+fi
+[ -f dist/cli/main.js ] || { echo "package: dist/ is missing: npm run build" >&2; exit 1; }
 
 echo "package: the agent and its production dependencies"
 mkdir -p "$lib"

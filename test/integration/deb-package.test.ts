@@ -28,6 +28,19 @@ function run(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv; timeo
   });
 }
 
+/**
+ * dpkg, waiting while another process holds its lock (another test file may be installing a
+ * Debian package with apt-get at the same moment), for at most two minutes.
+ */
+async function dpkg(args: string[]): Promise<Run> {
+  const deadline = Date.now() + 120_000;
+  for (;;) {
+    const r = await run('dpkg', args, { timeoutMs: 120_000 });
+    if (r.code === 0 || !/lock/i.test(r.stderr) || Date.now() > deadline) return r;
+    await new Promise((resolve) => setTimeout(resolve, 2_000));
+  }
+}
+
 /** The package as a host without Node would run it: no PATH to find any node through. */
 const bare = (args: string[]) => run('/usr/bin/skypanel-agent', args, { env: { PATH: '/nonexistent', HOME: '/root' }, timeoutMs: 60_000 });
 
@@ -41,7 +54,7 @@ async function why(): Promise<string | undefined> {
 let installed = false;
 
 afterAll(async () => {
-  if (installed) await run('dpkg', ['--purge', PKG]);
+  if (installed) await dpkg(['--purge', PKG]);
 });
 
 describe('the Debian package', () => {
@@ -54,7 +67,7 @@ describe('the Debian package', () => {
     }
     const out = await mkdtemp(join(tmpdir(), 'skp-deb-'));
     const version = (JSON.parse(await readFile(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
-    const built = await run('bash', ['scripts/package.sh'], { env: { ...process.env, OUT_DIR: out }, timeoutMs: 300_000 });
+    const built = await run('bash', ['scripts/package.sh'], { env: { ...process.env, OUT_DIR: out, NO_BUILD: '1' }, timeoutMs: 300_000 });
     expect(built.code, built.stdout + built.stderr).toBe(0);
     const deb = join(out, `${PKG}_${version}_amd64.deb`);
     expect(existsSync(deb), built.stdout).toBe(true);
@@ -71,7 +84,7 @@ describe('the Debian package', () => {
     expect(control).toMatch(new RegExp(`^Version: ${version.replace(/\./g, '\\.')}$`, 'm'));
     expect(control).toMatch(/^Architecture: amd64$/m);
 
-    const inst = await run('dpkg', ['-i', deb], { timeoutMs: 120_000 });
+    const inst = await dpkg(['-i', deb]);
     installed = true;
     expect(inst.code, inst.stdout + inst.stderr).toBe(0);
 
@@ -104,11 +117,11 @@ describe('the Debian package', () => {
     }
 
     // remove keeps config and state; purge deletes them and the user.
-    expect((await run('dpkg', ['-r', PKG])).code).toBe(0);
+    expect((await dpkg(['-r', PKG])).code).toBe(0);
     expect(existsSync('/usr/bin/skypanel-agent')).toBe(false);
     expect(existsSync(LIB)).toBe(false);
     expect(existsSync('/etc/skypanel-agent')).toBe(true);
-    const purge = await run('dpkg', ['--purge', PKG]);
+    const purge = await dpkg(['--purge', PKG]);
     expect(purge.code, purge.stderr).toBe(0);
     installed = false;
     expect(existsSync('/etc/skypanel-agent')).toBe(false);
