@@ -154,14 +154,14 @@ describe.skipIf(!ready.ok)('remote-manager mode: an agent on a swarm worker writ
 
   it('refuses to start without a readable client certificate, and the endpoint refuses a connection without one', async () => {
     const w = mn.workers[0]!;
-    // A configured but missing certificate file: exit 2 naming the key, before any connection.
+    // A configured but missing certificate file: exit 78 (EX_CONFIG) naming the key, before any connection.
     const refusedBefore = mn.tls.refused.length;
     const missing = await startWorkerAgent({
       cp, worker: w, workerId: randomUUID(),
       manager: { host: mn.tls.host, files: { ...mn.tls.clients[0]!, cert: join(await mkdtemp(join(tmpdir(), 'skp-mn-')), 'absent.pem') } },
     });
     agents.push(missing);
-    expect(await exitOf(missing.agent), missing.agent.output).toBe(2);
+    expect(await exitOf(missing.agent), missing.agent.output).toBe(78);
     expect(missing.agent.output).toMatch(/swarmManagerCert/);
     expect(missing.agent.output).toMatch(/ENOENT/);
     expect(mn.tls.refused.length).toBe(refusedBefore);
@@ -180,7 +180,7 @@ describe.skipIf(!ready.ok)('remote-manager mode: an agent on a swarm worker writ
     expect(mn.tls.refused.slice(refusedBefore).join('\n')).toMatch(/did not return a certificate/);
   }, 60_000);
 
-  it('never falls back to plain TCP: swarmManagerHost without the TLS files is refused at start (exit 2, naming the key)', async () => {
+  it('never falls back to plain TCP: swarmManagerHost without the TLS files is refused at start (exit 78, naming the key)', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'skp-mn-plain-'));
     const ca = join(dir, 'ca.pem');
     await writeFile(ca, readFileSync(mn.tls.caFile));
@@ -193,7 +193,7 @@ describe.skipIf(!ready.ok)('remote-manager mode: an agent on a swarm worker writ
     for (const c of cases) {
       const a = await startWorkerAgent({ cp, worker: mn.workers[0]!, workerId: randomUUID(), env: c.env });
       agents.push(a);
-      expect(await exitOf(a.agent), a.agent.output).toBe(2);
+      expect(await exitOf(a.agent), a.agent.output).toBe(78);
       expect(a.agent.output).toMatch(c.names);
       expect(a.agent.output).toMatch(/mutual TLS/);
       expect(a.agent.output).not.toMatch(/agent started/);
