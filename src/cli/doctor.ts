@@ -266,6 +266,8 @@ async function checkControlPlane(config: AgentConfig | undefined, timeoutMs: num
   }
 }
 
+const TOKEN_PROOF = "the panel verified the token's signature and worker id; this does not prove the worker still exists in the panel (a stock SkyPanelV2 accepts the token of a deleted worker too): check its Workers page";
+
 /** One real heartbeat with the current metrics: 200 means the panel accepts this worker's token. */
 async function checkToken(cfg: ConfigState, panel: PanelState, dockerState: DockerState, timeoutMs: number): Promise<Outcome> {
   const config = cfg.config;
@@ -291,14 +293,8 @@ async function checkToken(cfg: ConfigState, panel: PanelState, dockerState: Dock
     const res = await client.postJson(`/api/workers/${encodeURIComponent(config.workerId)}/heartbeat`, body);
     const renew = 'get a new worker token from the panel, then: skypanel-agent register --control-plane URL --token-file FILE';
     if (res.ok) {
-      // What a 200 proves depends on the panel: stock SkyPanelV2 checks the token's signature and
-      // that it names this worker id, not that the worker row still exists. Say so, not more.
-      if (res.status === 200) {
-        return pass(
-          `heartbeat for worker ${config.workerId} accepted (HTTP 200, ${res.rttMs} ms): the panel verified the token's signature and worker id; ` +
-            'this does not prove the worker still exists in the panel (a stock SkyPanelV2 accepts the token of a deleted worker too): check its Workers page',
-        );
-      }
+      // Stock SkyPanelV2 checks the token's signature and worker id, not that the worker row still exists: say so, not more.
+      if (res.status === 200) return pass(`heartbeat for worker ${config.workerId} accepted (HTTP 200, ${res.rttMs} ms): ${TOKEN_PROOF}`);
       return warn(`heartbeat answered HTTP ${res.status}, not 200`, 'check that controlPlaneUrl is the panel itself, not a proxy page');
     }
     if (res.kind !== 'http') return fail(`heartbeat failed: ${res.message}`, 'check the control plane and the network');
