@@ -12,7 +12,7 @@ import { HeartbeatLoop, type HeartbeatPayload, type HeartbeatRecord } from './he
 import type { Logger } from './logger.js';
 import { createAgentMetrics, type AgentMetrics } from './metrics.js';
 import { createStatusServer, type StatusServer } from './status-server.js';
-import { createMetricsServer, type MetricsServer } from './metrics-server.js';
+import { startMetricsListener } from './metrics-server.js';
 import { heartbeatOnlyReason, type ControlPlaneWaitView, type StatusSource, type StatusView } from './status-model.js';
 import { buildRegisterRequest, registerWorker, reconcileModeFor, type EngineSummary } from './registration.js';
 import { deploymentsEtagHint, panelWorkerStatus, type SwarmRole } from '../protocol/worker.js';
@@ -82,7 +82,6 @@ export class Agent {
   readonly #store: StateStore;
   readonly #secrets: KnownSecrets;
   readonly #forgetSecrets: (() => void)[];
-  readonly #metricsServer: MetricsServer | undefined;
   readonly startedAt = Date.now();
   readonly #workerId: string;
   readonly #token: Secret;
@@ -102,6 +101,7 @@ export class Agent {
   #usage: UsageLoop | undefined;
   /** Where the status API is bound (statusListen, or the port picked for port 0): no deployment may publish that port. */
   #statusApi: { address: string; port: number } | undefined;
+  #metricsApi: Awaited<ReturnType<typeof startMetricsListener>>;
 
   constructor(opts: AgentOptions) {
     this.#opts = opts;
@@ -141,10 +141,6 @@ export class Agent {
       engineEventsConnected: () => this.#deployments?.engineEventsConnected,
       rejectedDeployments: () => this.#deployments?.rejectedCounts() ?? {},
       heartbeatOnly: () => this.#heartbeatOnlyReason() !== null,
-    });
-    const { metricsListen, metricsToken } = config;
-    this.#metricsServer = metricsListen === 'off' ? undefined : createMetricsServer({
-      listen: metricsListen, token: metricsToken === undefined ? undefined : new Secret(metricsToken), render: () => this.#metrics.render(), logger: opts.logger.child({ component: 'metrics' }),
     });
     this.#store = new StateStore(config.stateDir, {
       logger: opts.logger.child({ component: 'state-dir' }),
@@ -245,8 +241,7 @@ export class Agent {
     this.#capacity = (await readCapacity(this.#engine?.dockerRootDir)).capacity;
     const listening = await this.#statusServer.start();
     this.#statusApi = listening;
-    // Metrics are a side channel: a taken port is logged, and heartbeats and deployments carry on.
-    await this.#metricsServer?.start().catch((err: Error) => this.#opts.logger.error({ err: err.message }, 'metrics listener not started; /metrics stays on the status API'));
+    this.#metricsApi = await startMetricsListener(this.#opts.config, () => this.#metrics.render(), this.#opts.logger.child({ component: 'metrics' }));
     const role = this.#engine?.swarmRole ?? 'none';
     this.#opts.logger.info(
       {
@@ -347,7 +342,7 @@ export class Agent {
       metrics: this.#metrics,
       logger,
       watchEngineEvents: swarm ? this.#opts.watchEngineEvents : undefined,
-      parse: { hostPorts: { statusPort: this.#statusApi?.port, allowed: config.allowedHostPorts }, hostCpus: this.#engine?.ncpu },
+      parse: { hostPorts: { statusPort: this.#statusApi?.port, metricsPort: this.#metricsApi?.port, allowed: config.allowedHostPorts }, hostCpus: this.#engine?.ncpu },
     });
     await this.#deployments.start();
   }
@@ -361,7 +356,7 @@ export class Agent {
     await this.#store.stop();
     for (const forget of this.#forgetSecrets) forget();
     await this.#statusServer.stop();
-    await this.#metricsServer?.stop();
+    await this.#metricsApi?.server.stop();
     await this.#client.close();
     await this.#opts.engine.close?.();
     this.#opts.logger.info('agent stopped');

@@ -1,7 +1,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
-import type { Secret } from '../secret.js';
+import { Secret } from '../secret.js';
 import type { Logger } from './logger.js';
 import { parseListen } from './status-server.js';
 
@@ -94,4 +94,24 @@ export function createMetricsServer(opts: MetricsServerOptions): MetricsServer {
       });
     },
   };
+}
+
+/**
+ * The agent's metrics listener as configured: undefined when `metricsListen` is off. Metrics are a
+ * side channel: a port that cannot be bound is logged, and heartbeats and deployments carry on.
+ */
+export async function startMetricsListener(
+  config: { metricsListen: string; metricsToken?: string },
+  render: () => string,
+  logger: Logger,
+): Promise<{ server: MetricsServer; port: number } | undefined> {
+  if (config.metricsListen === 'off') return undefined;
+  const token = config.metricsToken === undefined ? undefined : new Secret(config.metricsToken);
+  const server = createMetricsServer({ listen: config.metricsListen, token, render, logger });
+  try {
+    return { server, port: (await server.start()).port };
+  } catch (err) {
+    logger.error({ err: (err as Error).message }, 'metrics listener not started; /metrics stays on the status API');
+    return undefined;
+  }
 }

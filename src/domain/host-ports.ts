@@ -17,6 +17,8 @@ export interface PortRange {
 export interface HostPortPolicy {
   /** The agent's status API port (statusListen): never published, whatever allowedHostPorts says. */
   statusPort?: number;
+  /** The agent's metrics port (metricsListen), likewise. */
+  metricsPort?: number;
   /** Operator exceptions (allowedHostPorts) to the reserved numbers and the privileged range. */
   allowed: readonly PortRange[];
 }
@@ -39,6 +41,7 @@ export const NO_HOST_PORT_RULES: HostPortPolicy = { allowed: [] };
 /** Why `port` must not be published on this host, or undefined when it may be. */
 export function refusedHostPort(port: number, policy: HostPortPolicy): string | undefined {
   if (port === policy.statusPort) return `port ${port} is this agent's status API port (statusListen)`;
+  if (port === policy.metricsPort) return `port ${port} is this agent's metrics port (metricsListen)`;
   if (policy.allowed.some((r) => port >= r.from && port <= r.to)) return undefined;
   const named = RESERVED_HOST_PORTS.get(port);
   if (named !== undefined) return `port ${port} is reserved for ${named} on this host; an operator may allow it with allowedHostPorts`;

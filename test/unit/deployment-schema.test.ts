@@ -358,6 +358,11 @@ describe('parseDesiredSet: host ports', () => {
     expect(r.ok && r.rejected.map((x) => x.field)).toEqual(['externalPort']);
   });
 
+  it("never publishes the agent's metrics port either", () => {
+    const r = parseDesiredSet(body(withPort(9741)), { hostPorts: { statusPort: 9740, metricsPort: 9741, allowed: [{ from: 1, to: 65535 }] } });
+    expect(r.ok && r.rejected.map((x) => [x.field, x.message])).toEqual([['externalPort', expect.stringContaining("this agent's metrics port (metricsListen)")]]);
+  });
+
   it('refuses a stopped deployment naming a reserved port too (starting it is one scale away)', () => {
     const r = parseDesiredSet(body(withPort(22, { desiredState: 'stopped' })), { hostPorts: policy });
     expect(r.ok && r.rejected.map((x) => x.id)).toEqual(['dep_22']);
