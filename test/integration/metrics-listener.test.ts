@@ -4,6 +4,9 @@ import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { Writable } from 'node:stream';
+import { createLogger } from '../../src/agent/logger.js';
+import { createMetricsServer } from '../../src/agent/metrics-server.js';
 import { startReferenceControlPlane } from '../../src/refcp/index.js';
 import { AgentProcess, capturedOutput, runCli, waitFor } from '../helpers/cli.js';
 import { parsePrometheusText, sampleValue } from '../helpers/prom-text.js';
@@ -106,6 +109,25 @@ describe('metrics listener', () => {
     expect(ok.status).toBe(200);
     expect(ok.text).toContain('skypanel_agent_heartbeats_total');
     expect((await get(metricsUrl.replace('/metrics', '/v1/status'), metricsToken)).status).toBe(404);
+  });
+});
+
+describe('metrics listener, in process', () => {
+  it('serves GET and HEAD /metrics only, and a port already taken is an error naming the address', async () => {
+    const logger = createLogger({ level: 'silent', pretty: false, destination: new Writable({ write: (_c, _e, cb) => cb() }) });
+    const server = createMetricsServer({ listen: '127.0.0.1:0', render: () => '# TYPE x gauge\nx 1\n', logger });
+    const { port } = await server.start();
+    try {
+      const base = `http://127.0.0.1:${port}`;
+      expect((await get(`${base}/metrics`)).text).toBe('# TYPE x gauge\nx 1\n');
+      expect((await fetch(`${base}/metrics`, { method: 'HEAD' })).status).toBe(200);
+      expect((await fetch(`${base}/metrics`, { method: 'POST' })).status).toBe(405);
+      expect((await get(`${base}/v1/status`)).status).toBe(404);
+      const second = createMetricsServer({ listen: `127.0.0.1:${port}`, render: () => '', logger });
+      await expect(second.start()).rejects.toThrow(`metrics listener cannot listen on 127.0.0.1:${port}: EADDRINUSE`);
+    } finally {
+      await server.stop();
+    }
   });
 });
 
