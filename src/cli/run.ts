@@ -117,7 +117,8 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
     const nextLogger = createLogger({ level: next.logLevel, secrets });
     try {
       agent = await startAgent(next, nextLogger, extras(false));
-      ({ logger, current } = { logger: nextLogger, current: next });
+      logger = nextLogger;
+      current = next;
       logger.info('config reloaded');
     } catch (err) {
       logger.error({ err: (err as Error).message }, 'SIGHUP: the agent does not start with the new config; starting it again with the previous one');
