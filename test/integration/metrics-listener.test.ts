@@ -102,6 +102,7 @@ describe('metrics listener', () => {
 
   it('with metricsToken it wants that token, and the worker token is not it', async () => {
     const metricsToken = `mt-${randomUUID()}`;
+    tokens.push(metricsToken);
     const { metricsUrl, token } = await startAgent(cp, { SKYPANEL_AGENT_METRICS_TOKEN: metricsToken });
     expect((await get(metricsUrl)).status).toBe(401);
     expect((await get(metricsUrl, token)).status).toBe(401);
