@@ -95,6 +95,19 @@ describe('skypanel-agent status', () => {
     }
   });
 
+  it('says heartbeat-only mode on a line of its own; it is a mode, not unhealthy (exit 0)', async () => {
+    try {
+      source.view = { ...healthyView, deploymentsApi: 'heartbeat-only', heartbeatOnly: 'the control plane has no deployments API (stock SkyPanelV2): deployments are neither fetched nor applied' };
+      const r = await status();
+      expect(r.code).toBe(0);
+      expect(r.out).toMatch(/^mode\s+HEARTBEAT-ONLY: the control plane has no deployments API/m);
+      source.view = healthyView;
+      expect((await status()).out).not.toMatch(/^mode/m);
+    } finally {
+      source.view = healthyView;
+    }
+  });
+
   it('exits 3 (answered, unreadable) when the agent refuses the token, without printing it', async () => {
     const r = await status({ token: `${FIXTURE.TOKEN}x` });
     expect(r.code).toBe(3);
