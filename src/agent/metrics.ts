@@ -1,5 +1,5 @@
 import type { HeartbeatOutcome, HeartbeatRecord } from './heartbeat-loop.js';
-import { registerStateGauges } from './state-gauges.js';
+import { registerStateGauges, type StateGaugeSources } from './state-gauges.js';
 import { renderProcessMetrics as renderProcessMetricsWith } from './process-metrics.js';
 
 /**
@@ -285,22 +285,13 @@ export function statusLabel(status: string): string {
   return /^[a-z][a-z_-]{0,31}$/.test(status) ? status : 'other';
 }
 
-export interface AgentMetricsSources {
+export interface AgentMetricsSources extends StateGaugeSources {
   /** Deployment count per observed status, read at scrape time (e.g. StatusView.deployments). */
   deployments?: () => Record<string, number>;
   reportQueueDepth?: () => number;
   dockerHealthy?: () => boolean;
   /** State files whose newest content is not on disk (StateStore.health().failing). */
   stateWriteFailing?: () => readonly { file: string }[];
-  /** Usage records waiting to be sent, and those dropped (outbox full, or refused by the panel) since start. */
-  usageUnsent?: () => number;
-  usageDropped?: () => number;
-  /** Docker's event stream: true connected, false lost, undefined when the agent does not watch it. */
-  engineEventsConnected?: () => boolean | undefined;
-  /** Deployments the panel sent that the agent refused to parse, per top-level field that broke them. */
-  rejectedDeployments?: () => Record<string, number>;
-  /** 1 while deployments are not applied here (stock panel without the deployments API, no swarm). */
-  heartbeatOnly?: () => boolean;
 }
 
 export interface AgentMetrics {

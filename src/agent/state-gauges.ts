@@ -1,12 +1,25 @@
 import { AGENT_VERSION } from '../version.js';
-import type { AgentMetricsSources, GaugeSample, Registry } from './metrics.js';
+import type { GaugeSample, Registry } from './metrics.js';
+
+/** Read at scrape time; an absent source leaves its metric at 0. */
+export interface StateGaugeSources {
+  /** Usage records waiting to be sent, and those dropped (outbox full, or refused by the panel) since start. */
+  usageUnsent?: () => number;
+  usageDropped?: () => number;
+  /** Docker's event stream: true connected, false lost, undefined when the agent does not watch it. */
+  engineEventsConnected?: () => boolean | undefined;
+  /** Deployments the panel sent that the agent refused to parse, per top-level field that broke them. */
+  rejectedDeployments?: () => Record<string, number>;
+  /** 1 while deployments are not applied here (stock panel without the deployments API, no swarm). */
+  heartbeatOnly?: () => boolean;
+}
 
 /**
  * Metrics read from the agent's parts at scrape time, for alerts an operator writes without the
  * status API: which build runs, whether usage records pile up or get dropped, whether Docker's
  * event stream is connected, deployments the panel sent that the agent refused, heartbeat-only mode.
  */
-export function registerStateGauges(registry: Registry, sources: AgentMetricsSources): void {
+export function registerStateGauges(registry: Registry, sources: StateGaugeSources): void {
   registry.gauge<'version' | 'node_version'>({
     name: 'skypanel_agent_build_info', help: 'Always 1; the labels name the agent and Node.js versions.', labelNames: ['version', 'node_version'],
     collect: () => [{ labels: { version: AGENT_VERSION, node_version: process.versions.node }, value: 1 }],
