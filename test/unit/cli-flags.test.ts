@@ -31,12 +31,28 @@ function sampleFor(opt: Option): string[] {
   return [samples[placeholder] ?? '/tmp/x'];
 }
 
-/** Parse `--flag value` on `cmd`; returns what commander did not accept. */
+/** Values to try after the placeholder's own, for placeholders this file does not know. */
+const FALLBACK_SAMPLES = ['5', 'https://panel.example.com', '127.0.0.1:9741', 'x'];
+
+/**
+ * Parse `--flag value` on `cmd`; returns what commander did not accept. A value parser that
+ * refuses every sample is a failure too (its error is thrown).
+ */
 function parseFlag(cmd: Command, long: string): string[] {
   const opt = cmd.options.find((o) => o.long === long);
   if (!opt) return [long];
-  const { unknown } = cmd.parseOptions([long, ...sampleFor(opt)]);
-  return unknown;
+  const first = sampleFor(opt);
+  const tries = first.length === 0 ? [[]] : [first, ...FALLBACK_SAMPLES.map((v) => [v])];
+  cmd.configureOutput({ writeErr: () => {} });
+  let error: unknown;
+  for (const value of tries) {
+    try {
+      return cmd.parseOptions([long, ...value]).unknown;
+    } catch (err) {
+      error = err;
+    }
+  }
+  throw error;
 }
 
 describe('every documented flag parses', () => {
