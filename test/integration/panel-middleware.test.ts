@@ -74,13 +74,13 @@ test('worker routes are answered, the rest (admin routes included) goes to next(
 
 test('skypanel-agent panel refuses to start without JWT_SECRET, a database URL, or a usable --listen', async () => {
   const noSecret = await runCli(['panel', '--database-url', pg.url], { env: { JWT_SECRET: '' } });
-  expect(noSecret.code).toBe(2);
+  expect(noSecret.code).toBe(64);
   expect(noSecret.stderr).toContain('JWT_SECRET must be set');
   const noDb = await runCli(['panel'], { env: { JWT_SECRET: 'x', DATABASE_URL: '' } });
-  expect(noDb.code).toBe(2);
+  expect(noDb.code).toBe(64);
   expect(noDb.stderr).toContain('--database-url');
   const badListen = await runCli(['panel', '--database-url', pg.url, '--listen', 'nowhere'], { env: { JWT_SECRET: 'x' } });
-  expect(badListen.code).toBe(2);
+  expect(badListen.code).toBe(64);
   expect(badListen.stderr).toContain('--listen must be HOST:PORT');
   const unreachable = await runCli(['panel', '--database-url', 'postgres://nobody:pw-not-printed@127.0.0.1:1/x', '--listen', '127.0.0.1:0'], { env: { JWT_SECRET: 'x' } });
   expect(unreachable.code).toBe(1);
