@@ -174,7 +174,7 @@ describe('identity: a register answer naming another worker is refused', () => {
     const agent = startAgent(config);
     // The registration refresh at start gets the foreign answer.
     const refused = await agent.waitForLog((l) => l.code === 'SKP_ERR_WORKER_ID_MISMATCH');
-    expect(refused.level).toBe(50);
+    expect(refused.level).toBe('error');
     expect(String(refused.msg)).toContain(`worker id ${other}, but`);
     const mark = Date.now();
     await waitFor(() => cp.requests.some((r) => r.at >= mark && r.path === `/api/workers/${workerId}/heartbeat` && r.status === 200), 10_000, () => agent.output);
