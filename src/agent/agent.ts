@@ -15,7 +15,7 @@ import { createStatusServer, type StatusServer } from './status-server.js';
 import { startMetricsListener } from './metrics-server.js';
 import { heartbeatOnlyReason, type ControlPlaneWaitView, type StatusSource, type StatusView } from './status-model.js';
 import { buildRegisterRequest, registerWorker, reconcileModeFor, type EngineSummary } from './registration.js';
-import { deploymentsEtagHint, panelWorkerStatus, type SwarmRole } from '../protocol/worker.js';
+import { deploymentsEtagHint, deploymentsWaitHint, panelWorkerStatus, type SwarmRole } from '../protocol/worker.js';
 import { DeploymentLoops, type EngineEventWatch } from './deployment-loops.js';
 import { readDrain } from './drain.js';
 import { UsageLoop, type UsageSampler } from './usage-loop.js';
@@ -118,6 +118,7 @@ export class Agent {
       send: async (id, body) => {
         const res = await this.#client.postJson(`/api/workers/${encodeURIComponent(id)}/heartbeat`, body);
         if (res.ok) {
+          this.#deployments?.noteDesiredWait(deploymentsWaitHint(res.body));
           this.#deployments?.noteDesiredEtag(deploymentsEtagHint(res.body));
           this.#notePanelStatus(panelWorkerStatus(res.body));
         }

@@ -78,6 +78,11 @@ export type HttpMethod = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
 export interface CallOptions {
   /** Ends the call early; it then resolves as a `network` failure. */
   signal?: AbortSignal;
+  /**
+   * How long the server may rightly hold the answer (a blocking query): added to the wait for
+   * response headers and to the whole-call deadline, so a held call is not cut at the normal bound.
+   */
+  holdMs?: number;
 }
 
 export interface RequestInit extends CallOptions {
@@ -149,7 +154,7 @@ export class ControlPlaneClient {
 
   /** Conditional GET: 304 comes back as ok with no body. */
   getJson<T = unknown>(path: string, etag?: string, opts: CallOptions = {}): Promise<CallResult<T>> {
-    return this.request<T>('GET', path, { headers: etag ? { 'if-none-match': etag } : undefined, signal: opts.signal });
+    return this.request<T>('GET', path, { headers: etag ? { 'if-none-match': etag } : undefined, signal: opts.signal, holdMs: opts.holdMs });
   }
 
   async request<T = unknown>(method: HttpMethod, path: string, init: RequestInit = {}): Promise<CallResult<T>> {
@@ -162,8 +167,9 @@ export class ControlPlaneClient {
   #call<T>(method: HttpMethod, path: string, init: RequestInit): Promise<CallResult<T>> {
     const { body, signal } = init;
     const timeoutMs = this.#timeoutMs;
+    const holdMs = Math.max(0, init.holdMs ?? 0);
     const started = performance.now();
-    const deadline = started + 2 * timeoutMs;
+    const deadline = started + 2 * timeoutMs + holdMs;
     const rtt = () => Math.round(performance.now() - started);
     const close = this.#sparse(started);
     const options: RequestOptions = {
@@ -197,6 +203,8 @@ export class ControlPlaneClient {
       let req: ClientRequest;
       let phase: Phase = 'connect';
       let timer = setTimeout(onTimeout, timeoutMs);
+      // The running timer's duration: the headers phase of a held call needs a longer one.
+      let timerMs = timeoutMs;
       // Set once a phase would outlast the whole-call deadline: from then on the timer fires at the deadline.
       let pinned = false;
       let responded = false;
@@ -223,8 +231,15 @@ export class ControlPlaneClient {
         phase = next;
         if (pinned) return;
         const now = performance.now();
-        if (now + timeoutMs <= deadline) {
-          timer.refresh();
+        const ms = next === 'headers' ? timeoutMs + holdMs : timeoutMs;
+        if (now + ms <= deadline) {
+          if (ms === timerMs) {
+            timer.refresh();
+          } else {
+            clearTimeout(timer);
+            timer = setTimeout(onTimeout, ms);
+            timerMs = ms;
+          }
         } else {
           clearTimeout(timer);
           timer = setTimeout(onTimeout, Math.max(0, deadline - now));
@@ -234,11 +249,11 @@ export class ControlPlaneClient {
 
       function onTimeout(): void {
         const message = pinned
-          ? `control plane call took longer than ${2 * timeoutMs} ms`
+          ? `control plane call took longer than ${2 * timeoutMs + holdMs} ms`
           : phase === 'connect'
             ? `no connection to the control plane within ${timeoutMs} ms`
             : phase === 'headers'
-              ? `control plane sent no response within ${timeoutMs} ms`
+              ? `control plane sent no response within ${timeoutMs + holdMs} ms`
               : `control plane response stalled for ${timeoutMs} ms`;
         fail('timeout', message);
         req.destroy();

@@ -141,6 +141,11 @@ export class DeploymentLoops {
     if (etag !== undefined) this.#poller.noteEtagHint(etag);
   }
 
+  /** The blocking query's wait a heartbeat answer announced (undefined: none, so poll). */
+  noteDesiredWait(waitSec: number | undefined): void {
+    this.#poller.noteBlockingWait(waitSec);
+  }
+
   get queueDepth(): number {
     return this.#outbox.depth;
   }

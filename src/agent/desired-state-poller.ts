@@ -27,6 +27,12 @@ export const EXTENSION_PROBE_MS = 10 * 60_000;
  * that is wrong (a proxy caching heartbeat answers, a panel bug) delays a change by at most this.
  */
 export const HINTED_POLL_MAX_MS = 5 * 60_000;
+/** The longest wait the agent asks for, whatever a panel announces (its held call is bounded by it). */
+export const MAX_BLOCKING_WAIT_SEC = 600;
+/** Held calls start at least this far apart, so a panel answering 200 at once every time cannot make a loop spin. */
+const BLOCKING_MIN_GAP_MS = 1_000;
+/** A held call that failed (a proxy cutting long requests, say) sends the agent back to polling for this long. */
+export const BLOCKING_SUSPEND_MS = 10 * 60_000;
 
 export interface DesiredStatePollerDeps {
   client: ControlPlaneClient;
@@ -69,6 +75,14 @@ export class DesiredStatePoller {
   /** The last differing hint that started a poll: one that stays different (a proxy rewriting ETags) starts only one. */
   #actedOnHint: string | undefined;
   readonly #rejections = new RejectionLog();
+  /** The wait the panel announced for the blocking query (seconds); undefined: poll. */
+  #waitSec: number | undefined;
+  /** Blocking queries are not used before this (Date.now()) after one failed. */
+  #suspendedUntil = 0;
+  /** Held calls in a row that came back 304 long before their wait: the panel is not holding them. */
+  #early = 0;
+  /** Ends a held call on stop(). */
+  #holding: AbortController | undefined;
 
   constructor(deps: DesiredStatePollerDeps) {
     this.#deps = deps;
@@ -119,25 +133,59 @@ export class DesiredStatePoller {
       && sameEtag(hint.etag, this.#etag) && now - (this.#lastPollAt ?? 0) < (this.#deps.hintedPollMaxMs ?? HINTED_POLL_MAX_MS);
   }
 
+  /**
+   * A heartbeat answer announced the blocking query (`data.deploymentsWait`, seconds) or did not
+   * (undefined: a stock or older panel, or one whose change feed is down). From then on the next
+   * call 3 is held, or a plain poll.
+   */
+  noteBlockingWait(waitSec: number | undefined): void {
+    const was = this.#waitSec;
+    this.#waitSec = waitSec === undefined ? undefined : Math.min(waitSec, MAX_BLOCKING_WAIT_SEC);
+    if (was === undefined && this.#waitSec !== undefined && this.#blocking(Date.now())) this.#loop.runWithin(0);
+  }
+
+  /** Whether the next call 3 is a held one. */
+  #blocking(now: number): boolean {
+    return this.#waitSec !== undefined && this.#mode === 'available' && this.#failures === 0 && this.#etag !== null && now >= this.#suspendedUntil;
+  }
+
   stop(): Promise<void> {
-    return this.#loop.stop();
+    const stopped = this.#loop.stop();
+    this.#holding?.abort();
+    return stopped;
   }
 
   /** One poll; resolves with the delay before the next. */
   async #poll(): Promise<number> {
     const { client, logger } = this.#deps;
     const now = Date.now();
-    const vouched = this.#vouched(now);
+    const waitSec = this.#blocking(now) ? this.#waitSec : undefined;
+    const vouched = waitSec === undefined && this.#vouched(now);
     this.#checkedAt = now;
     if (vouched) return this.#interval();
     this.#lastPollAt = now;
-    const res = await client.getJson(`/api/workers/${encodeURIComponent(this.#deps.workerId())}/deployments`, this.#etag ?? undefined);
+    const path = `/api/workers/${encodeURIComponent(this.#deps.workerId())}/deployments`;
+    let res;
+    if (waitSec === undefined) {
+      res = await client.getJson(path, this.#etag ?? undefined);
+    } else {
+      const holding = (this.#holding = new AbortController());
+      // The panel may hold up to wait + wait/16 (its spread); the client adds its normal bound on top.
+      res = await client.getJson(`${path}?wait=${waitSec}`, this.#etag ?? undefined, { holdMs: Math.ceil((waitSec * 1000 * 17) / 16), signal: holding.signal });
+      this.#holding = undefined;
+      if (holding.signal.aborted) return this.#interval(); // stop() ended it: nothing to report
+      if (!res.ok) {
+        this.#suspendedUntil = Date.now() + BLOCKING_SUSPEND_MS;
+        logger.warn({ kind: res.kind, status: res.status }, `held desired-state call failed: ${res.message}; polling instead for 10 minutes`);
+      }
+    }
     if (res.ok) {
       if (this.#mode !== 'available') logger.info({ previous: this.#mode }, 'control plane serves deployments: reconciling');
       this.#mode = 'available';
+      const next = waitSec === undefined ? undefined : this.#afterHeld(res.status, waitSec, Date.now() - now);
       if (res.status === 304) {
         this.#failures = 0;
-        return this.#interval();
+        return next ?? this.#interval();
       }
       const parsed = parseDesiredSet(res.body, this.#deps.parse);
       if (!parsed.ok) {
@@ -155,7 +203,7 @@ export class DesiredStatePoller {
       this.#failures = 0;
       this.#rejections.note(parsed.rejected, deploymentList(res.body), logger);
       this.#deps.onDesired({ deployments: parsed.deployments, rejected: parsed.rejected, etag, source: 'control-plane', receivedAt: Date.now() });
-      return this.#interval();
+      return next ?? this.#interval();
     }
     if (res.kind === 'http' && res.status === 404 && res.code !== 'WORKER_NOT_FOUND') {
       if (this.#mode !== 'heartbeat-only') {
@@ -168,6 +216,20 @@ export class DesiredStatePoller {
     const log = this.#failures === 1 ? logger.warn.bind(logger) : logger.debug.bind(logger);
     log({ kind: res.kind, status: res.status, retryInMs: next }, `desired-state poll failed: ${res.message}; enforcing the last known set`);
     return next;
+  }
+
+  /**
+   * The delay after a held call answered: the next one at once (at least BLOCKING_MIN_GAP_MS after
+   * this one started). A 304 long before the wait (a panel restarting, or one that does not hold)
+   * backs off towards the poll interval instead, so such a panel sees no more calls than polling.
+   */
+  #afterHeld(status: number, waitSec: number, elapsedMs: number): number {
+    if (status === 304 && elapsedMs < (waitSec * 1000) / 2) {
+      this.#early++;
+      return Math.min(this.#interval(), fullDelay(this.#deps, this.#early - 1) + BLOCKING_MIN_GAP_MS);
+    }
+    this.#early = 0;
+    return Math.max(0, BLOCKING_MIN_GAP_MS - elapsedMs);
   }
 
   #interval(): number {

@@ -64,6 +64,8 @@ export async function runPanel(opts: PanelCliOptions): Promise<void> {
       migrate: opts.migrate,
       healthMonitor: opts.healthMonitor,
       logger: opts.logger,
+      // One extra connection, outside the pool: it only LISTENs, for the blocking desired-set query.
+      listen: () => new pg.Client({ connectionString: databaseUrl, connectionTimeoutMillis: 10_000 }),
       host,
       port,
     });

@@ -1,6 +1,8 @@
 import { authorizeWorker } from './auth.js';
+import { DEFAULT_MAX_WAIT_SEC, holdDesiredSet, holdMs, MAX_WAIT_CAP_SEC } from './blocking-query.js';
 import { secretKey } from './crypto.js';
 import type { Database } from './db.js';
+import type { DesiredFeed } from './desired-feed.js';
 import { loadDesiredSet } from './desired-set.js';
 import { DEFAULT_HEALTH, validateHealthOptions, type HealthOptions } from './health.js';
 import { failure, type PanelReply } from './reply.js';
@@ -30,6 +32,13 @@ export interface PanelOptions {
   health?: Partial<HealthOptions>;
   prices?: Partial<UsagePrices>;
   logger?: PanelLogger;
+  /**
+   * Change notifications (one LISTEN connection): with it, call 3 honours `?wait=N` and heartbeat
+   * answers announce it. Without it (or while it is disconnected) agents poll as before.
+   */
+  feed?: DesiredFeed;
+  /** The longest hold granted to `?wait=N`, in seconds (default 300, at most 600). */
+  maxWaitSec?: number;
 }
 
 export type PanelRoute =
@@ -69,6 +78,10 @@ export interface PanelRequest {
   authorization: string | undefined;
   ifNoneMatch: string | undefined;
   body: unknown;
+  /** `?wait=N` of call 3, whole seconds. */
+  waitSec?: number;
+  /** Aborted when the client goes away (ends a held call 3). */
+  signal?: AbortSignal;
 }
 
 /** If-None-Match by weak comparison (RFC 9110 §13.1.2): W/ ignored, lists, and `*`. */
@@ -93,7 +106,9 @@ export function createPanelHandler(opts: PanelOptions): PanelHandler {
   const prices: UsagePrices = { ...DEFAULT_PRICES, ...opts.prices };
   for (const [name, v] of Object.entries(prices)) if (!(Number.isFinite(v) && v >= 0)) throw new RangeError(`prices.${name} must be a number >= 0`);
   const key = secretKey({ sshCredSecret: opts.sshCredSecret, jwtSecret: opts.jwtSecret });
-  const { db, logger } = opts;
+  const { db, logger, feed } = opts;
+  const maxWaitSec = opts.maxWaitSec ?? DEFAULT_MAX_WAIT_SEC;
+  if (!(Number.isInteger(maxWaitSec) && maxWaitSec >= 1 && maxWaitSec <= MAX_WAIT_CAP_SEC)) throw new RangeError(`maxWaitSec must be a whole number of seconds in 1..${MAX_WAIT_CAP_SEC}`);
 
   async function serve(route: PanelRoute, req: PanelRequest): Promise<PanelReply> {
     if (route.kind === 'register') return handleRegister(db, req.authorization, req.body, opts.jwtSecret);
@@ -106,10 +121,20 @@ export function createPanelHandler(opts: PanelOptions): PanelHandler {
         if (result.status === undefined) return result.reply;
         // The hint spares the agent its polls; the status carries an admin's drain to it.
         const desired = await loadDesiredSet(db, workerId, key);
-        return { ...result.reply, body: { success: true, message: 'Heartbeat received', data: { deploymentsEtag: desired.etag, status: result.status } } };
+        // deploymentsWait announces the blocking query, only while changes actually reach this process.
+        const data = { deploymentsEtag: desired.etag, status: result.status, ...(feed?.listening === true ? { deploymentsWait: maxWaitSec } : {}) };
+        return { ...result.reply, body: { success: true, message: 'Heartbeat received', data } };
       }
       case 'deployments': {
-        const desired = await loadDesiredSet(db, workerId, key);
+        const load = () => loadDesiredSet(db, workerId, key);
+        const hold = !route.head && req.waitSec !== undefined && req.waitSec > 0 && feed?.listening === true;
+        const desired = hold
+          ? await holdDesiredSet({
+              feed, workerId, load, signal: req.signal,
+              holdMs: holdMs(req.waitSec!, maxWaitSec),
+              unchanged: (set) => etagMatches(req.ifNoneMatch, set.etag),
+            })
+          : await load();
         const headers = { ETag: desired.etag, 'Cache-Control': 'private, no-cache' };
         if (etagMatches(req.ifNoneMatch, desired.etag)) return { status: 304, headers };
         return { status: 200, headers, rawBody: route.head ? '' : desired.body };

@@ -1,5 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { readJsonBody, requestPath } from '../refcp/http.js';
+import { parseWait } from './blocking-query.js';
 import { createPanelHandler, matchPanelRoute, type PanelHandler, type PanelOptions } from './handler.js';
 import type { PanelReply } from './reply.js';
 
@@ -37,6 +38,11 @@ function writeReply(res: ServerResponse, reply: PanelReply): void {
   res.end(body);
 }
 
+function waitParam(url: string | undefined): string | null {
+  const q = url?.indexOf('?') ?? -1;
+  return q === -1 ? null : new URLSearchParams(url!.slice(q + 1)).get('wait');
+}
+
 function bodyError(res: ServerResponse, status: number, message: string): void {
   writeReply(res, { status, body: { success: false, error: { code: 'VALIDATION_ERROR', message } } });
 }
@@ -60,7 +66,20 @@ export function createPanelMiddleware(opts: PanelOptions): PanelMiddleware {
         body = read.kind === 'json' ? read.value : {};
       }
       const ifNoneMatch = req.headers['if-none-match'];
-      const reply = await handler.handle(route, { authorization: req.headers.authorization, ifNoneMatch: typeof ifNoneMatch === 'string' ? ifNoneMatch : undefined, body: body ?? {} });
+      const wait = route.kind === 'deployments' ? parseWait(waitParam(req.originalUrl ?? req.url)) : null;
+      if (wait === 'invalid') return bodyError(res, 400, 'wait must be a whole number of seconds');
+      // A held call 3 ends when its client leaves, so a closed connection holds nothing.
+      const left = new AbortController();
+      const onClose = (): void => left.abort();
+      res.once('close', onClose);
+      const reply = await handler.handle(route, {
+        authorization: req.headers.authorization,
+        ifNoneMatch: typeof ifNoneMatch === 'string' ? ifNoneMatch : undefined,
+        body: body ?? {},
+        ...(wait !== null ? { waitSec: wait } : {}),
+        signal: left.signal,
+      });
+      res.off('close', onClose);
       writeReply(res, reply);
     })().catch(next);
   };

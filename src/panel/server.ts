@@ -2,6 +2,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { sendJson } from '../refcp/http.js';
 import type { Database } from './db.js';
+import { DesiredFeed, type ListenConnector } from './desired-feed.js';
 import type { PanelLogger, PanelOptions } from './handler.js';
 import { HealthMonitor } from './health-monitor.js';
 import { createPanelMiddleware } from './http.js';
@@ -20,19 +21,30 @@ export interface PanelServerOptions extends PanelOptions {
   migrate?: boolean;
   /** Run the health monitor (default true). */
   healthMonitor?: boolean;
+  /**
+   * Opens the LISTEN connection for the blocking desired-set query, e.g.
+   * `() => new pg.Client({ connectionString })`. Without it the panel answers call 3 at once.
+   */
+  listen?: ListenConnector;
 }
+
+/** How long close() lets released answers reach their clients before it cuts connections. */
+const CLOSE_GRACE_MS = 1000;
 
 export interface PanelServer {
   readonly url: string;
   readonly server: Server;
   readonly monitor: HealthMonitor | undefined;
+  readonly feed: DesiredFeed | undefined;
   close(): Promise<void>;
 }
 
 export async function startPanelServer(opts: PanelServerOptions): Promise<PanelServer> {
   const db: Database = opts.db;
   if (opts.migrate !== false) await applyPanelMigration(db);
-  const middleware = createPanelMiddleware(opts);
+  const feed = opts.feed ?? (opts.listen === undefined ? undefined : new DesiredFeed(opts.listen, opts.logger));
+  if (opts.feed === undefined) await feed?.start();
+  const middleware = createPanelMiddleware({ ...opts, feed });
   const logger: PanelLogger | undefined = opts.logger;
   const server = createServer({ keepAliveTimeout: 5000 }, (req, res) => {
     middleware(req, res, (err?: unknown) => {
@@ -61,11 +73,18 @@ export async function startPanelServer(opts: PanelServerOptions): Promise<PanelS
     url: `http://${host}:${address.port}`,
     server,
     monitor,
+    feed,
     async close() {
+      // Held calls are answered first (304: re-check), so agents ask again rather than see a reset.
+      if (opts.feed === undefined) await feed?.close();
       await monitor?.stop();
       await new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeAllConnections();
+        const cut = setTimeout(() => server.closeAllConnections(), CLOSE_GRACE_MS);
+        server.close(() => {
+          clearTimeout(cut);
+          resolve();
+        });
+        server.closeIdleConnections();
       });
     },
   };

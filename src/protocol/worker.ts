@@ -63,6 +63,18 @@ export function deploymentsEtagHint(body: unknown): string | undefined {
 }
 
 /**
+ * The blocking desired-set query's announcement in a heartbeat's 200 answer: `{"data":
+ * {"deploymentsWait": 300}}`, the longest `?wait=` (seconds) the panel holds call 3 for.
+ * Undefined when absent (stock SkyPanelV2, the panel's change feed down) or not a whole number
+ * of seconds in 1..3600: the agent then polls.
+ */
+export function deploymentsWaitHint(body: unknown): number | undefined {
+  const data = body && typeof body === 'object' ? (body as Record<string, unknown>).data : undefined;
+  const wait = data && typeof data === 'object' ? (data as Record<string, unknown>).deploymentsWait : undefined;
+  return typeof wait === 'number' && Number.isInteger(wait) && wait >= 1 && wait <= 3600 ? wait : undefined;
+}
+
+/**
  * The worker's status as the panel holds it, when a heartbeat answer carries it (`data.status`;
  * the panel half on SkyPanelV2's tables does, stock SkyPanelV2 does not): `draining` there is an
  * admin's drain. Undefined when absent or not one of SkyPanelV2's worker statuses.
