@@ -172,7 +172,11 @@ export class ExtensionStore implements DeploymentsControl {
       state.everAssigned.add(id);
     }
     dropOldest(state.everAssigned, MAX_ASSIGNED_IDS);
+    this.desiredChanged(workerKey(workerId));
   }
+
+  /** Called after a worker's desired set was replaced (key: workerKey of its id). */
+  protected desiredChanged(_key: string): void {}
 
   deploymentsOf(workerId: string): unknown[] | undefined {
     const state = this.#peek(workerId);

@@ -2,8 +2,8 @@ import { randomBytes } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { isAdminPath, serveAdmin } from './admin-routes.js';
-import { matchExtensionRoute, serveExtension } from './deployment-routes.js';
-import { ExtensionStore, type DeploymentsControl } from './extension-store.js';
+import { etagMatches, matchExtensionRoute, serveExtension } from './deployment-routes.js';
+import { ExtensionStore, workerKey, type DeploymentsControl } from './extension-store.js';
 import { FaultSlot, GARBAGE_BODY, defaultFaultBody } from './faults.js';
 import { isApiPath, matchRoute, readJsonBody, requestPath, send, sendJson } from './http.js';
 import { signWorkerToken } from './jwt.js';
@@ -51,6 +51,9 @@ class RefControlPlane extends ExtensionStore implements ReferenceControlPlane {
   readonly #maxRecords: number;
   readonly #faults = new FaultSlot();
   readonly #sleepers = new Set<() => void>();
+  readonly #blockingWaitSec: number | undefined;
+  /** Held desired-set calls per worker key, woken when its set is replaced. */
+  readonly #held = new Map<string, Set<() => void>>();
   #server: Server | null = null;
   #listening = false;
 
@@ -69,6 +72,10 @@ class RefControlPlane extends ExtensionStore implements ReferenceControlPlane {
       }
     };
     this.#maxRecords = opts.maxRecords ?? 10_000;
+    this.#blockingWaitSec = opts.blockingWaitSec;
+    if (this.#blockingWaitSec !== undefined && !(Number.isInteger(this.#blockingWaitSec) && this.#blockingWaitSec >= 1 && this.#blockingWaitSec <= 600)) {
+      throw new RangeError('blockingWaitSec must be a whole number of seconds in 1..600');
+    }
   }
 
   get url(): string {
@@ -184,6 +191,15 @@ class RefControlPlane extends ExtensionStore implements ReferenceControlPlane {
     const parsedBody: unknown = body.kind === 'json' ? body.value : {};
 
     const ext = this.extensions ? matchExtensionRoute(req.method, rawPath) : { kind: 'none' as const };
+    if (ext.kind === 'deployments' && req.method === 'GET' && this.#blockingWaitSec !== undefined) {
+      const wait = /[?&]wait=(\d{1,6})(?:&|$)/.exec(req.url ?? '');
+      const inm = req.headers['if-none-match'];
+      if (wait !== null && typeof inm === 'string' && authenticateWorker(req.headers.authorization, this.jwtSecret).ok) {
+        const ms = Math.min(Number(wait[1]), this.#blockingWaitSec) * 1000;
+        // The panel's spread: up to 1/16 more, so a fleet that asked together does not return together.
+        await this.#hold(ext.id, inm, ms + (Math.random() * ms) / 16);
+      }
+    }
     if (ext.kind !== 'none') {
       return serveExtension(ext, req, res, { body: parsedBody, jwtSecret: this.jwtSecret, workers: this.workers, store: this, now: new Date() });
     }
@@ -201,7 +217,8 @@ class RefControlPlane extends ExtensionStore implements ReferenceControlPlane {
       if (route.kind === 'heartbeat' && reply.status === 200 && this.extensions) {
         // Extension: the desired set's current ETag rides on every heartbeat answer, so an agent
         // polls only when it changed (docs/PROTOCOL.md, the desired-set hint under call 2).
-        reply = { ...reply, body: { ...(reply.body as object), data: { deploymentsEtag: this.deploymentsEtagOf(route.id) } } };
+        const wait = this.#blockingWaitSec === undefined ? {} : { deploymentsWait: this.#blockingWaitSec };
+        reply = { ...reply, body: { ...(reply.body as object), data: { deploymentsEtag: this.deploymentsEtagOf(route.id), ...wait } } };
       }
     }
     sendJson(res, reply.status, reply.body);
@@ -210,6 +227,34 @@ class RefControlPlane extends ExtensionStore implements ReferenceControlPlane {
   #remember(record: RequestRecord): void {
     this.requests.push(record);
     if (this.requests.length > this.#maxRecords) this.requests.splice(0, this.requests.length - this.#maxRecords);
+  }
+
+  protected override desiredChanged(key: string): void {
+    for (const wake of this.#held.get(key) ?? []) wake();
+  }
+
+  /** Until the worker's set no longer matches `ifNoneMatch`, `ms` pass, or close() is called. */
+  async #hold(workerId: string, ifNoneMatch: string, ms: number): Promise<void> {
+    const key = workerKey(workerId);
+    const deadline = performance.now() + ms;
+    while (etagMatches(ifNoneMatch, this.deploymentsEtagOf(workerId)) && this.#listening) {
+      const left = deadline - performance.now();
+      if (left <= 0) return;
+      await new Promise<void>((resolve) => {
+        const set = this.#held.get(key) ?? new Set();
+        this.#held.set(key, set);
+        const wake = (): void => {
+          clearTimeout(timer);
+          this.#sleepers.delete(wake);
+          set.delete(wake);
+          if (set.size === 0) this.#held.delete(key);
+          resolve();
+        };
+        const timer = setTimeout(wake, left);
+        set.add(wake);
+        this.#sleepers.add(wake);
+      });
+    }
   }
 
   /** Resolves true after `ms`, or false as soon as close() is called. */

@@ -101,6 +101,11 @@ export interface ReferenceControlPlaneOptions {
   adminToken?: string;
   /** Per worker: status reports (and usage records) kept, oldest dropped first. Default 50000. */
   maxReports?: number;
+  /**
+   * Announce (`data.deploymentsWait` on heartbeat answers) and serve the blocking desired-set query
+   * with this longest wait, in seconds, as the panel half does. Off by default.
+   */
+  blockingWaitSec?: number;
 }
 
 /** One accepted, distinct status report. */

@@ -1,7 +1,17 @@
+import { mkdtemp, rm } from 'node:fs/promises';
 import http from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { ControlPlaneClient } from '../../src/agent/control-plane-client.js';
+import { DesiredStatePoller, type DesiredSet } from '../../src/agent/desired-state-poller.js';
+import { createLogger } from '../../src/agent/logger.js';
+import { StateStore } from '../../src/agent/state-store.js';
 import { startPanelServer, type PanelServer } from '../../src/panel/server.js';
+import { deploymentsEtagHint, deploymentsWaitHint } from '../../src/protocol/worker.js';
+import { Secret } from '../../src/secret.js';
 import { startPostgres, type TestPostgres } from '../helpers/postgres.js';
 import {
   call, heartbeatBody, insertDeployment, insertOrg, insertService, JWT_SECRET, newWorkerToken, pick, REGISTER_BODY, SSH_CRED_SECRET,
@@ -176,5 +186,37 @@ describe('blocking desired-set query', () => {
     expect(performance.now() - t).toBeLessThan(2_000);
     expect(answered.every((s) => s === 304)).toBe(true);
     agent.destroy();
+  });
+
+  test("the agent's poller gets a change made by SQL in under 2 s, with no poll due for a minute", async () => {
+    const w = await registered();
+    const client = new ControlPlaneClient({ baseUrl: panel.url, token: new Secret(w.token), timeoutMs: 5_000 });
+    const dir = await mkdtemp(join(tmpdir(), 'skp-panel-held-'));
+    const sets: DesiredSet[] = [];
+    const logger = createLogger({ level: 'silent', pretty: false, destination: new Writable({ write: (_c, _e, cb) => cb() }) });
+    const poller = new DesiredStatePoller({ client, workerId: () => w.workerId, intervalMs: 60_000, store: new StateStore(dir), logger, onDesired: (s) => sets.push(s) });
+    try {
+      poller.start();
+      const firstPoll = async () => sets.length === 1;
+      await until('the first poll', firstPoll);
+      const hb = await client.postJson(`/api/workers/${w.workerId}/heartbeat`, heartbeatBody());
+      expect(hb.ok).toBe(true);
+      if (hb.ok) {
+        poller.noteBlockingWait(deploymentsWaitHint(hb.body));
+        poller.noteEtagHint(deploymentsEtagHint(hb.body)!);
+      }
+      await until('a held call', async () => panel.feed!.held === 1);
+      const { orgId } = await insertOrg(db.pool);
+      const svc = await insertService(db.pool, { orgId, status: 'running' });
+      const t = performance.now();
+      await insertDeployment(db.pool, { serviceId: svc, workerId: w.workerId, imageTag: 'registry.example.com/app:held' });
+      await until('the change', async () => sets.length === 2, 2_000);
+      expect(performance.now() - t).toBeLessThan(2_000);
+      expect(sets[1]!.deployments.map((d) => d.imageTag)).toEqual(['registry.example.com/app:held']);
+    } finally {
+      await poller.stop();
+      await client.close();
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
