@@ -169,19 +169,21 @@ export function buildRows(r) {
   for (const key of ['latencyDefault', 'latencyFast']) {
     const l = r[key];
     if (!l) continue;
-    const name = key === 'latencyDefault' ? 'desired→applied, default intervals (30 s poll)' : 'desired→applied, SKYPANEL_AGENT_POLL_INTERVAL=2';
+    const name = key === 'latencyDefault' ? 'desired→applied, default intervals (blocking query; 30 s poll without it)' : 'desired→applied, SKYPANEL_AGENT_POLL_INTERVAL=2';
     if (l.error) {
       err(name, l.error);
       continue;
     }
     const startMs = ss && !ss.error ? ss.medianMs : NaN;
-    const bound = l.pollSec * 1000 + startMs;
-    const ok = l.medianMs <= bound;
+    // Default settings: the panel holds call 3 and answers it on a change, so no poll wait is allowed for.
+    const held = key === 'latencyDefault';
+    const bound = held ? 2_000 : l.pollSec * 1000 + startMs;
+    const ok = l.medianMs <= bound && (!held || l.maxMs <= 5_000);
     row(
       `${name} (median / worst of ${l.samplesMs.length})`,
       `${s(l.medianMs)} / ${s(l.maxMs)}`,
-      `poll ${l.pollSec} s + swarm start ${s(startMs, 2)}`,
-      `median ≤ ${s(bound)}`,
+      held ? `blocking query; swarm start ${s(startMs, 2)}` : `poll ${l.pollSec} s + swarm start ${s(startMs, 2)}`,
+      held ? 'median ≤ 2 s, worst ≤ 5 s' : `median ≤ ${s(bound)}`,
       ok ? 'PASS' : 'MISS',
       ok
         ? undefined

@@ -52,7 +52,9 @@ const { measureReconcile } = await import('./reconcile.mjs');
 const { bodySizes, buildRows, printTable } = await import('./report.mjs');
 
 const docker = new Docker({ socketPath: defaultSocketPath(), timeout: 60_000 });
-const cp = await startReferenceControlPlane({ host: '127.0.0.1', port: 0, maxRecords: 500_000 });
+// It announces the blocking desired-set query with the panel half's default wait, as a SkyPanelV2
+// running the panel module does: the agents measured here use it, as they would there.
+const cp = await startReferenceControlPlane({ host: '127.0.0.1', port: 0, maxRecords: 500_000, blockingWaitSec: 300 });
 const dir = mkdtempSync(join(tmpdir(), 'skp-bench-'));
 // One organization (so one overlay network) per phase. An org network is a /24 and every service
 // takes a VIP on it plus an address per task: ~250 endpoints fill it, and tasks then stay `new`

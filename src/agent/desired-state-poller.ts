@@ -83,6 +83,8 @@ export class DesiredStatePoller {
   #early = 0;
   /** Ends a held call on stop(). */
   #holding: AbortController | undefined;
+  /** The pending wait leads to a held call (not a poll interval that an announcement should cut short). */
+  #heldNext = false;
 
   constructor(deps: DesiredStatePollerDeps) {
     this.#deps = deps;
@@ -139,9 +141,9 @@ export class DesiredStatePoller {
    * call 3 is held, or a plain poll.
    */
   noteBlockingWait(waitSec: number | undefined): void {
-    const was = this.#waitSec;
     this.#waitSec = waitSec === undefined ? undefined : Math.min(waitSec, MAX_BLOCKING_WAIT_SEC);
-    if (was === undefined && this.#waitSec !== undefined && this.#blocking(Date.now())) this.#loop.runWithin(0);
+    // Waiting out a poll interval (the first answer came before the first poll, say): hold now instead.
+    if (this.#holding === undefined && !this.#heldNext && this.#blocking(Date.now())) this.#loop.runWithin(0);
   }
 
   /** Whether the next call 3 is a held one. */
@@ -160,6 +162,7 @@ export class DesiredStatePoller {
     const { client, logger } = this.#deps;
     const now = Date.now();
     const waitSec = this.#blocking(now) ? this.#waitSec : undefined;
+    this.#heldNext = false;
     const vouched = waitSec === undefined && this.#vouched(now);
     this.#checkedAt = now;
     if (vouched) return this.#interval();
@@ -183,9 +186,10 @@ export class DesiredStatePoller {
       if (this.#mode !== 'available') logger.info({ previous: this.#mode }, 'control plane serves deployments: reconciling');
       this.#mode = 'available';
       const next = waitSec === undefined ? undefined : this.#afterHeld(res.status, waitSec, Date.now() - now);
+      this.#heldNext = next !== undefined;
       if (res.status === 304) {
         this.#failures = 0;
-        return next ?? this.#interval();
+        return next ?? this.#afterPoll();
       }
       const parsed = parseDesiredSet(res.body, this.#deps.parse);
       if (!parsed.ok) {
@@ -203,7 +207,7 @@ export class DesiredStatePoller {
       this.#failures = 0;
       this.#rejections.note(parsed.rejected, deploymentList(res.body), logger);
       this.#deps.onDesired({ deployments: parsed.deployments, rejected: parsed.rejected, etag, source: 'control-plane', receivedAt: Date.now() });
-      return next ?? this.#interval();
+      return next ?? this.#afterPoll();
     }
     if (res.kind === 'http' && res.status === 404 && res.code !== 'WORKER_NOT_FOUND') {
       if (this.#mode !== 'heartbeat-only') {
@@ -230,6 +234,13 @@ export class DesiredStatePoller {
     }
     this.#early = 0;
     return Math.max(0, BLOCKING_MIN_GAP_MS - elapsedMs);
+  }
+
+  /** After a plain poll: a held call at once when the panel announced one (the first poll had no tag to hold on). */
+  #afterPoll(): number {
+    if (!this.#blocking(Date.now())) return this.#interval();
+    this.#heldNext = true;
+    return BLOCKING_MIN_GAP_MS;
   }
 
   #interval(): number {

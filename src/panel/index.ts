@@ -7,6 +7,8 @@ export { createPanelHandler, matchPanelRoute, type PanelHandler, type PanelLogge
 export { createPanelMiddleware, type PanelMiddleware, type NextFunction } from './http.js';
 export { startPanelServer, type PanelServer, type PanelServerOptions } from './server.js';
 export { HealthMonitor } from './health-monitor.js';
+export { DesiredFeed, DESIRED_CHANNEL, type ListenClient, type ListenConnector } from './desired-feed.js';
+export { DEFAULT_MAX_WAIT_SEC } from './blocking-query.js';
 export { DEFAULT_HEALTH, type HealthOptions } from './health.js';
 export { DEFAULT_PRICES, type UsagePrices } from './usage.js';
 export { encryptSecret, decryptSecret, secretKey } from './crypto.js';

@@ -95,6 +95,17 @@ describe('blocking desired-set query, agent side', () => {
     expect(gets(cp).length - before).toBe(0);
   });
 
+  it('announced before the first poll answered: the held call follows that poll at once', async () => {
+    const { cp, sets, p } = await setup({ blockingWaitSec: 20 });
+    p.noteBlockingWait(20); // the first heartbeat answer can come before the first poll's
+    await until('the first poll', () => sets.length === 1);
+    await until('a held call', () => gets(cp).length === 2, 3_000);
+    const t = Date.now();
+    cp.setDeployments(WORKER_ID, [deployment('1.27')]);
+    await until('the change', () => sets.length === 2, 2_000);
+    expect(Date.now() - t).toBeLessThan(1_000);
+  });
+
   it('a held call is bounded by its wait, not by the normal request timeout', async () => {
     const { cp, sets, beat } = await setup({ blockingWaitSec: 2 }, 500);
     await until('the first poll', () => sets.length === 1);
