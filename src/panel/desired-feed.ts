@@ -30,6 +30,8 @@ export interface ListenClient {
 export type ListenConnector = () => ListenClient;
 
 const RECONNECT: BackoffPolicy = { baseMs: 500, capMs: 30_000 };
+/** ETags remembered at most (about 100 bytes each); past it the memory starts over. */
+const MAX_ETAGS = 100_000;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 type Listener = (event: FeedEvent) => void;
@@ -44,6 +46,14 @@ export class DesiredFeed {
   #attempt = 0;
   #retry: NodeJS.Timeout | undefined;
   #held = 0;
+  /**
+   * The desired set's ETag per worker, as last loaded while listening and dropped on that worker's
+   * notification: the heartbeat's hint then costs no query. Only the hint reads it; call 3 always
+   * loads the set.
+   */
+  readonly #etags = new Map<string, string>();
+  /** Notifications and connection losses seen: a load that overlapped one is not remembered. */
+  #changes = 0;
 
   constructor(connect: ListenConnector, logger?: PanelLogger) {
     this.#connect = connect;
@@ -79,6 +89,22 @@ export class DesiredFeed {
     };
   }
 
+  /** The worker's current ETag when known for certain (listening, and no change since it was loaded). */
+  etagOf(workerId: string): string | undefined {
+    return this.#listening ? this.#etags.get(workerId.toLowerCase()) : undefined;
+  }
+
+  /** Runs `load` and remembers the ETag it returns, unless a change could have raced it. */
+  async remember<T extends { etag: string }>(workerId: string, load: () => Promise<T>): Promise<T> {
+    const before = this.#changes;
+    const set = await load();
+    if (this.#listening && before === this.#changes) {
+      if (this.#etags.size >= MAX_ETAGS) this.#etags.clear();
+      this.#etags.set(workerId.toLowerCase(), set.etag);
+    }
+    return set;
+  }
+
   /** Stops listening and answers every held request now. */
   async close(): Promise<void> {
     this.#closed = true;
@@ -95,11 +121,14 @@ export class DesiredFeed {
   }
 
   #notify(payload: string | undefined): void {
+    this.#changes++;
     // A payload that names no worker (another writer's NOTIFY on the channel) wakes everyone: safe, rare.
     if (payload === undefined || !UUID.test(payload)) {
+      this.#etags.clear();
       this.#broadcast('changed');
       return;
     }
+    this.#etags.delete(payload.toLowerCase());
     const set = this.#byWorker.get(payload.toLowerCase());
     if (set !== undefined) for (const fn of [...set]) fn('changed');
   }
@@ -135,6 +164,8 @@ export class DesiredFeed {
   #lost(client: ListenClient, why: string): void {
     const was = this.#listening;
     this.#listening = false;
+    this.#changes++;
+    this.#etags.clear();
     this.#client = undefined;
     void client.end().catch(() => undefined);
     if (this.#closed) return;

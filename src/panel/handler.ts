@@ -120,13 +120,13 @@ export function createPanelHandler(opts: PanelOptions): PanelHandler {
         const result = await handleHeartbeat(db, workerId, req.body, health);
         if (result.status === undefined) return result.reply;
         // The hint spares the agent its polls; the status carries an admin's drain to it.
-        const desired = await loadDesiredSet(db, workerId, key);
+        const etag = feed?.etagOf(workerId) ?? (await (feed ? feed.remember(workerId, () => loadDesiredSet(db, workerId, key)) : loadDesiredSet(db, workerId, key))).etag;
         // deploymentsWait announces the blocking query, only while changes actually reach this process.
-        const data = { deploymentsEtag: desired.etag, status: result.status, ...(feed?.listening === true ? { deploymentsWait: maxWaitSec } : {}) };
+        const data = { deploymentsEtag: etag, status: result.status, ...(feed?.listening === true ? { deploymentsWait: maxWaitSec } : {}) };
         return { ...result.reply, body: { success: true, message: 'Heartbeat received', data } };
       }
       case 'deployments': {
-        const load = () => loadDesiredSet(db, workerId, key);
+        const load = () => (feed ? feed.remember(workerId, () => loadDesiredSet(db, workerId, key)) : loadDesiredSet(db, workerId, key));
         const hold = !route.head && req.waitSec !== undefined && req.waitSec > 0 && feed?.listening === true;
         const desired = hold
           ? await holdDesiredSet({

@@ -131,6 +131,19 @@ describe('blocking desired-set query', () => {
     expect(res.ms).toBeLessThan(2_000 + 2_000 / 16 + 500);
   });
 
+  test("the heartbeat's hint follows a change made by SQL (the panel remembers hints only until a notification)", async () => {
+    const w = await registered();
+    const beatEtag = async () => pick((await call(panel.url, 'POST', `/api/workers/${w.workerId}/heartbeat`, w.token, heartbeatBody())).body, 'data', 'deploymentsEtag');
+    const first = await beatEtag();
+    expect(await beatEtag()).toBe(first);
+    const { orgId } = await insertOrg(db.pool);
+    await insertDeployment(db.pool, { serviceId: await insertService(db.pool, { orgId }), workerId: w.workerId });
+    await sleep(300);
+    const after = await beatEtag();
+    expect(after).not.toBe(first);
+    expect(after).toBe(await etagOf(w));
+  });
+
   test('a stale If-None-Match is answered at once; a bad wait is a 400', async () => {
     const w = await registered();
     const res = await held(w, '"stale"', 25);

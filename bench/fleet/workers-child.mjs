@@ -1,0 +1,152 @@
+// Simulated workers at the protocol level, a share of the fleet per process: each registers, then
+// beats every HB_MS (±5 %, random phase), keeps one blocking desired-set call held (?wait=WAIT_SEC
+// with If-None-Match) and re-asks when it returns, reports `running` after its set changed, and
+// sends a usage batch at the agent's rate (one per hourly period). Plain node:http, no agent code:
+// what is measured is the panel.
+import http from 'node:http';
+import { signWorkerToken } from '../../dist/refcp/jwt.js';
+
+const { PANEL_URL, JWT_SECRET } = process.env;
+const HB_MS = Number(process.env.HB_MS);
+const WAIT_SEC = Number(process.env.WAIT_SEC);
+const USAGE_PERIOD_MS = 3_600_000;
+const u = new URL(PANEL_URL);
+const agent = new http.Agent({ keepAlive: true, maxSockets: Infinity, maxFreeSockets: 256 });
+
+function request(method, path, token, body, headers = {}, timeoutMs = 20_000) {
+  return new Promise((resolve) => {
+    const data = body === undefined ? undefined : JSON.stringify(body);
+    const started = performance.now();
+    const req = http.request({ agent, host: u.hostname, port: u.port, method, path, headers: { authorization: `Bearer ${token}`, ...(data ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data) } : {}), ...headers } }, (res) => {
+      const chunks = [];
+      res.on('data', (c) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode, etag: res.headers.etag, text: Buffer.concat(chunks).toString(), ms: performance.now() - started }));
+    });
+    req.setTimeout(timeoutMs, () => req.destroy(new Error('timeout')));
+    req.on('error', (e) => resolve({ status: 0, error: e.message, ms: performance.now() - started }));
+    req.end(data);
+  });
+}
+
+let workers = [];
+let running = false;
+let measuring = false;
+let beats = [];
+let beatErrors = 0;
+let counts = { heartbeat: 0, held: 0, status: 0, usage: 0, register: 0 };
+/** The pending change: when it was committed, and when each affected worker's held call brought it. */
+let change;
+const timers = new Set();
+const later = (ms, fn) => {
+  const t = setTimeout(() => {
+    timers.delete(t);
+    fn();
+  }, ms);
+  timers.add(t);
+};
+
+function heartbeatBody(w) {
+  w.seq++;
+  return { cpuPercent: 12, memoryPercent: 40, diskPercent: 30, containerCount: 1, bootId: w.bootId, seq: w.seq, sentAt: new Date().toISOString(), agentVersion: '0.1.0', swarmNodeId: null, dockerHealthy: true, draining: false };
+}
+
+async function beat(w) {
+  if (!running) return;
+  const res = await request('POST', `/api/workers/${w.id}/heartbeat`, w.token, heartbeatBody(w));
+  counts.heartbeat++;
+  if (measuring) {
+    if (res.status === 200) beats.push(res.ms);
+    else beatErrors++;
+  }
+  later(Math.round(HB_MS * (0.95 + Math.random() * 0.1)), () => void beat(w));
+}
+
+async function hold(w) {
+  if (!running) return;
+  const res = await request('GET', `/api/workers/${w.id}/deployments?wait=${WAIT_SEC}`, w.token, undefined, w.etag ? { 'if-none-match': w.etag } : {}, (WAIT_SEC * 17 / 16 + 10) * 1000);
+  counts.held++;
+  if (res.status === 200) {
+    const changedNow = w.etag !== undefined && res.etag !== w.etag;
+    w.etag = res.etag;
+    if (changedNow && change && change.affected.has(w.id) && !change.got.has(w.id)) {
+      change.got.set(w.id, Date.now());
+      const dep = JSON.parse(res.text).data.deployments[0];
+      if (dep) void report(w, dep.id);
+    }
+  }
+  if (res.status === 200 || res.status === 304) later(0, () => void hold(w));
+  else later(5_000, () => void hold(w));
+}
+
+async function report(w, deploymentId) {
+  w.reportSeq++;
+  await request('POST', `/api/workers/${w.id}/deployments/${deploymentId}/status`, w.token, { status: 'running', bootId: w.bootId, seq: w.reportSeq, reportedAt: new Date().toISOString() });
+  counts.status++;
+}
+
+/** One usage batch for a random worker at the fleet's hourly rate (Poisson). */
+function usageLoop() {
+  if (!running || workers.length === 0) return;
+  const rate = workers.length / USAGE_PERIOD_MS;
+  later(Math.round(-Math.log(1 - Math.random()) / rate), async () => {
+    const w = workers[Math.floor(Math.random() * workers.length)];
+    if (w.deployment) {
+      w.period++;
+      const start = new Date(Date.UTC(2026, 0, 1) + w.period * USAGE_PERIOD_MS);
+      const rec = { ...w.deployment, periodStart: start.toISOString(), periodEnd: new Date(start.getTime() + USAGE_PERIOD_MS).toISOString(), cpuHours: 0.1, memoryGbHours: 0.05, storageGbHours: 0.01, networkGb: 0.001, samples: 60, complete: true };
+      await request('POST', `/api/workers/${w.id}/usage`, w.token, { records: [rec] });
+      counts.usage++;
+    }
+    usageLoop();
+  });
+}
+
+async function pool(items, n, fn) {
+  let i = 0;
+  await Promise.all(Array.from({ length: n }, async () => {
+    while (i < items.length) await fn(items[i++]);
+  }));
+}
+
+const REGISTER = { hostname: 'fleet', ipAddress: '127.0.0.1', capacity: { cpuCores: 2, memoryMb: 2048, diskGb: 20 }, metadata: { agentVersion: '0.1.0', protocolVersion: 1, labels: {} } };
+
+process.on('message', async (m) => {
+  if (m.cmd === 'register') {
+    workers = m.ids.map((id) => ({ id, token: signWorkerToken(JWT_SECRET, { workerId: id }), bootId: `boot-${id.slice(0, 8)}`, seq: 0, reportSeq: 0, period: 0, etag: undefined, deployment: undefined }));
+    let failed = 0;
+    await pool(workers, 16, async (w) => {
+      const res = await request('POST', '/api/workers/register', w.token, REGISTER);
+      counts.register++;
+      if (res.status !== 201) failed++;
+    });
+    process.send({ kind: 'registered', failed });
+  } else if (m.cmd === 'start') {
+    for (const w of workers) w.deployment = m.deployments[w.id];
+    running = true;
+    for (const w of workers) {
+      later(Math.floor(Math.random() * HB_MS), () => void beat(w));
+      later(Math.floor(Math.random() * Math.min(HB_MS, 10_000)), () => void hold(w));
+    }
+    usageLoop();
+    process.send({ kind: 'started' });
+  } else if (m.cmd === 'measure') {
+    measuring = true;
+    beats = [];
+    beatErrors = 0;
+    process.send({ kind: 'measuring' });
+  } else if (m.cmd === 'collect') {
+    measuring = false;
+    process.send({ kind: 'collected', beats, beatErrors, counts });
+  } else if (m.cmd === 'change') {
+    change = { affected: new Set(m.affected), got: new Map() };
+    process.send({ kind: 'change-armed' });
+  } else if (m.cmd === 'change-status') {
+    process.send({ kind: 'change-status', got: [...(change?.got.values() ?? [])], expected: change?.affected.size ?? 0 });
+  } else if (m.cmd === 'stop') {
+    running = false;
+    for (const t of timers) clearTimeout(t);
+    agent.destroy();
+    process.exit(0);
+  }
+});
+process.send({ kind: 'ready' });
