@@ -210,9 +210,11 @@ try {
   const c = new pg.Client({ connectionString: pgc.url });
   await c.connect();
   const ids = (await c.query('SELECT id FROM container_workers LIMIT 2000')).rows.map((r) => r.id);
+  // This connection's own backend: other backends may come and go meanwhile.
+  const backend = (await c.query('SELECT pg_backend_pid() AS pid')).rows[0].pid;
   const wal = async () => (await c.query('SELECT pg_current_wal_lsn() AS l')).rows[0].l;
   const walBytes = async (a, b) => Number((await c.query('SELECT pg_wal_lsn_diff($2, $1)::bigint AS d', [a, b])).rows[0].d);
-  let cpu = pgCpuSec(pgc.postmasterPid);
+  let cpu = cpuSec(backend);
   let w0 = await wal();
   for (const id of ids) {
     await c.query('BEGIN');
@@ -220,13 +222,13 @@ try {
     await c.query(`UPDATE container_workers SET current_load = $2, last_heartbeat_at = NOW(), status = $3 WHERE id = $1`, [id, '{"cpuPercent":12,"memoryPercent":40,"diskPercent":30,"containerCount":1,"seq":2}', 'active']);
     await c.query('COMMIT');
   }
-  const single = { cpuMs: (1000 * (pgCpuSec(pgc.postmasterPid) - cpu)) / ids.length, walBytes: (await walBytes(w0, await wal())) / ids.length };
-  cpu = pgCpuSec(pgc.postmasterPid);
+  const single = { cpuMs: (1000 * (cpuSec(backend) - cpu)) / ids.length, walBytes: (await walBytes(w0, await wal())) / ids.length };
+  cpu = cpuSec(backend);
   w0 = await wal();
   for (let round = 0; round < 10; round++) for (let i = 0; i < ids.length; i += 100) {
     await c.query(`UPDATE container_workers w SET last_heartbeat_at = NOW(), current_load = $2 FROM unnest($1::uuid[]) AS x(id) WHERE w.id = x.id`, [ids.slice(i, i + 100), '{"cpuPercent":12,"memoryPercent":40,"diskPercent":30,"containerCount":1,"seq":3}']);
   }
-  const batched = { cpuMs: (1000 * (pgCpuSec(pgc.postmasterPid) - cpu)) / (10 * ids.length), walBytes: (await walBytes(w0, await wal())) / (10 * ids.length) };
+  const batched = { cpuMs: (1000 * (cpuSec(backend) - cpu)) / (10 * ids.length), walBytes: (await walBytes(w0, await wal())) / (10 * ids.length) };
   await c.end();
   results.heartbeatWrite = { single, batched100: batched };
 } finally {
@@ -237,9 +239,9 @@ try {
 // Report.
 const f = (x, d = 1) => (Number.isFinite(x) ? x.toFixed(d) : 'n/a');
 console.log(`\nFleet bench: heartbeats every ${HB_SEC} s (±5 %) per worker, real rate; one held call per worker (wait=${WAIT_SEC}); ${MEASURE_SEC} s window after a ${HB_SEC + 5} s warm-up; usage at one batch per worker-hour; ${CLIENTS} client processes; panel pool of 10`);
-console.log('workers | beats/s | hb p50 / p99 ms | panel CPU % (ms/beat) | PG CPU % (ms/beat) | panel RSS MB | held | conns | lock waits | change → all (p50 / max ms)');
+console.log('workers | beats/s | hb p50 / p99 ms | panel CPU % (ms/beat) | PG CPU % (ms/beat) | panel RSS MB | held | conns | lock waits | pool queue | change → all (p50 / max ms)');
 for (const s of results.steps) {
-  console.log(`${s.workers} | ${f(s.heartbeatsPerSec)} | ${f(s.hbP50Ms)} / ${f(s.hbP99Ms)} | ${f(s.panelCpuPct, 0)} (${f(s.panelCpuMsPerHeartbeat, 2)}) | ${f(s.pgCpuPct, 0)} (${f(s.pgCpuMsPerHeartbeat, 2)}) | ${f(s.panelRssMb, 0)} | ${s.held} | ${s.connections} | ${s.maxLockWaits} | ${s.changeDelivered}/${s.workers}: ${f(s.changeP50Ms, 0)} / ${f(s.changeMaxMs, 0)}`);
+  console.log(`${s.workers} | ${f(s.heartbeatsPerSec)} | ${f(s.hbP50Ms)} / ${f(s.hbP99Ms)} | ${f(s.panelCpuPct, 0)} (${f(s.panelCpuMsPerHeartbeat, 2)}) | ${f(s.pgCpuPct, 0)} (${f(s.pgCpuMsPerHeartbeat, 2)}) | ${f(s.panelRssMb, 0)} | ${s.held} | ${s.connections} | ${s.maxLockWaits} | ${s.maxPoolWaiting} | ${s.changeDelivered}/${s.workers}: ${f(s.changeP50Ms, 0)} / ${f(s.changeMaxMs, 0)}`);
 }
 const hw = results.heartbeatWrite;
 console.log(`heartbeat write in PostgreSQL (SELECT … FOR UPDATE + UPDATE, one transaction): ${f(hw.single.cpuMs, 3)} ms CPU, ${f(hw.single.walBytes, 0)} B WAL; batched 100 per UPDATE: ${f(hw.batched100.cpuMs, 3)} ms CPU, ${f(hw.batched100.walBytes, 0)} B WAL per heartbeat`);
@@ -251,6 +253,8 @@ if (last) {
     'PostgreSQL CPU (2 cores)': last.pgCpuPct / 200,
     'connections (fd limit 20000)': last.connections / 20000,
     'DB locks (waits seen)': last.maxLockWaits > 0 ? 1 : 0,
+    // Queries queued for one of the pool's 10 connections: round trips, not CPU, are the ceiling.
+    'the panel\'s database pool (queries queued)': last.maxPoolWaiting > 100 ? 1 : last.maxPoolWaiting / 100,
   };
   const [name, u] = Object.entries(use).sort((a, b) => b[1] - a[1])[0];
   console.log(`first limit at ${last.workers} workers: ${name} (${f(100 * u, 0)} % used)`);

@@ -4,7 +4,8 @@ import pg from 'pg';
 import { pgPoolDatabase, startPanelServer } from '../../dist/panel/index.js';
 
 const { DATABASE_URL, JWT_SECRET } = process.env;
-const pool = new pg.Pool({ connectionString: DATABASE_URL, max: 10, connectionTimeoutMillis: 10_000 });
+// Idle connections are kept (idleTimeoutMillis 0): a backend that exits takes its CPU time out of the bench's sum.
+const pool = new pg.Pool({ connectionString: DATABASE_URL, max: 10, connectionTimeoutMillis: 10_000, idleTimeoutMillis: 0 });
 pool.on('error', () => undefined);
 const server = await startPanelServer({
   db: pgPoolDatabase(pool),

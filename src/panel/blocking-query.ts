@@ -81,3 +81,44 @@ export async function holdDesiredSet(req: HoldRequest): Promise<DesiredSet> {
     unsubscribe();
   }
 }
+
+/** The most workers one batched load asks the database for. */
+const BATCH_MAX = 500;
+
+/**
+ * Loads asked for within one turn of the event loop go to the database together: a change that
+ * wakes the held calls of thousands of workers (a shared secret rotated, one UPDATE over many
+ * services) costs a few queries, not two per worker.
+ */
+export function batchedLoader(loadMany: (workerIds: string[]) => Promise<Map<string, DesiredSet>>): (workerId: string) => Promise<DesiredSet> {
+  type Waiter = { resolve: (set: DesiredSet) => void; reject: (err: unknown) => void };
+  let pending = new Map<string, Waiter[]>();
+  let scheduled = false;
+  const flush = (): void => {
+    scheduled = false;
+    const batch = pending;
+    pending = new Map();
+    const ids = [...batch.keys()];
+    for (let i = 0; i < ids.length; i += BATCH_MAX) {
+      const chunk = ids.slice(i, i + BATCH_MAX);
+      loadMany(chunk).then(
+        (sets) => {
+          for (const id of chunk) for (const w of batch.get(id)!) w.resolve(sets.get(id)!);
+        },
+        (err: unknown) => {
+          for (const id of chunk) for (const w of batch.get(id)!) w.reject(err);
+        },
+      );
+    }
+  };
+  return (workerId) =>
+    new Promise<DesiredSet>((resolve, reject) => {
+      const list = pending.get(workerId);
+      if (list === undefined) pending.set(workerId, [{ resolve, reject }]);
+      else list.push({ resolve, reject });
+      if (!scheduled) {
+        scheduled = true;
+        setImmediate(flush);
+      }
+    });
+}

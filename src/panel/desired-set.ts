@@ -138,15 +138,26 @@ export function strongEtag(body: string): string {
 }
 
 export async function loadDesiredSet(db: Queryable, workerId: string, key: Buffer): Promise<DesiredSet> {
-  const { rows } = await db.query<DeploymentRow>(
-    `SELECT d.id, d.service_id, s.organization_id, s.slug, d.image_tag, d.internal_port, d.external_port,
-            s.status AS service_status, s.environment_vars, s.resource_limits
-       FROM container_deployments d
-       JOIN container_services s ON s.current_deployment_id = d.id
-      WHERE d.worker_id = $1 AND s.status IS DISTINCT FROM 'deleted'
-      ORDER BY d.created_at, d.id
-      LIMIT $2`,
-    [workerId, MAX_DEPLOYMENTS],
+  return (await loadDesiredSets(db, [workerId], key)).get(workerId)!;
+}
+
+/**
+ * The sets of several workers in two queries (held calls woken together reload together); every
+ * id asked for is in the map, an unknown worker with the empty set.
+ */
+export async function loadDesiredSets(db: Queryable, workerIds: readonly string[], key: Buffer): Promise<Map<string, DesiredSet>> {
+  const { rows } = await db.query<DeploymentRow & { worker_id: string }>(
+    `SELECT * FROM (
+       SELECT d.worker_id, d.id, d.service_id, s.organization_id, s.slug, d.image_tag, d.internal_port, d.external_port,
+              s.status AS service_status, s.environment_vars, s.resource_limits, d.created_at,
+              row_number() OVER (PARTITION BY d.worker_id ORDER BY d.created_at, d.id) AS n
+         FROM container_deployments d
+         JOIN container_services s ON s.current_deployment_id = d.id
+        WHERE d.worker_id IN (SELECT jsonb_array_elements_text($1::jsonb)::uuid) AND s.status IS DISTINCT FROM 'deleted'
+     ) x WHERE n <= $2
+     ORDER BY worker_id, created_at, id`,
+    // JSON arrays rather than driver array parameters: embedded drivers serialise arrays differently.
+    [JSON.stringify(workerIds), MAX_DEPLOYMENTS],
   );
   const secretsByService = new Map<string, SecretRow[]>();
   if (rows.length > 0) {
@@ -156,7 +167,6 @@ export async function loadDesiredSet(db: Queryable, workerId: string, key: Buffe
          JOIN container_secrets c ON c.id = l.secret_id
         WHERE l.service_id IN (SELECT jsonb_array_elements_text($1::jsonb)::uuid)
         ORDER BY l.service_id, c.name`,
-      // A JSON array rather than a driver array parameter: embedded drivers serialise arrays differently.
       [JSON.stringify(rows.map((r) => r.service_id))],
     );
     for (const s of secretRows.rows) {
@@ -165,7 +175,17 @@ export async function loadDesiredSet(db: Queryable, workerId: string, key: Buffe
       secretsByService.set(s.service_id, list);
     }
   }
-  const deployments = rows.map((r) => mapRow(r, secretsByService.get(r.service_id) ?? [], key));
-  const body = JSON.stringify({ success: true, data: { deployments } });
-  return { body, etag: strongEtag(body), count: deployments.length };
+  const byWorker = new Map<string, Record<string, unknown>[]>();
+  for (const r of rows) {
+    const list = byWorker.get(r.worker_id.toLowerCase()) ?? [];
+    list.push(mapRow(r, secretsByService.get(r.service_id) ?? [], key));
+    byWorker.set(r.worker_id.toLowerCase(), list);
+  }
+  const out = new Map<string, DesiredSet>();
+  for (const id of workerIds) {
+    const deployments = byWorker.get(id.toLowerCase()) ?? [];
+    const body = JSON.stringify({ success: true, data: { deployments } });
+    out.set(id, { body, etag: strongEtag(body), count: deployments.length });
+  }
+  return out;
 }

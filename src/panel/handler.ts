@@ -1,9 +1,9 @@
 import { authorizeWorker } from './auth.js';
-import { DEFAULT_MAX_WAIT_SEC, holdDesiredSet, holdMs, MAX_WAIT_CAP_SEC } from './blocking-query.js';
+import { batchedLoader, DEFAULT_MAX_WAIT_SEC, holdDesiredSet, holdMs, MAX_WAIT_CAP_SEC } from './blocking-query.js';
 import { secretKey } from './crypto.js';
 import type { Database } from './db.js';
 import type { DesiredFeed } from './desired-feed.js';
-import { loadDesiredSet } from './desired-set.js';
+import { loadDesiredSet, loadDesiredSets } from './desired-set.js';
 import { DEFAULT_HEALTH, validateHealthOptions, type HealthOptions } from './health.js';
 import { failure, type PanelReply } from './reply.js';
 import { handleStatusReport } from './status-reports.js';
@@ -107,6 +107,7 @@ export function createPanelHandler(opts: PanelOptions): PanelHandler {
   for (const [name, v] of Object.entries(prices)) if (!(Number.isFinite(v) && v >= 0)) throw new RangeError(`prices.${name} must be a number >= 0`);
   const key = secretKey({ sshCredSecret: opts.sshCredSecret, jwtSecret: opts.jwtSecret });
   const { db, logger, feed } = opts;
+  const loadHeld = batchedLoader((ids) => loadDesiredSets(db, ids, key));
   const maxWaitSec = opts.maxWaitSec ?? DEFAULT_MAX_WAIT_SEC;
   if (!(Number.isInteger(maxWaitSec) && maxWaitSec >= 1 && maxWaitSec <= MAX_WAIT_CAP_SEC)) throw new RangeError(`maxWaitSec must be a whole number of seconds in 1..${MAX_WAIT_CAP_SEC}`);
 
@@ -126,15 +127,15 @@ export function createPanelHandler(opts: PanelOptions): PanelHandler {
         return { ...result.reply, body: { success: true, message: 'Heartbeat received', data } };
       }
       case 'deployments': {
-        const load = () => (feed ? feed.remember(workerId, () => loadDesiredSet(db, workerId, key)) : loadDesiredSet(db, workerId, key));
         const hold = !route.head && req.waitSec !== undefined && req.waitSec > 0 && feed?.listening === true;
         const desired = hold
           ? await holdDesiredSet({
-              feed, workerId, load, signal: req.signal,
+              feed, workerId, signal: req.signal,
+              load: () => feed.remember(workerId, () => loadHeld(workerId)),
               holdMs: holdMs(req.waitSec!, maxWaitSec),
               unchanged: (set) => etagMatches(req.ifNoneMatch, set.etag),
             })
-          : await load();
+          : await (feed ? feed.remember(workerId, () => loadDesiredSet(db, workerId, key)) : loadDesiredSet(db, workerId, key));
         const headers = { ETag: desired.etag, 'Cache-Control': 'private, no-cache' };
         if (etagMatches(req.ifNoneMatch, desired.etag)) return { status: 304, headers };
         return { status: 200, headers, rawBody: route.head ? '' : desired.body };

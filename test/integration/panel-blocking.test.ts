@@ -144,6 +144,25 @@ describe('blocking desired-set query', () => {
     expect(after).toBe(await etagOf(w));
   });
 
+  test('one UPDATE over the services of 50 workers wakes all their held calls within a second or two', async () => {
+    const { orgId } = await insertOrg(db.pool);
+    const workers = await Promise.all(Array.from({ length: 50 }, () => registered()));
+    const services: string[] = [];
+    for (const w of workers) {
+      const svc = await insertService(db.pool, { orgId, status: 'running' });
+      await insertDeployment(db.pool, { serviceId: svc, workerId: w.workerId });
+      services.push(svc);
+    }
+    const etags = await Promise.all(workers.map((w) => etagOf(w)));
+    const pending = workers.map((w, i) => held(w, etags[i]!, 25));
+    await sleep(500);
+    const t = performance.now();
+    await db.pool.query(`UPDATE container_services SET environment_vars = '{"ROTATED":"1"}' WHERE id = ANY($1::uuid[])`, [services]);
+    const answers = await Promise.all(pending);
+    expect(answers.map((a) => a.status)).toEqual(answers.map(() => 200));
+    expect(performance.now() - t).toBeLessThan(2_000);
+  });
+
   test('a stale If-None-Match is answered at once; a bad wait is a 400', async () => {
     const w = await registered();
     const res = await held(w, '"stale"', 25);
