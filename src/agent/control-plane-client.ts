@@ -78,10 +78,7 @@ export type HttpMethod = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
 export interface CallOptions {
   /** Ends the call early; it then resolves as a `network` failure. */
   signal?: AbortSignal;
-  /**
-   * How long the server may rightly hold the answer (a blocking query): added to the wait for
-   * response headers and to the whole-call deadline, so a held call is not cut at the normal bound.
-   */
+  /** How long the server may hold the answer (blocking query): added to the headers wait and the deadline. */
   holdMs?: number;
 }
 
