@@ -65,7 +65,7 @@ export async function runPanel(opts: PanelCliOptions): Promise<void> {
       healthMonitor: opts.healthMonitor,
       logger: opts.logger,
       // One extra connection, outside the pool: it only LISTENs, for the blocking desired-set query.
-      listen: () => new pg.Client({ connectionString: databaseUrl, connectionTimeoutMillis: 10_000 }),
+      listen: () => new pg.Client({ connectionString: databaseUrl, connectionTimeoutMillis: 10_000, keepAlive: true }),
       host,
       port,
     });
