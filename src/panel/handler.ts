@@ -108,6 +108,8 @@ export function createPanelHandler(opts: PanelOptions): PanelHandler {
   const key = secretKey({ sshCredSecret: opts.sshCredSecret, jwtSecret: opts.jwtSecret });
   const { db, logger, feed } = opts;
   const loadHeld = batchedLoader((ids) => loadDesiredSets(db, ids, key));
+  /** A worker's set from the database; with a feed its ETag is remembered for the heartbeat's hint. */
+  const loadSet = (workerId: string) => (feed ? feed.remember(workerId, () => loadDesiredSet(db, workerId, key)) : loadDesiredSet(db, workerId, key));
   const maxWaitSec = opts.maxWaitSec ?? DEFAULT_MAX_WAIT_SEC;
   if (!(Number.isInteger(maxWaitSec) && maxWaitSec >= 1 && maxWaitSec <= MAX_WAIT_CAP_SEC)) throw new RangeError(`maxWaitSec must be a whole number of seconds in 1..${MAX_WAIT_CAP_SEC}`);
 
@@ -121,7 +123,7 @@ export function createPanelHandler(opts: PanelOptions): PanelHandler {
         const result = await handleHeartbeat(db, workerId, req.body, health);
         if (result.status === undefined) return result.reply;
         // The hint spares the agent its polls; the status carries an admin's drain to it.
-        const etag = feed?.etagOf(workerId) ?? (await (feed ? feed.remember(workerId, () => loadDesiredSet(db, workerId, key)) : loadDesiredSet(db, workerId, key))).etag;
+        const etag = feed?.etagOf(workerId) ?? (await loadSet(workerId)).etag;
         // deploymentsWait announces the blocking query, only while changes actually reach this process.
         const data = { deploymentsEtag: etag, status: result.status, ...(feed?.listening === true ? { deploymentsWait: maxWaitSec } : {}) };
         return { ...result.reply, body: { success: true, message: 'Heartbeat received', data } };
@@ -135,7 +137,7 @@ export function createPanelHandler(opts: PanelOptions): PanelHandler {
               holdMs: holdMs(req.waitSec!, maxWaitSec),
               unchanged: (set) => etagMatches(req.ifNoneMatch, set.etag),
             })
-          : await (feed ? feed.remember(workerId, () => loadDesiredSet(db, workerId, key)) : loadDesiredSet(db, workerId, key));
+          : await loadSet(workerId);
         const headers = { ETag: desired.etag, 'Cache-Control': 'private, no-cache' };
         if (etagMatches(req.ifNoneMatch, desired.etag)) return { status: 304, headers };
         return { status: 200, headers, rawBody: route.head ? '' : desired.body };
