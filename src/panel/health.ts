@@ -45,16 +45,52 @@ function overThresholds(h: HeartbeatHealth, o: HealthOptions, margin: number): b
   return h.cpuPercent > o.cpuPercent - margin || h.memoryPercent > o.memoryPercent - margin || h.diskPercent > o.diskPercent - margin;
 }
 
+/** What a heartbeat says by itself; `STATUS_AFTER_HEARTBEAT_SQL` weighs it against the row. */
+export interface BeatVerdict {
+  /** The agent asks to be drained (`skypanel-agent drain` on the host). */
+  agentDraining: boolean;
+  dockerUnhealthy: boolean;
+  /** Over a threshold (SkyPanelV2 compares with >). */
+  over: boolean;
+  /** Over a threshold less the recovery margin: an unhealthy worker stays unhealthy while this holds. */
+  overWithMargin: boolean;
+}
+
+export function beatVerdict(beat: HeartbeatHealth, o: HealthOptions): BeatVerdict {
+  return {
+    agentDraining: beat.draining === true,
+    dockerUnhealthy: beat.dockerHealthy === false,
+    over: overThresholds(beat, o, 0),
+    overWithMargin: overThresholds(beat, o, o.recoveryMargin),
+  };
+}
+
 /**
- * The status a heartbeat leaves the worker in. `previousAgentDraining` is the `draining` flag of
- * the previous heartbeat: a `draining` status the agent did not ask for is the admin's, and stays.
+ * The status a heartbeat leaves the worker in, as one SQL expression over the row the heartbeat's
+ * UPDATE rewrites (its old `status` and `current_load`) and the verdict in $1..$4 (agentDraining,
+ * dockerUnhealthy, over, overWithMargin), so a heartbeat is one statement under the row's own lock
+ * rather than a locked read, a decision here and a write (four round trips more per beat).
+ * - the agent asks to drain: `draining`;
+ * - a `draining` status the agent did not ask for (its previous beat, kept in current_load, did not
+ *   say draining) is the admin's, and stays;
+ * - Docker unreachable, or over a threshold: `unhealthy`; an unhealthy worker recovers only once
+ *   every figure is the recovery margin below its threshold, so a load at a threshold does not flap;
+ * - otherwise `active` (also from `offline` and `pending`: the worker is back).
+ * Write it with `statusAfterHeartbeatSql(first)` where `first` is the number of the first of the
+ * four parameters.
  */
-export function statusAfterHeartbeat(current: string | null, previousAgentDraining: boolean, beat: HeartbeatHealth, o: HealthOptions): WorkerStatus {
-  if (beat.draining === true) return 'draining';
-  if (current === 'draining' && !previousAgentDraining) return 'draining';
-  if (beat.dockerHealthy === false) return 'unhealthy';
-  const margin = current === 'unhealthy' ? o.recoveryMargin : 0;
-  return overThresholds(beat, o, margin) ? 'unhealthy' : 'active';
+export function statusAfterHeartbeatSql(first: number): string {
+  const [agentDraining, dockerUnhealthy, over, overWithMargin] = [0, 1, 2, 3].map((i) => `$${first + i}::boolean`);
+  return `CASE
+      WHEN ${agentDraining} THEN 'draining'
+      WHEN status = 'draining' AND NOT COALESCE(current_load -> 'draining' = 'true'::jsonb, false) THEN 'draining'
+      WHEN ${dockerUnhealthy} THEN 'unhealthy'
+      WHEN ${over} OR (status = 'unhealthy' AND ${overWithMargin}) THEN 'unhealthy'
+      ELSE 'active' END`;
+}
+
+export function beatVerdictParams(v: BeatVerdict): boolean[] {
+  return [v.agentDraining, v.dockerUnhealthy, v.over, v.overWithMargin];
 }
 
 export function validateHealthOptions(o: HealthOptions): void {

@@ -9,7 +9,7 @@ import {
 } from '../refcp/skypanel-validation.js';
 import { checkToken, hashToken, REVOKED, tokenMatchesHash, type WorkerRow } from './auth.js';
 import { toDate, type Database } from './db.js';
-import { statusAfterHeartbeat, type HealthOptions } from './health.js';
+import { beatVerdict, beatVerdictParams, statusAfterHeartbeatSql, type HealthOptions } from './health.js';
 import { failure, type PanelReply } from './reply.js';
 
 /**
@@ -152,8 +152,7 @@ export interface HeartbeatResult {
 
 /**
  * POST /api/workers/:id/heartbeat for an authorized worker: load, time, node id and the agent's
- * flags into the row; status by `statusAfterHeartbeat` under a row lock, so an admin's drain and
- * the health monitor's sweep never interleave with it.
+ * flags into the row; status by `statusAfterHeartbeatSql`, in the same statement.
  */
 export async function handleHeartbeat(db: Database, workerId: string, body: unknown, health: HealthOptions): Promise<HeartbeatResult> {
   const missing = heartbeatFieldsError(body);
@@ -166,24 +165,17 @@ export async function handleHeartbeat(db: Database, workerId: string, body: unkn
   }
   const extras = heartbeatExtras(body);
   const swarmNodeId = shortString(prop(body, 'swarmNodeId'), 255);
-  const status = await db.transaction(async (tx) => {
-    const { rows } = await tx.query<WorkerRow>('SELECT id, status, auth_token_hash, current_load FROM container_workers WHERE id = $1 FOR UPDATE', [workerId]);
-    const row = rows[0];
-    if (row === undefined) return undefined;
-    const previousDraining = isObject(row.current_load) && row.current_load.draining === true;
-    const next = statusAfterHeartbeat(row.status, previousDraining, {
-      ...metrics,
-      dockerHealthy: extras.dockerHealthy as boolean | undefined,
-      draining: extras.draining as boolean | undefined,
-    }, health);
-    await tx.query(
-      `UPDATE container_workers
-          SET current_load = $2, last_heartbeat_at = NOW(), status = $3, swarm_node_id = ${swarmNodeIdSql('$4')}
-        WHERE id = $1`,
-      [workerId, JSON.stringify({ ...metrics, ...extras }), next, swarmNodeId],
-    );
-    return next;
-  });
+  const verdict = beatVerdict({ ...metrics, dockerHealthy: extras.dockerHealthy as boolean | undefined, draining: extras.draining as boolean | undefined }, health);
+  // One statement: the CASE reads the row's old status and current_load under the lock the UPDATE
+  // itself takes, so an admin's drain or the monitor's sweep never interleaves with it.
+  const { rows } = await db.query<{ status: string }>(
+    `UPDATE container_workers
+        SET current_load = $2, last_heartbeat_at = NOW(), swarm_node_id = ${swarmNodeIdSql('$3')}, status = ${statusAfterHeartbeatSql(4)}
+      WHERE id = $1
+      RETURNING status`,
+    [workerId, JSON.stringify({ ...metrics, ...extras }), swarmNodeId, ...beatVerdictParams(verdict)],
+  );
+  const status = rows[0]?.status;
   if (status === undefined) return { reply: failure(404, 'WORKER_NOT_FOUND', 'Worker not found') };
   return { reply: { status: 200, body: { success: true, message: 'Heartbeat received' } }, status };
 }

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { columnOf } from '../../src/panel/desired-set.js';
-import { DEFAULT_HEALTH, statusAfterHeartbeat } from '../../src/panel/health.js';
+import { beatVerdict, DEFAULT_HEALTH } from '../../src/panel/health.js';
 import { isNewer } from '../../src/panel/status-reports.js';
 import { totalAmount } from '../../src/panel/usage.js';
 import { panelWorkerStatus } from '../../src/protocol/worker.js';
@@ -23,20 +23,17 @@ describe('report order', () => {
   });
 });
 
-describe('worker status after a heartbeat', () => {
+describe('what a heartbeat says by itself', () => {
   const beat = { cpuPercent: 10, memoryPercent: 10, diskPercent: 10, dockerHealthy: true, draining: false };
-  it("keeps an admin's drain, lifts the agent's own", () => {
-    expect(statusAfterHeartbeat('draining', false, beat, DEFAULT_HEALTH)).toBe('draining');
-    expect(statusAfterHeartbeat('draining', true, beat, DEFAULT_HEALTH)).toBe('active');
-    expect(statusAfterHeartbeat('active', false, { ...beat, draining: true }, DEFAULT_HEALTH)).toBe('draining');
+  it('thresholds use > like SkyPanelV2; the recovery margin lies below them', () => {
+    expect(beatVerdict({ ...beat, memoryPercent: 95 }, DEFAULT_HEALTH)).toEqual({ agentDraining: false, dockerUnhealthy: false, over: false, overWithMargin: true });
+    expect(beatVerdict({ ...beat, memoryPercent: 95.1 }, DEFAULT_HEALTH)).toMatchObject({ over: true, overWithMargin: true });
+    expect(beatVerdict({ ...beat, diskPercent: 86 }, DEFAULT_HEALTH)).toMatchObject({ over: false, overWithMargin: true });
+    expect(beatVerdict({ ...beat, diskPercent: 85 }, DEFAULT_HEALTH)).toMatchObject({ over: false, overWithMargin: false });
   });
-  it('offline and pending recover with a beat; thresholds use > like SkyPanelV2', () => {
-    expect(statusAfterHeartbeat('offline', false, beat, DEFAULT_HEALTH)).toBe('active');
-    expect(statusAfterHeartbeat('pending', false, beat, DEFAULT_HEALTH)).toBe('active');
-    expect(statusAfterHeartbeat('active', false, { ...beat, memoryPercent: 95 }, DEFAULT_HEALTH)).toBe('active');
-    expect(statusAfterHeartbeat('active', false, { ...beat, memoryPercent: 95.1 }, DEFAULT_HEALTH)).toBe('unhealthy');
-    expect(statusAfterHeartbeat('unhealthy', false, { ...beat, diskPercent: 86 }, DEFAULT_HEALTH)).toBe('unhealthy');
-    expect(statusAfterHeartbeat('unhealthy', false, { ...beat, diskPercent: 85 }, DEFAULT_HEALTH)).toBe('active');
+  it('only an explicit false is an unhealthy Docker, only an explicit true a drain', () => {
+    expect(beatVerdict({ ...beat, dockerHealthy: undefined, draining: undefined }, DEFAULT_HEALTH)).toMatchObject({ dockerUnhealthy: false, agentDraining: false });
+    expect(beatVerdict({ ...beat, dockerHealthy: false, draining: true }, DEFAULT_HEALTH)).toMatchObject({ dockerUnhealthy: true, agentDraining: true });
   });
 });
 
