@@ -22,8 +22,10 @@ async function answers(port: number): Promise<string | undefined> {
   return r?.ok ? r.text() : undefined;
 }
 
-async function servicesOf(slug: string): Promise<{ ID: string }[]> {
-  return (await dockerode().listServices({ filters: JSON.stringify({ label: [`skypanel.slug=${slug}`] }) })) as { ID: string }[];
+/** The Swarm services of the worker `dev` registered (its id is in the config dev wrote). */
+async function servicesOfWorker(config: string): Promise<{ ID: string }[]> {
+  const { workerId } = JSON.parse(await readFile(config, 'utf8')) as { workerId: string };
+  return (await dockerode().listServices({ filters: JSON.stringify({ label: [`skypanel.worker.id=${workerId}`] }) })) as { ID: string }[];
 }
 
 describe('skypanel-agent dev (the README\'s first command)', () => {
@@ -61,7 +63,8 @@ describe('skypanel-agent dev (the README\'s first command)', () => {
     if (!ready.ok) return;
     const dir = await mkdtemp(join(tmpdir(), 'skp-dev-hello-'));
     const { file, port, slug } = await helloFile(dir);
-    const dev = new AgentProcess(['dev', '--port', '0', '--heartbeat-interval', '2', '--deployments', file, '--config', join(dir, 'config.json')], {
+    const config = join(dir, 'config.json');
+    const dev = new AgentProcess(['dev', '--port', '0', '--heartbeat-interval', '2', '--deployments', file, '--config', config], {
       SKYPANEL_AGENT_POLL_INTERVAL: '1',
     });
     try {
@@ -76,7 +79,7 @@ describe('skypanel-agent dev (the README\'s first command)', () => {
     }
     // Its rows died with the in-memory database, so dev took the service with it.
     expect(dev.output).toMatch(/removed Swarm service/);
-    expect(await servicesOf(slug)).toEqual([]);
+    expect(await servicesOfWorker(config)).toEqual([]);
   });
 
   it('on a real PostgreSQL (--database-url): the deployment row turns running with its URL and deployed_at, and billing rows arrive', async () => {
@@ -85,7 +88,8 @@ describe('skypanel-agent dev (the README\'s first command)', () => {
     const pgsql = await startPostgres();
     const dir = await mkdtemp(join(tmpdir(), 'skp-dev-pg-'));
     const { file, port, slug } = await helloFile(dir);
-    const dev = new AgentProcess(['dev', '--port', '0', '--heartbeat-interval', '2', '--database-url', pgsql.url, '--deployments', file, '--usage-period', '10', '--config', join(dir, 'config.json')], {
+    const config = join(dir, 'config.json');
+    const dev = new AgentProcess(['dev', '--port', '0', '--heartbeat-interval', '2', '--database-url', pgsql.url, '--deployments', file, '--usage-period', '10', '--config', config], {
       SKYPANEL_AGENT_POLL_INTERVAL: '1',
     });
     try {
@@ -113,7 +117,9 @@ describe('skypanel-agent dev (the README\'s first command)', () => {
     } finally {
       await dev.stop('SIGINT');
       // A real database keeps its rows, so dev leaves their service running: clean up here.
-      for (const s of await servicesOf(slug)) await dockerode().getService(s.ID).remove().catch(() => {});
+      // (found by the worker's id: the agent labels services with ids, not slugs).
+      for (const s of await servicesOfWorker(config).catch(() => [])) await dockerode().getService(s.ID).remove().catch(() => {});
+      expect(await servicesOfWorker(config)).toEqual([]);
       await pgsql.stop();
     }
   });
