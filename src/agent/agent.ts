@@ -14,12 +14,12 @@ import { createAgentMetrics, type AgentMetrics } from './metrics.js';
 import { createStatusServer, type StatusServer } from './status-server.js';
 import { startMetricsListener } from './metrics-server.js';
 import { heartbeatOnlyReason, type ControlPlaneWaitView, type StatusSource, type StatusView } from './status-model.js';
-import { buildRegisterRequest, registerWorker, reconcileModeFor, type EngineSummary } from './registration.js';
+import { buildRegisterRequest, registerWorker, reconcileModeFor } from './registration.js';
 import { deploymentsEtagHint, deploymentsWaitHint, panelWorkerStatus, type SwarmRole } from '../protocol/worker.js';
 import { DeploymentLoops, type EngineEventWatch } from './deployment-loops.js';
 import { readDrain } from './drain.js';
-import { UsageLoop, type UsageSampler } from './usage-loop.js';
-import type { SwarmPort } from './executor.js';
+import { UsageLoop } from './usage-loop.js';
+import type { EngineProbe, EngineSnapshot, EngineSummary, SwarmPort, UsageSampler } from '../ports.js';
 import { localAddressToward, toPanelIp } from '../collectors/address.js';
 
 /**
@@ -28,17 +28,6 @@ import { localAddressToward, toPanelIp } from '../collectors/address.js';
  */
 const ENGINE_CHECK_EVERY_BEATS = 2.5;
 
-export interface EngineSnapshot extends EngineSummary {
-  containersRunning: number;
-  /** The CPUs the engine sees (NCPU): no container's CPU limit may exceed them. */
-  ncpu: number;
-}
-
-/** What the agent needs from Docker; implemented by src/swarm over the Engine API. */
-export interface EngineProbe {
-  snapshot(): Promise<EngineSnapshot>;
-  close?(): Promise<void> | void;
-}
 
 export interface AgentOptions {
   config: AgentConfig;

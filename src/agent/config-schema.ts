@@ -1,6 +1,8 @@
 import { z } from 'zod';
 import { parsePortRanges } from '../domain/host-ports.js';
-import { parseCidr } from '../domain/subnets.js';
+import { DEFAULT_ORG_NETWORK_POOL, DEFAULT_ORG_NETWORK_PREFIX, parseCidr } from '../domain/subnets.js';
+
+export { DEFAULT_ORG_NETWORK_POOL, DEFAULT_ORG_NETWORK_PREFIX };
 
 /**
  * The agent's configuration: the single source of truth for every key, its environment
@@ -28,15 +30,6 @@ export const SERVICE_USER = 'skypanel-agent';
  */
 export const DEFAULT_USAGE_SAMPLE_INTERVAL_SEC = 60;
 export const DEFAULT_USAGE_PERIOD_SEC = 3600;
-/**
- * Organization networks: a /20 (4,093 task addresses) per organization from 10.128.0.0/9 (2,048
- * organizations per swarm). Services use endpoint mode dnsrr (one address per task, no VIP), so
- * an organization holds about 4,000 tasks, with room for start-first updates running two tasks of
- * a service at once. Outside Docker's default pools (172.17–31/16, 192.168/16 bridges; swarm
- * overlays count up from 10.0.0.0/24), so the two do not meet in practice, and the agent checks.
- */
-export const DEFAULT_ORG_NETWORK_POOL = '10.128.0.0/9';
-export const DEFAULT_ORG_NETWORK_PREFIX = 20;
 /**
  * How long a task may wait for Swarm to place it (state new or pending) before its deployment is
  * reported failed with Swarm's reason. Placement takes milliseconds when a node fits (image pulls

@@ -2,7 +2,7 @@ import { readFile, stat } from 'node:fs/promises';
 import { AgentError } from '../errors.js';
 import { writeFileAtomic } from './atomic-file.js';
 import { assertPrivateFile } from './file-trust.js';
-import { defaultSocketPath } from '../swarm/docker-client.js';
+import { defaultSocketPath } from '../util/docker-host.js';
 import { CONFIG_KEYS, configRefinements, configSchema, type AgentConfig, type AgentConfigInput } from './config-schema.js';
 
 export type ConfigSource = 'flag' | 'env' | 'file' | 'DOCKER_HOST' | 'default';

@@ -2,7 +2,7 @@ import type { ParseOptions } from '../protocol/deployment.js';
 import type { BackoffPolicy } from './backoff.js';
 import type { ControlPlaneClient } from './control-plane-client.js';
 import { DesiredStatePoller, type DeploymentsApiMode, type DesiredSet } from './desired-state-poller.js';
-import type { SwarmPort } from './executor.js';
+import type { EngineEventSink, SwarmPort } from '../ports.js';
 import type { Logger } from './logger.js';
 import type { AgentMetrics } from './metrics.js';
 import { Reconciler } from './reconciler.js';
@@ -10,7 +10,6 @@ import { ReportOutbox } from './report-outbox.js';
 import type { DeploymentView, ReconcilePassView } from './status-model.js';
 import { StateStore } from './state-store.js';
 import { StatusReporter, secretValuesOf } from './status-reporter.js';
-import type { EngineEventSink } from '../swarm/engine-events.js';
 import type { SecretLike } from '../secret.js';
 
 /** Opens Docker's event stream for the reconciler (src/swarm/engine-events.ts). */

@@ -5,40 +5,8 @@ import type { Deployment, RegistryAuth } from '../protocol/deployment.js';
 import type { Secret } from '../secret.js';
 import type { ServiceObservation, TaskObservation } from '../domain/deployment-status.js';
 import type { Logger } from './logger.js';
+import type { SwarmPort } from '../ports.js';
 
-export interface ObservedServiceLite extends ServiceObservation {
-  name: string;
-  labels: Record<string, string>;
-  /** The live ServiceSpec as Docker returns it, for drift detection. */
-  spec?: unknown;
-  /** Swarm's version of the service object; it changes with every change to the service. */
-  version?: number;
-}
-
-/** What the reconciler needs from Swarm; src/swarm implements it over the Engine API. */
-export interface SwarmPort {
-  /** Services carrying this worker's ownership labels: one Engine API call. */
-  listServices(): Promise<ObservedServiceLite[]>;
-  /**
-   * Services carrying a deployment id but placed by something other than an agent (SkyPanelV2's
-   * own orchestrator, or by hand): one Engine API call, made only when a pass would create.
-   */
-  listUnmanagedServices(): Promise<ObservedServiceLite[]>;
-  /** Tasks of those services: one Engine API call. */
-  listTasks(): Promise<TaskObservation[]>;
-  createService(spec: ServiceSpec, auth?: RegistryAuth): Promise<string>;
-  updateService(id: string, spec: ServiceSpec, auth?: RegistryAuth): Promise<void>;
-  scaleService(id: string, replicas: number): Promise<void>;
-  removeService(id: string): Promise<void>;
-  ensureNetwork(spec: ReturnType<typeof buildNetworkSpec>): Promise<void>;
-  /** Returns the Swarm secret id. */
-  ensureSecret(name: string, value: Secret, labels: Record<string, string>): Promise<string>;
-  /** Secrets carrying this worker's ownership labels: one Engine API call. */
-  listSecrets(): Promise<OwnedSecret[]>;
-  /** True when the secret is gone (or was already); false when Swarm still has a service using it. */
-  removeSecret(id: string): Promise<boolean>;
-  serviceLogs(id: string, tail: number): Promise<string[]>;
-}
 
 export type ActionHandlers = { [K in Action['kind']]: (a: Extract<Action, { kind: K }>) => Promise<void> };
 
@@ -90,22 +58,4 @@ export function createActionHandlers(port: SwarmPort, desired: ReadonlyMap<strin
 
 export function runAction(handlers: ActionHandlers, action: Action): Promise<void> {
   return (handlers[action.kind] as (a: Action) => Promise<void>)(action);
-}
-
-/** Run tasks with at most `limit` in flight; never rejects (each result says how it went). */
-export async function mapLimited<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<PromiseSettledResult<R>[]> {
-  const results: PromiseSettledResult<R>[] = new Array(items.length);
-  let next = 0;
-  const worker = async () => {
-    while (next < items.length) {
-      const i = next++;
-      try {
-        results[i] = { status: 'fulfilled', value: await fn(items[i]!) };
-      } catch (reason) {
-        results[i] = { status: 'rejected', reason };
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  return results;
 }

@@ -6,14 +6,9 @@ import { readHostname, readOsVersion } from '../collectors/host.js';
 import { localAddressToward, toPanelIp } from '../collectors/address.js';
 import type { ControlPlaneClient } from './control-plane-client.js';
 import type { Logger } from './logger.js';
+import type { EngineSummary } from '../ports.js';
 import { assertOwnWorkerId, type ExpectedIdentity } from './identity.js';
 
-export interface EngineSummary {
-  dockerVersion: string;
-  dockerRootDir: string;
-  swarmNodeId: string | null;
-  swarmRole: SwarmRole;
-}
 
 export interface ModeInputs {
   /** A manager endpoint (swarmManagerHost) is configured. */

@@ -1,6 +1,6 @@
 import { LABEL } from '../domain/labels.js';
 import { unusedSecrets } from '../domain/secret-gc.js';
-import type { SwarmPort } from './executor.js';
+import type { SwarmPort } from '../ports.js';
 import type { Logger } from './logger.js';
 
 /**

@@ -3,7 +3,8 @@ import type { BackoffPolicy, Random } from './backoff.js';
 import type { ControlPlaneClient } from './control-plane-client.js';
 import type { Logger } from './logger.js';
 import { StateStore } from './state-store.js';
-import { UsageMeter, type MeterSample, type MeterState } from './usage-meter.js';
+import { UsageMeter, type MeterState } from './usage-meter.js';
+import type { UsageSampler } from '../ports.js';
 import { meterStateSchema } from './state-schemas.js';
 import { UsageOutbox, type UsageDeliveryView } from './usage-outbox.js';
 import { DEFAULT_USAGE_PERIOD_SEC, DEFAULT_USAGE_SAMPLE_INTERVAL_SEC } from './config-schema.js';
@@ -26,12 +27,6 @@ const MAX_LISTED_RECORDS = 1_000;
  */
 const METER_SAVE_EVERY_MS = 60_000;
 
-/** What the loop needs from a sampler (src/swarm/container-stats.ts implements it). */
-export interface UsageSampler {
-  sample(): Promise<MeterSample & { failed?: { count: number; error?: string }; via?: { cgroup: number; engine: number; note?: string } }>;
-  /** Releases what the sampler keeps open between samples (counter files). */
-  close?(): void;
-}
 
 export interface UsageLoopOptions {
   sampler: UsageSampler;

@@ -1,4 +1,5 @@
 import type { UsageRecord } from '../protocol/usage.js';
+import type { MeterReading, MeterSample } from '../ports.js';
 
 /**
  * The pure core of usage metering: turns successive readings of cumulative container counters
@@ -47,36 +48,7 @@ export interface UsageMeterOptions {
   forgetAfterMs?: number;
 }
 
-/** One container's cumulative counters at a sample. */
-export interface MeterReading {
-  containerId: string;
-  deploymentId: string;
-  serviceId: string;
-  organizationId: string;
-  /** When this run of the container started (State.StartedAt), epoch ms. */
-  startedAtMs: number;
-  /** Cumulative CPU time of the container's cgroup, ns. */
-  cpuNs: number;
-  /** Memory in use now, bytes: usage minus inactive file pages, as `docker stats` shows it. */
-  memoryBytes: number;
-  /** Cumulative rx+tx bytes summed over the container's interfaces. */
-  networkBytes: number;
-  /** Writable layer size, bytes, as last measured; undefined before the first measurement. */
-  storageBytes?: number | undefined;
-}
 
-export interface MeterSample {
-  /** Wall-clock time of the readings, epoch ms. */
-  wallMs: number;
-  /**
-   * Wall-clock time the container list was taken, when earlier than wallMs: a container that
-   * started after it cannot be in this sample, so on the very first sample it is new, not a baseline.
-   */
-  listedAtMs?: number;
-  /** Monotonic time of the readings (same process); omit when unknown. */
-  monoMs?: number;
-  containers: readonly MeterReading[];
-}
 
 interface Tracked {
   deploymentId: string;

@@ -9,6 +9,16 @@ import { createHash } from 'node:crypto';
  * one that overlaps nothing it can see. Pure: no I/O.
  */
 
+/**
+ * Organization networks: a /20 (4,093 task addresses) per organization from 10.128.0.0/9 (2,048
+ * organizations per swarm). Services use endpoint mode dnsrr (one address per task, no VIP), so
+ * an organization holds about 4,000 tasks, with room for start-first updates running two tasks of
+ * a service at once. Outside Docker's default pools (172.17–31/16, 192.168/16 bridges; swarm
+ * overlays count up from 10.0.0.0/24), so the two do not meet in practice, and the agent checks.
+ */
+export const DEFAULT_ORG_NETWORK_POOL = '10.128.0.0/9';
+export const DEFAULT_ORG_NETWORK_PREFIX = 20;
+
 export interface Cidr {
   /** Network address as an unsigned 32-bit integer. */
   base: number;

@@ -1,6 +1,6 @@
 import { LABEL, ownershipFilter } from '../domain/labels.js';
-import { mapLimited } from '../agent/executor.js';
-import type { MeterReading } from '../agent/usage-meter.js';
+import { mapLimited } from '../util/map-limited.js';
+import type { MeterReading } from '../ports.js';
 import { usageLessInactive, type CgroupFs } from './cgroup-files.js';
 import type { EngineClient } from './docker-client.js';
 import { engineCall } from './swarm-reader.js';

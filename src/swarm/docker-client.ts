@@ -8,7 +8,9 @@ import { Agent as TlsAgent, request as httpsRequest } from 'node:https';
  * `request`, so timeouts, size limits, error shapes and call counting live in one place.
  */
 
-export const DEFAULT_DOCKER_SOCKET = '/var/run/docker.sock';
+import { DEFAULT_DOCKER_SOCKET, defaultSocketPath } from '../util/docker-host.js';
+
+export { DEFAULT_DOCKER_SOCKET, defaultSocketPath };
 export const DEFAULT_DOCKER_TIMEOUT_MS = 10_000;
 /** Buffered answers larger than this are refused: a broken daemon must not grow the heap without bound. */
 export const MAX_ENGINE_RESPONSE_BYTES = 64 * 1024 * 1024;
@@ -263,12 +265,6 @@ export class EngineClient {
     res.on('end', () => then(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size)));
     res.on('error', fail);
   }
-}
-
-/** The socket Docker's own CLI would use: DOCKER_HOST when it names a unix socket, else the default. */
-export function defaultSocketPath(env: NodeJS.ProcessEnv = process.env): string {
-  const h = env.DOCKER_HOST;
-  return h?.startsWith('unix://') && h.length > 'unix://'.length ? h.slice('unix://'.length) : DEFAULT_DOCKER_SOCKET;
 }
 
 /**

@@ -1,5 +1,6 @@
 import type { IncomingMessage } from 'node:http';
 import { createDockerClient, type EngineClient } from './docker-client.js';
+import type { EngineEvent, EngineEventSink } from '../ports.js';
 
 /**
  * Docker's event stream (`GET /events`), kept open for as long as the agent runs, so that a change
@@ -10,16 +11,6 @@ import { createDockerClient, type EngineClient } from './docker-client.js';
  * the caller answers it with a full pass.
  */
 
-export interface EngineEvent {
-  /** `container`, `service`, ... */
-  type: string;
-  /** `start`, `die`, `update`, ... (Docker's Action, e.g. `health_status: healthy`). */
-  action: string;
-  /** Actor.ID: the container or service id. */
-  id: string;
-  /** Actor.Attributes: a container's labels and name; a service's name. */
-  attributes: Readonly<Record<string, string>>;
-}
 
 export interface EngineEventStreamOptions {
   client: EngineClient;
@@ -182,12 +173,6 @@ export class EngineEventStream {
   }
 }
 
-/** What a consumer of the stream is told. */
-export interface EngineEventSink {
-  onEvent(event: EngineEvent): void;
-  /** true on every (re)connect; false with the reason when the stream is lost. */
-  onLive(live: boolean, reason?: string): void;
-}
 
 /** A stream on its own connection to the local engine (it holds that socket for as long as it runs). */
 export function watchEngineEvents(

@@ -1,4 +1,4 @@
-import type { EngineProbe, EngineSnapshot } from '../agent/agent.js';
+import type { EngineProbe, EngineSnapshot } from '../ports.js';
 import { createDockerClient, type EngineClient } from './docker-client.js';
 import { getEngineFacts } from './engine.js';
 

@@ -1,6 +1,6 @@
 import { LABEL } from '../domain/labels.js';
 import type { TaskObservation } from '../domain/deployment-status.js';
-import type { ObservedServiceLite, SwarmPort } from '../agent/executor.js';
+import type { ObservedServiceLite, SwarmPort } from '../ports.js';
 import type { EngineClient } from './docker-client.js';
 import { demuxDockerLogs } from './logs.js';
 import { SwarmError } from './observed.js';

@@ -1,6 +1,6 @@
 import { formatCidr, overlaps, parseSubnet, pickSubnet, usableAddresses, type Cidr } from '../domain/subnets.js';
 import type { buildNetworkSpec } from '../domain/service-spec.js';
-import type { Logger } from '../agent/logger.js';
+import type { Logger } from '../ports.js';
 import type { EngineClient } from './docker-client.js';
 import { SwarmError, toSwarmError } from './observed.js';
 import { engineCall } from './swarm-reader.js';

@@ -1,12 +1,10 @@
 import { LABEL, ownershipFilter } from '../domain/labels.js';
-import type { Logger } from '../agent/logger.js';
-import { DEFAULT_ORG_NETWORK_POOL, DEFAULT_ORG_NETWORK_PREFIX } from '../agent/config-schema.js';
-import { parseCidr } from '../domain/subnets.js';
+import { DEFAULT_ORG_NETWORK_POOL, DEFAULT_ORG_NETWORK_PREFIX, parseCidr } from '../domain/subnets.js';
 import type { ServiceSpec } from '../domain/service-spec.js';
 import type { TaskObservation } from '../domain/deployment-status.js';
 import type { RegistryAuth } from '../protocol/deployment.js';
 import type { Secret } from '../secret.js';
-import type { ObservedServiceLite, SwarmPort } from '../agent/executor.js';
+import type { Logger, ObservedServiceLite, SwarmPort } from '../ports.js';
 import type { EngineClient } from './docker-client.js';
 import { toSwarmError } from './observed.js';
 import { engineCall, listTasks, serviceLogs, toObservedService } from './swarm-reader.js';

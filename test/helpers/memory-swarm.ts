@@ -1,7 +1,7 @@
 // An in-memory Swarm for the reconciler's unit tests: services made from the specs the reconciler
 // sends, each with one running task, plus the fixtures those tests share.
 import { randomUUID } from 'node:crypto';
-import type { ObservedServiceLite, SwarmPort } from '../../src/agent/executor.js';
+import type { ObservedServiceLite, SwarmPort } from '../../src/ports.js';
 import type { ServiceSpec } from '../../src/domain/service-spec.js';
 import type { TaskObservation } from '../../src/domain/deployment-status.js';
 import { parseDeployment, type Deployment } from '../../src/protocol/deployment.js';

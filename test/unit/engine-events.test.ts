@@ -4,7 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createDockerClient, type EngineClient } from '../../src/swarm/docker-client.js';
-import { EngineEventStream, parseEngineEvent, watchEngineEvents, type EngineEvent, type EngineEventStreamOptions } from '../../src/swarm/engine-events.js';
+import { EngineEventStream, parseEngineEvent, watchEngineEvents, type EngineEventStreamOptions } from '../../src/swarm/engine-events.js';
+import type { EngineEvent } from '../../src/ports.js';
 
 /*
  * The event stream against a fake Engine: a node:http server on a unix socket in a temp dir that

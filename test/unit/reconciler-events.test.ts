@@ -6,7 +6,7 @@ import { randomUUID } from 'node:crypto';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { EVENT_COALESCE_MS, EVENTLESS_RESYNC_MS, RECONCILE_EVENT_FILTERS, Reconciler } from '../../src/agent/reconciler.js';
 import { LABEL } from '../../src/domain/labels.js';
-import type { EngineEvent } from '../../src/swarm/engine-events.js';
+import type { EngineEvent } from '../../src/ports.js';
 import { deployment, logger, memorySwarm, NODE, noop, WORKER } from '../helpers/memory-swarm.js';
 
 const RESYNC_MS = 600_000;

@@ -4,7 +4,7 @@
 // and the real-swarm behaviour (drift by hand is put back) is covered in test/e2e/reconcile.test.ts.
 import { describe, expect, it } from 'vitest';
 import { Reconciler } from '../../src/agent/reconciler.js';
-import type { SwarmPort } from '../../src/agent/executor.js';
+import type { SwarmPort } from '../../src/ports.js';
 import type { ReconcilePassView } from '../../src/agent/status-model.js';
 import { buildServiceSpec } from '../../src/domain/service-spec.js';
 import type { Deployment } from '../../src/protocol/deployment.js';

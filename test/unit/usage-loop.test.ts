@@ -6,8 +6,8 @@ import { pino } from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { CallResult } from '../../src/agent/control-plane-client.js';
 import { StateStore } from '../../src/agent/state-store.js';
-import { UsageLoop, type UsageSampler } from '../../src/agent/usage-loop.js';
-import type { MeterReading } from '../../src/agent/usage-meter.js';
+import { UsageLoop } from '../../src/agent/usage-loop.js';
+import type { MeterReading, UsageSampler } from '../../src/ports.js';
 import { MAX_USAGE_BATCH_BYTES, UsageOutbox } from '../../src/agent/usage-outbox.js';
 import { usageBatchSchema, usageKey, type UsageRecord } from '../../src/protocol/usage.js';
 

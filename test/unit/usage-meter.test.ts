@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { UsageMeter, type MeterReading, type MeterSample } from '../../src/agent/usage-meter.js';
+import { UsageMeter } from '../../src/agent/usage-meter.js';
+import type { MeterReading, MeterSample } from '../../src/ports.js';
 import { usageRecordSchema, type UsageRecord } from '../../src/protocol/usage.js';
 
 const P = 10_000; // 10 s periods
