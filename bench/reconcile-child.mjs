@@ -4,7 +4,7 @@
 //
 // argv: workerId nodeId organizationPrefix sizes(comma separated, ascending) passes perOrganization
 // stdout: one line `RESULT {json}` at the end; progress on stderr.
-import { Reconciler } from '../dist/agent/reconciler.js';
+import { Reconciler } from '../dist/agent/deployments/reconciler.js';
 import { parseDesiredSet } from '../dist/protocol/deployment.js';
 import { countDockerCalls } from '../dist/swarm/call-counter.js';
 import { createDockerClient } from '../dist/swarm/docker-client.js';

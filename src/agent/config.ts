@@ -1,7 +1,7 @@
 import { readFile, stat } from 'node:fs/promises';
 import { AgentError } from '../errors.js';
-import { writeFileAtomic } from './atomic-file.js';
-import { assertPrivateFile } from './file-trust.js';
+import { writeFileAtomic } from './state/atomic-file.js';
+import { assertPrivateFile } from './state/file-trust.js';
 import { defaultSocketPath } from '../util/docker-host.js';
 import { CONFIG_KEYS, configRefinements, configSchema, type AgentConfig, type AgentConfigInput } from './config-schema.js';
 

@@ -1,7 +1,7 @@
 import { constants, existsSync } from 'node:fs';
 import { open, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { writeFileAtomic } from './atomic-file.js';
+import { writeFileAtomic } from './state/atomic-file.js';
 
 /**
  * Draining is a marker file in the state directory, written by `skypanel-agent drain` on the same

@@ -1,9 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from './logger.js';
 import type { HeartbeatRequest } from '../protocol/worker.js';
-import type { CallResult } from './control-plane-client.js';
+import type { CallResult } from '../controlplane/control-plane-client.js';
 import { TimerLoop } from './timer-loop.js';
-import { DEFAULT_BACKOFF, delayAfterFailure, jitteredInterval, type BackoffPolicy, type Random } from './backoff.js';
+import { DEFAULT_BACKOFF, delayAfterFailure, jitteredInterval, type BackoffPolicy, type Random } from '../controlplane/backoff.js';
 
 export type HeartbeatPayload = Omit<HeartbeatRequest, 'bootId' | 'seq' | 'sentAt'>;
 

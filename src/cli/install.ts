@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { AgentError } from '../errors.js';
 import { AGENT_VERSION } from '../version.js';
 import { DEFAULT_CONFIG_PATH, DEFAULT_STATE_DIR } from '../agent/config-schema.js';
-import { writeFileAtomic } from '../agent/atomic-file.js';
+import { writeFileAtomic } from '../agent/state/atomic-file.js';
 import type { Logger } from '../agent/logger.js';
 import { readToken } from './token-input.js';
 import { runRegister } from './register.js';

@@ -2,7 +2,7 @@ import { Agent } from '../agent/agent.js';
 import type { AgentConfig, AgentConfigInput } from '../agent/config-schema.js';
 import { loadConfig, type DockerEndpoint } from '../agent/config.js';
 import { createLogger, type Logger } from '../agent/logger.js';
-import { writeStatusAddress } from '../agent/status-address.js';
+import { writeStatusAddress } from '../agent/status/status-address.js';
 import type { CpuSnapshot } from '../collectors/cpu.js';
 import { AgentError, EXIT } from '../errors.js';
 import type { KnownSecrets } from '../secret.js';
@@ -13,8 +13,8 @@ import { createObservePort } from '../swarm/observe-port.js';
 import { createManagerClient } from '../swarm/manager-client.js';
 import { createContainerStatsSampler } from '../swarm/container-stats.js';
 import { watchEngineEvents } from '../swarm/engine-events.js';
-import { RECONCILE_EVENT_FILTERS } from '../agent/reconciler.js';
-import { DEFAULT_BACKOFF, fullJitter } from '../agent/backoff.js';
+import { RECONCILE_EVENT_FILTERS } from '../agent/deployments/reconciler.js';
+import { DEFAULT_BACKOFF, fullJitter } from '../controlplane/backoff.js';
 
 /** SIGTERM/SIGINT must stop the agent within this bound, even if something hangs. */
 export const SHUTDOWN_BOUND_MS = 5_000;

@@ -3,8 +3,8 @@ import { request as httpsRequest } from 'node:https';
 import { z } from 'zod';
 import type { Secret } from '../secret.js';
 import type { AgentConfig } from '../agent/config-schema.js';
-import { boundListen, readStatusAddress } from '../agent/status-address.js';
-import { parseListen } from '../agent/status-server.js';
+import { boundListen, readStatusAddress } from '../agent/status/status-address.js';
+import { parseListen } from '../agent/status/status-server.js';
 
 /**
  * `status` exit codes, for scripts and monitoring checks; none is shared with the CLI's usage (64)

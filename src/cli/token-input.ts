@@ -1,6 +1,6 @@
 import type { Stats } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
-import { assertPrivateFile } from '../agent/file-trust.js';
+import { assertPrivateFile } from '../agent/state/file-trust.js';
 import { AgentError } from '../errors.js';
 import { Secret } from '../secret.js';
 

@@ -1,4 +1,4 @@
-import { fullJitter, type BackoffPolicy } from '../agent/backoff.js';
+import { fullJitter, type BackoffPolicy } from '../controlplane/backoff.js';
 import type { PanelLogger } from './handler.js';
 
 /**

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import type { DeploymentView, StatusSource, StatusView } from '../../src/agent/status-model.js';
+import type { DeploymentView, StatusSource, StatusView } from '../../src/agent/status/status-model.js';
 
 const TOKEN = `wt_${randomUUID()}${randomUUID()}`;
 const REGISTRY_PASSWORD = `regpw-${randomUUID()}`;

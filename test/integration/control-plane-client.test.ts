@@ -3,9 +3,9 @@ import http from 'node:http';
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { ControlPlaneClient, type CallResult } from '../../src/agent/control-plane-client.js';
-import { MIN_CALL_SPACING_MS } from '../../src/agent/call-spacing.js';
-import { MAX_SERVER_WAIT_MS } from '../../src/agent/retry-after.js';
+import { ControlPlaneClient, type CallResult } from '../../src/controlplane/control-plane-client.js';
+import { MIN_CALL_SPACING_MS } from '../../src/controlplane/call-spacing.js';
+import { MAX_SERVER_WAIT_MS } from '../../src/controlplane/retry-after.js';
 import { Secret } from '../../src/secret.js';
 
 // The client against node:http servers on 127.0.0.1 that misbehave on purpose, one way per test.

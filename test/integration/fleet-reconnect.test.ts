@@ -1,7 +1,7 @@
 import { pino } from 'pino';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { DEFAULT_BACKOFF, delayAfterFailure, fullJitter } from '../../src/agent/backoff.js';
-import type { CallResult } from '../../src/agent/control-plane-client.js';
+import { DEFAULT_BACKOFF, delayAfterFailure, fullJitter } from '../../src/controlplane/backoff.js';
+import type { CallResult } from '../../src/controlplane/control-plane-client.js';
 import { HeartbeatLoop } from '../../src/agent/heartbeat-loop.js';
 
 /**

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Writable } from 'node:stream';
 import { createLogger } from '../../src/agent/logger.js';
-import { createMetricsServer } from '../../src/agent/metrics-server.js';
+import { createMetricsServer } from '../../src/agent/status/metrics-server.js';
 import { startReferenceControlPlane } from '../../src/refcp/index.js';
 import { AgentProcess, capturedOutput, runCli, waitFor } from '../helpers/cli.js';
 import { parsePrometheusText, sampleValue } from '../helpers/prom-text.js';

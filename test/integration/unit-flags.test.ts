@@ -104,7 +104,7 @@ describe("the agent under the unit's node flags", () => {
   it('loads every built module `run` can reach', async () => {
     const files = modulesRunReaches();
     // The walk must find the agent, not just main: the loops, the status API, the swarm adapter.
-    for (const f of ['cli/run.js', 'agent/agent.js', 'agent/status-server.js', 'agent/metrics-server.js', 'swarm/swarm-port.js', 'agent/usage-loop.js']) {
+    for (const f of ['cli/run.js', 'agent/agent.js', 'agent/status/status-server.js', 'agent/status/metrics-server.js', 'swarm/swarm-port.js', 'agent/usage/usage-loop.js', 'controlplane/control-plane-client.js']) {
       expect(files, f).toContain(join(ROOT, 'dist', f));
     }
     expect(files).not.toContain(join(ROOT, 'dist/cli/dev.js'));

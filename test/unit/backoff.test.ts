@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { afterRetryAfter, delayAfterFailure, fullJitter, jitteredInterval, unauthorizedDelay, UNAUTHORIZED_RETRY_MS } from '../../src/agent/backoff.js';
-import { MAX_SERVER_WAIT_MS, parseRateLimitReset, parseRetryAfter, serverRequestedWaitMs } from '../../src/agent/retry-after.js';
+import { afterRetryAfter, delayAfterFailure, fullJitter, jitteredInterval, unauthorizedDelay, UNAUTHORIZED_RETRY_MS } from '../../src/controlplane/backoff.js';
+import { MAX_SERVER_WAIT_MS, parseRateLimitReset, parseRetryAfter, serverRequestedWaitMs } from '../../src/controlplane/retry-after.js';
 import { MAX_TIMER_MS, TimerLoop, timerDelay } from '../../src/agent/timer-loop.js';
 
 const policy = { baseMs: 1000, capMs: 60_000 };

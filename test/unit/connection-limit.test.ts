@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { clientKey } from '../../src/agent/connection-limit.js';
+import { clientKey } from '../../src/agent/status/connection-limit.js';
 
 describe('clientKey: whose connections count together', () => {
   it('is the IPv4 address, also when IPv4-mapped', () => {

@@ -3,7 +3,7 @@ import { deriveStatus, renderPublicUrl, type TaskObservation } from '../../src/d
 import { hasDrifted, projectOnto } from '../../src/domain/drift.js';
 import { buildServiceSpec } from '../../src/domain/service-spec.js';
 import { parseDeployment, type Deployment } from '../../src/protocol/deployment.js';
-import { tailBytes } from '../../src/agent/status-reporter.js';
+import { tailBytes } from '../../src/agent/deployments/status-reporter.js';
 import { redact } from '../../src/secret.js';
 
 function dep(over: Record<string, unknown> = {}): Deployment {

@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { pino } from 'pino';
 import { HeartbeatLoop, type HeartbeatLoopDeps, type HeartbeatRecord } from '../../src/agent/heartbeat-loop.js';
-import type { CallResult } from '../../src/agent/control-plane-client.js';
+import type { CallResult } from '../../src/controlplane/control-plane-client.js';
 import type { HeartbeatRequest } from '../../src/protocol/worker.js';
 
 const silent = pino({ level: 'silent' });

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { Registry, createAgentMetrics, escapeLabelValue, renderProcessMetrics } from '../../src/agent/metrics.js';
+import { Registry, createAgentMetrics, escapeLabelValue, renderProcessMetrics } from '../../src/agent/status/metrics.js';
 import type { HeartbeatRecord } from '../../src/agent/heartbeat-loop.js';
 import { parsePrometheusText, sampleValue } from '../helpers/prom-text.js';
 

@@ -4,7 +4,7 @@
 // (the real event stream against a real dockerd is covered in test/e2e/engine-events.test.ts).
 import { randomUUID } from 'node:crypto';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { EVENT_COALESCE_MS, EVENTLESS_RESYNC_MS, RECONCILE_EVENT_FILTERS, Reconciler } from '../../src/agent/reconciler.js';
+import { EVENT_COALESCE_MS, EVENTLESS_RESYNC_MS, RECONCILE_EVENT_FILTERS, Reconciler } from '../../src/agent/deployments/reconciler.js';
 import { LABEL } from '../../src/domain/labels.js';
 import type { EngineEvent } from '../../src/ports.js';
 import { deployment, logger, memorySwarm, NODE, noop, WORKER } from '../helpers/memory-swarm.js';

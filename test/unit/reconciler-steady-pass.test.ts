@@ -3,9 +3,9 @@
 // An in-memory SwarmPort stands in for Swarm: the shortcuts are about what the reconciler computes,
 // and the real-swarm behaviour (drift by hand is put back) is covered in test/e2e/reconcile.test.ts.
 import { describe, expect, it } from 'vitest';
-import { Reconciler } from '../../src/agent/reconciler.js';
+import { Reconciler } from '../../src/agent/deployments/reconciler.js';
 import type { SwarmPort } from '../../src/ports.js';
-import type { ReconcilePassView } from '../../src/agent/status-model.js';
+import type { ReconcilePassView } from '../../src/agent/status/status-model.js';
 import { buildServiceSpec } from '../../src/domain/service-spec.js';
 import type { Deployment } from '../../src/protocol/deployment.js';
 import { deployment, logger, memorySwarm, NODE, noop, WORKER } from '../helpers/memory-swarm.js';

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { pino } from 'pino';
 import { Writable } from 'node:stream';
 import { parseDesiredSet } from '../../src/protocol/deployment.js';
-import { RejectionLog } from '../../src/agent/rejection-log.js';
+import { RejectionLog } from '../../src/agent/deployments/rejection-log.js';
 
 function capture() {
   const lines: Record<string, unknown>[] = [];

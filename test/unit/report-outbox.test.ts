@@ -3,10 +3,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
-import { fitReport, MAX_REPORT_BODY_BYTES, ReportOutbox } from '../../src/agent/report-outbox.js';
-import { StateStore } from '../../src/agent/state-store.js';
-import { storedOutboxSchema } from '../../src/agent/state-schemas.js';
-import type { ControlPlaneClient } from '../../src/agent/control-plane-client.js';
+import { fitReport, MAX_REPORT_BODY_BYTES, ReportOutbox } from '../../src/agent/deployments/report-outbox.js';
+import { StateStore } from '../../src/agent/state/state-store.js';
+import { storedOutboxSchema } from '../../src/agent/state/state-schemas.js';
+import type { ControlPlaneClient } from '../../src/controlplane/control-plane-client.js';
 
 const silent = pino({ level: 'silent' });
 const unreachable = { postJson: async () => ({ ok: false, kind: 'network', message: 'down', rttMs: 0 }) } as unknown as ControlPlaneClient;

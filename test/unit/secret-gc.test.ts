@@ -2,9 +2,9 @@
 // schedule (agent/secret-sweeper.ts), and a reconciler on an in-memory Swarm rotating a value and
 // withdrawing a deployment. test/e2e/secret-cleanup.test.ts does the same on a real swarm.
 import { describe, expect, it } from 'vitest';
-import { Reconciler } from '../../src/agent/reconciler.js';
-import { SECRET_SWEEP_RETRY_MS, SecretSweeper } from '../../src/agent/secret-sweeper.js';
-import type { ReconcilePassView } from '../../src/agent/status-model.js';
+import { Reconciler } from '../../src/agent/deployments/reconciler.js';
+import { SECRET_SWEEP_RETRY_MS, SecretSweeper } from '../../src/agent/deployments/secret-sweeper.js';
+import type { ReconcilePassView } from '../../src/agent/status/status-model.js';
 import { LABEL } from '../../src/domain/labels.js';
 import { secretsInUse, unusedSecrets } from '../../src/domain/secret-gc.js';
 import { parseDeployment, type Deployment } from '../../src/protocol/deployment.js';

@@ -5,8 +5,8 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/agent/logger.js';
-import { StateStore } from '../../src/agent/state-store.js';
-import { meterStateSchema, storedDesiredSchema, storedOutboxSchema, storedUsageOutboxSchema } from '../../src/agent/state-schemas.js';
+import { StateStore } from '../../src/agent/state/state-store.js';
+import { meterStateSchema, storedDesiredSchema, storedOutboxSchema, storedUsageOutboxSchema } from '../../src/agent/state/state-schemas.js';
 
 /**
  * The state directory on a hostile or broken disk: files of the wrong shape, links and FIFOs in a

@@ -6,7 +6,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { deriveStatus, nextSchedulingDeadline, type TaskObservation } from '../../src/domain/deployment-status.js';
 import { heldElsewhere, plan } from '../../src/domain/planner.js';
 import { LABEL } from '../../src/domain/labels.js';
-import { Reconciler, type StatusChange } from '../../src/agent/reconciler.js';
+import { Reconciler, type StatusChange } from '../../src/agent/deployments/reconciler.js';
 import { deployment, logger, memorySwarm, NODE, WORKER } from '../helpers/memory-swarm.js';
 
 const T0 = Date.parse('2026-12-04T12:00:00Z');

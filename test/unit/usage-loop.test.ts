@@ -4,11 +4,11 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import type { CallResult } from '../../src/agent/control-plane-client.js';
-import { StateStore } from '../../src/agent/state-store.js';
-import { UsageLoop } from '../../src/agent/usage-loop.js';
+import type { CallResult } from '../../src/controlplane/control-plane-client.js';
+import { StateStore } from '../../src/agent/state/state-store.js';
+import { UsageLoop } from '../../src/agent/usage/usage-loop.js';
 import type { MeterReading, UsageSampler } from '../../src/ports.js';
-import { MAX_USAGE_BATCH_BYTES, UsageOutbox } from '../../src/agent/usage-outbox.js';
+import { MAX_USAGE_BATCH_BYTES, UsageOutbox } from '../../src/agent/usage/usage-outbox.js';
 import { usageBatchSchema, usageKey, type UsageRecord } from '../../src/protocol/usage.js';
 
 const T = Date.UTC(2026, 0, 1, 0, 0, 0);

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { UsageMeter } from '../../src/agent/usage-meter.js';
+import { UsageMeter } from '../../src/agent/usage/usage-meter.js';
 import type { MeterReading, MeterSample } from '../../src/ports.js';
 import { usageRecordSchema, type UsageRecord } from '../../src/protocol/usage.js';
 

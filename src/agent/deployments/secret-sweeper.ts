@@ -1,7 +1,7 @@
-import { LABEL } from '../domain/labels.js';
-import { unusedSecrets } from '../domain/secret-gc.js';
-import type { SwarmPort } from '../ports.js';
-import type { Logger } from './logger.js';
+import { LABEL } from '../../domain/labels.js';
+import { unusedSecrets } from '../../domain/secret-gc.js';
+import type { SwarmPort } from '../../ports.js';
+import type { Logger } from '../logger.js';
 
 /**
  * A secret Swarm would not remove (a service it cannot see uses it: another worker's copy of a

@@ -1,12 +1,12 @@
-import { usageKey, usageRecordSchema, type UsageRecord } from '../protocol/usage.js';
-import { DEFAULT_BACKOFF, delayAfterFailure, type BackoffPolicy, type Random } from './backoff.js';
-import type { ControlPlaneClient } from './control-plane-client.js';
-import { EXTENSION_PROBE_MS } from './desired-state-poller.js';
-import type { Logger } from './logger.js';
-import { timerDelay } from './timer-loop.js';
-import type { StateStore } from './state-store.js';
+import { usageKey, usageRecordSchema, type UsageRecord } from '../../protocol/usage.js';
+import { DEFAULT_BACKOFF, delayAfterFailure, type BackoffPolicy, type Random } from '../../controlplane/backoff.js';
+import type { ControlPlaneClient } from '../../controlplane/control-plane-client.js';
+import { EXTENSION_PROBE_MS } from '../deployments/desired-state-poller.js';
+import type { Logger } from '../logger.js';
+import { timerDelay } from '../timer-loop.js';
+import type { StateStore } from '../state/state-store.js';
 import type { z } from 'zod';
-import { storedUsageOutboxSchema } from './state-schemas.js';
+import { storedUsageOutboxSchema } from '../state/state-schemas.js';
 
 /** SkyPanelV2-style panels refuse bodies over ~100 kB (413): batches stay well under. */
 export const MAX_USAGE_BATCH_BYTES = 80_000;

@@ -5,7 +5,7 @@ import { readCapacity } from '../collectors/host-metrics.js';
 import { readHostname, readOsVersion } from '../collectors/host.js';
 import { localAddressToward, toPanelIp } from '../collectors/address.js';
 import type { ControlPlaneClient } from './control-plane-client.js';
-import type { Logger } from './logger.js';
+import type { Logger } from '../agent/logger.js';
 import type { EngineSummary } from '../ports.js';
 import { assertOwnWorkerId, type ExpectedIdentity } from './identity.js';
 

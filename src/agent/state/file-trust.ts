@@ -2,8 +2,8 @@ import type { Stats } from 'node:fs';
 import { readFile, realpath, stat } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { userInfo } from 'node:os';
-import { AgentError } from '../errors.js';
-import { SERVICE_USER } from './config-schema.js';
+import { AgentError } from '../../errors.js';
+import { SERVICE_USER } from '../config-schema.js';
 
 const octal = (mode: number) => (mode & 0o7777).toString(8).padStart(4, '0');
 

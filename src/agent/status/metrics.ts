@@ -1,4 +1,4 @@
-import type { HeartbeatOutcome, HeartbeatRecord } from './heartbeat-loop.js';
+import type { HeartbeatOutcome, HeartbeatRecord } from '../heartbeat-loop.js';
 import { registerStateGauges, type StateGaugeSources } from './state-gauges.js';
 import { renderProcessMetrics as renderProcessMetricsWith } from './process-metrics.js';
 

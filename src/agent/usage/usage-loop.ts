@@ -1,13 +1,13 @@
-import type { UsageRecord } from '../protocol/usage.js';
-import type { BackoffPolicy, Random } from './backoff.js';
-import type { ControlPlaneClient } from './control-plane-client.js';
-import type { Logger } from './logger.js';
-import { StateStore } from './state-store.js';
+import type { UsageRecord } from '../../protocol/usage.js';
+import type { BackoffPolicy, Random } from '../../controlplane/backoff.js';
+import type { ControlPlaneClient } from '../../controlplane/control-plane-client.js';
+import type { Logger } from '../logger.js';
+import { StateStore } from '../state/state-store.js';
 import { UsageMeter, type MeterState } from './usage-meter.js';
-import type { UsageSampler } from '../ports.js';
-import { meterStateSchema } from './state-schemas.js';
+import type { UsageSampler } from '../../ports.js';
+import { meterStateSchema } from '../state/state-schemas.js';
 import { UsageOutbox, type UsageDeliveryView } from './usage-outbox.js';
-import { DEFAULT_USAGE_PERIOD_SEC, DEFAULT_USAGE_SAMPLE_INTERVAL_SEC } from './config-schema.js';
+import { DEFAULT_USAGE_PERIOD_SEC, DEFAULT_USAGE_SAMPLE_INTERVAL_SEC } from '../config-schema.js';
 
 /**
  * A sample waits up to one tick of the daemon's stats collector (1 s), so the spacing that counts

@@ -1,8 +1,8 @@
-import type { Deployment } from '../protocol/deployment.js';
-import type { RejectedDeployment } from '../protocol/deployment.js';
+import type { Deployment } from '../../protocol/deployment.js';
+import type { RejectedDeployment } from '../../protocol/deployment.js';
 import type { ReportContent, ReportOutbox } from './report-outbox.js';
 import type { StatusChange } from './reconciler.js';
-import { redact, type SecretLike } from '../secret.js';
+import { redact, type SecretLike } from '../../secret.js';
 
 /** deploymentLogs is a tail of at most 64 KiB (protocol v1). */
 export const MAX_LOG_BYTES = 64 * 1024;

@@ -1,11 +1,11 @@
-import { statusReportSchema, type StatusReportContent } from '../protocol/status-report.js';
-import { TimerLoop } from './timer-loop.js';
-import { DEFAULT_BACKOFF, delayAfterFailure, type BackoffPolicy, type Random } from './backoff.js';
-import type { ControlPlaneClient } from './control-plane-client.js';
-import type { Logger } from './logger.js';
-import type { StateStore } from './state-store.js';
+import { statusReportSchema, type StatusReportContent } from '../../protocol/status-report.js';
+import { TimerLoop } from '../timer-loop.js';
+import { DEFAULT_BACKOFF, delayAfterFailure, type BackoffPolicy, type Random } from '../../controlplane/backoff.js';
+import type { ControlPlaneClient } from '../../controlplane/control-plane-client.js';
+import type { Logger } from '../logger.js';
+import type { StateStore } from '../state/state-store.js';
 import { EXTENSION_PROBE_MS } from './desired-state-poller.js';
-import { storedOutboxSchema, type StoredOutbox } from './state-schemas.js';
+import { storedOutboxSchema, type StoredOutbox } from '../state/state-schemas.js';
 
 
 /** The body of POST …/deployments/{deploymentId}/status minus seq, bootId and reportedAt. */

@@ -1,8 +1,8 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
-import { Secret } from '../secret.js';
-import type { Logger } from './logger.js';
+import { Secret } from '../../secret.js';
+import type { Logger } from '../logger.js';
 import { parseListen } from './status-server.js';
 
 /**

@@ -1,4 +1,4 @@
-import type { StateDirHealth } from './state-store.js';
+import type { StateDirHealth } from '../state/state-store.js';
 
 /**
  * What the status API serves: plain, secret-free views built by the agent. The HTTP layer

@@ -1,7 +1,7 @@
 import { z } from 'zod';
-import { parseDesiredSet } from '../protocol/deployment.js';
-import { statusReportSchema } from '../protocol/status-report.js';
-import type { MeterState } from './usage-meter.js';
+import { parseDesiredSet } from '../../protocol/deployment.js';
+import { statusReportSchema } from '../../protocol/status-report.js';
+import type { MeterState } from '../usage/usage-meter.js';
 
 /**
  * The shape of every document in the state directory. StateStore.read checks a file against its

@@ -1,20 +1,20 @@
-import { LABEL, ownedBy } from '../domain/labels.js';
-import { heldElsewhere, plan, type Action, type HeldCreate, type ActualService, type UpdateState } from '../domain/planner.js';
-import { buildServiceSpec, type ServiceSpec } from '../domain/service-spec.js';
-import { hasDrifted } from '../domain/drift.js';
-import { secretsInUse } from '../domain/secret-gc.js';
-import { deriveStatus, nextSchedulingDeadline, renderPublicUrl, type DerivedStatus, type TaskObservation } from '../domain/deployment-status.js';
-import type { Deployment } from '../protocol/deployment.js';
-import type { EngineEvent, ObservedServiceLite, SwarmPort } from '../ports.js';
-import { mapLimited } from '../util/map-limited.js';
-import { DEFAULT_UNSCHEDULED_TIMEOUT_SEC } from './config-schema.js';
-import { fullJitter, type Random } from './backoff.js';
+import { LABEL, ownedBy } from '../../domain/labels.js';
+import { heldElsewhere, plan, type Action, type HeldCreate, type ActualService, type UpdateState } from '../../domain/planner.js';
+import { buildServiceSpec, type ServiceSpec } from '../../domain/service-spec.js';
+import { hasDrifted } from '../../domain/drift.js';
+import { secretsInUse } from '../../domain/secret-gc.js';
+import { deriveStatus, nextSchedulingDeadline, renderPublicUrl, type DerivedStatus, type TaskObservation } from '../../domain/deployment-status.js';
+import type { Deployment } from '../../protocol/deployment.js';
+import type { EngineEvent, ObservedServiceLite, SwarmPort } from '../../ports.js';
+import { mapLimited } from '../../util/map-limited.js';
+import { DEFAULT_UNSCHEDULED_TIMEOUT_SEC } from '../config-schema.js';
+import { fullJitter, type Random } from '../../controlplane/backoff.js';
 import type { DesiredSet } from './desired-state-poller.js';
 import { createActionHandlers, runAction } from './executor.js';
-import type { Logger } from './logger.js';
+import type { Logger } from '../logger.js';
 import { SecretSweeper } from './secret-sweeper.js';
-import { TimerLoop } from './timer-loop.js';
-import type { DeploymentView, ReconcilePassView } from './status-model.js';
+import { TimerLoop } from '../timer-loop.js';
+import type { DeploymentView, ReconcilePassView } from '../status/status-model.js';
 
 export interface DeploymentState {
   deployment: Deployment;

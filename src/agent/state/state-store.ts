@@ -3,7 +3,7 @@ import { chmod, mkdir, open, readdir, rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { z } from 'zod';
 import { writeFileAtomic } from './atomic-file.js';
-import type { Logger } from './logger.js';
+import type { Logger } from '../logger.js';
 
 /** A file larger than this is not something the agent wrote (the usage outbox tops out near 7 MB). */
 const MAX_STATE_FILE_BYTES = 64 * 1024 * 1024;

@@ -1,5 +1,5 @@
-import type { UsageRecord } from '../protocol/usage.js';
-import type { MeterReading, MeterSample } from '../ports.js';
+import type { UsageRecord } from '../../protocol/usage.js';
+import type { MeterReading, MeterSample } from '../../ports.js';
 
 /**
  * The pure core of usage metering: turns successive readings of cumulative container counters

@@ -1,16 +1,16 @@
-import type { ParseOptions } from '../protocol/deployment.js';
-import type { BackoffPolicy } from './backoff.js';
-import type { ControlPlaneClient } from './control-plane-client.js';
+import type { ParseOptions } from '../../protocol/deployment.js';
+import type { BackoffPolicy } from '../../controlplane/backoff.js';
+import type { ControlPlaneClient } from '../../controlplane/control-plane-client.js';
 import { DesiredStatePoller, type DeploymentsApiMode, type DesiredSet } from './desired-state-poller.js';
-import type { EngineEventSink, SwarmPort } from '../ports.js';
-import type { Logger } from './logger.js';
-import type { AgentMetrics } from './metrics.js';
+import type { EngineEventSink, SwarmPort } from '../../ports.js';
+import type { Logger } from '../logger.js';
+import type { AgentMetrics } from '../status/metrics.js';
 import { Reconciler } from './reconciler.js';
 import { ReportOutbox } from './report-outbox.js';
-import type { DeploymentView, ReconcilePassView } from './status-model.js';
-import { StateStore } from './state-store.js';
+import type { DeploymentView, ReconcilePassView } from '../status/status-model.js';
+import { StateStore } from '../state/state-store.js';
 import { StatusReporter, secretValuesOf } from './status-reporter.js';
-import type { SecretLike } from '../secret.js';
+import type { SecretLike } from '../../secret.js';
 
 /** Opens Docker's event stream for the reconciler (src/swarm/engine-events.ts). */
 export type EngineEventWatch = (sink: EngineEventSink) => { start(): void; stop(): Promise<void> };

@@ -1,4 +1,4 @@
-import { AGENT_VERSION } from '../version.js';
+import { AGENT_VERSION } from '../../version.js';
 import type { GaugeSample, Registry } from './metrics.js';
 
 /** Read at scrape time; an absent source leaves its metric at 0. */

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
-import type { RejectedDeployment } from '../protocol/deployment.js';
-import type { Logger } from './logger.js';
+import type { RejectedDeployment } from '../../protocol/deployment.js';
+import type { Logger } from '../logger.js';
 
 /**
  * Logs each rejected deployment once per content: a panel that sends the same rejected entries

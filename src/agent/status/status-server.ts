@@ -3,10 +3,10 @@ import { readFile } from 'node:fs/promises';
 import http, { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
 import https from 'node:https';
 import type { Duplex } from 'node:stream';
-import { AgentError } from '../errors.js';
-import { redact, redactDeep, type Secret } from '../secret.js';
+import { AgentError } from '../../errors.js';
+import { redact, redactDeep, type Secret } from '../../secret.js';
 import { limitConnectionsPerAddress } from './connection-limit.js';
-import type { Logger } from './logger.js';
+import type { Logger } from '../logger.js';
 import type { DeploymentView, StatusSource } from './status-model.js';
 
 export interface StatusServerOptions {

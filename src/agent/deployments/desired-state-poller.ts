@@ -1,10 +1,10 @@
-import { parseDesiredSet, storableDesiredSet, type Deployment, type ParseOptions, type RejectedDeployment } from '../protocol/deployment.js';
-import { TimerLoop } from './timer-loop.js';
-import { DEFAULT_BACKOFF, delayAfterFailure, jitteredInterval, type BackoffPolicy, type Random } from './backoff.js';
-import type { ControlPlaneClient } from './control-plane-client.js';
-import type { Logger } from './logger.js';
-import type { StateStore } from './state-store.js';
-import { storedDesiredSchema, type StoredDesired } from './state-schemas.js';
+import { parseDesiredSet, storableDesiredSet, type Deployment, type ParseOptions, type RejectedDeployment } from '../../protocol/deployment.js';
+import { TimerLoop } from '../timer-loop.js';
+import { DEFAULT_BACKOFF, delayAfterFailure, jitteredInterval, type BackoffPolicy, type Random } from '../../controlplane/backoff.js';
+import type { ControlPlaneClient } from '../../controlplane/control-plane-client.js';
+import type { Logger } from '../logger.js';
+import type { StateStore } from '../state/state-store.js';
+import { storedDesiredSchema, type StoredDesired } from '../state/state-schemas.js';
 import { RejectionLog } from './rejection-log.js';
 
 export interface DesiredSet {
