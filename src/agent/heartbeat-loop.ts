@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { classifyResponse } from '../controlplane/classify.js';
 import type { Logger } from './logger.js';
 import type { HeartbeatRequest } from '../protocol/worker.js';
 import type { CallResult } from '../controlplane/control-plane-client.js';
@@ -91,7 +92,7 @@ export class HeartbeatLoop {
     const detail = { status: res.status, rttMs: res.rttMs, message: res.message };
     if (res.kind === 'http') {
       const status = res.status ?? 0;
-      if (status === 404) {
+      if (classifyResponse(res, { extension: false }) === 'worker-gone') {
         // A 404 right after a 404 means registering again did not help (a panel that accepts the
         // register and still answers 404): from then on each round waits out the backoff, so the
         // pair of calls cannot loop at network speed.

@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { fitReport, MAX_REPORT_BODY_BYTES, ReportOutbox } from '../../src/agent/deployments/report-outbox.js';
 import { StateStore } from '../../src/agent/state/state-store.js';
 import { storedOutboxSchema } from '../../src/agent/state/state-schemas.js';
-import type { ControlPlaneClient } from '../../src/controlplane/control-plane-client.js';
+import type { CallResult, ControlPlaneClient } from '../../src/controlplane/control-plane-client.js';
 
 const silent = pino({ level: 'silent' });
 const unreachable = { postJson: async () => ({ ok: false, kind: 'network', message: 'down', rttMs: 0 }) } as unknown as ControlPlaneClient;
@@ -52,5 +52,26 @@ describe('report outbox', () => {
     expect(content.status).toBe('failed');
     expect(dropped).toEqual(['publicUrl']);
     expect(Buffer.byteLength(JSON.stringify(content))).toBeLessThanOrEqual(MAX_REPORT_BODY_BYTES);
+  });
+  it('treats 404 WORKER_NOT_FOUND as a lost worker: retried with backoff, not parked for the extension probe', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'skp-outbox-'));
+    const store = new StateStore(dir);
+    await store.init();
+    const answers: CallResult[] = [
+      { ok: false, kind: 'http', status: 404, code: 'WORKER_NOT_FOUND', message: 'Worker not found', rttMs: 1 },
+      { ok: true, status: 200, body: {}, headers: {}, rttMs: 1 },
+    ];
+    let calls = 0;
+    const client = { postJson: async () => answers[Math.min(calls++, answers.length - 1)]! } as unknown as ControlPlaneClient;
+    // Backoff of 1-20 ms: a stock-panel 404 would instead wait the 10-minute extension probe.
+    const o = new ReportOutbox({ client, workerId: () => 'w', bootId: 'b', store, logger: silent, backoff: { baseMs: 20, capMs: 20 } });
+    await o.restore();
+    o.start();
+    o.offer('d1', { status: 'running' });
+    const deadline = Date.now() + 3_000;
+    while (o.depth > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    await o.stop();
+    expect(calls).toBe(2);
+    expect(o.depth).toBe(0);
   });
 });

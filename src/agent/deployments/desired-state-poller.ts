@@ -1,4 +1,5 @@
 import { parseDesiredSet, storableDesiredSet, type Deployment, type ParseOptions, type RejectedDeployment } from '../../protocol/deployment.js';
+import { classifyResponse } from '../../controlplane/classify.js';
 import { TimerLoop } from '../timer-loop.js';
 import { DEFAULT_BACKOFF, delayAfterFailure, jitteredInterval, type BackoffPolicy, type Random } from '../../controlplane/backoff.js';
 import type { ControlPlaneClient } from '../../controlplane/control-plane-client.js';
@@ -209,7 +210,7 @@ export class DesiredStatePoller {
       this.#deps.onDesired({ deployments: parsed.deployments, rejected: parsed.rejected, etag, source: 'control-plane', receivedAt: Date.now() });
       return next ?? this.#afterPoll();
     }
-    if (res.kind === 'http' && res.status === 404 && res.code !== 'WORKER_NOT_FOUND') {
+    if (classifyResponse(res) === 'extension-missing') {
       if (this.#mode !== 'heartbeat-only') {
         logger.info('control plane has no deployments API (stock SkyPanelV2): heartbeat-only mode; asking again every 10 minutes');
       }

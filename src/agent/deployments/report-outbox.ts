@@ -1,4 +1,5 @@
 import { statusReportSchema, type StatusReportContent } from '../../protocol/status-report.js';
+import { classifyResponse } from '../../controlplane/classify.js';
 import { TimerLoop } from '../timer-loop.js';
 import { DEFAULT_BACKOFF, delayAfterFailure, type BackoffPolicy, type Random } from '../../controlplane/backoff.js';
 import type { ControlPlaneClient } from '../../controlplane/control-plane-client.js';
@@ -142,20 +143,18 @@ export class ReportOutbox {
         logger.debug({ deploymentId: entry.deploymentId, status: entry.content.status, seq: entry.seq }, 'status reported');
         continue;
       }
-      if (res.kind === 'http' && res.status === 404) {
-        if (res.code === 'DEPLOYMENT_NOT_FOUND') {
-          logger.warn({ deploymentId: entry.deploymentId }, 'control plane does not know this deployment; report dropped');
-          this.#done(entry, false);
-          continue;
-        }
+      const answer = classifyResponse(res);
+      if (answer === 'extension-missing') {
         // A stock panel has no status API: keep the newest report per deployment and ask again later.
         return EXTENSION_PROBE_MS;
       }
-      if (res.kind === 'http' && (res.status === 400 || res.status === 413)) {
-        logger.error({ deploymentId: entry.deploymentId, message: res.message }, 'control plane rejected a status report as invalid; dropped');
+      if (answer === 'refused') {
+        if (res.status === 404) logger.warn({ deploymentId: entry.deploymentId }, 'control plane does not know this deployment; report dropped');
+        else logger.error({ deploymentId: entry.deploymentId, message: res.message }, 'control plane rejected a status report as invalid; dropped');
         this.#done(entry, false);
         continue;
       }
+      // worker-gone, retry-after, failed: kept and retried with backoff (the heartbeat registers a lost worker again).
       const next = delayAfterFailure(res, this.#failures++, this.#deps.backoff ?? DEFAULT_BACKOFF, this.#deps.random);
       if (this.#failures === 1) logger.warn({ kind: res.kind, status: res.status, queued: this.#pending.size, retryInMs: next }, `status report failed: ${res.message}; kept in the outbox`);
       return next;

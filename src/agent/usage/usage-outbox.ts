@@ -1,4 +1,5 @@
 import { usageKey, usageRecordSchema, type UsageRecord } from '../../protocol/usage.js';
+import { classifyResponse } from '../../controlplane/classify.js';
 import { DEFAULT_BACKOFF, delayAfterFailure, type BackoffPolicy, type Random } from '../../controlplane/backoff.js';
 import type { ControlPlaneClient } from '../../controlplane/control-plane-client.js';
 import { EXTENSION_PROBE_MS } from '../deployments/desired-state-poller.js';
@@ -229,13 +230,14 @@ export class UsageOutbox {
         continue;
       }
       this.#lastOutcome = res.kind === 'http' ? `HTTP ${res.status}${res.code ? ` ${res.code}` : ''}` : res.kind;
-      if (res.kind === 'http' && res.status === 404 && res.code !== 'WORKER_NOT_FOUND') {
+      const answer = classifyResponse(res);
+      if (answer === 'extension-missing') {
         // A stock panel without the usage API: keep everything (bounded) and ask again later.
         if (!this.#apiMissing) logger.info({ unsent: this.#pending.size }, 'control plane has no usage API (404 API not found); usage kept and offered again every 10 minutes');
         this.#apiMissing = true;
         return this.#deps.extensionProbeMs ?? EXTENSION_PROBE_MS;
       }
-      if (res.kind === 'http' && (res.status === 400 || res.status === 413)) {
+      if (answer === 'refused') {
         if (batch.length > 1) {
           this.#batchLimit = Math.ceil(batch.length / 2);
           logger.warn({ status: res.status, records: batch.length, message: res.message }, 'control plane refused a usage batch; retrying in smaller batches');
