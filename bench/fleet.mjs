@@ -85,6 +85,8 @@ function child(script, env) {
 }
 
 const children = [];
+// Assigned once below, but cleanup (installed on signals before it is) reads it.
+// eslint-disable-next-line prefer-const
 let pgc;
 async function cleanup() {
   for (const c of children) c.proc.kill('SIGKILL');

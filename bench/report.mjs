@@ -12,7 +12,10 @@ export function bodySizes(cp, workerId) {
   const beats = mine.filter((r) => r.path.endsWith('/heartbeat'));
   const reports = mine.filter((r) => r.path.endsWith('/status'));
   const running = reports.filter((r) => r.body.status === 'running');
-  const pick = (rs) => (rs.length ? { bytes: len(rs[rs.length - 1]), min: Math.min(...rs.map(len)), max: Math.max(...rs.map(len)), count: rs.length, example: rs[rs.length - 1].body } : null);
+  const pick = (rs) =>
+    rs.length
+      ? { bytes: len(rs[rs.length - 1]), min: Math.min(...rs.map(len)), max: Math.max(...rs.map(len)), count: rs.length, example: rs[rs.length - 1].body }
+      : null;
   return { heartbeat: pick(beats), statusReportRunning: pick(running), statusReportAny: pick(reports) };
 }
 

@@ -56,6 +56,8 @@ const FAULTS = [
   { kind: 'garbage' },
   { kind: 'delay', ms: 3_000 },
 ];
+// Assigned once, but `roll` (the control plane's logger) reads it while the control plane starts.
+// eslint-disable-next-line prefer-const
 let cp;
 /** One-shot fault for the next request, re-rolled after every answered request. */
 const roll = () => {

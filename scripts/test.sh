@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite (README's second command runs this through `npm test`).
 # Builds the agent, brings up Docker in swarm mode when the suite needs it (root only), runs vitest,
-# and ends with one line "N passed, N failed".
+# and ends with one line "N passed, N failed". Before the tests: the type check of everything,
+# tests included (`tsc --noEmit -p .`), and the linter (eslint.config.js: typescript-eslint, line
+# length bound). Each of the two that fails counts as one failed test and fails the run.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,14 +21,26 @@ else
   echo "not root: cannot start dockerd; Docker-backed tests will be reported as skipped" >&2
 fi
 
+checks_failed=0
+check() {
+  local name=$1; shift
+  local t0=$SECONDS
+  if "$@"; then echo "$name: ok ($((SECONDS - t0)) s)"; else echo "$name: FAILED ($((SECONDS - t0)) s)" >&2; checks_failed=$((checks_failed + 1)); fi
+}
+check "typecheck (src and tests)" npx tsc --noEmit -p .
+check "lint" npx eslint --max-warnings 0 .
+
 npx vitest run --reporter=default --reporter=json --outputFile.json="$summary_file" "$@"
 rc=$?
 
 node -e '
   const fs = require("node:fs");
   let r;
-  try { r = JSON.parse(fs.readFileSync(process.argv[1], "utf8")); } catch { console.log("0 passed, 1 failed"); process.exit(0); }
+  try { r = JSON.parse(fs.readFileSync(process.argv[1], "utf8")); } catch { console.log(`0 passed, ${1 + Number(process.argv[2])} failed`); process.exit(0); }
   const skipped = r.numPendingTests + (r.numTodoTests || 0);
-  console.log(`${r.numPassedTests} passed, ${r.numFailedTests} failed` + (skipped ? `, ${skipped} skipped` : ""));
-' "$summary_file"
+  const checks = Number(process.argv[2]);
+  const note = checks ? ` (${checks} of them typecheck/lint)` : "";
+  console.log(`${r.numPassedTests} passed, ${r.numFailedTests + checks} failed${note}` + (skipped ? `, ${skipped} skipped` : ""));
+' "$summary_file" "$checks_failed"
+if [ "$checks_failed" -gt 0 ] && [ "$rc" -eq 0 ]; then rc=1; fi
 exit $rc

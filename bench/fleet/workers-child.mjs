@@ -33,7 +33,7 @@ let running = false;
 let measuring = false;
 let beats = [];
 let beatErrors = 0;
-let counts = { heartbeat: 0, held: 0, status: 0, usage: 0, register: 0 };
+const counts = { heartbeat: 0, held: 0, status: 0, usage: 0, register: 0 };
 /** The pending change: when it was committed, and when each affected worker's held call brought it. */
 let change;
 const timers = new Set();
@@ -93,7 +93,9 @@ function usageLoop() {
     if (w.deployment) {
       w.period++;
       const start = new Date(Date.UTC(2026, 0, 1) + w.period * USAGE_PERIOD_MS);
-      const rec = { ...w.deployment, periodStart: start.toISOString(), periodEnd: new Date(start.getTime() + USAGE_PERIOD_MS).toISOString(), cpuHours: 0.1, memoryGbHours: 0.05, storageGbHours: 0.01, networkGb: 0.001, samples: 60, complete: true };
+      const periodEnd = new Date(start.getTime() + USAGE_PERIOD_MS).toISOString();
+      const usage = { cpuHours: 0.1, memoryGbHours: 0.05, storageGbHours: 0.01, networkGb: 0.001, samples: 60, complete: true };
+      const rec = { ...w.deployment, periodStart: start.toISOString(), periodEnd, ...usage };
       await request('POST', `/api/workers/${w.id}/usage`, w.token, { records: [rec] });
       counts.usage++;
     }

@@ -87,7 +87,13 @@ const TERMINAL_FAILURES = new Set(['failed', 'rejected']);
  * replica runs and its tasks keep failing (two failures, or one rejection such as a missing
  * image), so a single restart does not flap the status.
  */
-export function deriveStatus(d: Deployment, service: ServiceObservation | undefined, tasks: readonly TaskObservation[], executorError?: string, scheduling?: SchedulingBound): DerivedStatus {
+export function deriveStatus(
+  d: Deployment,
+  service: ServiceObservation | undefined,
+  tasks: readonly TaskObservation[],
+  executorError?: string,
+  scheduling?: SchedulingBound,
+): DerivedStatus {
   const desired = desiredReplicas(d);
   const own = service ? tasks.filter((t) => t.serviceId === service.id) : [];
   const running = own.filter((t) => t.state === 'running' && t.desiredState === 'running');

@@ -79,7 +79,12 @@ describe.skipIf(!ready.ok)('two agents on two worker nodes, both writing through
     };
     const containerIds = async (w: typeof wa, serviceId: string) =>
       ((await w.docker.listContainers({ filters: JSON.stringify({ label: [`${LABEL.serviceId}=${serviceId}`], status: ['running'] }) })) as { Id: string }[]).map((c) => c.Id);
-    const before = { a: await inspect(onlyA.serviceId), b: await inspect(onlyB.serviceId), ca: await containerIds(wa, onlyA.serviceId), cb: await containerIds(wb, onlyB.serviceId) };
+    const before = {
+      a: await inspect(onlyA.serviceId),
+      b: await inspect(onlyB.serviceId),
+      ca: await containerIds(wa, onlyA.serviceId),
+      cb: await containerIds(wb, onlyB.serviceId),
+    };
 
     // The control plane moves `moving` from A to B.
     const t0 = Date.now();
@@ -128,7 +133,12 @@ describe.skipIf(!ready.ok)('two agents on two worker nodes, both writing through
     expect(await (await fetch(`${url}/`)).text()).toContain('moving-app');
 
     // The bystanders were not touched: same service, same version, same containers.
-    const after = { a: await inspect(onlyA.serviceId), b: await inspect(onlyB.serviceId), ca: await containerIds(wa, onlyA.serviceId), cb: await containerIds(wb, onlyB.serviceId) };
+    const after = {
+      a: await inspect(onlyA.serviceId),
+      b: await inspect(onlyB.serviceId),
+      ca: await containerIds(wa, onlyA.serviceId),
+      cb: await containerIds(wb, onlyB.serviceId),
+    };
     expect(after).toEqual(before);
     // Neither agent ever wrote to a service of the other.
     const idsOf = async (w: WorkerAgent) => (await servicesOf(w)).map((s) => s.ID);

@@ -116,7 +116,12 @@ describe.skipIf(!ready.ok)('remote-manager mode: an agent on a swarm worker writ
 
   it("refuses a manager whose certificate does not verify against swarmManagerCa, saying so", async () => {
     const refusedBefore = mn.tls.refused.length;
-    const a = await startWorkerAgent({ cp, worker: mn.workers[0]!, workerId: randomUUID(), manager: { host: mn.tls.host, files: { ...mn.tls.clients[0]!, ca: mn.tls.otherCaFile } } });
+    const a = await startWorkerAgent({
+      cp,
+      worker: mn.workers[0]!,
+      workerId: randomUUID(),
+      manager: { host: mn.tls.host, files: { ...mn.tls.clients[0]!, ca: mn.tls.otherCaFile } },
+    });
     agents.push(a);
     try {
       const app = web('must-never-run', { slug: 'wrong-ca' });

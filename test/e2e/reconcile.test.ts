@@ -97,7 +97,8 @@ describe.skipIf(!dockerReady.ok)('reconciling against a real swarm', () => {
     expect(await res.text()).toContain('hi-from-e2e');
     const [svc] = await ownServices();
     expect(svc!.Spec.Labels).toMatchObject({ [LABEL.managed]: 'true', [LABEL.deploymentId]: web.id, [LABEL.serviceId]: web.serviceId, [LABEL.organizationId]: 'org-e2e' });
-    const full = (await docker.getService(svc!.ID).inspect()) as { Spec: { Name: string; TaskTemplate: { Resources: { Limits: { NanoCPUs: number; MemoryBytes: number } }; Placement: { Constraints: string[] } } } };
+    type Limits = { NanoCPUs: number; MemoryBytes: number };
+    const full = (await docker.getService(svc!.ID).inspect()) as { Spec: { Name: string; TaskTemplate: { Resources: { Limits: Limits }; Placement: { Constraints: string[] } } } };
     expect(full.Spec.Name.length).toBeLessThanOrEqual(63);
     expect(full.Spec.TaskTemplate.Resources.Limits).toMatchObject({ NanoCPUs: 250_000_000, MemoryBytes: 32 * 1024 * 1024 });
     expect(full.Spec.TaskTemplate.Placement.Constraints).toContain(`node.id==${nodeId}`);

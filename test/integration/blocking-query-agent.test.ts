@@ -42,14 +42,22 @@ afterEach(async () => {
   poller = client = cp = dir = undefined;
 });
 
-async function setup(cpOpts: ReferenceControlPlaneOptions, timeoutMs = 5_000): Promise<{ cp: ReferenceControlPlane; sets: DesiredSet[]; p: DesiredStatePoller; beat: () => Promise<void> }> {
+interface Setup {
+  cp: ReferenceControlPlane;
+  sets: DesiredSet[];
+  p: DesiredStatePoller;
+  beat: () => Promise<void>;
+}
+
+async function setup(cpOpts: ReferenceControlPlaneOptions, timeoutMs = 5_000): Promise<Setup> {
   cp = await startReferenceControlPlane({ host: '127.0.0.1', port: 0, ...cpOpts });
   const c = (client = new ControlPlaneClient({ baseUrl: cp.url, token: new Secret(cp.mintToken(WORKER_ID)), timeoutMs }));
   expect((await c.postJson('/api/workers/register', { hostname: 'n1', ipAddress: '10.0.0.5', capacity: { cpuCores: 2, memoryMb: 2048, diskGb: 20 } })).ok).toBe(true);
   dir = await mkdtemp(join(tmpdir(), 'skp-held-'));
   const sets: DesiredSet[] = [];
   // A one-minute poll interval: anything that arrives within seconds came by the held call.
-  const p = (poller = new DesiredStatePoller({ client: c, workerId: () => WORKER_ID, intervalMs: 60_000, store: new StateStore(dir), logger, random: () => 0.5, onDesired: (s) => sets.push(s) }));
+  const store = new StateStore(dir);
+  const p = (poller = new DesiredStatePoller({ client: c, workerId: () => WORKER_ID, intervalMs: 60_000, store, logger, random: () => 0.5, onDesired: (s) => sets.push(s) }));
   p.start();
   // As the agent does with each heartbeat answer.
   const beat = async (): Promise<void> => {

@@ -27,7 +27,14 @@ async function desired(w: { workerId: string; token: string }): Promise<{ list: 
   return { list: pick(res.body, 'data', 'deployments') as Record<string, unknown>[], etag: res.headers.get('etag'), body: res.body };
 }
 
-async function linkSecret(orgId: string, userId: string, serviceId: string, name: string, encrypted: string, link: { mountPath?: string; envVarName?: string } = {}): Promise<void> {
+async function linkSecret(
+  orgId: string,
+  userId: string,
+  serviceId: string,
+  name: string,
+  encrypted: string,
+  link: { mountPath?: string; envVarName?: string } = {},
+): Promise<void> {
   const { rows } = await pg.pool.query<{ id: string }>(
     'INSERT INTO container_secrets (organization_id, name, encrypted_value, created_by) VALUES ($1, $2, $3, $4) RETURNING id',
     [orgId, name, encrypted, userId],
@@ -105,7 +112,14 @@ describe('desired set', () => {
     if (!parsed.ok) throw new Error(parsed.error);
     expect(parsed.rejected).toEqual([]);
     expect(parsed.deployments).toMatchObject([
-      { id: seeded.deploymentId, serviceId: seeded.serviceId, organizationId: org.organizationId, imageTag: DEFAULT_SEED.imageTag, externalPort: 18080, environmentVars: DEFAULT_SEED.environmentVars },
+      {
+        id: seeded.deploymentId,
+        serviceId: seeded.serviceId,
+        organizationId: org.organizationId,
+        imageTag: DEFAULT_SEED.imageTag,
+        externalPort: 18080,
+        environmentVars: DEFAULT_SEED.environmentVars,
+      },
     ]);
   });
 

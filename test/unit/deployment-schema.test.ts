@@ -7,6 +7,8 @@ import { Secret } from '../../src/secret.js';
 const SECRET = 'hunter2-S3CRET-value-9f8e7d';
 const PASSWORD = 'registry-P4SSW0RD-5a4b3c';
 
+// Raw JSON the tests reach into and mutate at any depth: `unknown` would need a cast per access.
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
 type Raw = Record<string, any>;
 
 function base(): Raw {
@@ -255,7 +257,8 @@ describe('parseDesiredSet: what is accepted', () => {
   });
 
   it('treats null optionals as absent and defaults replicas to 1', () => {
-    const d = one({ ...base(), replicas: null, internalPort: null, externalPort: null, command: null, secrets: null, registryAuth: null, resourceLimits: { cpuCores: 1, memoryMb: 64, diskGb: null } });
+    const nulls = { replicas: null, internalPort: null, externalPort: null, command: null, secrets: null, registryAuth: null };
+    const d = one({ ...base(), ...nulls, resourceLimits: { cpuCores: 1, memoryMb: 64, diskGb: null } });
     expect(d.replicas).toBe(1);
     expect(d.internalPort ?? d.externalPort ?? d.command ?? d.secrets ?? d.registryAuth ?? d.resourceLimits.diskGb).toBeUndefined();
     const noReplicas = base();

@@ -67,6 +67,8 @@ describe('public URL', () => {
 describe('drift', () => {
   const built = buildServiceSpec(dep({ environmentVars: { A: '1' } }), { workerId: 'w', nodeId: 'n' });
   const asDocker = () => {
+    // Docker's spec as raw JSON, rewritten at any depth below.
+    // eslint-disable-next-line @typescript-eslint/no-explicit-any
     const live = JSON.parse(JSON.stringify(built.spec)) as Record<string, any>;
     // What Docker adds or rewrites on its own: defaults, network ids, secret ids.
     live.TaskTemplate.ForceUpdate = 0;

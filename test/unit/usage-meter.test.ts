@@ -248,7 +248,11 @@ describe('UsageMeter', () => {
     const m2 = meter();
     m2.restore(JSON.parse(JSON.stringify(m1.snapshot())));
     // down from T+2 to T+26: 24 s at 0.5 core = 12 s of CPU across [2,10) [10,20) [20,26)
-    const r = run(m2, [at(26_000, [c({ cpuNs: 13 * SEC, memoryBytes: GIB })]), at(27_000, [c({ cpuNs: 13.5 * SEC, memoryBytes: GIB })]), at(30_000, [c({ cpuNs: 15 * SEC, memoryBytes: GIB })])]);
+    const r = run(m2, [
+      at(26_000, [c({ cpuNs: 13 * SEC, memoryBytes: GIB })]),
+      at(27_000, [c({ cpuNs: 13.5 * SEC, memoryBytes: GIB })]),
+      at(30_000, [c({ cpuNs: 15 * SEC, memoryBytes: GIB })]),
+    ]);
     expect(r.map((x) => [x.periodStart, x.complete, x.samples, Math.round(x.cpuHours * 3600 * 1e6) / 1e6, Math.round(x.memoryGbHours * 3600 * 1e6) / 1e6])).toEqual([
       [new Date(T).toISOString(), false, 3, 1 + 4, 2],
       [new Date(T + P).toISOString(), false, 0, 5, 0],

@@ -225,7 +225,14 @@ export class Reconciler {
     const retainServiceIds = new Set(desiredSet.rejected.map((r) => r.serviceId).filter((s): s is string => s !== null));
     const desiredByService = new Map(desired.map((d) => [d.serviceId, d]));
     const actual: ActualService[] = services.map((s) => {
-      const a: ActualService = { id: s.id, name: s.name, labels: s.labels, replicas: s.replicas, specHash: s.labels[LABEL.specHash], updateState: s.updateState as UpdateState | undefined };
+      const a: ActualService = {
+        id: s.id,
+        name: s.name,
+        labels: s.labels,
+        replicas: s.replicas,
+        specHash: s.labels[LABEL.specHash],
+        updateState: s.updateState as UpdateState | undefined,
+      };
       // Same hash label but a spec changed by hand: hide the label so the planner puts the service back (drift).
       const d = desiredByService.get(s.labels[LABEL.serviceId] ?? '');
       const b = d ? built.get(d.id) : undefined;
@@ -261,7 +268,12 @@ export class Reconciler {
       const heldError = held.get(d.id)?.message;
       const derived0 = deriveStatus(d, svc, (svc && tasksOf.get(svc.id)) || [], heldError ?? (waiting ? undefined : b?.error), scheduling);
       const derived = waiting && !svc ? { ...derived0, message: `waiting for the service name (held by a service this worker does not own, e.g. the previous worker's copy of a moved deployment): ${b!.error}` } : derived0;
-      const publicUrl = renderPublicUrl(this.#deps.publicUrlTemplate, { ipAddress: this.#deps.ipAddress, externalPort: derived.externalPort, slug: d.slug, serviceId: d.serviceId });
+      const publicUrl = renderPublicUrl(this.#deps.publicUrlTemplate, {
+        ipAddress: this.#deps.ipAddress,
+        externalPort: derived.externalPort,
+        slug: d.slug,
+        serviceId: d.serviceId,
+      });
       const prev = this.#states.get(d.id);
       this.#states.set(d.id, { deployment: d, derived, publicUrl, lastError: heldError ?? b?.error ?? null });
       const change: StatusChange = { deploymentId: d.id, derived, publicUrl };
