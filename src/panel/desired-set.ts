@@ -1,5 +1,5 @@
-import { createHash } from 'node:crypto';
 import { MAX_DEPLOYMENTS, parseDeployment } from '../protocol/deployment.js';
+import { strongEtag } from '../protocol/etag.js';
 import { decryptSecret, SecretDecryptError } from './crypto.js';
 import type { Queryable } from './db.js';
 
@@ -133,9 +133,6 @@ function mapRow(row: DeploymentRow, secrets: readonly SecretRow[], key: Buffer):
   return deployment;
 }
 
-export function strongEtag(body: string): string {
-  return `"${createHash('sha256').update(body, 'utf8').digest('hex').slice(0, 32)}"`;
-}
 
 export async function loadDesiredSet(db: Queryable, workerId: string, key: Buffer): Promise<DesiredSet> {
   return (await loadDesiredSets(db, [workerId], key)).get(workerId)!;

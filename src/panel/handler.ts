@@ -1,3 +1,4 @@
+import { etagMatches } from '../protocol/etag.js';
 import { authorizeWorker } from './auth.js';
 import { batchedLoader, DEFAULT_MAX_WAIT_SEC, holdDesiredSet, holdMs, MAX_WAIT_CAP_SEC } from './blocking-query.js';
 import { secretKey } from './crypto.js';
@@ -84,13 +85,6 @@ export interface PanelRequest {
   signal?: AbortSignal;
 }
 
-/** If-None-Match by weak comparison (RFC 9110 §13.1.2): W/ ignored, lists, and `*`. */
-export function etagMatches(header: string | undefined, etag: string): boolean {
-  if (header === undefined) return false;
-  if (header.trim() === '*') return true;
-  for (const m of header.matchAll(/(?:W\/)?("[^"]*")/g)) if (m[1] === etag) return true;
-  return false;
-}
 
 export interface PanelHandler {
   handle(route: PanelRoute, req: PanelRequest): Promise<PanelReply>;

@@ -1,5 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { z } from 'zod';
+import { etagMatches } from '../protocol/etag.js';
 import { describeIssue, statusReportSchema } from '../protocol/status-report.js';
 import { usageBatchSchema } from '../protocol/usage.js';
 import { sendJson } from './http.js';
@@ -113,17 +114,6 @@ function handleUsage(id: string, ctx: ExtensionContext): Reply {
   return { status: 200, body: { success: true, data: ack } };
 }
 
-/**
- * If-None-Match by weak comparison (RFC 9110 §13.1.2): `W/` is ignored, a list matches when any
- * member does, and `*` matches any current representation.
- */
-export function etagMatches(header: string | undefined, etag: string): boolean {
-  if (header === undefined) return false;
-  if (header.trim() === '*') return true;
-  const opaque = etag.replace(/^W\//, '');
-  for (const m of header.matchAll(/(?:W\/)?("[^"]*")/g)) if (m[1] === opaque) return true;
-  return false;
-}
 
 /** GET /api/workers/:id/deployments: the stored body verbatim with its strong ETag, or 304. */
 function sendDeployments(req: IncomingMessage, res: ServerResponse, state: WorkerExtensionState): void {

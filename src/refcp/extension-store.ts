@@ -1,4 +1,5 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
+import { strongEtag } from '../protocol/etag.js';
 import type { StatusReport } from '../protocol/status-report.js';
 import { usageKey, type UsageAck, type UsageRecord } from '../protocol/usage.js';
 import { UUID_PATTERN } from './pg-columns.js';
@@ -57,10 +58,6 @@ export const MAX_REPORT_BYTES = 64 * 1024 * 1024;
 const MAX_ASSIGNED_IDS = 100_000;
 const EMPTY_BODY = deploymentsBody([]);
 
-/** Strong ETag: the first 32 hex digits of the body's SHA-256, quoted. */
-export function strongEtag(body: string): string {
-  return `"${createHash('sha256').update(body, 'utf8').digest('hex').slice(0, 32)}"`;
-}
 
 function deploymentsBody(deployments: unknown[]): string {
   return JSON.stringify({ success: true, data: { deployments } });

@@ -26,7 +26,7 @@ export type {
   WorkerRow,
   WorkerStatus,
 } from './types.js';
-export { strongEtag, type DeploymentsControl } from './extension-store.js';
-export { etagMatches } from './deployment-routes.js';
+export type { DeploymentsControl } from './extension-store.js';
+export { etagMatches, strongEtag } from '../protocol/etag.js';
 export { adminTokenMatches } from './admin-routes.js';
 export { isValidIpAddress, validateMetrics, validateWorkerInfo } from './skypanel-validation.js';
