@@ -1,5 +1,5 @@
 /**
- * How the panel judges a worker's health. The heartbeat applies `statusAfterHeartbeat` (load
+ * How the panel judges a worker's health. The heartbeat applies `statusAfterHeartbeatSql` (load
  * thresholds with hysteresis, Docker health, the agent's own drain); the HealthMonitor marks
  * silent workers offline. An admin's `draining` is never overridden by either.
  */
