@@ -45,7 +45,17 @@ export async function cleanupBench(docker, { timeoutMs = 180_000, log = () => {}
     const services = await docker.listServices({ filters: byWorker(id) });
     // A few at a time: a burst of hundreds of removals makes the swarm manager slow for everyone.
     for (let i = 0; i < services.length; i += 8) {
-      await Promise.all(services.slice(i, i + 8).map((s) => docker.getService(s.ID).remove().then(() => out.services++, (e) => (e.statusCode === 404 ? undefined : out.leftovers.push(`service ${s.Spec?.Name}: ${e.message}`)))));
+      await Promise.all(
+        services.slice(i, i + 8).map((s) =>
+          docker
+            .getService(s.ID)
+            .remove()
+            .then(
+              () => out.services++,
+              (e) => (e.statusCode === 404 ? undefined : out.leftovers.push(`service ${s.Spec?.Name}: ${e.message}`)),
+            ),
+        ),
+      );
     }
   }
   if (out.services > 0) log(`cleanup: removed ${out.services} services; waiting for their containers to go`);
@@ -61,7 +71,13 @@ export async function cleanupBench(docker, { timeoutMs = 180_000, log = () => {}
   }
   for (const id of ids) {
     for (const s of await docker.listSecrets({ filters: byWorker(id) })) {
-      await docker.getSecret(s.ID).remove().then(() => out.secrets++, (e) => out.leftovers.push(`secret ${s.Spec?.Name}: ${e.message}`));
+      await docker
+        .getSecret(s.ID)
+        .remove()
+        .then(
+          () => out.secrets++,
+          (e) => out.leftovers.push(`secret ${s.Spec?.Name}: ${e.message}`),
+        );
     }
   }
   const networks = [];

@@ -70,18 +70,23 @@ function child(script, env) {
       w(m);
     }
   });
-  const next = (kind, ms = 600_000) => new Promise((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error(`${script}: no ${kind} within ${ms} ms`)), ms);
-    waiting.set(kind, (m) => {
-      clearTimeout(t);
-      resolve(m);
+  const next = (kind, ms = 600_000) =>
+    new Promise((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error(`${script}: no ${kind} within ${ms} ms`)), ms);
+      waiting.set(kind, (m) => {
+        clearTimeout(t);
+        resolve(m);
+      });
     });
-  });
-  return { proc, next, ask: (msg, kind, ms) => {
-    const p = next(kind, ms);
-    proc.send(msg);
-    return p;
-  } };
+  return {
+    proc,
+    next,
+    ask: (msg, kind, ms) => {
+      const p = next(kind, ms);
+      proc.send(msg);
+      return p;
+    },
+  };
 }
 
 const children = [];
@@ -101,7 +106,9 @@ await pool.query(SKYPANEL_BASE_SQL);
 await pool.query(CONTAINER_PLATFORM_SQL);
 await applyPanelMigration(pgPoolDatabase(pool));
 const user = await pool.query(`INSERT INTO users (email, name) VALUES ('fleet@example.com', 'Fleet') RETURNING id`);
-const org = (await pool.query(`INSERT INTO organizations (name, slug, owner_id) VALUES ('Fleet', 'fleet', $1) RETURNING id`, [user.rows[0].id])).rows[0].id;
+const org = (
+  await pool.query(`INSERT INTO organizations (name, slug, owner_id) VALUES ('Fleet', 'fleet', $1) RETURNING id`, [user.rows[0].id])
+).rows[0].id;
 
 const results = { hbSec: HB_SEC, measureSec: MEASURE_SEC, waitSec: WAIT_SEC, steps: [] };
 try {
@@ -114,7 +121,12 @@ try {
     const share = (i) => ids.filter((_, k) => k % CLIENTS === i);
     const clients = [];
     for (let i = 0; i < CLIENTS; i++) {
-      const c = child('./fleet/workers-child.mjs', { PANEL_URL: url, JWT_SECRET, HB_MS: String(HB_SEC * 1000), WAIT_SEC: String(WAIT_SEC) });
+      const c = child('./fleet/workers-child.mjs', {
+        PANEL_URL: url,
+        JWT_SECRET,
+        HB_MS: String(HB_SEC * 1000),
+        WAIT_SEC: String(WAIT_SEC),
+      });
       children.push(c);
       await c.next('ready', 60_000);
       clients.push(c);
@@ -131,10 +143,17 @@ try {
          SELECT s.id, substr(s.slug, 3)::uuid, 'registry.example.com/app:1', 'running' FROM s`,
       [org, ids],
     );
-    await pool.query(`UPDATE container_services s SET current_deployment_id = d.id FROM container_deployments d
-      WHERE d.service_id = s.id AND s.organization_id = $1 AND s.current_deployment_id IS NULL`, [org]);
-    const deps = (await pool.query(`SELECT d.id, d.service_id, d.worker_id FROM container_deployments d WHERE d.worker_id = ANY($1::uuid[])`, [ids])).rows;
-    const deployments = Object.fromEntries(deps.map((d) => [d.worker_id, { deploymentId: d.id, serviceId: d.service_id, organizationId: org }]));
+    await pool.query(
+      `UPDATE container_services s SET current_deployment_id = d.id FROM container_deployments d
+      WHERE d.service_id = s.id AND s.organization_id = $1 AND s.current_deployment_id IS NULL`,
+      [org],
+    );
+    const deps = (
+      await pool.query(`SELECT d.id, d.service_id, d.worker_id FROM container_deployments d WHERE d.worker_id = ANY($1::uuid[])`, [ids])
+    ).rows;
+    const deployments = Object.fromEntries(
+      deps.map((d) => [d.worker_id, { deploymentId: d.id, serviceId: d.service_id, organizationId: org }]),
+    );
     await Promise.all(clients.map((c) => c.ask({ cmd: 'start', deployments }, 'started')));
     // Warm-up: every worker has beaten once and holds its call.
     const warmEnd = Date.now() + HB_SEC * 1000 + 5_000;
@@ -154,7 +173,9 @@ try {
       await sleep(2_000);
       const p = await panel.ask({ cmd: 'probe' }, 'probe', 30_000);
       const locks = (await probeDb.query(`SELECT count(*)::int AS n FROM pg_locks WHERE NOT granted`)).rows[0].n;
-      const active = (await probeDb.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE state = 'active' AND datname = 'skypanel'`)).rows[0].n;
+      const active = (
+        await probeDb.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE state = 'active' AND datname = 'skypanel'`)
+      ).rows[0].n;
       samples.push({ ...p, locks, active, rssMb: rssMb(panel.proc.pid) });
     }
     const cpu1 = { panel: cpuSec(panel.proc.pid), pg: pgCpuSec(pgc.postmasterPid), at: performance.now() };
@@ -165,7 +186,10 @@ try {
     // A change to every worker's set in one statement: the worst fan-out.
     await Promise.all(clients.map((c, i) => c.ask({ cmd: 'change', affected: share(i) }, 'change-armed')));
     t = Date.now();
-    await pool.query(`UPDATE container_services SET environment_vars = '{"V":"2"}' WHERE organization_id = $1 AND slug = ANY($2::text[])`, [org, ids.map((x) => `f-${x}`)]);
+    await pool.query(`UPDATE container_services SET environment_vars = '{"V":"2"}' WHERE organization_id = $1 AND slug = ANY($2::text[])`, [
+      org,
+      ids.map((x) => `f-${x}`),
+    ]);
     const committedAt = Date.now();
     let delivered = [];
     const changeEnd = Date.now() + 60_000;
@@ -197,7 +221,10 @@ try {
       changeDelivered: delivered.length,
       changeP50Ms: pct(delivered, 50),
       changeMaxMs: Math.max(...delivered),
-      counts: got.reduce((a, g) => { for (const [k, v] of Object.entries(g.counts)) a[k] = (a[k] ?? 0) + v; return a; }, {}),
+      counts: got.reduce((a, g) => {
+        for (const [k, v] of Object.entries(g.counts)) a[k] = (a[k] ?? 0) + v;
+        return a;
+      }, {}),
     };
     results.steps.push(step);
     log(JSON.stringify(step));
@@ -221,16 +248,27 @@ try {
   for (const id of ids) {
     await c.query('BEGIN');
     await c.query('SELECT id, status, auth_token_hash, current_load FROM container_workers WHERE id = $1 FOR UPDATE', [id]);
-    await c.query(`UPDATE container_workers SET current_load = $2, last_heartbeat_at = NOW(), status = $3 WHERE id = $1`, [id, '{"cpuPercent":12,"memoryPercent":40,"diskPercent":30,"containerCount":1,"seq":2}', 'active']);
+    await c.query(`UPDATE container_workers SET current_load = $2, last_heartbeat_at = NOW(), status = $3 WHERE id = $1`, [
+      id,
+      '{"cpuPercent":12,"memoryPercent":40,"diskPercent":30,"containerCount":1,"seq":2}',
+      'active',
+    ]);
     await c.query('COMMIT');
   }
   const single = { cpuMs: (1000 * (cpuSec(backend) - cpu)) / ids.length, walBytes: (await walBytes(w0, await wal())) / ids.length };
   cpu = cpuSec(backend);
   w0 = await wal();
-  for (let round = 0; round < 10; round++) for (let i = 0; i < ids.length; i += 100) {
-    await c.query(`UPDATE container_workers w SET last_heartbeat_at = NOW(), current_load = $2 FROM unnest($1::uuid[]) AS x(id) WHERE w.id = x.id`, [ids.slice(i, i + 100), '{"cpuPercent":12,"memoryPercent":40,"diskPercent":30,"containerCount":1,"seq":3}']);
-  }
-  const batched = { cpuMs: (1000 * (cpuSec(backend) - cpu)) / (10 * ids.length), walBytes: (await walBytes(w0, await wal())) / (10 * ids.length) };
+  for (let round = 0; round < 10; round++)
+    for (let i = 0; i < ids.length; i += 100) {
+      await c.query(
+        `UPDATE container_workers w SET last_heartbeat_at = NOW(), current_load = $2 FROM unnest($1::uuid[]) AS x(id) WHERE w.id = x.id`,
+        [ids.slice(i, i + 100), '{"cpuPercent":12,"memoryPercent":40,"diskPercent":30,"containerCount":1,"seq":3}'],
+      );
+    }
+  const batched = {
+    cpuMs: (1000 * (cpuSec(backend) - cpu)) / (10 * ids.length),
+    walBytes: (await walBytes(w0, await wal())) / (10 * ids.length),
+  };
   await c.end();
   results.heartbeatWrite = { single, batched100: batched };
 } finally {
@@ -240,13 +278,21 @@ try {
 
 // Report.
 const f = (x, d = 1) => (Number.isFinite(x) ? x.toFixed(d) : 'n/a');
-console.log(`\nFleet bench: heartbeats every ${HB_SEC} s (±5 %) per worker, real rate; one held call per worker (wait=${WAIT_SEC}); ${MEASURE_SEC} s window after a ${HB_SEC + 5} s warm-up; usage at one batch per worker-hour; ${CLIENTS} client processes; panel pool of 10`);
-console.log('workers | beats/s | hb p50 / p99 ms | panel CPU % (ms/beat) | PG CPU % (ms/beat) | panel RSS MB | held | conns | lock waits | pool queue | change → all (p50 / max ms)');
+console.log(
+  `\nFleet bench: heartbeats every ${HB_SEC} s (±5 %) per worker, real rate; one held call per worker (wait=${WAIT_SEC}); ${MEASURE_SEC} s window after a ${HB_SEC + 5} s warm-up; usage at one batch per worker-hour; ${CLIENTS} client processes; panel pool of 10`,
+);
+console.log(
+  'workers | beats/s | hb p50 / p99 ms | panel CPU % (ms/beat) | PG CPU % (ms/beat) | panel RSS MB | held | conns | lock waits | pool queue | change → all (p50 / max ms)',
+);
 for (const s of results.steps) {
-  console.log(`${s.workers} | ${f(s.heartbeatsPerSec)} | ${f(s.hbP50Ms)} / ${f(s.hbP99Ms)} | ${f(s.panelCpuPct, 0)} (${f(s.panelCpuMsPerHeartbeat, 2)}) | ${f(s.pgCpuPct, 0)} (${f(s.pgCpuMsPerHeartbeat, 2)}) | ${f(s.panelRssMb, 0)} | ${s.held} | ${s.connections} | ${s.maxLockWaits} | ${s.maxPoolWaiting} | ${s.changeDelivered}/${s.workers}: ${f(s.changeP50Ms, 0)} / ${f(s.changeMaxMs, 0)}`);
+  console.log(
+    `${s.workers} | ${f(s.heartbeatsPerSec)} | ${f(s.hbP50Ms)} / ${f(s.hbP99Ms)} | ${f(s.panelCpuPct, 0)} (${f(s.panelCpuMsPerHeartbeat, 2)}) | ${f(s.pgCpuPct, 0)} (${f(s.pgCpuMsPerHeartbeat, 2)}) | ${f(s.panelRssMb, 0)} | ${s.held} | ${s.connections} | ${s.maxLockWaits} | ${s.maxPoolWaiting} | ${s.changeDelivered}/${s.workers}: ${f(s.changeP50Ms, 0)} / ${f(s.changeMaxMs, 0)}`,
+  );
 }
 const hw = results.heartbeatWrite;
-console.log(`heartbeat write in PostgreSQL (SELECT … FOR UPDATE + UPDATE, one transaction): ${f(hw.single.cpuMs, 3)} ms CPU, ${f(hw.single.walBytes, 0)} B WAL; batched 100 per UPDATE: ${f(hw.batched100.cpuMs, 3)} ms CPU, ${f(hw.batched100.walBytes, 0)} B WAL per heartbeat`);
+console.log(
+  `heartbeat write in PostgreSQL (SELECT … FOR UPDATE + UPDATE, one transaction): ${f(hw.single.cpuMs, 3)} ms CPU, ${f(hw.single.walBytes, 0)} B WAL; batched 100 per UPDATE: ${f(hw.batched100.cpuMs, 3)} ms CPU, ${f(hw.batched100.walBytes, 0)} B WAL per heartbeat`,
+);
 const last = results.steps.find((s) => s.workers === 10_000) ?? results.steps.at(-1);
 if (last) {
   // The first limit: whichever resource is nearest its ceiling at the largest fleet.
@@ -256,12 +302,14 @@ if (last) {
     'connections (fd limit 20000)': last.connections / 20000,
     'DB locks (waits seen)': last.maxLockWaits > 0 ? 1 : 0,
     // Queries queued for one of the pool's 10 connections: round trips, not CPU, are the ceiling.
-    'the panel\'s database pool (queries queued)': last.maxPoolWaiting > 100 ? 1 : last.maxPoolWaiting / 100,
+    "the panel's database pool (queries queued)": last.maxPoolWaiting > 100 ? 1 : last.maxPoolWaiting / 100,
   };
   const [name, u] = Object.entries(use).sort((a, b) => b[1] - a[1])[0];
   console.log(`first limit at ${last.workers} workers: ${name} (${f(100 * u, 0)} % used)`);
   const ok = last.workers === 10_000 && last.hbP99Ms <= 100 && last.heartbeatErrors === 0;
-  console.log(`TARGET 10,000 workers on one panel process, heartbeat p99 ≤ 100 ms: ${ok ? 'PASS' : 'MISS'} (p99 ${f(last.hbP99Ms)} ms at ${last.workers} workers, ${last.heartbeatErrors} errors)`);
+  console.log(
+    `TARGET 10,000 workers on one panel process, heartbeat p99 ≤ 100 ms: ${ok ? 'PASS' : 'MISS'} (p99 ${f(last.hbP99Ms)} ms at ${last.workers} workers, ${last.heartbeatErrors} errors)`,
+  );
 }
 writeFileSync(new URL('./fleet-results.json', import.meta.url), JSON.stringify(results, null, 2));
 process.exit(0);

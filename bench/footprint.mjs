@@ -14,7 +14,22 @@ import { join } from 'node:path';
 import { rememberWorker } from './cleanup.mjs';
 import { startDockerProxy } from './docker-proxy.mjs';
 import { DEFAULT_USAGE_SAMPLE_INTERVAL_SEC } from '../dist/agent/config-schema.js';
-import { AgentProc, ROOT, cpuOf, median, registerWorker, requestsOf, rssKiB, schedCpuSec, sleep, sleeperDeployment, spawnBareNode, spawnNodeAsUnit, threadCpuSec, waitFor } from './lib.mjs';
+import {
+  AgentProc,
+  ROOT,
+  cpuOf,
+  median,
+  registerWorker,
+  requestsOf,
+  rssKiB,
+  schedCpuSec,
+  sleep,
+  sleeperDeployment,
+  spawnBareNode,
+  spawnNodeAsUnit,
+  threadCpuSec,
+  waitFor,
+} from './lib.mjs';
 
 const SAMPLE_MS = 200;
 
@@ -74,7 +89,11 @@ function attribute(samples, events, windowSec) {
     for (const c of classes) out[c] = (out[c] ?? 0) + (c1 - c0) / classes.length;
     previous = inside;
   }
-  return Object.fromEntries(Object.entries(out).sort((a, b) => b[1] - a[1]).map(([k, v]) => [k, (v / windowSec) * 3600]));
+  return Object.fromEntries(
+    Object.entries(out)
+      .sort((a, b) => b[1] - a[1])
+      .map(([k, v]) => [k, (v / windowSec) * 3600]),
+  );
 }
 
 export async function startFootprint(cp, dir, { organizationId, count = 100 }) {
@@ -105,51 +124,75 @@ export async function startFootprint(cp, dir, { organizationId, count = 100 }) {
       await agent.stop();
       const polls = requestsOf(cp, w.workerId, '/deployments', 'GET').length;
       agent = new AgentProc(w.config, { ...baseEnv, ...env }, agent.stateDir, { unitEnv });
-      await waitFor(() => requestsOf(cp, w.workerId, '/deployments', 'GET').length > polls, 30_000, () => `a poll after the restart\n${agent.tail()}`);
+      await waitFor(
+        () => requestsOf(cp, w.workerId, '/deployments', 'GET').length > polls,
+        30_000,
+        () => `a poll after the restart\n${agent.tail()}`,
+      );
       let reports = cp.reportsOf(w.workerId).length;
       let quietSince = Date.now();
-      await waitFor(() => {
-        if (!agent.alive()) throw new Error(`restarted agent exited\n${agent.tail()}`);
-        const now = cp.reportsOf(w.workerId).length;
-        if (now !== reports) {
-          reports = now;
-          quietSince = Date.now();
-        }
-        return Date.now() - quietSince >= quietMs;
-      }, 120_000, 'status reports to go quiet after the restart', 250);
+      await waitFor(
+        () => {
+          if (!agent.alive()) throw new Error(`restarted agent exited\n${agent.tail()}`);
+          const now = cp.reportsOf(w.workerId).length;
+          if (now !== reports) {
+            reports = now;
+            quietSince = Date.now();
+          }
+          return Date.now() - quietSince >= quietMs;
+        },
+        120_000,
+        'status reports to go quiet after the restart',
+        250,
+      );
     },
     /** Until the control plane holds `running` for all, then until reports have been quiet for `quietMs`. */
     async converge({ timeoutMs = 300_000, quietMs = 10_000, log } = {}) {
       let lastLogged = -1;
-      await waitFor(() => {
-        const n = running();
-        if (n !== lastLogged && (n === count || n - lastLogged >= 25)) {
-          log?.(`footprint: ${n}/${count} running at the control plane after ${Math.round((Date.now() - startedAt) / 1000)} s`);
-          lastLogged = n;
-        }
-        if (!agent.alive()) throw new Error(`footprint agent exited\n${agent.tail()}`);
-        return n === count;
-      }, timeoutMs, () => `${count} deployments running (have ${running()})\n${agent.tail()}`, 250);
+      await waitFor(
+        () => {
+          const n = running();
+          if (n !== lastLogged && (n === count || n - lastLogged >= 25)) {
+            log?.(`footprint: ${n}/${count} running at the control plane after ${Math.round((Date.now() - startedAt) / 1000)} s`);
+            lastLogged = n;
+          }
+          if (!agent.alive()) throw new Error(`footprint agent exited\n${agent.tail()}`);
+          return n === count;
+        },
+        timeoutMs,
+        () => `${count} deployments running (have ${running()})\n${agent.tail()}`,
+        250,
+      );
       const convergedSec = (Date.now() - startedAt) / 1000;
       let reports = cp.reportsOf(w.workerId).length;
       let quietSince = Date.now();
-      await waitFor(() => {
-        const now = cp.reportsOf(w.workerId).length;
-        if (now !== reports) {
-          reports = now;
-          quietSince = Date.now();
-        }
-        return Date.now() - quietSince >= quietMs;
-      }, 120_000, 'status reports to go quiet', 250);
+      await waitFor(
+        () => {
+          const now = cp.reportsOf(w.workerId).length;
+          if (now !== reports) {
+            reports = now;
+            quietSince = Date.now();
+          }
+          return Date.now() - quietSince >= quietMs;
+        },
+        120_000,
+        'status reports to go quiet',
+        250,
+      );
       // The usage sampler meets the new containers at its first sample after they start (once a
       // sample interval): one list and one inspect each. That is start-up work, not steady state:
       // wait until a whole interval has passed without an inspect.
       const inspectQuietMs = (DEFAULT_USAGE_SAMPLE_INTERVAL_SEC + 5) * 1000;
       const quietFrom = Date.now();
-      await waitFor(() => {
-        const last = proxy.calls.findLast(([, route]) => route === 'GET /containers/{id}/json')?.[0] ?? 0;
-        return Date.now() - Math.max(quietFrom, last) >= inspectQuietMs;
-      }, 300_000, "the usage sampler's discovery of the new containers to finish", 500);
+      await waitFor(
+        () => {
+          const last = proxy.calls.findLast(([, route]) => route === 'GET /containers/{id}/json')?.[0] ?? 0;
+          return Date.now() - Math.max(quietFrom, last) >= inspectQuietMs;
+        },
+        300_000,
+        "the usage sampler's discovery of the new containers to finish",
+        500,
+      );
       return convergedSec;
     },
     /** CPU and RSS of the agent, the bare node and the code-only node over the same window. */
@@ -181,24 +224,38 @@ export async function startFootprint(cp, dir, { organizationId, count = 100 }) {
       // Machine-wide: includes Docker work for anything else running on this host.
       const out = { windowSec: sec, dockerdCpuSecPerHour: dockerd ? ((cpuOf(dockerd).stat - dockerd0) / sec) * 3600 : null };
       for (const k of Object.keys(procs)) {
-        out[k] = { rssMiB: median(rss[k]) / 1024, rssMaxMiB: Math.max(...rss[k]) / 1024, cpuSecPerHour: perHour(k, 'stat'), cpuSecPerHourSched: perHour(k, 'sched') };
+        out[k] = {
+          rssMiB: median(rss[k]) / 1024,
+          rssMaxMiB: Math.max(...rss[k]) / 1024,
+          cpuSecPerHour: perHour(k, 'stat'),
+          cpuSecPerHourSched: perHour(k, 'sched'),
+        };
       }
       const prefix = `/api/workers/${w.workerId}/`;
       const cpEvents = cp.requests.slice(cpSince).filter((r) => r.path.startsWith(prefix) && r.at >= from && r.at <= to);
       const dockerEvents = proxy.calls.filter(([t]) => t >= from && t <= to);
-      const events = [...cpEvents.map((r) => [r.at, activityOfCpRequest(r)]), ...dockerEvents.map(([t, route]) => [t, activityOfDockerRoute(route)])];
+      const events = [
+        ...cpEvents.map((r) => [r.at, activityOfCpRequest(r)]),
+        ...dockerEvents.map(([t, route]) => [t, activityOfDockerRoute(route)]),
+      ];
       const perHourCount = (n) => Math.round((n / sec) * 3600);
       out.inWindow = {
         heartbeats: cpEvents.filter((r) => r.path.endsWith('/heartbeat')).length,
         polls: cpEvents.filter((r) => r.path.endsWith('/deployments')).length,
         statusReports: cpEvents.filter((r) => r.path.endsWith('/status')).length,
         engineApiCalls: dockerEvents.length,
-        engineApiCallsPerHourByRoute: Object.fromEntries(Object.entries(proxy.countBetween(from, to)).sort((a, b) => b[1] - a[1]).map(([k, v]) => [k, perHourCount(v)])),
+        engineApiCallsPerHourByRoute: Object.fromEntries(
+          Object.entries(proxy.countBetween(from, to))
+            .sort((a, b) => b[1] - a[1])
+            .map(([k, v]) => [k, perHourCount(v)]),
+        ),
       };
       out.agentCpuSecPerHourByActivity = attribute(samples, events, sec);
       const threads1 = threadCpuSec(agent.pid);
       out.agentCpuSecPerHourByThread = Object.fromEntries(
-        Object.entries(threads1).map(([k, v]) => [k, ((v - (threads0[k] ?? 0)) / sec) * 3600]).sort((a, b) => b[1] - a[1]),
+        Object.entries(threads1)
+          .map(([k, v]) => [k, ((v - (threads0[k] ?? 0)) / sec) * 3600])
+          .sort((a, b) => b[1] - a[1]),
       );
       out.stillRunning = running();
       return out;

@@ -31,13 +31,17 @@ function haveStrace() {
  */
 async function traceProcessCreation(pid, seconds, dir) {
   const out = join(dir, `strace-${pid}.txt`);
-  const tracer = track(spawn('strace', ['-f', '-qq', '-e', 'trace=fork,vfork,clone,clone3,execve', '-o', out, '-p', String(pid)], { stdio: 'ignore' }));
+  const tracer = track(
+    spawn('strace', ['-f', '-qq', '-e', 'trace=fork,vfork,clone,clone3,execve', '-o', out, '-p', String(pid)], { stdio: 'ignore' }),
+  );
   await sleep(seconds * 1000);
   tracer.kill('SIGINT'); // detaches from the agent and exits
   await new Promise((r) => (tracer.exitCode !== null ? r() : tracer.on('close', r)));
   let lines = [];
   try {
-    lines = readFileSync(out, 'utf8').split('\n').filter((l) => /\b(fork|vfork|clone3?|execve)\(/.test(l) && !l.includes('resumed>'));
+    lines = readFileSync(out, 'utf8')
+      .split('\n')
+      .filter((l) => /\b(fork|vfork|clone3?|execve)\(/.test(l) && !l.includes('resumed>'));
   } finally {
     rmSync(out, { force: true });
   }
@@ -50,7 +54,11 @@ export async function measureHeartbeat(cp, agents, dir, { windowSec = 60, strace
   const { beating, idle } = agents;
   const beats = () => requestsOf(cp, beating.workerId, '/heartbeat', 'POST').length;
   for (const a of [beating, idle]) {
-    await waitFor(() => requestsOf(cp, a.workerId, '/heartbeat', 'POST').length > 0, 15_000, () => `first heartbeat\n${a.agent.tail()}`);
+    await waitFor(
+      () => requestsOf(cp, a.workerId, '/heartbeat', 'POST').length > 0,
+      15_000,
+      () => `first heartbeat\n${a.agent.tail()}`,
+    );
   }
   await sleep(10_000); // start-up work (imports, JIT, first poll and pass, its garbage) out of the window
 
@@ -68,7 +76,7 @@ export async function measureHeartbeat(cp, agents, dir, { windowSec = 60, strace
   const idleBeats = requestsOf(cp, idle.workerId, '/heartbeat', 'POST').length - idleBeats0;
   const systemForks = forksSinceBoot() - forks0;
 
-  const per = (key) => ((b1[key] - b0[key]) - (i1[key] - i0[key])) * 1000 / n;
+  const per = (key) => ((b1[key] - b0[key] - (i1[key] - i0[key])) * 1000) / n;
   const result = {
     windowSec: sec,
     heartbeats: n,
@@ -90,6 +98,8 @@ export async function measureHeartbeat(cp, agents, dir, { windowSec = 60, strace
     result.strace = null;
     result.childProcessesPerHeartbeat = NaN;
   }
-  log?.(`heartbeat: ${n} beats in ${sec.toFixed(1)} s, ${result.cpuMsPerHeartbeat.toFixed(2)} ms CPU each; ${result.strace ? `${result.strace.processes} processes / ${result.strace.heartbeats} beats under strace` : 'no strace'}`);
+  log?.(
+    `heartbeat: ${n} beats in ${sec.toFixed(1)} s, ${result.cpuMsPerHeartbeat.toFixed(2)} ms CPU each; ${result.strace ? `${result.strace.processes} processes / ${result.strace.heartbeats} beats under strace` : 'no strace'}`,
+  );
   return result;
 }

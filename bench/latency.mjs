@@ -13,7 +13,12 @@ async function stuckTasks(docker, workerId, ids) {
     const stuck = services.filter((s) => ids.includes(s.Spec?.Labels?.[LABEL.deploymentId])).map((s) => s.ID);
     if (stuck.length === 0) return 'no services at all';
     const tasks = await docker.listTasks({ filters: JSON.stringify({ service: stuck }) });
-    return tasks.map((t) => `${t.Status?.State}: ${t.Status?.Err || t.Status?.Message}`).slice(0, 5).join('; ') || `${stuck.length} services without tasks`;
+    return (
+      tasks
+        .map((t) => `${t.Status?.State}: ${t.Status?.Err || t.Status?.Message}`)
+        .slice(0, 5)
+        .join('; ') || `${stuck.length} services without tasks`
+    );
   } catch (e) {
     return `tasks not listed: ${e.message}`;
   }
@@ -26,7 +31,9 @@ async function stuckTasks(docker, workerId, ids) {
  * received). Times are ms; all clocks are this machine's.
  */
 async function phasesOf(cp, docker, workerId, added, reportedAt) {
-  const polls = requestsOf(cp, workerId, '/deployments', 'GET').filter((r) => r.status === 200).map((r) => r.at);
+  const polls = requestsOf(cp, workerId, '/deployments', 'GET')
+    .filter((r) => r.status === 200)
+    .map((r) => r.at);
   const services = await docker.listServices({ filters: JSON.stringify({ label: [`${LABEL.workerId}=${workerId}`] }) });
   const byDeployment = new Map(services.map((s) => [s.Spec?.Labels?.[LABEL.deploymentId], s]));
   const tasks = await docker.listTasks({ filters: JSON.stringify({ service: services.map((s) => s.ID) }) });
@@ -34,8 +41,15 @@ async function phasesOf(cp, docker, workerId, added, reportedAt) {
     const svc = byDeployment.get(a.id);
     const pollAt = polls.find((t) => t >= a.at);
     const createdAt = svc ? Date.parse(svc.CreatedAt) : NaN;
-    const runningAt = Math.min(...tasks.filter((t) => t.ServiceID === svc?.ID && t.Status?.State === 'running').map((t) => Date.parse(t.Status.Timestamp)));
-    return { pollWait: pollAt - a.at, agentCreate: createdAt - pollAt, swarmStart: runningAt - createdAt, agentObserveAndReport: reportedAt.get(a.id) - runningAt };
+    const runningAt = Math.min(
+      ...tasks.filter((t) => t.ServiceID === svc?.ID && t.Status?.State === 'running').map((t) => Date.parse(t.Status.Timestamp)),
+    );
+    return {
+      pollWait: pollAt - a.at,
+      agentCreate: createdAt - pollAt,
+      swarmStart: runningAt - createdAt,
+      agentObserveAndReport: reportedAt.get(a.id) - runningAt,
+    };
   });
   const keys = Object.keys(rows[0] ?? {});
   return {
@@ -51,7 +65,11 @@ export async function measureApplyLatency(cp, dir, docker, { organizationId, pol
   const agent = new AgentProc(w.config, pollSec === undefined ? {} : { SKYPANEL_AGENT_POLL_INTERVAL: String(pollSec) });
   try {
     // The first poll (an empty set) has been answered: from here on only the interval matters.
-    await waitFor(() => requestsOf(cp, w.workerId, '/deployments', 'GET').some((r) => r.status === 200), 20_000, () => `first poll\n${agent.tail()}`);
+    await waitFor(
+      () => requestsOf(cp, w.workerId, '/deployments', 'GET').some((r) => r.status === 200),
+      20_000,
+      () => `first poll\n${agent.tail()}`,
+    );
     await sleep(500);
     const list = [];
     const added = [];
@@ -64,14 +82,21 @@ export async function measureApplyLatency(cp, dir, docker, { organizationId, pol
       added.push({ id: d.id, at: Date.now() });
     }
     const pollMs = (pollSec ?? 30) * 1000;
-    const done = await waitFor(() => {
-      if (!agent.alive()) throw new Error(`agent exited\n${agent.tail()}`);
-      const at = firstRunningAt(cp, w.workerId);
-      return added.every((a) => at.has(a.id)) && at;
-    }, pollMs + 120_000, `${samples} deployments running (${label})`, 100).catch(async (e) => {
+    const done = await waitFor(
+      () => {
+        if (!agent.alive()) throw new Error(`agent exited\n${agent.tail()}`);
+        const at = firstRunningAt(cp, w.workerId);
+        return added.every((a) => at.has(a.id)) && at;
+      },
+      pollMs + 120_000,
+      `${samples} deployments running (${label})`,
+      100,
+    ).catch(async (e) => {
       const at = firstRunningAt(cp, w.workerId);
       const missing = added.filter((a) => !at.has(a.id)).map((a) => a.id);
-      throw new Error(`${e.message}: ${missing.length} never reported running; their tasks: ${await stuckTasks(docker, w.workerId, missing)}\n${agent.tail(1500)}`);
+      throw new Error(
+        `${e.message}: ${missing.length} never reported running; their tasks: ${await stuckTasks(docker, w.workerId, missing)}\n${agent.tail(1500)}`,
+      );
     });
     const ms = added.map((a) => done.get(a.id) - a.at);
     const phases = await phasesOf(cp, docker, w.workerId, added, done);

@@ -23,7 +23,8 @@ export async function waitFor(probe, timeoutMs, what, everyMs = 50) {
   for (;;) {
     const v = await probe();
     if (v !== undefined && v !== null && v !== false) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${Math.round(timeoutMs / 1000)} s waiting for ${typeof what === 'function' ? what() : what}`);
+    if (Date.now() > deadline)
+      throw new Error(`timed out after ${Math.round(timeoutMs / 1000)} s waiting for ${typeof what === 'function' ? what() : what}`);
     await sleep(everyMs);
   }
 }
@@ -119,7 +120,12 @@ export function runToEnd(cmd, args, { timeoutMs = 120_000, env, input } = {}) {
     child.on('close', (code, signal) => {
       clearTimeout(timer);
       if (code === 0) resolve(out);
-      else reject(new Error(`${cmd} ${args.join(' ')} failed (${signal ?? `exit ${code}`}${signal === 'SIGKILL' ? `, bound ${timeoutMs / 1000} s` : ''}):\n${out.slice(-3000)}`));
+      else
+        reject(
+          new Error(
+            `${cmd} ${args.join(' ')} failed (${signal ?? `exit ${code}`}${signal === 'SIGKILL' ? `, bound ${timeoutMs / 1000} s` : ''}):\n${out.slice(-3000)}`,
+          ),
+        );
     });
     child.stdin.end(input ?? '');
   });
@@ -160,7 +166,13 @@ function agentEnv(extra, { unit = true } = {}) {
   const env = { ...process.env };
   for (const k of Object.keys(env)) if (k.startsWith('SKYPANEL_AGENT_')) delete env[k];
   delete env.NODE_OPTIONS;
-  return { ...env, ...(unit ? UNIT_ENV : {}), SKYPANEL_AGENT_STATUS_LISTEN: '127.0.0.1:0', SKYPANEL_AGENT_METRICS_LISTEN: '127.0.0.1:0', ...extra };
+  return {
+    ...env,
+    ...(unit ? UNIT_ENV : {}),
+    SKYPANEL_AGENT_STATUS_LISTEN: '127.0.0.1:0',
+    SKYPANEL_AGENT_METRICS_LISTEN: '127.0.0.1:0',
+    ...extra,
+  };
 }
 
 /** `skypanel-agent register` for a fresh worker id; returns what `run` needs. */
@@ -180,13 +192,16 @@ export class AgentProc {
     this.stateDir = stateDir ?? mkdtempSync(join(tmpdir(), 'skp-bench-state-'));
     this.output = '';
     this.spawnedAt = Date.now();
-    // BENCH_AGENT_NODE_ARGS: node flags for the agents under measurement, e.g. `--cpu-prof --cpu-prof-dir=/tmp/p` (not allowed in NODE_OPTIONS).
+    // BENCH_AGENT_NODE_ARGS: node flags for the agents under measurement,
+    // e.g. `--cpu-prof --cpu-prof-dir=/tmp/p` (not allowed in NODE_OPTIONS).
     const nodeArgs = [...(unitEnv ? UNIT_NODE_ARGS : []), ...(process.env.BENCH_AGENT_NODE_ARGS ?? '').split(' ').filter(Boolean)];
-    this.child = track(spawn(process.execPath, [...nodeArgs, BIN, 'run', '--config', config], {
-      cwd: ROOT,
-      env: agentEnv({ SKYPANEL_AGENT_STATE_DIR: this.stateDir, ...env }, { unit: unitEnv }),
-      stdio: ['ignore', 'pipe', 'pipe'],
-    }));
+    this.child = track(
+      spawn(process.execPath, [...nodeArgs, BIN, 'run', '--config', config], {
+        cwd: ROOT,
+        env: agentEnv({ SKYPANEL_AGENT_STATE_DIR: this.stateDir, ...env }, { unit: unitEnv }),
+        stdio: ['ignore', 'pipe', 'pipe'],
+      }),
+    );
     const keep = (d) => {
       this.output += d;
       if (this.output.length > 2_000_000) this.output = this.output.slice(-1_000_000);

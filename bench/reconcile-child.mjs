@@ -26,7 +26,15 @@ const countedCalls = () =>
 
 const noop = () => {};
 const warnings = [];
-const logger = { trace: noop, debug: noop, info: noop, error: noop, fatal: noop, warn: (o, m) => warnings.push(m ?? JSON.stringify(o)), child: () => logger };
+const logger = {
+  trace: noop,
+  debug: noop,
+  info: noop,
+  error: noop,
+  fatal: noop,
+  warn: (o, m) => warnings.push(m ?? JSON.stringify(o)),
+  child: () => logger,
+};
 
 let onPass = noop;
 const reconciler = new Reconciler({
@@ -61,7 +69,8 @@ function pass(timeoutMs = 600_000) {
 
 function desiredSet(deployments) {
   const parsed = parseDesiredSet({ success: true, data: { deployments } });
-  if (!parsed.ok || parsed.rejected.length > 0) throw new Error(`bench desired set rejected: ${JSON.stringify(parsed.ok ? parsed.rejected : parsed.error)}`);
+  if (!parsed.ok || parsed.rejected.length > 0)
+    throw new Error(`bench desired set rejected: ${JSON.stringify(parsed.ok ? parsed.rejected : parsed.error)}`);
   return { deployments: parsed.deployments, rejected: [], etag: null, source: 'control-plane', receivedAt: Date.now() };
 }
 
@@ -70,7 +79,8 @@ const raw = [];
 reconciler.start();
 try {
   for (const n of sizes) {
-    while (raw.length < n) raw.push(sleeperDeployment(`${organizationPrefix}-rc-${Math.floor(raw.length / PER_ORGANIZATION)}`, `rc-${raw.length}`, 'stopped'));
+    while (raw.length < n)
+      raw.push(sleeperDeployment(`${organizationPrefix}-rc-${Math.floor(raw.length / PER_ORGANIZATION)}`, `rc-${raw.length}`, 'stopped'));
     const t0 = Date.now();
     let first = true;
     // Converge: every deployment has its service and a pass plans nothing.

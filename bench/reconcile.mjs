@@ -14,7 +14,15 @@ export function measureReconcile({ nodeId, organizationPrefix, sizes = [10, 100,
   for (let k = 0; k * PER_ORGANIZATION < Math.max(...sizes); k++) rememberOrganization(`${organizationPrefix}-rc-${k}`);
   return new Promise((resolve, reject) => {
     // With the unit's node flags and environment: the pass costs what it costs in the installed agent.
-    const args = [join(ROOT, 'bench', 'reconcile-child.mjs'), workerId, nodeId, organizationPrefix, sizes.join(','), String(passes), String(PER_ORGANIZATION)];
+    const args = [
+      join(ROOT, 'bench', 'reconcile-child.mjs'),
+      workerId,
+      nodeId,
+      organizationPrefix,
+      sizes.join(','),
+      String(passes),
+      String(PER_ORGANIZATION),
+    ];
     const child = spawnNodeAsUnit(args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     let err = '';
@@ -28,7 +36,11 @@ export function measureReconcile({ nodeId, organizationPrefix, sizes = [10, 100,
       clearTimeout(timer);
       const line = out.split('\n').find((l) => l.startsWith('RESULT '));
       if (code === 0 && line) return resolve({ workerId, ...JSON.parse(line.slice(7)) });
-      reject(new Error(`reconcile child failed (${signal ?? `exit ${code}`}${signal === 'SIGKILL' ? `, bound ${timeoutMs / 1000} s` : ''}):\n${err.slice(-3000)}`));
+      reject(
+        new Error(
+          `reconcile child failed (${signal ?? `exit ${code}`}${signal === 'SIGKILL' ? `, bound ${timeoutMs / 1000} s` : ''}):\n${err.slice(-3000)}`,
+        ),
+      );
     });
   });
 }

@@ -2,7 +2,12 @@
 // with a reason under every MISS, and prints them.
 const f = (x, d = 1) => (Number.isFinite(x) ? x.toFixed(d) : 'n/a');
 const s = (ms, d = 1) => `${f(ms / 1000, d)} s`;
-const phaseText = (p) => (p ? Object.entries(p).map(([k, v]) => `${k} ${s(v)}`).join(', ') : 'n/a');
+const phaseText = (p) =>
+  p
+    ? Object.entries(p)
+        .map(([k, v]) => `${k} ${s(v)}`)
+        .join(', ')
+    : 'n/a';
 
 /** Sizes of recorded request bodies, from the reference control plane (JSON.stringify length). */
 export function bodySizes(cp, workerId) {
@@ -14,14 +19,21 @@ export function bodySizes(cp, workerId) {
   const running = reports.filter((r) => r.body.status === 'running');
   const pick = (rs) =>
     rs.length
-      ? { bytes: len(rs[rs.length - 1]), min: Math.min(...rs.map(len)), max: Math.max(...rs.map(len)), count: rs.length, example: rs[rs.length - 1].body }
+      ? {
+          bytes: len(rs[rs.length - 1]),
+          min: Math.min(...rs.map(len)),
+          max: Math.max(...rs.map(len)),
+          count: rs.length,
+          example: rs[rs.length - 1].body,
+        }
       : null;
   return { heartbeat: pick(beats), statusReportRunning: pick(running), statusReportAny: pick(reports) };
 }
 
 export function buildRows(r) {
   const rows = [];
-  const row = (metric, value, baseline, target, verdict, why, note) => rows.push({ metric, value, baseline, target, verdict, ...(why ? { why } : {}), ...(note ? { note } : {}) });
+  const row = (metric, value, baseline, target, verdict, why, note) =>
+    rows.push({ metric, value, baseline, target, verdict, ...(why ? { why } : {}), ...(note ? { note } : {}) });
   const err = (metric, e) => row(metric, 'ERROR', '', '', 'MISS', `the measurement failed: ${e}`);
 
   // 1. footprint
@@ -40,14 +52,21 @@ export function buildRows(r) {
       ok
         ? undefined
         : `a Node.js that only loaded the agent's modules (import dist/cli/main.js and run.js, nothing run) already holds ${f(m.codeOnly.rssMiB)} MiB = ${f(m.codeOnly.rssMiB / m.bare.rssMiB, 2)}× bare node; running with ${fp.count} deployments adds ${f(m.agent.rssMiB - m.codeOnly.rssMiB)} MiB on top. ` +
-          `The budget (${f(1.5 * m.bare.rssMiB)} MiB) is ${m.codeOnly.rssMiB > 1.5 * m.bare.rssMiB ? 'already exceeded by loading the code alone' : 'exceeded by state and work, not by code'}.` +
-          (r.codeRss && !r.codeRss.error ? ` RSS growth per import, in order (after GC): ${r.codeRss.steps.map(([k, v]) => `${k} +${f(v)} MiB`).join(', ')}.` : ''),
+            `The budget (${f(1.5 * m.bare.rssMiB)} MiB) is ${m.codeOnly.rssMiB > 1.5 * m.bare.rssMiB ? 'already exceeded by loading the code alone' : 'exceeded by state and work, not by code'}.` +
+            (r.codeRss && !r.codeRss.error
+              ? ` RSS growth per import, in order (after GC): ${r.codeRss.steps.map(([k, v]) => `${k} +${f(v)} MiB`).join(', ')}.`
+              : ''),
     );
     // schedstat (ns) rather than utime+stime (10 ms ticks: 0.12 s/h of resolution over a 300 s window).
     const over = m.agent.cpuSecPerHourSched - m.bare.cpuSecPerHourSched;
     const okCpu = over <= 2;
-    const byActivity = Object.entries(m.agentCpuSecPerHourByActivity ?? {}).map(([k, v]) => `${k} ${f(v, 2)}`).join(', ');
-    const calls = Object.entries(m.inWindow.engineApiCallsPerHourByRoute ?? {}).slice(0, 6).map(([k, v]) => `${k} ${v}/h`).join(', ');
+    const byActivity = Object.entries(m.agentCpuSecPerHourByActivity ?? {})
+      .map(([k, v]) => `${k} ${f(v, 2)}`)
+      .join(', ');
+    const calls = Object.entries(m.inWindow.engineApiCallsPerHourByRoute ?? {})
+      .slice(0, 6)
+      .map(([k, v]) => `${k} ${v}/h`)
+      .join(', ');
     row(
       `CPU, steady state (${f(m.windowSec, 0)} s window, extrapolated)`,
       `${f(m.agent.cpuSecPerHourSched, 2)} s/h`,
@@ -57,15 +76,26 @@ export function buildRows(r) {
       okCpu
         ? undefined
         : `agent CPU by activity, s/h (from 200 ms CPU samples and the calls made in each): ${byActivity}. ` +
-          `By thread, s/h: ${Object.entries(m.agentCpuSecPerHourByThread ?? {}).map(([k, v]) => `${k} ${f(v, 2)}`).join(', ')}. ` +
-          `Engine API calls: ${calls}. In the window: ${m.inWindow.heartbeats} heartbeats, ${m.inWindow.polls} polls, ${m.inWindow.statusReports} status reports.`,
+            `By thread, s/h: ${Object.entries(m.agentCpuSecPerHourByThread ?? {})
+              .map(([k, v]) => `${k} ${f(v, 2)}`)
+              .join(', ')}. ` +
+            `Engine API calls: ${calls}. In the window: ${m.inWindow.heartbeats} heartbeats, ${m.inWindow.polls} polls, ${m.inWindow.statusReports} status reports.`,
     );
   }
 
   if (fp && !fp.error) {
     const byRoute = Object.entries(fp.measure.inWindow.engineApiCallsPerHourByRoute ?? {});
     const total = byRoute.reduce((a, [, v]) => a + v, 0);
-    row(`Engine API calls per hour, steady agent (${fp.count} deployments)`, `${total}/h`, byRoute.slice(0, 4).map(([k, v]) => `${k} ${v}`).join(', '), 'counted at a pass-through socket (no target)', 'INFO');
+    row(
+      `Engine API calls per hour, steady agent (${fp.count} deployments)`,
+      `${total}/h`,
+      byRoute
+        .slice(0, 4)
+        .map(([k, v]) => `${k} ${v}`)
+        .join(', '),
+      'counted at a pass-through socket (no target)',
+      'INFO',
+    );
   }
   const plain = r.footprintNoUnitEnv;
   if (plain?.error) err('footprint without the unit environment', plain.error);
@@ -93,7 +123,13 @@ export function buildRows(r) {
       `+${f(over, 2)} s/h (${f(m.windowSec, 0)} s window; the target is for defaults)`,
       'INFO',
       undefined,
-      `by thread, s/h: ${Object.entries(m.agentCpuSecPerHourByThread).map(([k, v]) => `${k} ${f(v, 2)}`).join(', ')}; by activity, s/h: ${Object.entries(m.agentCpuSecPerHourByActivity).map(([k, v]) => `${k} ${f(v, 2)}`).join(', ')}; Engine API calls/h: ${Object.entries(m.inWindow.engineApiCallsPerHourByRoute).map(([k, v]) => `${k} ${v}`).join(', ')}`,
+      `by thread, s/h: ${Object.entries(m.agentCpuSecPerHourByThread)
+        .map(([k, v]) => `${k} ${f(v, 2)}`)
+        .join(', ')}; by activity, s/h: ${Object.entries(m.agentCpuSecPerHourByActivity)
+        .map(([k, v]) => `${k} ${f(v, 2)}`)
+        .join(', ')}; Engine API calls/h: ${Object.entries(m.inWindow.engineApiCallsPerHourByRoute)
+        .map(([k, v]) => `${k} ${v}`)
+        .join(', ')}`,
     );
   }
 
@@ -118,7 +154,11 @@ export function buildRows(r) {
       'bare node 0',
       `${hb.strace ? `${hb.strace.processes} in ${hb.strace.heartbeats} beats (strace -f)` : 'strace missing'}; target 0`,
       okP ? 'PASS' : 'MISS',
-      okP ? undefined : hb.strace ? `strace saw: ${hb.strace.sample.join(' | ')}` : 'strace is not installed, nothing was counted (apt-get install -y strace)',
+      okP
+        ? undefined
+        : hb.strace
+          ? `strace saw: ${hb.strace.sample.join(' | ')}`
+          : 'strace is not installed, nothing was counted (apt-get install -y strace)',
     );
   }
 
@@ -151,7 +191,9 @@ export function buildRows(r) {
       `routes: ${res[0].callRoutes.join(', ')}`,
       'flat in N, ≤ 3',
       okCalls ? 'PASS' : 'MISS',
-      okCalls ? undefined : `calls per pass by N: ${res.map((x) => `${x.n}: ${x.callsPerPass.join(',')} (${x.callRoutes.join(', ')})`).join('; ')}`,
+      okCalls
+        ? undefined
+        : `calls per pass by N: ${res.map((x) => `${x.n}: ${x.callsPerPass.join(',')} (${x.callRoutes.join(', ')})`).join('; ')}`,
     );
     const at500 = res.find((x) => x.n === 500) ?? res[res.length - 1];
     const okCpu = at500.medianCpuMs <= 100;
@@ -168,11 +210,21 @@ export function buildRows(r) {
   // 5. desired → applied
   const ss = r.swarmStart;
   if (ss?.error) err('swarm start time', ss.error);
-  else if (ss) row('swarm start: service create → task running (dockerode, median of 5)', s(ss.medianMs, 2), `worst ${s(ss.maxMs, 2)}`, 'baseline for desired→applied', 'INFO');
+  else if (ss)
+    row(
+      'swarm start: service create → task running (dockerode, median of 5)',
+      s(ss.medianMs, 2),
+      `worst ${s(ss.maxMs, 2)}`,
+      'baseline for desired→applied',
+      'INFO',
+    );
   for (const key of ['latencyDefault', 'latencyFast']) {
     const l = r[key];
     if (!l) continue;
-    const name = key === 'latencyDefault' ? 'desired→applied, default intervals (blocking query; 30 s poll without it)' : 'desired→applied, SKYPANEL_AGENT_POLL_INTERVAL=2';
+    const name =
+      key === 'latencyDefault'
+        ? 'desired→applied, default intervals (blocking query; 30 s poll without it)'
+        : 'desired→applied, SKYPANEL_AGENT_POLL_INTERVAL=2';
     if (l.error) {
       err(name, l.error);
       continue;
@@ -197,8 +249,22 @@ export function buildRows(r) {
 
   // 6. sizes
   const sz = r.sizes;
-  if (sz?.heartbeat) row('heartbeat request body', `${sz.heartbeat.bytes} B`, `range ${sz.heartbeat.min}–${sz.heartbeat.max} B over ${sz.heartbeat.count}`, 'JSON.stringify length', 'INFO');
-  if (sz?.statusReportRunning) row('status report body (running)', `${sz.statusReportRunning.bytes} B`, `all reports ${sz.statusReportAny.min}–${sz.statusReportAny.max} B over ${sz.statusReportAny.count}`, 'JSON.stringify length', 'INFO');
+  if (sz?.heartbeat)
+    row(
+      'heartbeat request body',
+      `${sz.heartbeat.bytes} B`,
+      `range ${sz.heartbeat.min}–${sz.heartbeat.max} B over ${sz.heartbeat.count}`,
+      'JSON.stringify length',
+      'INFO',
+    );
+  if (sz?.statusReportRunning)
+    row(
+      'status report body (running)',
+      `${sz.statusReportRunning.bytes} B`,
+      `all reports ${sz.statusReportAny.min}–${sz.statusReportAny.max} B over ${sz.statusReportAny.count}`,
+      'JSON.stringify length',
+      'INFO',
+    );
   return rows;
 }
 

@@ -75,7 +75,9 @@ function finish(code, why) {
     try {
       log('cleaning up bench services, secrets and networks');
       const c = await cleanupBench(docker, { log });
-      log(`cleanup: ${c.services} services, ${c.secrets} secrets, ${c.networks} networks removed${c.leftovers.length ? `; LEFT: ${c.leftovers.join('; ')}` : ''}`);
+      log(
+        `cleanup: ${c.services} services, ${c.secrets} secrets, ${c.networks} networks removed${c.leftovers.length ? `; LEFT: ${c.leftovers.join('; ')}` : ''}`,
+      );
       if (c.leftovers.length) code ||= 1;
     } catch (e) {
       console.error(`bench: cleanup failed: ${e.message} (bench/.state.json keeps the worker ids; the next run retries)`);
@@ -139,16 +141,23 @@ try {
 
   results.footprint = await attempt('footprint', async () => {
     const convergedSec = await fp.converge({ log });
-    log(`footprint: converged after ${convergedSec.toFixed(0)} s; measuring ${WINDOW_SEC} s of steady state (desired→applied at the default 30 s poll runs alongside, in another agent)`);
+    log(
+      `footprint: converged after ${convergedSec.toFixed(0)} s; measuring ${WINDOW_SEC} s of steady state (desired→applied at the default 30 s poll runs alongside, in another agent)`,
+    );
     const [measure, latency] = await Promise.all([
       fp.measure(WINDOW_SEC),
-      attempt('desired→applied (30 s poll)', () => measureApplyLatency(cp, dir, docker, { organizationId: org('p30'), samples: 10, spacingMs: 7_000, label: 'p30', log })),
+      attempt('desired→applied (30 s poll)', () =>
+        measureApplyLatency(cp, dir, docker, { organizationId: org('p30'), samples: 10, spacingMs: 7_000, label: 'p30', log }),
+      ),
     ]);
     results.latencyDefault = latency;
-    if (measure.stillRunning !== fp.count) throw new Error(`only ${measure.stillRunning}/${fp.count} deployments were running at the end of the window`);
+    if (measure.stillRunning !== fp.count)
+      throw new Error(`only ${measure.stillRunning}/${fp.count} deployments were running at the end of the window`);
     return { count: fp.count, convergedSec, measure };
   });
-  results.latencyDefault ??= await attempt('desired→applied (30 s poll)', () => measureApplyLatency(cp, dir, docker, { organizationId: org('p30'), samples: 10, spacingMs: 7_000, label: 'p30', log }));
+  results.latencyDefault ??= await attempt('desired→applied (30 s poll)', () =>
+    measureApplyLatency(cp, dir, docker, { organizationId: org('p30'), samples: 10, spacingMs: 7_000, label: 'p30', log }),
+  );
 
   log('reconcile: in-process passes at N = 10, 100, 500 (stopped services; the 100 running ones above stay on the node)');
   results.reconcile = await attempt('reconcile', () => measureReconcile({ nodeId, organizationPrefix: ORG_PREFIX, log }));
@@ -177,7 +186,9 @@ try {
   log('swarm start time: 5 × service create → running (dockerode)');
   results.swarmStart = await attempt('swarm start', () => measureSwarmStart(docker, { nodeId, organizationId: org('start'), log }));
   log('desired→applied with SKYPANEL_AGENT_POLL_INTERVAL=2');
-  results.latencyFast = await attempt('desired→applied (2 s poll)', () => measureApplyLatency(cp, dir, docker, { organizationId: org('p2'), pollSec: 2, samples: 10, spacingMs: 3_300, label: 'p2', log }));
+  results.latencyFast = await attempt('desired→applied (2 s poll)', () =>
+    measureApplyLatency(cp, dir, docker, { organizationId: org('p2'), pollSec: 2, samples: 10, spacingMs: 3_300, label: 'p2', log }),
+  );
 } catch (e) {
   errors.push(e.message);
   log(`FAILED: ${e.message}`);
@@ -190,5 +201,7 @@ results.wallSec = (Date.now() - T0) / 1000;
 writeFileSync(RESULTS_FILE, JSON.stringify(results, null, 2) + '\n');
 console.log(`\n${printTable(results.rows)}\n`);
 const misses = results.rows.filter((r) => r.verdict === 'MISS').length;
-log(`done in ${results.wallSec.toFixed(0)} s before cleanup; ${misses} MISS; results in bench/results.json${errors.length ? `; ${errors.length} measurement(s) FAILED` : ''}`);
+log(
+  `done in ${results.wallSec.toFixed(0)} s before cleanup; ${misses} MISS; results in bench/results.json${errors.length ? `; ${errors.length} measurement(s) FAILED` : ''}`,
+);
 await finish(errors.length ? 1 : 0);

@@ -22,7 +22,12 @@ export async function measureStartup(cp, dir, { samples = 5, log }) {
     const agent = new AgentProc(config, { SKYPANEL_AGENT_LOG_LEVEL: 'warn' });
     try {
       // `at` is stamped by the control plane on arrival, so the polling below adds nothing.
-      const first = await waitFor(() => requestsOf(cp, workerId, '/heartbeat', 'POST')[before], 15_000, () => `first heartbeat of run ${i + 1}\n${agent.tail()}`, 10);
+      const first = await waitFor(
+        () => requestsOf(cp, workerId, '/heartbeat', 'POST')[before],
+        15_000,
+        () => `first heartbeat of run ${i + 1}\n${agent.tail()}`,
+        10,
+      );
       agentMs.push(first.at - agent.spawnedAt);
     } finally {
       await agent.stop();

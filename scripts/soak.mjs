@@ -4,8 +4,9 @@
 // slow answers), with a little churn (rolling env updates). The agent's RSS (/proc) and V8 heap
 // (its /metrics endpoint) are sampled every 2 s; the first and last windows are compared (RSS by
 // median; heap by its floor, the lowest sample, i.e. what survives garbage collection, since the
-// heap's sawtooth makes any single sample or median swing by a third): "flat within 10 %", falling, or GROWING. Exit code 1 when memory grew by more than 10 %,
-// the agent died, a deployment was not running at the end, or a secret reached the logs; else 0.
+// heap's sawtooth makes any single sample or median swing by a third): "flat within 10 %",
+// falling, or GROWING. Exit code 1 when memory grew by more than 10 %, the agent died, a
+// deployment was not running at the end, or a secret reached the logs; else 0.
 //
 //   SOAK_MINUTES      length of the measured soak after convergence (default 30)
 //   SOAK_DEPLOYMENTS  number of deployments (default 50)
@@ -78,8 +79,15 @@ const deployment = (i) => {
   const value = `soak-secret-${i}-${randomUUID()}`;
   secretValues.push(value);
   return {
-    id: randomUUID(), serviceId: randomUUID(), organizationId: ORG, slug: `soak-${i}`, imageTag: IMAGE, desiredState: 'running',
-    environmentVars: { INDEX: String(i), REV: '0' }, resourceLimits: { cpuCores: 0.02, memoryMb: 8 }, command: ['sleep', '86400'],
+    id: randomUUID(),
+    serviceId: randomUUID(),
+    organizationId: ORG,
+    slug: `soak-${i}`,
+    imageTag: IMAGE,
+    desiredState: 'running',
+    environmentVars: { INDEX: String(i), REV: '0' },
+    resourceLimits: { cpuCores: 0.02, memoryMb: 8 },
+    command: ['sleep', '86400'],
     secrets: [{ name: 'token', value, envVarName: 'TOKEN' }],
   };
 };
@@ -94,7 +102,12 @@ writeFileSync(tokenFile, token, { mode: 0o600 });
 // Registration is retried through the injected faults like any client would.
 for (let attempt = 1; ; attempt++) {
   const r = await new Promise((resolve) =>
-    execFile(process.execPath, [bin, 'register', '--control-plane', cp.url, '--token-file', tokenFile, '--config', config, '--heartbeat-interval', '2'], { env: baseEnv, timeout: 60_000 }, (err, _out, stderr) => resolve({ err, stderr })),
+    execFile(
+      process.execPath,
+      [bin, 'register', '--control-plane', cp.url, '--token-file', tokenFile, '--config', config, '--heartbeat-interval', '2'],
+      { env: baseEnv, timeout: 60_000 },
+      (err, _out, stderr) => resolve({ err, stderr }),
+    ),
   );
   if (!r.err) break;
   if (attempt >= 10) {
@@ -170,7 +183,9 @@ try {
     if (Date.now() - convergeStart > 10 * 60_000) throw new Error(`only ${running()}/${COUNT} running after 10 minutes`);
     await sleep(1_000);
   }
-  log(`converged: ${COUNT}/${COUNT} running after ${Math.round((Date.now() - convergeStart) / 1000)} s; warming up ${WARMUP_MS / 1000} s, then soaking for ${MINUTES} min`);
+  log(
+    `converged: ${COUNT}/${COUNT} running after ${Math.round((Date.now() - convergeStart) / 1000)} s; warming up ${WARMUP_MS / 1000} s, then soaking for ${MINUTES} min`,
+  );
   // Convergence inflates memory the allocator hands back later; the baseline is taken once that settled.
   await sleep(WARMUP_MS);
 
@@ -192,7 +207,8 @@ try {
       nextChurn += CHURN_MS;
     }
     const last = samples[samples.length - 1];
-    if (samples.length % 30 === 1) log(`t+${Math.round((Date.now() - start) / 1000)} s: rss ${mb(last.rss)}, heap ${mb(last.heap)}, running ${running()}/${COUNT}`);
+    if (samples.length % 30 === 1)
+      log(`t+${Math.round((Date.now() - start) / 1000)} s: rss ${mb(last.rss)}, heap ${mb(last.heap)}, running ${running()}/${COUNT}`);
     await sleep(Math.min(SAMPLE_MS, Math.max(0, end - Date.now())));
   }
   samples.push(await sample());
@@ -227,10 +243,18 @@ try {
 
   console.log('');
   console.log(`soak: ${MINUTES} min after convergence, ${COUNT} deployments, ${churns} churn rounds (2 rolling updates each)`);
-  console.log(`  control plane: ${reqs.length} requests, ${faulted} failed on purpose (${((100 * faulted) / reqs.length).toFixed(1)} %: ${JSON.stringify(byFault)}); ${heartbeats} heartbeats accepted, ${reports} status reports, ${cp.duplicateReports} duplicates`);
-  console.log(`  at the end: ${stillRunning}/${COUNT} reported running, ${svcCount} services on the swarm, agent alive: ${agentExit === null}, secret/token values in logs or requests: ${leaked}`);
-  console.log(`  RSS : median start ${mb(rss0)} → end ${mb(rss1)} (${(100 * drift(rss0, rss1)).toFixed(1)} %), ${first.length}/${lastW.length} samples per window, min/max over the soak ${mb(Math.min(...samples.map((s) => s.rss)))}/${mb(Math.max(...samples.map((s) => s.rss)))}`);
-  console.log(`  heap: floor start ${mb(heap0)} → end ${mb(heap1)} (${(100 * drift(heap0, heap1)).toFixed(1)} %); median ${mb(heapMedian0)} → ${mb(heapMedian1)} (${(100 * drift(heapMedian0, heapMedian1)).toFixed(1)} %); min/max over the soak ${mb(Math.min(...samples.map((s) => s.heap)))}/${mb(Math.max(...samples.map((s) => s.heap)))}`);
+  console.log(
+    `  control plane: ${reqs.length} requests, ${faulted} failed on purpose (${((100 * faulted) / reqs.length).toFixed(1)} %: ${JSON.stringify(byFault)}); ${heartbeats} heartbeats accepted, ${reports} status reports, ${cp.duplicateReports} duplicates`,
+  );
+  console.log(
+    `  at the end: ${stillRunning}/${COUNT} reported running, ${svcCount} services on the swarm, agent alive: ${agentExit === null}, secret/token values in logs or requests: ${leaked}`,
+  );
+  console.log(
+    `  RSS : median start ${mb(rss0)} → end ${mb(rss1)} (${(100 * drift(rss0, rss1)).toFixed(1)} %), ${first.length}/${lastW.length} samples per window, min/max over the soak ${mb(Math.min(...samples.map((s) => s.rss)))}/${mb(Math.max(...samples.map((s) => s.rss)))}`,
+  );
+  console.log(
+    `  heap: floor start ${mb(heap0)} → end ${mb(heap1)} (${(100 * drift(heap0, heap1)).toFixed(1)} %); median ${mb(heapMedian0)} → ${mb(heapMedian1)} (${(100 * drift(heapMedian0, heapMedian1)).toFixed(1)} %); min/max over the soak ${mb(Math.min(...samples.map((s) => s.heap)))}/${mb(Math.max(...samples.map((s) => s.heap)))}`,
+  );
   console.log(`  verdict: ${flat ? 'flat within 10 %' : growing ? 'GROWING by more than 10 %' : 'not flat, but falling (no growth)'}`);
 } catch (err) {
   console.error(`soak failed: ${err.message}\n${readLog().slice(-3000)}`);
@@ -242,14 +266,26 @@ try {
   }
   closeSync(logFd);
   log('cleaning up services, secrets and networks');
-  for (const s of await services().catch(() => [])) await docker.getService(s.ID).remove().catch(() => {});
+  for (const s of await services().catch(() => []))
+    await docker
+      .getService(s.ID)
+      .remove()
+      .catch(() => {});
   const filters = JSON.stringify({ label: [`skypanel.worker.id=${workerId}`] });
   for (let attempt = 0; attempt < 15; attempt++) {
     const secrets = await docker.listSecrets({ filters }).catch(() => []);
     const networks = await docker.listNetworks({ filters }).catch(() => []);
     if (secrets.length === 0 && networks.length === 0) break;
-    for (const s of secrets) await docker.getSecret(s.ID).remove().catch(() => {});
-    for (const n of networks) await docker.getNetwork(n.Id).remove().catch(() => {});
+    for (const s of secrets)
+      await docker
+        .getSecret(s.ID)
+        .remove()
+        .catch(() => {});
+    for (const n of networks)
+      await docker
+        .getNetwork(n.Id)
+        .remove()
+        .catch(() => {});
     await sleep(1_000);
   }
   await cp.close();

@@ -2,8 +2,9 @@
 # The whole test suite (README's second command runs this through `npm test`).
 # Builds the agent, brings up Docker in swarm mode when the suite needs it (root only), runs vitest,
 # and ends with one line "N passed, N failed". Before the tests: the type check of everything,
-# tests included (`tsc --noEmit -p .`), and the linter (eslint.config.js: typescript-eslint, line
-# length bound). Each of the two that fails counts as one failed test and fails the run.
+# tests included (`tsc --noEmit -p .`), the linter (eslint.config.js: typescript-eslint, comment
+# length bound) and the formatter check (prettier, .prettierrc.json: 140 columns). Each of the
+# three that fails counts as one failed test and fails the run.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,6 +30,7 @@ check() {
 }
 check "typecheck (src and tests)" npx tsc --noEmit -p .
 check "lint" npx eslint --max-warnings 0 .
+check "format (prettier --check)" npx prettier --check --log-level warn .
 
 npx vitest run --reporter=default --reporter=json --outputFile.json="$summary_file" "$@"
 rc=$?

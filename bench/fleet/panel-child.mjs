@@ -17,10 +17,20 @@ const server = await startPanelServer({
 process.on('message', (m) => {
   if (m.cmd === 'probe') {
     server.server.getConnections((_err, connections) => {
-      process.send({ kind: 'probe', id: m.id, held: server.feed?.held ?? 0, listening: server.feed?.listening ?? false, connections, poolWaiting: pool.waitingCount });
+      process.send({
+        kind: 'probe',
+        id: m.id,
+        held: server.feed?.held ?? 0,
+        listening: server.feed?.listening ?? false,
+        connections,
+        poolWaiting: pool.waitingCount,
+      });
     });
   } else if (m.cmd === 'stop') {
-    void server.close().then(() => pool.end()).then(() => process.exit(0));
+    void server
+      .close()
+      .then(() => pool.end())
+      .then(() => process.exit(0));
   }
 });
 process.send({ kind: 'ready', url: server.url });

@@ -15,13 +15,18 @@ async function binDir() {
   if (process.env.PG_BIN) return process.env.PG_BIN;
   const base = '/usr/lib/postgresql';
   const versions = (await readdir(base).catch(() => [])).filter((v) => /^\d+$/.test(v)).sort((a, b) => Number(b) - Number(a));
-  if (versions.length === 0) throw new Error('PostgreSQL binaries not found under /usr/lib/postgresql: apt-get install postgresql (or set PG_BIN)');
+  if (versions.length === 0)
+    throw new Error('PostgreSQL binaries not found under /usr/lib/postgresql: apt-get install postgresql (or set PG_BIN)');
   return join(base, versions[0], 'bin');
 }
 
 function run(cmd, args, asNobody, timeoutMs = 60_000) {
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], ...(asNobody ? { uid: NOBODY, gid: NOBODY } : {}), env: { ...process.env, LC_ALL: 'C' } });
+    const child = spawn(cmd, args, {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      ...(asNobody ? { uid: NOBODY, gid: NOBODY } : {}),
+      env: { ...process.env, LC_ALL: 'C' },
+    });
     let out = '';
     child.stdout.on('data', (d) => (out += d));
     child.stderr.on('data', (d) => (out += d));
@@ -55,8 +60,22 @@ export async function startPostgres() {
   const data = join(dir, 'data');
   await run(join(bin, 'initdb'), ['-D', data, '-U', 'postgres', '-A', 'trust', '-E', 'UTF8', '--locale=C', '--no-sync'], asNobody);
   const port = await freePort();
-  await run(join(bin, 'pg_ctl'), ['-D', data, '-w', '-t', '30', '-l', join(dir, 'log'), '-o',
-    `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=60 -c shared_buffers=128MB`, 'start'], asNobody);
+  await run(
+    join(bin, 'pg_ctl'),
+    [
+      '-D',
+      data,
+      '-w',
+      '-t',
+      '30',
+      '-l',
+      join(dir, 'log'),
+      '-o',
+      `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=60 -c shared_buffers=128MB`,
+      'start',
+    ],
+    asNobody,
+  );
   const stop = async () => {
     await run(join(bin, 'pg_ctl'), ['-D', data, '-m', 'immediate', '-w', 'stop'], asNobody).catch(() => undefined);
     await rm(dir, { recursive: true, force: true });

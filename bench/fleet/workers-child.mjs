@@ -17,11 +17,32 @@ function request(method, path, token, body, headers = {}, timeoutMs = 20_000) {
   return new Promise((resolve) => {
     const data = body === undefined ? undefined : JSON.stringify(body);
     const started = performance.now();
-    const req = http.request({ agent, host: u.hostname, port: u.port, method, path, headers: { authorization: `Bearer ${token}`, ...(data ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data) } : {}), ...headers } }, (res) => {
-      const chunks = [];
-      res.on('data', (c) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode, etag: res.headers.etag, text: Buffer.concat(chunks).toString(), ms: performance.now() - started }));
-    });
+    const req = http.request(
+      {
+        agent,
+        host: u.hostname,
+        port: u.port,
+        method,
+        path,
+        headers: {
+          authorization: `Bearer ${token}`,
+          ...(data ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data) } : {}),
+          ...headers,
+        },
+      },
+      (res) => {
+        const chunks = [];
+        res.on('data', (c) => chunks.push(c));
+        res.on('end', () =>
+          resolve({
+            status: res.statusCode,
+            etag: res.headers.etag,
+            text: Buffer.concat(chunks).toString(),
+            ms: performance.now() - started,
+          }),
+        );
+      },
+    );
     req.setTimeout(timeoutMs, () => req.destroy(new Error('timeout')));
     req.on('error', (e) => resolve({ status: 0, error: e.message, ms: performance.now() - started }));
     req.end(data);
@@ -47,7 +68,19 @@ const later = (ms, fn) => {
 
 function heartbeatBody(w) {
   w.seq++;
-  return { cpuPercent: 12, memoryPercent: 40, diskPercent: 30, containerCount: 1, bootId: w.bootId, seq: w.seq, sentAt: new Date().toISOString(), agentVersion: '0.1.0', swarmNodeId: null, dockerHealthy: true, draining: false };
+  return {
+    cpuPercent: 12,
+    memoryPercent: 40,
+    diskPercent: 30,
+    containerCount: 1,
+    bootId: w.bootId,
+    seq: w.seq,
+    sentAt: new Date().toISOString(),
+    agentVersion: '0.1.0',
+    swarmNodeId: null,
+    dockerHealthy: true,
+    draining: false,
+  };
 }
 
 async function beat(w) {
@@ -63,7 +96,14 @@ async function beat(w) {
 
 async function hold(w) {
   if (!running) return;
-  const res = await request('GET', `/api/workers/${w.id}/deployments?wait=${WAIT_SEC}`, w.token, undefined, w.etag ? { 'if-none-match': w.etag } : {}, (WAIT_SEC * 17 / 16 + 10) * 1000);
+  const res = await request(
+    'GET',
+    `/api/workers/${w.id}/deployments?wait=${WAIT_SEC}`,
+    w.token,
+    undefined,
+    w.etag ? { 'if-none-match': w.etag } : {},
+    ((WAIT_SEC * 17) / 16 + 10) * 1000,
+  );
   counts.held++;
   if (res.status === 200) {
     const changedNow = w.etag !== undefined && res.etag !== w.etag;
@@ -80,7 +120,12 @@ async function hold(w) {
 
 async function report(w, deploymentId) {
   w.reportSeq++;
-  await request('POST', `/api/workers/${w.id}/deployments/${deploymentId}/status`, w.token, { status: 'running', bootId: w.bootId, seq: w.reportSeq, reportedAt: new Date().toISOString() });
+  await request('POST', `/api/workers/${w.id}/deployments/${deploymentId}/status`, w.token, {
+    status: 'running',
+    bootId: w.bootId,
+    seq: w.reportSeq,
+    reportedAt: new Date().toISOString(),
+  });
   counts.status++;
 }
 
@@ -105,16 +150,32 @@ function usageLoop() {
 
 async function pool(items, n, fn) {
   let i = 0;
-  await Promise.all(Array.from({ length: n }, async () => {
-    while (i < items.length) await fn(items[i++]);
-  }));
+  await Promise.all(
+    Array.from({ length: n }, async () => {
+      while (i < items.length) await fn(items[i++]);
+    }),
+  );
 }
 
-const REGISTER = { hostname: 'fleet', ipAddress: '127.0.0.1', capacity: { cpuCores: 2, memoryMb: 2048, diskGb: 20 }, metadata: { agentVersion: '0.1.0', protocolVersion: 1, labels: {} } };
+const REGISTER = {
+  hostname: 'fleet',
+  ipAddress: '127.0.0.1',
+  capacity: { cpuCores: 2, memoryMb: 2048, diskGb: 20 },
+  metadata: { agentVersion: '0.1.0', protocolVersion: 1, labels: {} },
+};
 
 process.on('message', async (m) => {
   if (m.cmd === 'register') {
-    workers = m.ids.map((id) => ({ id, token: signWorkerToken(JWT_SECRET, { workerId: id }), bootId: `boot-${id.slice(0, 8)}`, seq: 0, reportSeq: 0, period: 0, etag: undefined, deployment: undefined }));
+    workers = m.ids.map((id) => ({
+      id,
+      token: signWorkerToken(JWT_SECRET, { workerId: id }),
+      bootId: `boot-${id.slice(0, 8)}`,
+      seq: 0,
+      reportSeq: 0,
+      period: 0,
+      etag: undefined,
+      deployment: undefined,
+    }));
     let failed = 0;
     await pool(workers, 16, async (w) => {
       const res = await request('POST', '/api/workers/register', w.token, REGISTER);

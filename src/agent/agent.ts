@@ -28,7 +28,6 @@ import { localAddressToward, toPanelIp } from '../collectors/address.js';
  */
 const ENGINE_CHECK_EVERY_BEATS = 2.5;
 
-
 export interface AgentOptions {
   config: AgentConfig;
   /** Where `config.dockerSocket` came from (loadConfig's dockerEndpoint); logged at start and served by the status API. */
@@ -222,7 +221,10 @@ export class Agent {
     const until = hb.at + hb.nextInMs;
     if (until <= Date.now()) return null;
     const why = hb.status === 429 ? 'rate limited (HTTP 429)' : `HTTP ${hb.status ?? '?'} with Retry-After`;
-    return { until: new Date(until).toISOString(), reason: `control plane answered ${why}: next heartbeat at ${new Date(until).toISOString()}` };
+    return {
+      until: new Date(until).toISOString(),
+      reason: `control plane answered ${why}: next heartbeat at ${new Date(until).toISOString()}`,
+    };
   }
 
   async start(): Promise<void> {
@@ -231,7 +233,11 @@ export class Agent {
     this.#capacity = (await readCapacity(this.#engine?.dockerRootDir)).capacity;
     const listening = await this.#statusServer.start();
     this.#statusApi = listening;
-    this.#metricsApi = await startMetricsListener(this.#opts.config, () => this.#metrics.render(), this.#opts.logger.child({ component: 'metrics' }));
+    this.#metricsApi = await startMetricsListener(
+      this.#opts.config,
+      () => this.#metrics.render(),
+      this.#opts.logger.child({ component: 'metrics' }),
+    );
     const role = this.#engine?.swarmRole ?? 'none';
     this.#opts.logger.info(
       {
@@ -291,17 +297,26 @@ export class Agent {
   }
 
   #heartbeatOnlyReason(): string | null {
-    return heartbeatOnlyReason(this.#deployments?.deploymentsApi ?? 'unknown', this.#engine === undefined ? undefined : this.#mode(this.#engine.swarmRole));
+    return heartbeatOnlyReason(
+      this.#deployments?.deploymentsApi ?? 'unknown',
+      this.#engine === undefined ? undefined : this.#mode(this.#engine.swarmRole),
+    );
   }
 
   #mode(role: SwarmRole) {
     const { config } = this.#opts;
-    return reconcileModeFor(role, { managerEndpoint: config.swarmManagerHost !== undefined, forceObserve: config.reconcileMode === 'observe' });
+    return reconcileModeFor(role, {
+      managerEndpoint: config.swarmManagerHost !== undefined,
+      forceObserve: config.reconcileMode === 'observe',
+    });
   }
 
   async #startDeployments(role: SwarmRole): Promise<void> {
     const { config, logger } = this.#opts;
-    const ip = config.ipAddress !== undefined ? toPanelIp(config.ipAddress) : await localAddressToward(config.controlPlaneUrl).catch(() => undefined);
+    const ip =
+      config.ipAddress !== undefined
+        ? toPanelIp(config.ipAddress)
+        : await localAddressToward(config.controlPlaneUrl).catch(() => undefined);
     const nodeId = () => this.#engine?.swarmNodeId ?? null;
     const mode = this.#mode(role);
     const ports = this.#opts.swarm;
@@ -310,7 +325,8 @@ export class Agent {
     else if (ports && mode === 'remote-manager' && ports.remote) swarm = await ports.remote(this.#workerId, nodeId);
     else if (ports && mode === 'observe') swarm = ports.observe();
     if (mode === 'observe') logger.info('observe mode: deployments on this node are reported, never written');
-    if (mode === 'none' && this.#engine !== undefined) logger.warn('this engine is not in a swarm: deployments cannot run here and are not applied');
+    if (mode === 'none' && this.#engine !== undefined)
+      logger.warn('this engine is not in a swarm: deployments cannot run here and are not applied');
     this.#deployments = new DeploymentLoops({
       client: this.#client,
       workerId: () => this.#workerId,
@@ -332,7 +348,10 @@ export class Agent {
       metrics: this.#metrics,
       logger,
       watchEngineEvents: swarm ? this.#opts.watchEngineEvents : undefined,
-      parse: { hostPorts: { statusPort: this.#statusApi?.port, metricsPort: this.#metricsApi?.port, allowed: config.allowedHostPorts }, hostCpus: this.#engine?.ncpu },
+      parse: {
+        hostPorts: { statusPort: this.#statusApi?.port, metricsPort: this.#metricsApi?.port, allowed: config.allowedHostPorts },
+        hostCpus: this.#engine?.ncpu,
+      },
     });
     await this.#deployments.start();
   }
@@ -369,7 +388,10 @@ export class Agent {
           await this.#deployments?.stop();
           this.#deployments = undefined;
           if (this.#stopping) return;
-          this.#opts.logger.info({ swarmRole: role, reconcileMode: this.#mode(role) }, 'docker answers: deployment loops restarted in their mode');
+          this.#opts.logger.info(
+            { swarmRole: role, reconcileMode: this.#mode(role) },
+            'docker answers: deployment loops restarted in their mode',
+          );
           await this.#startDeployments(role);
         })().catch((err: Error) => {
           this.#deployments = undefined;
@@ -396,7 +418,10 @@ export class Agent {
     }
     const drain = await readDrain(this.#opts.config.stateDir);
     if ((drain !== null) !== this.#draining) {
-      this.#opts.logger.warn({ draining: drain !== null, since: drain?.since }, drain ? 'draining: no new deployments will be started here' : 'drain lifted: accepting deployments again');
+      this.#opts.logger.warn(
+        { draining: drain !== null, since: drain?.since },
+        drain ? 'draining: no new deployments will be started here' : 'drain lifted: accepting deployments again',
+      );
     }
     this.#draining = drain !== null;
     const load = await this.#load.read(this.#engine?.dockerRootDir);
@@ -418,7 +443,12 @@ export class Agent {
     if (status === undefined) return;
     const draining = status === 'draining';
     if (draining !== this.#panelDraining) {
-      this.#opts.logger.warn({ panelStatus: status }, draining ? 'the panel drained this worker: no new deployments will be started here' : 'the panel lifted its drain: accepting deployments again');
+      this.#opts.logger.warn(
+        { panelStatus: status },
+        draining
+          ? 'the panel drained this worker: no new deployments will be started here'
+          : 'the panel lifted its drain: accepting deployments again',
+      );
     }
     this.#panelDraining = draining;
   }
@@ -444,7 +474,8 @@ export class Agent {
         logger.error({ code: err.code, workerId: this.#workerId }, err.message);
         return false;
       }
-      const msg = why === 'lost' ? 're-registration failed; will retry' : 'could not refresh the registration at start; heartbeats carry on';
+      const msg =
+        why === 'lost' ? 're-registration failed; will retry' : 'could not refresh the registration at start; heartbeats carry on';
       logger.warn({ err: (err as Error).message }, msg);
       return false;
     }

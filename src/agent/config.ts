@@ -27,14 +27,21 @@ export function resolveDockerEndpoint(layers: { flag?: unknown; file?: unknown }
   if (given(fromEnv)) return { socketPath: fromEnv, source: 'env' };
   if (given(layers.file)) return { socketPath: layers.file, source: 'file' };
   const socketPath = defaultSocketPath(env);
-  return { socketPath, source: env.DOCKER_HOST?.startsWith('unix://') && socketPath === env.DOCKER_HOST.slice('unix://'.length) ? 'DOCKER_HOST' : 'default' };
+  return {
+    socketPath,
+    source: env.DOCKER_HOST?.startsWith('unix://') && socketPath === env.DOCKER_HOST.slice('unix://'.length) ? 'DOCKER_HOST' : 'default',
+  };
 }
 
 /**
  * The endpoint for commands that must work without a complete config (drain, doctor, register):
  * the file's `dockerSocket` counts when the file can be read at all.
  */
-export async function dockerEndpointFor(configPath: string, flag: string | undefined, env: NodeJS.ProcessEnv = process.env): Promise<DockerEndpoint> {
+export async function dockerEndpointFor(
+  configPath: string,
+  flag: string | undefined,
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<DockerEndpoint> {
   const file = await readConfigFile(configPath).catch(() => undefined);
   return resolveDockerEndpoint({ flag, file: file?.dockerSocket }, env);
 }
@@ -171,7 +178,6 @@ export async function writeConfigFile(path: string, config: AgentConfigInput): P
   const explicit = Object.fromEntries(Object.entries(config).filter(([, v]) => v !== undefined));
   await writeFileAtomic(path, `${JSON.stringify(explicit, null, 2)}\n`, 0o600);
 }
-
 
 /** Change some keys of an existing config file, keeping everything else as the operator wrote it. */
 export async function updateConfigFile(path: string, patch: Partial<AgentConfigInput>): Promise<void> {

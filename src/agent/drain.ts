@@ -32,7 +32,10 @@ export async function readDrain(stateDir: string): Promise<DrainMarker | null> {
     }
     const parsed = JSON.parse(text) as Partial<DrainMarker> | null;
     if (parsed === null || typeof parsed !== 'object') throw new Error('not a JSON object');
-    return { since: typeof parsed.since === 'string' ? parsed.since : new Date(0).toISOString(), ...(typeof parsed.reason === 'string' ? { reason: parsed.reason } : {}) };
+    return {
+      since: typeof parsed.since === 'string' ? parsed.since : new Date(0).toISOString(),
+      ...(typeof parsed.reason === 'string' ? { reason: parsed.reason } : {}),
+    };
   } catch (err) {
     // Absent means not draining; an unreadable or garbled marker still means someone asked to drain.
     return (err as NodeJS.ErrnoException).code === 'ENOENT' ? null : { since: new Date(0).toISOString() };

@@ -8,7 +8,17 @@ import { DEFAULT_BACKOFF, delayAfterFailure, jitteredInterval, type BackoffPolic
 
 export type HeartbeatPayload = Omit<HeartbeatRequest, 'bootId' | 'seq' | 'sentAt'>;
 
-export type HeartbeatOutcome = 'accepted' | 'rejected' | 'unauthorized' | 'not-found' | 'rate-limited' | 'unavailable' | 'timeout' | 'network' | 'invalid-response' | 'collect-failed';
+export type HeartbeatOutcome =
+  | 'accepted'
+  | 'rejected'
+  | 'unauthorized'
+  | 'not-found'
+  | 'rate-limited'
+  | 'unavailable'
+  | 'timeout'
+  | 'network'
+  | 'invalid-response'
+  | 'collect-failed';
 
 export interface HeartbeatRecord {
   at: number;
@@ -52,7 +62,10 @@ export class HeartbeatLoop {
   constructor(deps: HeartbeatLoopDeps) {
     this.#deps = deps;
     // #beat never throws; the error path is only a guard.
-    this.#loop = new TimerLoop(() => this.#beat(), () => deps.intervalMs);
+    this.#loop = new TimerLoop(
+      () => this.#beat(),
+      () => deps.intervalMs,
+    );
   }
 
   get last(): HeartbeatRecord | undefined {
@@ -106,7 +119,10 @@ export class HeartbeatLoop {
           this.#lastFailure = 'not-found';
           return { at, outcome: 'not-found', ...detail, nextInMs: 0 };
         }
-        return this.#failed(at, 'not-found', { ...detail, message: ok ? 'heartbeat 404 again right after registering again' : detail.message });
+        return this.#failed(at, 'not-found', {
+          ...detail,
+          message: ok ? 'heartbeat 404 again right after registering again' : detail.message,
+        });
       }
       if (status === 401 || status === 403) return this.#failed(at, 'unauthorized', detail);
       if (status === 429) return this.#failed(at, 'rate-limited', detail, res.retryAfterMs);
@@ -132,14 +148,21 @@ export class HeartbeatLoop {
     return { at, outcome: 'accepted', status, rttMs, nextInMs: jitteredInterval(this.#deps.intervalMs, this.#deps.random) };
   }
 
-  #failed(at: number, outcome: HeartbeatOutcome, detail: { status?: number; rttMs?: number; message?: string }, retryAfterMs?: number): HeartbeatRecord {
+  #failed(
+    at: number,
+    outcome: HeartbeatOutcome,
+    detail: { status?: number; rttMs?: number; message?: string },
+    retryAfterMs?: number,
+  ): HeartbeatRecord {
     const { random, backoff = DEFAULT_BACKOFF } = this.#deps;
     const attempt = this.#failures++;
     this.#downSince ??= at;
-    const kind = outcome === 'timeout' || outcome === 'network' || outcome === 'invalid-response' || outcome === 'collect-failed' ? outcome : 'http';
+    const kind =
+      outcome === 'timeout' || outcome === 'network' || outcome === 'invalid-response' || outcome === 'collect-failed' ? outcome : 'http';
     const nextInMs = delayAfterFailure({ kind, status: detail.status, retryAfterMs }, attempt, backoff, random);
     // Warn when a failure streak starts or changes kind; the rest goes to debug so an hour-long outage is a few lines, not thousands.
-    const log = outcome !== this.#lastFailure ? this.#deps.logger.warn.bind(this.#deps.logger) : this.#deps.logger.debug.bind(this.#deps.logger);
+    const log =
+      outcome !== this.#lastFailure ? this.#deps.logger.warn.bind(this.#deps.logger) : this.#deps.logger.debug.bind(this.#deps.logger);
     const hint = outcome === 'unauthorized' ? ' (token refused: check the token issued by the panel; retrying slowly)' : '';
     log({ outcome, ...detail, attempt: attempt + 1, retryInMs: nextInMs }, `heartbeat failed: ${detail.message ?? outcome}${hint}`);
     this.#lastFailure = outcome;

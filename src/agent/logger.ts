@@ -11,9 +11,23 @@ export type { Logger };
  * `secrets` pass over every finished line (createLogger) the third, for values in any field.
  */
 const REDACT_PATHS = [
-  'token', '*.token', 'authorization', '*.authorization', 'headers.authorization', '*.headers.authorization',
-  'password', '*.password', 'secret', '*.secret', 'joinToken', '*.joinToken', 'value', 'secrets[*].value', '*.secrets[*].value',
-  'registryAuth', '*.registryAuth',
+  'token',
+  '*.token',
+  'authorization',
+  '*.authorization',
+  'headers.authorization',
+  '*.headers.authorization',
+  'password',
+  '*.password',
+  'secret',
+  '*.secret',
+  'joinToken',
+  '*.joinToken',
+  'value',
+  'secrets[*].value',
+  '*.secrets[*].value',
+  'registryAuth',
+  '*.registryAuth',
 ];
 
 export interface LoggerSetup {

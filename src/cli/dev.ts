@@ -135,7 +135,7 @@ async function removeOwnedServices(socketPath: string, workerId: string, opts: D
       opts.say(`removed Swarm service ${service.name} (its rows were in the embedded database)`);
     }
   } catch (err) {
-    opts.logger.warn({ err: (err as Error).message }, 'could not remove the dev worker\'s services; remove them with docker service rm');
+    opts.logger.warn({ err: (err as Error).message }, "could not remove the dev worker's services; remove them with docker service rm");
   } finally {
     docker.close();
   }
@@ -196,12 +196,15 @@ async function readDeploymentsFile(path: string): Promise<SeedDeployment[]> {
     throw new AgentError('SKP_ERR_USAGE', `--deployments ${path}: ${(err as Error).message.split('\n')[0]}`, { field: 'deployments' });
   }
   const list = Array.isArray(parsed) ? parsed : (parsed as { deployments?: unknown })?.deployments;
-  if (!Array.isArray(list)) throw new AgentError('SKP_ERR_USAGE', `--deployments ${path}: expected {"deployments": [...]} or an array`, { field: 'deployments' });
+  if (!Array.isArray(list))
+    throw new AgentError('SKP_ERR_USAGE', `--deployments ${path}: expected {"deployments": [...]} or an array`, { field: 'deployments' });
   return list.map((entry, i) => {
     try {
       return toSeedDeployment(entry, i);
     } catch (err) {
-      throw err instanceof AgentError ? new AgentError('SKP_ERR_USAGE', `--deployments ${path}: ${err.message}`, { field: 'deployments' }) : err;
+      throw err instanceof AgentError
+        ? new AgentError('SKP_ERR_USAGE', `--deployments ${path}: ${err.message}`, { field: 'deployments' })
+        : err;
     }
   });
 }

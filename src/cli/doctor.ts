@@ -72,7 +72,10 @@ async function timed(id: CheckResult['id'], timeoutMs: number, fn: () => Promise
   try {
     outcome = await Promise.race([fn(), deadline]);
   } catch (err) {
-    outcome = err instanceof DeadlineExceeded ? fail(`no answer within ${timeoutMs / 1000} s`) : fail(oneLine((err as Error)?.message ?? String(err)));
+    outcome =
+      err instanceof DeadlineExceeded
+        ? fail(`no answer within ${timeoutMs / 1000} s`)
+        : fail(oneLine((err as Error)?.message ?? String(err)));
   } finally {
     clearTimeout(timer);
   }
@@ -104,7 +107,10 @@ async function checkConfig(opts: DoctorOptions, state: ConfigState): Promise<Out
     await stat(path);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
-      return fail(`${path} does not exist`, 'register this host: skypanel-agent register --control-plane URL --token-file FILE (or skypanel-agent install ...)');
+      return fail(
+        `${path} does not exist`,
+        'register this host: skypanel-agent register --control-plane URL --token-file FILE (or skypanel-agent install ...)',
+      );
     }
   }
   let config: AgentConfig;
@@ -113,13 +119,16 @@ async function checkConfig(opts: DoctorOptions, state: ConfigState): Promise<Out
   } catch (err) {
     if (!(err instanceof AgentError)) throw err;
     const fix =
-      err.code === 'SKP_ERR_CONFIG_INSECURE' ? `chmod 600 ${path}`
-      : err.code === 'SKP_ERR_CONFIG_UNREADABLE' ? `run doctor as root (or as the service user), and check that ${path} is a readable file`
-      : 'correct the key named above (or run skypanel-agent register again)';
+      err.code === 'SKP_ERR_CONFIG_INSECURE'
+        ? `chmod 600 ${path}`
+        : err.code === 'SKP_ERR_CONFIG_UNREADABLE'
+          ? `run doctor as root (or as the service user), and check that ${path} is a readable file`
+          : 'correct the key named above (or run skypanel-agent register again)';
     return fail(err.message, fix);
   }
   state.partial = config;
-  if (!config.workerId) return fail(`${path} has no workerId`, 'register this host: skypanel-agent register --control-plane URL --token-file FILE');
+  if (!config.workerId)
+    return fail(`${path} has no workerId`, 'register this host: skypanel-agent register --control-plane URL --token-file FILE');
   state.config = config as AgentConfig & { workerId: string };
   const mode = ((await stat(path)).mode & 0o777).toString(8).padStart(4, '0');
   const owner = await serviceOwnerProblem(path, opts.unitPath ?? `${UNIT_DIR}/${UNIT_NAME}`);
@@ -142,7 +151,8 @@ async function serviceOwnerProblem(path: string, unitPath: string): Promise<{ me
   const user = unitUser(unit);
   if (!user || user === 'root') return undefined;
   const entry = await lookupUser(user);
-  if (!entry) return { message: `the installed service runs as ${user}, and that user does not exist`, fix: 'run skypanel-agent install again' };
+  if (!entry)
+    return { message: `the installed service runs as ${user}, and that user does not exist`, fix: 'run skypanel-agent install again' };
   const st = await stat(path);
   if (st.uid !== entry.uid) {
     return {
@@ -164,12 +174,16 @@ async function checkDocker(where: DockerEndpoint, timeoutMs: number, state: Dock
   const docker = createDockerClient({ socketPath: where.socketPath, timeoutMs });
   const endpoint = describeEndpoint(where);
   const hint = (code: string) =>
-    code === 'EACCES' || code === 'EPERM' ? 'run doctor as root (the service gets the docker group through SupplementaryGroups=)'
-    : code === 'ENOENT' || code === 'ECONNREFUSED' ? `start Docker (systemctl start docker) or point dockerSocket at its socket`
-    : 'check dockerd (journalctl -u docker) and the dockerSocket setting';
+    code === 'EACCES' || code === 'EPERM'
+      ? 'run doctor as root (the service gets the docker group through SupplementaryGroups=)'
+      : code === 'ENOENT' || code === 'ECONNREFUSED'
+        ? `start Docker (systemctl start docker) or point dockerSocket at its socket`
+        : 'check dockerd (journalctl -u docker) and the dockerSocket setting';
   let version: { Version?: unknown; ApiVersion?: unknown };
   try {
-    version = (await engineCall<typeof version | undefined>(docker, { method: 'GET', path: '/version', signal: AbortSignal.timeout(timeoutMs) })) ?? {};
+    version =
+      (await engineCall<typeof version | undefined>(docker, { method: 'GET', path: '/version', signal: AbortSignal.timeout(timeoutMs) })) ??
+      {};
   } catch (err) {
     const code = errCode(err);
     const e = err as { statusCode?: number; message?: string };
@@ -177,7 +191,11 @@ async function checkDocker(where: DockerEndpoint, timeoutMs: number, state: Dock
     const detail = typeof e.statusCode === 'number' ? `HTTP ${e.statusCode}` : late ? `no answer within ${timeoutMs / 1000} s` : code;
     return fail(`Docker Engine at ${endpoint} is unreachable (${detail})`, hint(code));
   }
-  if (typeof version.Version !== 'string') return fail(`${endpoint} answered GET /version without an engine version: not Docker?`, 'point dockerSocket at the Docker Engine API socket');
+  if (typeof version.Version !== 'string')
+    return fail(
+      `${endpoint} answered GET /version without an engine version: not Docker?`,
+      'point dockerSocket at the Docker Engine API socket',
+    );
   state.docker = docker;
   return pass(`Docker ${version.Version} (API ${typeof version.ApiVersion === 'string' ? version.ApiVersion : '?'}) at ${endpoint}`);
 }
@@ -191,7 +209,8 @@ async function checkSwarm(state: DockerState): Promise<Outcome> {
   switch (sw.state) {
     case 'active': {
       const mode = reconcileModeFor(sw.role);
-      if (sw.role === 'manager') return pass(`swarm active, this node is a manager${node}: reconcile mode ${mode} (services are written through this engine)`);
+      if (sw.role === 'manager')
+        return pass(`swarm active, this node is a manager${node}: reconcile mode ${mode} (services are written through this engine)`);
       return warn(
         `swarm active, this node is a worker${node}: reconcile mode ${mode} (deployments are reported, not applied)`,
         'to apply deployments here, run the agent on a manager (docker node promote NODE from a manager)',
@@ -261,12 +280,19 @@ async function checkControlPlane(config: AgentConfig | undefined, timeoutMs: num
     return pass(`${config.controlPlaneUrl} answered HTTP ${res.statusCode} in ${received - sent} ms`);
   } catch (err) {
     const code = errCode(err);
-    const detail = code === 'TimeoutError' || code === 'AbortError' || /Timeout/.test(code) ? `no answer within ${timeoutMs / 1000} s` : `${code}: ${oneLine(transportMessage(err as Error), 120)}`;
-    return fail(`${config.controlPlaneUrl} is unreachable (${detail})`, 'check controlPlaneUrl, DNS, and firewalls between this host and the panel');
+    const detail =
+      code === 'TimeoutError' || code === 'AbortError' || /Timeout/.test(code)
+        ? `no answer within ${timeoutMs / 1000} s`
+        : `${code}: ${oneLine(transportMessage(err as Error), 120)}`;
+    return fail(
+      `${config.controlPlaneUrl} is unreachable (${detail})`,
+      'check controlPlaneUrl, DNS, and firewalls between this host and the panel',
+    );
   }
 }
 
-const TOKEN_PROOF = "the panel verified the token's signature and worker id; this does not prove the worker still exists in the panel (a stock SkyPanelV2 accepts the token of a deleted worker too): check its Workers page";
+const TOKEN_PROOF =
+  "the panel verified the token's signature and worker id; this does not prove the worker still exists in the panel (a stock SkyPanelV2 accepts the token of a deleted worker too): check its Workers page";
 
 /** One real heartbeat with the current metrics: 200 means the panel accepts this worker's token. */
 async function checkToken(cfg: ConfigState, panel: PanelState, dockerState: DockerState, timeoutMs: number): Promise<Outcome> {
@@ -288,7 +314,11 @@ async function checkToken(cfg: ConfigState, panel: PanelState, dockerState: Dock
     dockerHealthy: dockerState.facts !== undefined,
   };
   // The client doubles its per-phase timeout for the whole call: halve it to stay within the bound.
-  const client = new ControlPlaneClient({ baseUrl: config.controlPlaneUrl, token: new Secret(config.token), timeoutMs: Math.max(500, Math.floor(timeoutMs / 2) - 100) });
+  const client = new ControlPlaneClient({
+    baseUrl: config.controlPlaneUrl,
+    token: new Secret(config.token),
+    timeoutMs: Math.max(500, Math.floor(timeoutMs / 2) - 100),
+  });
   try {
     const res = await client.postJson(`/api/workers/${encodeURIComponent(config.workerId)}/heartbeat`, body);
     const renew = 'get a new worker token from the panel, then: skypanel-agent register --control-plane URL --token-file FILE';
@@ -305,10 +335,20 @@ async function checkToken(cfg: ConfigState, panel: PanelState, dockerState: Dock
       case 403:
         return fail(`the token does not belong to worker ${config.workerId} (${what})`, renew);
       case 404:
-        if (res.code === 'WORKER_NOT_FOUND') return warn(`token accepted, but the panel has no worker ${config.workerId} (${what})`, 'the running agent registers again by itself; or run skypanel-agent register');
-        return fail(`the heartbeat route does not exist there (${what})`, 'controlPlaneUrl must be the panel origin (https://panel.example.com), with any path prefix it is served under');
+        if (res.code === 'WORKER_NOT_FOUND')
+          return warn(
+            `token accepted, but the panel has no worker ${config.workerId} (${what})`,
+            'the running agent registers again by itself; or run skypanel-agent register',
+          );
+        return fail(
+          `the heartbeat route does not exist there (${what})`,
+          'controlPlaneUrl must be the panel origin (https://panel.example.com), with any path prefix it is served under',
+        );
       case 429:
-        return fail(`rate limited (${what})`, 'too many workers behind one IP for the panel limiter: raise heartbeatIntervalSec (docs/PROTOCOL.md, request budget)');
+        return fail(
+          `rate limited (${what})`,
+          'too many workers behind one IP for the panel limiter: raise heartbeatIntervalSec (docs/PROTOCOL.md, request budget)',
+        );
       default:
         return fail(`heartbeat not accepted (${what})`, 'check the panel logs');
     }
@@ -319,7 +359,8 @@ async function checkToken(cfg: ConfigState, panel: PanelState, dockerState: Dock
 
 async function checkClock(panel: PanelState): Promise<Outcome> {
   if (!panel.reached) return skip('skipped: the control plane is unreachable');
-  if (!panel.dateSeen || panel.skewSec === undefined) return warn('the control plane sent no Date header: skew not measured', 'make sure NTP runs here: timedatectl');
+  if (!panel.dateSeen || panel.skewSec === undefined)
+    return warn('the control plane sent no Date header: skew not measured', 'make sure NTP runs here: timedatectl');
   const skew = panel.skewSec;
   const abs = Math.abs(skew);
   const margin = panel.skewMarginSec ?? 0.5;
@@ -348,15 +389,21 @@ async function checkStatusPort(config: AgentConfig | undefined, env: NodeJS.Proc
   if (port === 0) return pass(`statusListen ${listen}: the agent takes any free port`);
   const err = await tryBind(host, port);
   if (!err) return pass(`${listen} is free for the status API`);
-  if (err.code === 'EACCES') return fail(`binding ${listen} needs privileges the service does not have`, 'use a port above 1023 for statusListen');
-  if (err.code === 'EADDRNOTAVAIL') return fail(`${host} is not an address of this host`, 'set statusListen to an address of this host, or 0.0.0.0:PORT');
+  if (err.code === 'EACCES')
+    return fail(`binding ${listen} needs privileges the service does not have`, 'use a port above 1023 for statusListen');
+  if (err.code === 'EADDRNOTAVAIL')
+    return fail(`${host} is not an address of this host`, 'set statusListen to an address of this host, or 0.0.0.0:PORT');
   if (err.code !== 'EADDRINUSE') return fail(`cannot bind ${listen} (${err.code ?? err.message})`);
   // Taken: fine if it is the running agent itself, which answers /healthz with its own shape.
   const tls = remembered?.tls ?? config?.statusTlsCert !== undefined;
   const base = statusUrlFromListen(listen, { tls });
   try {
     // Whatever holds the port may use a self-signed certificate: only its answer matters here.
-    const res = await boundedGet(`${base}/healthz`, { timeoutMs: Math.min(2_000, timeoutMs), maxBodyBytes: 4096, rejectUnauthorized: false });
+    const res = await boundedGet(`${base}/healthz`, {
+      timeoutMs: Math.min(2_000, timeoutMs),
+      maxBodyBytes: 4096,
+      rejectUnauthorized: false,
+    });
     const text = res.body.toString('utf8');
     let body: { status?: unknown; reason?: unknown } | undefined;
     try {
@@ -366,15 +413,28 @@ async function checkStatusPort(config: AgentConfig | undefined, env: NodeJS.Proc
     }
     if (res.statusCode === 200 && body?.status === 'ok') return pass(`${listen} is held by the running skypanel-agent (healthz ok)`);
     if (res.statusCode === 200 && body?.status === 'degraded') {
-      return fail(`${listen} is held by the running skypanel-agent, which reports itself degraded: ${String(body.reason ?? '')}`, 'see the reason (e.g. free space in the state directory); the agent recovers by itself');
+      return fail(
+        `${listen} is held by the running skypanel-agent, which reports itself degraded: ${String(body.reason ?? '')}`,
+        'see the reason (e.g. free space in the state directory); the agent recovers by itself',
+      );
     }
-    if (res.statusCode === 200 && body?.status === 'waiting') return pass(`${listen} is held by the running skypanel-agent (healthz: ${String(body.reason ?? 'waiting')})`);
+    if (res.statusCode === 200 && body?.status === 'waiting')
+      return pass(`${listen} is held by the running skypanel-agent (healthz: ${String(body.reason ?? 'waiting')})`);
     if (res.statusCode === 503 && body?.status === 'wedged') {
-      return fail(`${listen} is held by a skypanel-agent that reports itself wedged: ${String(body.reason ?? '')}`, `systemctl restart ${UNIT_NAME}; see journalctl -u ${UNIT_NAME}`);
+      return fail(
+        `${listen} is held by a skypanel-agent that reports itself wedged: ${String(body.reason ?? '')}`,
+        `systemctl restart ${UNIT_NAME}; see journalctl -u ${UNIT_NAME}`,
+      );
     }
-    return fail(`${listen} is in use by another program (GET /healthz answered HTTP ${res.statusCode})`, 'free the port, or set statusListen to another one');
+    return fail(
+      `${listen} is in use by another program (GET /healthz answered HTTP ${res.statusCode})`,
+      'free the port, or set statusListen to another one',
+    );
   } catch {
-    return fail(`${listen} is in use by another program (it does not answer GET /healthz)`, 'free the port (ss -ltnp), or set statusListen to another one');
+    return fail(
+      `${listen} is in use by another program (it does not answer GET /healthz)`,
+      'free the port (ss -ltnp), or set statusListen to another one',
+    );
   }
 }
 
@@ -412,9 +472,15 @@ const SYMBOL: Record<CheckStatus, string> = { pass: '✓', warn: '!', fail: '✗
 
 export function renderReport(report: DoctorReport): string {
   const width = Math.max(...report.checks.map((c) => c.id.length));
-  const lines = report.checks.map((c) => `${SYMBOL[c.status]} ${c.id.padEnd(width)}  ${c.message}${c.fix && c.status !== 'pass' ? ` — fix: ${c.fix}` : ''}`);
+  const lines = report.checks.map(
+    (c) => `${SYMBOL[c.status]} ${c.id.padEnd(width)}  ${c.message}${c.fix && c.status !== 'pass' ? ` — fix: ${c.fix}` : ''}`,
+  );
   const failed = report.checks.filter((c) => c.status === 'fail').length;
   const warned = report.checks.filter((c) => c.status === 'warn').length;
-  lines.push(report.ok ? `all checks passed${warned ? ` (${warned} warning${warned > 1 ? 's' : ''})` : ''}` : `${failed} check${failed > 1 ? 's' : ''} failed`);
+  lines.push(
+    report.ok
+      ? `all checks passed${warned ? ` (${warned} warning${warned > 1 ? 's' : ''})` : ''}`
+      : `${failed} check${failed > 1 ? 's' : ''} failed`,
+  );
   return lines.join('\n');
 }

@@ -56,9 +56,16 @@ export class DrainRefused extends AgentError {}
 function dockerFailure(docker: EngineClient, what: string, err: unknown): AgentError {
   const e = err as { statusCode?: number; json?: { message?: unknown }; message?: string; code?: string };
   const aborted = (err as Error)?.name === 'AbortError' || (err as Error)?.name === 'TimeoutError';
-  const detail = aborted ? `no answer within ${DOCKER_TIMEOUT_MS / 1000} s` : typeof e.json?.message === 'string' ? e.json.message : e.message ?? String(err);
+  const detail = aborted
+    ? `no answer within ${DOCKER_TIMEOUT_MS / 1000} s`
+    : typeof e.json?.message === 'string'
+      ? e.json.message
+      : (e.message ?? String(err));
   const status = typeof e.statusCode === 'number' ? `HTTP ${e.statusCode}: ` : e.code && !aborted ? `${e.code}: ` : '';
-  return new AgentError('SKP_ERR_DOCKER_UNAVAILABLE', `${what} failed at ${describeDockerEndpoint(docker)} (${status}${detail.replace(/\s+/g, ' ').trim()})`);
+  return new AgentError(
+    'SKP_ERR_DOCKER_UNAVAILABLE',
+    `${what} failed at ${describeDockerEndpoint(docker)} (${status}${detail.replace(/\s+/g, ' ').trim()})`,
+  );
 }
 
 /** A Docker call under a hard deadline (the client's own timeout only fires on an idle socket). */
@@ -83,7 +90,9 @@ async function applyMarker(opts: DrainOptions): Promise<DrainResult['marker']> {
   try {
     dir = await stat(stateDir);
   } catch {
-    say(`no agent state directory at ${stateDir}: no drain marker ${opts.undo ? 'to remove' : 'written'} (no agent has run here with that state dir)`);
+    say(
+      `no agent state directory at ${stateDir}: no drain marker ${opts.undo ? 'to remove' : 'written'} (no agent has run here with that state dir)`,
+    );
     return 'no-state-dir';
   }
   const current = await readDrain(stateDir);
@@ -125,7 +134,10 @@ export async function runDrain(opts: DrainOptions): Promise<DrainResult> {
   const { say } = opts;
   const target: Availability = opts.undo ? 'active' : 'drain';
   const marker = await applyMarker(opts);
-  const docker = createDockerClient({ socketPath: opts.dockerSocket ?? resolveDockerEndpoint({}).socketPath, timeoutMs: DOCKER_TIMEOUT_MS });
+  const docker = createDockerClient({
+    socketPath: opts.dockerSocket ?? resolveDockerEndpoint({}).socketPath,
+    timeoutMs: DOCKER_TIMEOUT_MS,
+  });
   const facts = await getEngineFacts(docker);
   const sw = facts.swarm;
   if (sw.state !== 'active' || !sw.nodeId) {
@@ -139,7 +151,8 @@ export async function runDrain(opts: DrainOptions): Promise<DrainResult> {
     );
   }
   const nodePath = `/nodes/${encodeURIComponent(sw.nodeId)}`;
-  const inspect = () => call(docker, `GET /nodes/${sw.nodeId}`, (signal) => engineCall<NodeInfo>(docker, { method: 'GET', path: nodePath, signal }));
+  const inspect = () =>
+    call(docker, `GET /nodes/${sw.nodeId}`, (signal) => engineCall<NodeInfo>(docker, { method: 'GET', path: nodePath, signal }));
   let info = await inspect();
   const hostname = info.Description?.Hostname ?? '?';
   const before = info.Spec?.Availability ?? 'unknown';
@@ -151,7 +164,9 @@ export async function runDrain(opts: DrainOptions): Promise<DrainResult> {
 
   const here = await tasksHere(docker, sw.nodeId);
   if (opts.dryRun) {
-    say(`[dry-run] set ${label} availability ${before} → ${target} (POST /nodes/${sw.nodeId}/update?version=${info.Version?.Index ?? '?'})`);
+    say(
+      `[dry-run] set ${label} availability ${before} → ${target} (POST /nodes/${sw.nodeId}/update?version=${info.Version?.Index ?? '?'})`,
+    );
     if (target === 'drain') describeEviction(here, say, true);
     return { marker, node: { nodeId: sw.nodeId, hostname, before, after: before, changed: false } };
   }
@@ -161,7 +176,13 @@ export async function runDrain(opts: DrainOptions): Promise<DrainResult> {
     try {
       const spec = { ...(info.Spec ?? {}), Availability: target };
       await call(docker, `POST /nodes/${sw.nodeId}/update`, (signal) =>
-        engineCall(docker, { method: 'POST', path: `${nodePath}/update`, query: { version: info.Version?.Index ?? 0 }, body: spec, signal }),
+        engineCall(docker, {
+          method: 'POST',
+          path: `${nodePath}/update`,
+          query: { version: info.Version?.Index ?? 0 },
+          body: spec,
+          signal,
+        }),
       );
       break;
     } catch (err) {
@@ -173,7 +194,8 @@ export async function runDrain(opts: DrainOptions): Promise<DrainResult> {
     }
   }
   const after = (await inspect()).Spec?.Availability ?? 'unknown';
-  if (after !== target) throw new AgentError('SKP_ERR_DOCKER_UNAVAILABLE', `${label}: the update was accepted but availability reads ${after}, not ${target}`);
+  if (after !== target)
+    throw new AgentError('SKP_ERR_DOCKER_UNAVAILABLE', `${label}: the update was accepted but availability reads ${after}, not ${target}`);
   say(`${label}: availability ${before} → ${after}`);
   if (target === 'drain') {
     describeEviction(here, say, false);
@@ -191,12 +213,20 @@ interface Here {
 
 async function tasksHere(docker: EngineClient, nodeId: string): Promise<Here> {
   const tasks = await call(docker, 'GET /tasks', (signal) =>
-    engineCall<TaskInfo[]>(docker, { method: 'GET', path: '/tasks', query: { filters: { node: [nodeId], 'desired-state': ['running'] } }, signal }),
+    engineCall<TaskInfo[]>(docker, {
+      method: 'GET',
+      path: '/tasks',
+      query: { filters: { node: [nodeId], 'desired-state': ['running'] } },
+      signal,
+    }),
   );
   const ids = new Set(tasks.map((t) => t.ServiceID).filter((id): id is string => typeof id === 'string'));
-  const services = ids.size === 0 ? [] : await call(docker, 'GET /services', (signal) =>
-    engineCall<ServiceInfo[]>(docker, { method: 'GET', path: '/services', query: { filters: { id: [...ids] } }, signal }),
-  );
+  const services =
+    ids.size === 0
+      ? []
+      : await call(docker, 'GET /services', (signal) =>
+          engineCall<ServiceInfo[]>(docker, { method: 'GET', path: '/services', query: { filters: { id: [...ids] } }, signal }),
+        );
   return { tasks: tasks.length, services };
 }
 
@@ -208,10 +238,17 @@ function describeEviction(here: Here, say: Say, dryRun: boolean): void {
   }
   const managed = here.services.filter((s) => s.Spec?.Labels?.[LABEL.managed] === 'true');
   const pinned = managed.filter((s) => (s.Spec?.TaskTemplate?.Placement?.Constraints ?? []).some((c) => /^node\.id\s*==/.test(c)));
-  const names = here.services.map((s) => s.Spec?.Name ?? s.ID ?? '?').slice(0, 10).join(', ');
-  say(`${here.tasks} running task(s) of ${here.services.length} service(s) ${verb} here: ${names}${here.services.length > 10 ? ', …' : ''}`);
+  const names = here.services
+    .map((s) => s.Spec?.Name ?? s.ID ?? '?')
+    .slice(0, 10)
+    .join(', ');
+  say(
+    `${here.tasks} running task(s) of ${here.services.length} service(s) ${verb} here: ${names}${here.services.length > 10 ? ', …' : ''}`,
+  );
   if (pinned.length > 0) {
-    say(`${pinned.length} of them are SkyPanel deployments pinned to this node (node.id constraint): their tasks cannot move elsewhere and stay pending until the node is active again.`);
+    say(
+      `${pinned.length} of them are SkyPanel deployments pinned to this node (node.id constraint): their tasks cannot move elsewhere and stay pending until the node is active again.`,
+    );
   }
 }
 
@@ -289,8 +326,12 @@ export async function runDeregister(opts: DeregisterOptions): Promise<void> {
     say(`removed ${configPath}${workerId ? ` (worker ${workerId}; it held the worker token)` : ''}`);
   }
   if (marker !== 'no-state-dir') {
-    say(`kept ${stateDir} (agent state${marker === undefined ? '' : ', with the drain marker: after registering again, skypanel-agent drain --undo lifts it'})`);
+    say(
+      `kept ${stateDir} (agent state${marker === undefined ? '' : ', with the drain marker: after registering again, skypanel-agent drain --undo lifts it'})`,
+    );
   }
-  say(`the panel still lists ${workerId ? `worker ${workerId}` : 'this worker'}: delete it there (the protocol has no deregister call yet)`);
+  say(
+    `the panel still lists ${workerId ? `worker ${workerId}` : 'this worker'}: delete it there (the protocol has no deregister call yet)`,
+  );
   say(`a running agent keeps its config in memory: systemctl disable --now ${UNIT_NAME}, or skypanel-agent uninstall`);
 }

@@ -85,7 +85,8 @@ const EXEC_START = /^ExecStart=@NODE@((?: -\S+)*) @AGENT@((?: \S+)*)$/gm;
 
 function templateExecStart(template: string): { nodeArgs: string[]; agentArgs: string[] } {
   const found = [...template.matchAll(EXEC_START)];
-  if (found.length !== 1) throw new Error(`unit template must have exactly one ExecStart=@NODE@ [node flags] @AGENT@ [args] line (found ${found.length})`);
+  if (found.length !== 1)
+    throw new Error(`unit template must have exactly one ExecStart=@NODE@ [node flags] @AGENT@ [args] line (found ${found.length})`);
   const words = (s: string | undefined) => (s ?? '').split(' ').filter(Boolean);
   return { nodeArgs: words(found[0]![1]), agentArgs: words(found[0]![2]) };
 }
@@ -131,7 +132,8 @@ export async function unreachableForService(path: string): Promise<string | unde
   for (let i = 0; i < parts.length - 1; i++) {
     const dir = `/${parts.slice(0, i + 1).join('/')}`;
     const st = await stat(dir);
-    if ((st.mode & 0o001) === 0) return `directory ${dir} (mode ${(st.mode & 0o777).toString(8).padStart(4, '0')}) cannot be searched by the service user`;
+    if ((st.mode & 0o001) === 0)
+      return `directory ${dir} (mode ${(st.mode & 0o777).toString(8).padStart(4, '0')}) cannot be searched by the service user`;
   }
   const st = await stat(path);
   if ((st.mode & 0o004) === 0) return `${path} (mode ${(st.mode & 0o777).toString(8).padStart(4, '0')}) cannot be read by the service user`;
@@ -176,7 +178,10 @@ function assertOwnPath(path: string): void {
 
 function requireRootUser(what: string): void {
   if (typeof process.getuid === 'function' && process.getuid() !== 0) {
-    throw new AgentError('SKP_ERR_USAGE', `${what} changes ${UNIT_DIR}, ${CONFIG_DIR} and the system's users: run it as root (or preview it with --dry-run, or use --root DIR)`);
+    throw new AgentError(
+      'SKP_ERR_USAGE',
+      `${what} changes ${UNIT_DIR}, ${CONFIG_DIR} and the system's users: run it as root (or preview it with --dry-run, or use --root DIR)`,
+    );
   }
 }
 
@@ -215,7 +220,10 @@ export async function runInstall(opts: InstallOptions): Promise<number> {
     const why = await unreachableForService(p);
     if (why === undefined) continue;
     if (realSystem) {
-      throw new AgentError('SKP_ERR_USAGE', `the service runs as ${SERVICE_USER} and cannot start ${p}: ${why}. Install Node.js and the agent system-wide (npm install -g as root, default prefix)`);
+      throw new AgentError(
+        'SKP_ERR_USAGE',
+        `the service runs as ${SERVICE_USER} and cannot start ${p}: ${why}. Install Node.js and the agent system-wide (npm install -g as root, default prefix)`,
+      );
     }
     say(`warning: ${why}; a real install would refuse this`);
   }
@@ -224,7 +232,9 @@ export async function runInstall(opts: InstallOptions): Promise<number> {
   // Read and check the token before changing anything, so a bad token file changes nothing.
   const token = opts.tokenFile !== undefined ? await readToken({ tokenFile: opts.tokenFile, stdin: opts.stdin }) : undefined;
 
-  say(`installing skypanel-agent ${AGENT_VERSION}${root !== undefined ? ` under ${root}` : ''}${dryRun ? ' (dry run: nothing is changed)' : ''}`);
+  say(
+    `installing skypanel-agent ${AGENT_VERSION}${root !== undefined ? ` under ${root}` : ''}${dryRun ? ' (dry run: nothing is changed)' : ''}`,
+  );
   const steps = new Steps(dryRun, say);
   try {
     // 1. The service user: the docker group is added only while the service runs (SupplementaryGroups=).
@@ -234,7 +244,18 @@ export async function runInstall(opts: InstallOptions): Promise<number> {
       if (owner) {
         say(`system user ${SERVICE_USER} exists (uid ${owner.uid})`);
       } else {
-        const args = ['--system', '--user-group', '--no-create-home', '--home-dir', STATE_DIR, '--shell', '/usr/sbin/nologin', '--comment', 'SkyPanelV2 agent', SERVICE_USER];
+        const args = [
+          '--system',
+          '--user-group',
+          '--no-create-home',
+          '--home-dir',
+          STATE_DIR,
+          '--shell',
+          '/usr/sbin/nologin',
+          '--comment',
+          'SkyPanelV2 agent',
+          SERVICE_USER,
+        ];
         await steps.run(`create system user ${SERVICE_USER} (useradd --system; no login shell, no home)`, async () => {
           const r = await runCommand('useradd', args, 30_000);
           if (r.code !== 0) throw new Error(describeFailure('useradd', args, r));
@@ -243,9 +264,13 @@ export async function runInstall(opts: InstallOptions): Promise<number> {
           return `uid ${owner.uid}`;
         });
       }
-      if (!(await groupExists('docker'))) say('warning: group docker does not exist yet: install Docker before starting the service (SupplementaryGroups=docker)');
+      if (!(await groupExists('docker')))
+        say('warning: group docker does not exist yet: install Docker before starting the service (SupplementaryGroups=docker)');
     } else {
-      steps.skip(`create system user ${SERVICE_USER}`, "--root: the system's users are left alone and directories stay owned by the caller");
+      steps.skip(
+        `create system user ${SERVICE_USER}`,
+        "--root: the system's users are left alone and directories stay owned by the caller",
+      );
     }
     const ownerNote = realSystem ? `, owner ${SERVICE_USER}` : '';
 
@@ -286,20 +311,29 @@ export async function runInstall(opts: InstallOptions): Promise<number> {
     });
 
     // 5. systemd, when it is the running service manager of this very system.
-    const why = !realSystem ? '--root: not the running system' : !systemdRunning() ? 'systemd is not running here (no /run/systemd/system)' : undefined;
+    const why = !realSystem
+      ? '--root: not the running system'
+      : !systemdRunning()
+        ? 'systemd is not running here (no /run/systemd/system)'
+        : undefined;
     if (why !== undefined) {
       steps.skip(`systemctl daemon-reload; systemctl enable${opts.start ? ' --now' : ''} ${UNIT_NAME}`, why);
       if (realSystem) say(`once systemd runs: systemctl daemon-reload && systemctl enable --now ${UNIT_NAME}`);
     } else {
       await steps.run('systemctl daemon-reload', () => systemctl(['daemon-reload']));
       const startNow = opts.start && configReady;
-      await steps.run(`systemctl enable${startNow ? ' --now' : ''} ${UNIT_NAME}`, () => systemctl(['enable', ...(startNow ? ['--now'] : []), UNIT_NAME]));
+      await steps.run(`systemctl enable${startNow ? ' --now' : ''} ${UNIT_NAME}`, () =>
+        systemctl(['enable', ...(startNow ? ['--now'] : []), UNIT_NAME]),
+      );
       if (!opts.start) say(`not started (--no-start): systemctl start ${UNIT_NAME}`);
     }
     if (!configReady) {
-      say(`not registered yet (no ${configPath}): skypanel-agent register --control-plane URL --token-file FILE${realSystem ? `, then chown ${SERVICE_USER}: ${DEFAULT_CONFIG_PATH} && systemctl restart ${UNIT_NAME}` : ''}`);
+      say(
+        `not registered yet (no ${configPath}): skypanel-agent register --control-plane URL --token-file FILE${realSystem ? `, then chown ${SERVICE_USER}: ${DEFAULT_CONFIG_PATH} && systemctl restart ${UNIT_NAME}` : ''}`,
+      );
     }
-    if (!dryRun) say(`installed${realSystem ? `: check it with skypanel-agent doctor; logs: journalctl -u ${UNIT_NAME}` : ` under ${root}`}`);
+    if (!dryRun)
+      say(`installed${realSystem ? `: check it with skypanel-agent doctor; logs: journalctl -u ${UNIT_NAME}` : ` under ${root}`}`);
     return 0;
   } catch (err) {
     if (err instanceof StepFailed) return 1;
@@ -331,11 +365,15 @@ export async function runUninstall(opts: UninstallOptions): Promise<number> {
       await steps.run(`systemctl disable --now ${UNIT_NAME}`, async () => {
         const r = await runCommand('systemctl', ['disable', '--now', UNIT_NAME], 90_000);
         // A unit that was never loaded is already as stopped and disabled as it gets.
-        if (r.code !== 0 && !/not (be )?(found|loaded)|does not exist/i.test(r.stderr)) throw new Error(describeFailure('systemctl', ['disable', '--now', UNIT_NAME], r));
+        if (r.code !== 0 && !/not (be )?(found|loaded)|does not exist/i.test(r.stderr))
+          throw new Error(describeFailure('systemctl', ['disable', '--now', UNIT_NAME], r));
         return r.code === 0 ? undefined : 'was not loaded';
       });
     } else {
-      steps.skip(`systemctl disable --now ${UNIT_NAME}`, !realSystem ? '--root: not the running system' : 'systemd is not running here (no /run/systemd/system)');
+      steps.skip(
+        `systemctl disable --now ${UNIT_NAME}`,
+        !realSystem ? '--root: not the running system' : 'systemd is not running here (no /run/systemd/system)',
+      );
     }
     if (await exists(unitPath)) {
       await steps.run(`remove ${unitPath}`, async () => {
@@ -370,7 +408,9 @@ export async function runUninstall(opts: UninstallOptions): Promise<number> {
         if (r.code !== 0) throw new Error(describeFailure('userdel', [SERVICE_USER], r));
       });
     }
-    say('Swarm services were not touched: deployments keep running under dockerd. The panel still lists this worker until it is deleted there.');
+    say(
+      'Swarm services were not touched: deployments keep running under dockerd. The panel still lists this worker until it is deleted there.',
+    );
     return 0;
   } catch (err) {
     if (err instanceof StepFailed) return 1;

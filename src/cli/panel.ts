@@ -28,7 +28,8 @@ export interface PanelCliOptions {
 export function parseListen(text: string): { host: string; port: number } {
   const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(text);
   const port = m === null ? NaN : Number(m[3]);
-  if (m === null || port > 65535) throw new AgentError('SKP_ERR_USAGE', `--listen must be HOST:PORT (got "${text.slice(0, 100)}")`, { field: 'listen' });
+  if (m === null || port > 65535)
+    throw new AgentError('SKP_ERR_USAGE', `--listen must be HOST:PORT (got "${text.slice(0, 100)}")`, { field: 'listen' });
   return { host: m[1] ?? (m[2] || '127.0.0.1'), port };
 }
 
@@ -36,10 +37,15 @@ export async function runPanel(opts: PanelCliOptions): Promise<void> {
   const databaseUrl = opts.databaseUrl ?? opts.env.DATABASE_URL;
   if (!databaseUrl) throw new AgentError('SKP_ERR_USAGE', '--database-url (or DATABASE_URL) is required', { field: 'databaseUrl' });
   const jwtSecret = opts.env.JWT_SECRET;
-  if (!jwtSecret) throw new AgentError('SKP_ERR_USAGE', 'JWT_SECRET must be set in the environment (the value SkyPanelV2 signs worker tokens with)', { field: 'JWT_SECRET' });
+  if (!jwtSecret)
+    throw new AgentError('SKP_ERR_USAGE', 'JWT_SECRET must be set in the environment (the value SkyPanelV2 signs worker tokens with)', {
+      field: 'JWT_SECRET',
+    });
   const sshCredSecret = opts.env.SSH_CRED_SECRET;
   if (!sshCredSecret || sshCredSecret.length < 16) {
-    opts.logger.warn('SSH_CRED_SECRET is unset or shorter than 16 characters: secrets are decrypted with the key SkyPanelV2 derives from JWT_SECRET in that case');
+    opts.logger.warn(
+      'SSH_CRED_SECRET is unset or shorter than 16 characters: secrets are decrypted with the key SkyPanelV2 derives from JWT_SECRET in that case',
+    );
   }
   const { host, port } = parseListen(opts.listen);
   // Every wait on the database is bounded: connecting, each statement, and a transaction left idle.

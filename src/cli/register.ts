@@ -48,9 +48,13 @@ export async function runRegister(opts: RegisterOptions): Promise<RegisterResult
     throw new AgentError('SKP_ERR_USAGE', `--control-plane must be an http:// or https:// URL`, { field: 'controlPlaneUrl' });
   }
   // Flags that go into the config are checked before anything has side effects.
-  for (const [key, flag] of [['stateDir', '--state-dir'], ['statusListen', '--status-listen']] as const) {
+  for (const [key, flag] of [
+    ['stateDir', '--state-dir'],
+    ['statusListen', '--status-listen'],
+  ] as const) {
     const r = configSchema.shape[key].safeParse(opts[key]);
-    if (opts[key] !== undefined && !r.success) throw new AgentError('SKP_ERR_USAGE', `${flag} ${r.error.issues[0]?.message ?? 'is invalid'}`, { field: key });
+    if (opts[key] !== undefined && !r.success)
+      throw new AgentError('SKP_ERR_USAGE', `${flag} ${r.error.issues[0]?.message ?? 'is invalid'}`, { field: key });
   }
   // Refuse an insecure existing config before doing anything with side effects.
   await readConfigFile(configPath);
@@ -61,7 +65,8 @@ export async function runRegister(opts: RegisterOptions): Promise<RegisterResult
   const engine = createEngineProbe({ socketPath: endpoint.socketPath });
   try {
     if (opts.swarmJoinToken) {
-      if (!opts.swarmManager) throw new AgentError('SKP_ERR_USAGE', '--swarm-join-token needs --swarm-manager HOST:PORT', { field: 'swarmManager' });
+      if (!opts.swarmManager)
+        throw new AgentError('SKP_ERR_USAGE', '--swarm-join-token needs --swarm-manager HOST:PORT', { field: 'swarmManager' });
       say(`joining the swarm through ${opts.swarmManager} ...`);
       const nodeId = await joinSwarm(engine.docker, { joinToken: opts.swarmJoinToken, managerAddr: opts.swarmManager });
       say(`joined the swarm as node ${nodeId}`);
@@ -97,7 +102,9 @@ export async function runRegister(opts: RegisterOptions): Promise<RegisterResult
       ...(opts.stateDir !== undefined ? { stateDir: opts.stateDir } : {}),
       ...(opts.statusListen !== undefined ? { statusListen: opts.statusListen } : {}),
     });
-    say(`registered worker ${workerId} (${req.hostname}, ${req.ipAddress}, ${req.capacity.cpuCores} cores, ${req.capacity.memoryMb} MiB, ${req.capacity.diskGb} GiB)`);
+    say(
+      `registered worker ${workerId} (${req.hostname}, ${req.ipAddress}, ${req.capacity.cpuCores} cores, ${req.capacity.memoryMb} MiB, ${req.capacity.diskGb} GiB)`,
+    );
     say(`config written to ${configPath} (mode 0600)`);
     const scope = addressScope(req.ipAddress);
     if (scope !== 'public') {

@@ -21,7 +21,11 @@ export const SHUTDOWN_BOUND_MS = 5_000;
 
 export function assertRegistered(config: AgentConfig, configPath: string): asserts config is AgentConfig & { workerId: string } {
   if (!config.workerId) {
-    throw new AgentError('SKP_ERR_CONFIG_INVALID', `config key "workerId" is required: run \`skypanel-agent register\` first (config: ${configPath})`, { field: 'workerId' });
+    throw new AgentError(
+      'SKP_ERR_CONFIG_INVALID',
+      `config key "workerId" is required: run \`skypanel-agent register\` first (config: ${configPath})`,
+      { field: 'workerId' },
+    );
   }
 }
 
@@ -55,14 +59,26 @@ export async function startAgent(config: AgentConfig, logger: Logger, extras: St
     // The local engine even in remote-manager mode: container events are local, and service events
     // are only seen on managers (a worker node's service changes are caught by the resync).
     watchEngineEvents: (sink) =>
-      watchEngineEvents({ socketPath: config.dockerSocket, filters: RECONCILE_EVENT_FILTERS, retryDelayMs: (n) => Math.max(1_000, fullJitter(n, DEFAULT_BACKOFF)) }, sink),
+      watchEngineEvents(
+        {
+          socketPath: config.dockerSocket,
+          filters: RECONCILE_EVENT_FILTERS,
+          retryDelayMs: (n) => Math.max(1_000, fullJitter(n, DEFAULT_BACKOFF)),
+        },
+        sink,
+      ),
   });
   await agent.start();
   const api = agent.statusApi;
   if (api) {
     // Best effort: status and doctor fall back to the config when this file cannot be written.
-    await writeStatusAddress(config.stateDir, { listen: config.statusListen, port: api.port, tls: config.statusTlsCert !== undefined })
-      .catch((err: Error) => logger.warn({ err: err.message, stateDir: config.stateDir }, 'could not record the status API address for `status` and `doctor`'));
+    await writeStatusAddress(config.stateDir, {
+      listen: config.statusListen,
+      port: api.port,
+      tls: config.statusTlsCert !== undefined,
+    }).catch((err: Error) =>
+      logger.warn({ err: err.message, stateDir: config.stateDir }, 'could not record the status API address for `status` and `doctor`'),
+    );
   }
   return agent;
 }
@@ -121,11 +137,18 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
       current = next;
       logger.info('config reloaded');
     } catch (err) {
-      logger.error({ err: (err as Error).message }, 'SIGHUP: the agent does not start with the new config; starting it again with the previous one');
+      logger.error(
+        { err: (err as Error).message },
+        'SIGHUP: the agent does not start with the new config; starting it again with the previous one',
+      );
       agent = await startAgent(current, logger, extras(false));
     }
   };
-  stopOnSignals(async () => (agent ?? (await starting.catch(() => undefined)))?.stop(), () => logger, reload);
+  stopOnSignals(
+    async () => (agent ?? (await starting.catch(() => undefined)))?.stop(),
+    () => logger,
+    reload,
+  );
   agent = await starting;
 }
 
@@ -171,13 +194,15 @@ export function stopOnSignals(stop: () => Promise<void>, loggerOf: Logger | (() 
       process.exit(1);
     }, SHUTDOWN_BOUND_MS);
     hard.unref();
-    (reloading ?? Promise.resolve()).then(() => stop()).then(
-      () => process.exit(0),
-      (err: Error) => {
-        logger.error({ err: err.message }, 'error while stopping');
-        process.exit(1);
-      },
-    );
+    (reloading ?? Promise.resolve())
+      .then(() => stop())
+      .then(
+        () => process.exit(0),
+        (err: Error) => {
+          logger.error({ err: err.message }, 'error while stopping');
+          process.exit(1);
+        },
+      );
   };
   process.once('SIGTERM', onSignal);
   process.once('SIGINT', onSignal);

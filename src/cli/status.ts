@@ -49,7 +49,13 @@ export function statusUrlFromListen(listen: string, opts: { tls?: boolean } = {}
 }
 
 // Only what is printed is checked; anything else the agent adds passes through to --json untouched.
-const heartbeatSchema = z.object({ at: z.string(), outcome: z.string(), status: z.number().optional(), rttMs: z.number().optional(), message: z.string().optional() });
+const heartbeatSchema = z.object({
+  at: z.string(),
+  outcome: z.string(),
+  status: z.number().optional(),
+  rttMs: z.number().optional(),
+  message: z.string().optional(),
+});
 const statusSchema = z.object({
   workerId: z.string(),
   agentVersion: z.string(),
@@ -62,10 +68,12 @@ const statusSchema = z.object({
   controlPlaneWait: z.object({ until: z.string(), reason: z.string() }).nullable().optional(),
   lastReconcile: z.object({ at: z.string(), durationMs: z.number(), actions: z.array(z.object({ ok: z.boolean() })) }).nullable(),
   // Absent from agents older than the state-directory health report.
-  stateDir: z.object({
-    failing: z.array(z.object({ file: z.string(), error: z.string(), since: z.string() })),
-    movedAside: z.array(z.object({ file: z.string() })),
-  }).optional(),
+  stateDir: z
+    .object({
+      failing: z.array(z.object({ file: z.string(), error: z.string(), since: z.string() })),
+      movedAside: z.array(z.object({ file: z.string() })),
+    })
+    .optional(),
   // Optional: agents before this field did not send it.
   heartbeatOnly: z.string().nullable().optional(),
 });
@@ -84,7 +92,10 @@ type StatusBody = z.infer<typeof statusSchema>;
 type DeploymentRow = z.infer<typeof deploymentSchema>;
 
 class Unreachable extends Error {
-  constructor(message: string, readonly exitCode: number = STATUS_EXIT.unreachable) {
+  constructor(
+    message: string,
+    readonly exitCode: number = STATUS_EXIT.unreachable,
+  ) {
     super(message);
   }
 }
@@ -183,7 +194,13 @@ export function boundedGet(url: string, opts: BoundedGetOptions): Promise<Bounde
       let size = 0;
       let truncated = false;
       const done = () =>
-        finish(undefined, { statusCode: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks, size), truncated, headersAt });
+        finish(undefined, {
+          statusCode: res.statusCode ?? 0,
+          headers: res.headers,
+          body: Buffer.concat(chunks, size),
+          truncated,
+          headersAt,
+        });
       if (opts.maxBodyBytes <= 0) return done();
       if (Number(res.headers['content-length']) > opts.maxBodyBytes) {
         truncated = true;
@@ -227,7 +244,9 @@ async function getJson(base: string, path: string, opts: StatusCliOptions, signa
   } catch (err) {
     const e = err as Error & { code?: string; cause?: { code?: string } };
     const code = e.code ?? e.cause?.code;
-    throw new Unreachable(e.name === 'TimeoutError' ? `no answer within ${opts.timeoutMs} ms` : `${code ? `${code}: ` : ''}${transportMessage(e)}`);
+    throw new Unreachable(
+      e.name === 'TimeoutError' ? `no answer within ${opts.timeoutMs} ms` : `${code ? `${code}: ` : ''}${transportMessage(e)}`,
+    );
   }
   if (res.truncated) throw unreadable(`${path} answered more than ${MAX_BODY_BYTES} bytes`);
   if (res.statusCode === 401) throw unreadable('the agent refused the token (HTTP 401); use the worker token from the agent config');
@@ -241,7 +260,10 @@ async function getJson(base: string, path: string, opts: StatusCliOptions, signa
 
 function parse<T>(schema: z.ZodType<T>, value: unknown, path: string): T {
   const r = schema.safeParse(value);
-  if (!r.success) throw unreadable(`${path} answered an unexpected shape (${r.error.issues[0]?.path.join('.') ?? '?'}: ${r.error.issues[0]?.message ?? ''})`);
+  if (!r.success)
+    throw unreadable(
+      `${path} answered an unexpected shape (${r.error.issues[0]?.path.join('.') ?? '?'}: ${r.error.issues[0]?.message ?? ''})`,
+    );
   return r.data;
 }
 
@@ -283,7 +305,14 @@ export function unhealthyReason(status: StatusBody): string | undefined {
 
 function table(rows: string[][]): string {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
-  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ').trimEnd()).join('\n');
+  return rows
+    .map((r) =>
+      r
+        .map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!)))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n');
 }
 
 export function renderSummary(status: StatusBody, deployments: DeploymentRow[], now: number): string {
@@ -311,8 +340,13 @@ export function renderSummary(status: StatusBody, deployments: DeploymentRow[], 
     const rows = [['ID', 'SLUG', 'DESIRED', 'OBSERVED', 'REPLICAS', 'URL', 'LAST ERROR']];
     for (const d of deployments) {
       rows.push([
-        d.id.slice(0, 8), oneLine(d.slug, 40), d.desiredState, d.observedStatus, `${d.replicas.running}/${d.replicas.desired}`,
-        d.publicUrl ?? '-', d.lastError ? oneLine(d.lastError, 60) : '-',
+        d.id.slice(0, 8),
+        oneLine(d.slug, 40),
+        d.desiredState,
+        d.observedStatus,
+        `${d.replicas.running}/${d.replicas.desired}`,
+        d.publicUrl ?? '-',
+        d.lastError ? oneLine(d.lastError, 60) : '-',
       ]);
     }
     lines.push(table(rows));
@@ -346,7 +380,9 @@ export async function runStatus(opts: StatusCliOptions): Promise<number> {
     return reason ? STATUS_EXIT.unhealthy : STATUS_EXIT.healthy;
   } catch (e) {
     if (e instanceof Unreachable) {
-      err(`${e.exitCode === STATUS_EXIT.unreachable ? 'cannot reach the agent' : 'cannot read the status of the agent'} at ${base}: ${e.message}`);
+      err(
+        `${e.exitCode === STATUS_EXIT.unreachable ? 'cannot reach the agent' : 'cannot read the status of the agent'} at ${base}: ${e.message}`,
+      );
       return e.exitCode;
     }
     throw e;

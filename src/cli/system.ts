@@ -18,13 +18,24 @@ export interface CommandResult {
 /** Run a command without a shell, bounded in time; never throws. */
 export function runCommand(cmd: string, args: string[], timeoutMs = 60_000): Promise<CommandResult> {
   return new Promise((resolve) => {
-    execFile(cmd, args, { timeout: timeoutMs, killSignal: 'SIGKILL', maxBuffer: 1 << 20, env: { ...process.env, LC_ALL: 'C' } }, (err, stdout, stderr) => {
-      if (!err) return resolve({ code: 0, stdout, stderr });
-      const e = err as NodeJS.ErrnoException & { code?: unknown; killed?: boolean; signal?: string | null };
-      if (typeof e.code === 'number') return resolve({ code: e.code, stdout, stderr });
-      const why = e.killed ? `no answer within ${timeoutMs} ms` : typeof e.code === 'string' ? e.code : e.signal ? `killed by ${e.signal}` : e.message;
-      resolve({ code: null, stdout, stderr, error: why });
-    });
+    execFile(
+      cmd,
+      args,
+      { timeout: timeoutMs, killSignal: 'SIGKILL', maxBuffer: 1 << 20, env: { ...process.env, LC_ALL: 'C' } },
+      (err, stdout, stderr) => {
+        if (!err) return resolve({ code: 0, stdout, stderr });
+        const e = err as NodeJS.ErrnoException & { code?: unknown; killed?: boolean; signal?: string | null };
+        if (typeof e.code === 'number') return resolve({ code: e.code, stdout, stderr });
+        const why = e.killed
+          ? `no answer within ${timeoutMs} ms`
+          : typeof e.code === 'string'
+            ? e.code
+            : e.signal
+              ? `killed by ${e.signal}`
+              : e.message;
+        resolve({ code: null, stdout, stderr, error: why });
+      },
+    );
   });
 }
 

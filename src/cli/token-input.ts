@@ -23,7 +23,9 @@ export async function readToken(src: TokenSources): Promise<Secret> {
     try {
       st = await stat(path);
     } catch (err) {
-      throw new AgentError('SKP_ERR_USAGE', `--token-file ${path} cannot be read (${(err as NodeJS.ErrnoException).code ?? 'error'})`, { field: 'token' });
+      throw new AgentError('SKP_ERR_USAGE', `--token-file ${path} cannot be read (${(err as NodeJS.ErrnoException).code ?? 'error'})`, {
+        field: 'token',
+      });
     }
     await assertPrivateFile(path, st, '--token-file');
     raw = await readFile(path, 'utf8');
@@ -31,7 +33,10 @@ export async function readToken(src: TokenSources): Promise<Secret> {
     raw = await readAll(src.stdin);
   }
   const token = raw?.trim();
-  if (!token) throw new AgentError('SKP_ERR_USAGE', 'a worker token is required: --token, --token-file FILE, or pipe it on stdin', { field: 'token' });
+  if (!token)
+    throw new AgentError('SKP_ERR_USAGE', 'a worker token is required: --token, --token-file FILE, or pipe it on stdin', {
+      field: 'token',
+    });
   if (/\s/.test(token)) throw new AgentError('SKP_ERR_USAGE', 'the worker token must be a single line without spaces', { field: 'token' });
   return new Secret(token);
 }
@@ -40,7 +45,8 @@ async function readAll(stream: NodeJS.ReadableStream): Promise<string> {
   const chunks: Buffer[] = [];
   for await (const chunk of stream) {
     chunks.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(String(chunk)));
-    if (chunks.reduce((n, c) => n + c.length, 0) > 16_384) throw new AgentError('SKP_ERR_USAGE', 'token on stdin is longer than 16 KiB', { field: 'token' });
+    if (chunks.reduce((n, c) => n + c.length, 0) > 16_384)
+      throw new AgentError('SKP_ERR_USAGE', 'token on stdin is longer than 16 KiB', { field: 'token' });
   }
   return Buffer.concat(chunks).toString('utf8');
 }

@@ -14,7 +14,7 @@ export function expandIpv6(addr: string): string {
     const [b1, b2, b3, b4] = v4.slice(1).map(Number) as [number, number, number, number];
     a = a.slice(0, v4.index) + ((b1 << 8) | b2).toString(16) + ':' + ((b3 << 8) | b4).toString(16);
   }
-  const [head, tail] = a.includes('::') ? a.split('::') as [string, string] : [a, undefined];
+  const [head, tail] = a.includes('::') ? (a.split('::') as [string, string]) : [a, undefined];
   const h = head ? head.split(':') : [];
   const t = tail ? tail.split(':') : [];
   const fill = tail === undefined ? [] : new Array(8 - h.length - t.length).fill('0');

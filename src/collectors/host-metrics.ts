@@ -71,11 +71,7 @@ export class HostLoadCollector {
   }
 
   async read(dockerRootDir: string | undefined): Promise<HostLoad> {
-    const [cpuPercent, mem, disk] = await Promise.all([
-      this.#cpu.sample(),
-      readMemory(),
-      readDisk(diskPathFor(dockerRootDir)),
-    ]);
+    const [cpuPercent, mem, disk] = await Promise.all([this.#cpu.sample(), readMemory(), readDisk(diskPathFor(dockerRootDir))]);
     return { cpuPercent, memoryPercent: mem.percent, diskPercent: disk.percent };
   }
 }

@@ -55,7 +55,12 @@ export interface FailureFacts {
  * every loop: refused tokens go to the slow lane, Retry-After (429, 503) is a floor, everything
  * else is full-jitter backoff on the attempt count.
  */
-export function delayAfterFailure(f: FailureFacts, attempt: number, policy: BackoffPolicy = DEFAULT_BACKOFF, random: Random = Math.random): number {
+export function delayAfterFailure(
+  f: FailureFacts,
+  attempt: number,
+  policy: BackoffPolicy = DEFAULT_BACKOFF,
+  random: Random = Math.random,
+): number {
   let delay = fullJitter(attempt, policy, random);
   if (f.kind === 'http' && (f.status === 401 || f.status === 403)) delay = Math.max(policy.capMs, unauthorizedDelay(random));
   const honoursRetryAfter = f.kind === 'http' && (f.status === 429 || f.status === 503);

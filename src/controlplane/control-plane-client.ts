@@ -127,7 +127,13 @@ export class ControlPlaneClient {
     this.#token = opts.token;
     this.#timeoutMs = opts.timeoutMs;
     // lifo hands out the most recently used socket, the one least likely to have been closed by the server.
-    const agentOptions = { keepAlive: true, maxSockets: MAX_SOCKETS, maxFreeSockets: 2, timeout: IDLE_SOCKET_MS, scheduling: 'lifo' as const };
+    const agentOptions = {
+      keepAlive: true,
+      maxSockets: MAX_SOCKETS,
+      maxFreeSockets: 2,
+      timeout: IDLE_SOCKET_MS,
+      scheduling: 'lifo' as const,
+    };
     // https.Agent verifies certificates against Node's CA store (plus NODE_EXTRA_CA_CERTS), as undici did.
     this.#agent = this.#tls ? new https.Agent(agentOptions) : new http.Agent(agentOptions);
     this.#send = this.#tls ? https.request : http.request;
@@ -151,12 +157,21 @@ export class ControlPlaneClient {
 
   /** Conditional GET: 304 comes back as ok with no body. */
   getJson<T = unknown>(path: string, etag?: string, opts: CallOptions = {}): Promise<CallResult<T>> {
-    return this.request<T>('GET', path, { headers: etag ? { 'if-none-match': etag } : undefined, signal: opts.signal, holdMs: opts.holdMs });
+    return this.request<T>('GET', path, {
+      headers: etag ? { 'if-none-match': etag } : undefined,
+      signal: opts.signal,
+      holdMs: opts.holdMs,
+    });
   }
 
   async request<T = unknown>(method: HttpMethod, path: string, init: RequestInit = {}): Promise<CallResult<T>> {
     if (!(await this.#spacing.wait(`${method} ${path.split('?')[0]}`, init.signal))) {
-      return { ok: false, kind: 'network', message: this.#spacing.closed ? 'control-plane client closed' : 'request aborted by the caller', rttMs: 0 };
+      return {
+        ok: false,
+        kind: 'network',
+        message: this.#spacing.closed ? 'control-plane client closed' : 'request aborted by the caller',
+        rttMs: 0,
+      };
     }
     return this.#call<T>(method, path, init);
   }

@@ -9,7 +9,6 @@ import type { Logger } from '../agent/logger.js';
 import type { EngineSummary } from '../ports.js';
 import { assertOwnWorkerId, type ExpectedIdentity } from './identity.js';
 
-
 export interface ModeInputs {
   /** A manager endpoint (swarmManagerHost) is configured. */
   managerEndpoint?: boolean;
@@ -42,7 +41,8 @@ export async function buildRegisterRequest(opts: BuildRegisterOptions): Promise<
   let ipAddress: string;
   if (opts.ipAddress !== undefined) {
     const ip = toPanelIp(opts.ipAddress);
-    if (!ip) throw new AgentError('SKP_ERR_CONFIG_INVALID', `config key "ipAddress" must be an IPv4 or IPv6 address`, { field: 'ipAddress' });
+    if (!ip)
+      throw new AgentError('SKP_ERR_CONFIG_INVALID', `config key "ipAddress" must be an IPv4 or IPv6 address`, { field: 'ipAddress' });
     ipAddress = ip;
   } else {
     ipAddress = await localAddressToward(opts.controlPlaneUrl);
@@ -87,7 +87,9 @@ export async function registerWorker(client: ControlPlaneClient, req: RegisterRe
   const parsed = registerResponseSchema.safeParse(res.body);
   if (!parsed.success) {
     const field = parsed.error.issues[0]?.path.join('.') ?? '(body)';
-    throw new AgentError('SKP_ERR_REGISTER_REJECTED', `register answered ${res.status} without a usable worker id (field "${field}")`, { field });
+    throw new AgentError('SKP_ERR_REGISTER_REJECTED', `register answered ${res.status} without a usable worker id (field "${field}")`, {
+      field,
+    });
   }
   const id = parsed.data.data.id;
   assertOwnWorkerId(id, expected);

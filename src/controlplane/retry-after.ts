@@ -55,7 +55,11 @@ export function parseRateLimitReset(headers: Readonly<Record<string, HeaderValue
  * On other statuses (a 503 from a proxy in maintenance) only Retry-After counts: rate-limit headers
  * there describe a window that is not what refused us.
  */
-export function serverRequestedWaitMs(status: number, headers: Readonly<Record<string, HeaderValue>>, now = Date.now()): number | undefined {
+export function serverRequestedWaitMs(
+  status: number,
+  headers: Readonly<Record<string, HeaderValue>>,
+  now = Date.now(),
+): number | undefined {
   const retryAfter = parseRetryAfter(headers['retry-after'], now);
   if (status !== 429) return retryAfter;
   const reset = parseRateLimitReset(headers);

@@ -53,7 +53,11 @@ function unscheduled(tasks: readonly TaskObservation[], bound: SchedulingBound):
   }
   if (!oldest) return undefined;
   const { task } = oldest;
-  const why = task.err || (task.state === 'new' ? 'Swarm has not allocated its resources (no error given: usually no free address on its network)' : task.message || 'no node accepts it');
+  const why =
+    task.err ||
+    (task.state === 'new'
+      ? 'Swarm has not allocated its resources (no error given: usually no free address on its network)'
+      : task.message || 'no node accepts it');
   // The bound, not the age, so the message (and so the report) stays the same from pass to pass.
   return `a task has waited more than ${Math.round(bound.failAfterMs / 1000)} s for Swarm to schedule it (${task.state}): ${why}`;
 }
@@ -107,7 +111,11 @@ export function deriveStatus(
     desiredReplicas: desired,
   };
   if (!service) {
-    return { ...base, status: executorError ? 'failed' : d.desiredState === 'stopped' ? 'stopped' : 'deploying', message: executorError ?? null };
+    return {
+      ...base,
+      status: executorError ? 'failed' : d.desiredState === 'stopped' ? 'stopped' : 'deploying',
+      message: executorError ?? null,
+    };
   }
   if (service.updateState === 'rollback_completed' || service.updateState === 'rollback_paused') {
     return { ...base, status: 'rolled_back', message: service.updateMessage ?? 'update rolled back' };
@@ -133,10 +141,19 @@ export function deriveStatus(
 }
 
 /** `http://{ipAddress}:{externalPort}` by default; null until a port is known. */
-export function renderPublicUrl(template: string, values: { ipAddress: string; externalPort: number | null; slug: string; serviceId: string }): string | null {
+export function renderPublicUrl(
+  template: string,
+  values: { ipAddress: string; externalPort: number | null; slug: string; serviceId: string },
+): string | null {
   if (values.externalPort === null) return null;
   const host = values.ipAddress.includes(':') ? `[${values.ipAddress}]` : values.ipAddress;
   return template.replace(/\{(ipAddress|externalPort|slug|serviceId)\}/g, (_m, key: string) =>
-    key === 'ipAddress' ? host : key === 'externalPort' ? String(values.externalPort) : key === 'slug' ? encodeURIComponent(values.slug) : encodeURIComponent(values.serviceId),
+    key === 'ipAddress'
+      ? host
+      : key === 'externalPort'
+        ? String(values.externalPort)
+        : key === 'slug'
+          ? encodeURIComponent(values.slug)
+          : encodeURIComponent(values.serviceId),
   );
 }

@@ -43,7 +43,10 @@ export function hasDrifted(desired: ServiceSpec, actualSpec: unknown, desiredHas
     TaskTemplate: { ...projected.TaskTemplate, Networks: desired.TaskTemplate.Networks },
   };
   // Labels copied by hand onto a look-alike are still labels: compare them like any other field.
-  comparable.TaskTemplate.ContainerSpec = { ...projected.TaskTemplate.ContainerSpec, Labels: projected.TaskTemplate.ContainerSpec.Labels ?? {} };
+  comparable.TaskTemplate.ContainerSpec = {
+    ...projected.TaskTemplate.ContainerSpec,
+    Labels: projected.TaskTemplate.ContainerSpec.Labels ?? {},
+  };
   try {
     return hashSpec(comparable) !== desiredHash;
   } catch {

@@ -56,14 +56,21 @@ export function refusedHostPort(port: number, policy: HostPortPolicy): string | 
  * Returns an error text naming the bad entry instead of throwing, for the config schema.
  */
 export function parsePortRanges(input: string | readonly (string | number)[]): PortRange[] | string {
-  const items = typeof input === 'string' ? input.split(',').map((s) => s.trim()).filter((s) => s !== '') : input;
+  const items =
+    typeof input === 'string'
+      ? input
+          .split(',')
+          .map((s) => s.trim())
+          .filter((s) => s !== '')
+      : input;
   if (items.length > 100) return 'must list at most 100 ports or ranges';
   const out: PortRange[] = [];
   for (const item of items) {
     const m = /^(\d{1,5})(?:-(\d{1,5}))?$/.exec(String(item).trim());
     const from = m ? Number(m[1]) : NaN;
     const to = m?.[2] !== undefined ? Number(m[2]) : from;
-    if (!m || from < 1 || to > 65535 || from > to) return `entry ${JSON.stringify(String(item).slice(0, 20))} must be a port (1-65535) or a range "from-to"`;
+    if (!m || from < 1 || to > 65535 || from > to)
+      return `entry ${JSON.stringify(String(item).slice(0, 20))} must be a port (1-65535) or a range "from-to"`;
     out.push({ from, to });
   }
   return out;

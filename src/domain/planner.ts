@@ -153,7 +153,11 @@ export interface HeldCreate {
   message: string;
 }
 
-export function heldElsewhere(actions: readonly Action[], desired: readonly Deployment[], unmanaged: readonly UnmanagedService[]): Map<string, HeldCreate> {
+export function heldElsewhere(
+  actions: readonly Action[],
+  desired: readonly Deployment[],
+  unmanaged: readonly UnmanagedService[],
+): Map<string, HeldCreate> {
   const held = new Map<string, HeldCreate>();
   if (unmanaged.length === 0) return held;
   const byId = new Map(desired.map((d) => [d.id, d]));
@@ -164,7 +168,10 @@ export function heldElsewhere(actions: readonly Action[], desired: readonly Depl
     const holder =
       unmanaged.find((s) => s.labels[LABEL.deploymentId] === d.id) ?? unmanaged.find((s) => s.labels[LABEL.serviceId] === d.serviceId);
     if (!holder) continue;
-    const what = holder.labels[LABEL.deploymentId] === d.id ? 'this deployment' : `service ${d.serviceId} (deployment ${holder.labels[LABEL.deploymentId] ?? '?'})`;
+    const what =
+      holder.labels[LABEL.deploymentId] === d.id
+        ? 'this deployment'
+        : `service ${d.serviceId} (deployment ${holder.labels[LABEL.deploymentId] ?? '?'})`;
     held.set(d.id, {
       holderId: holder.id,
       message: `not created: Swarm service ${holder.name} (${holder.id}) already runs ${what} and was not placed by a skypanel-agent (no ${LABEL.managed} label; e.g. SkyPanelV2's own orchestrator). Remove it, or let the panel's orchestrator keep the deployment`,

@@ -36,7 +36,8 @@ export function secretsInUse(use: SecretUse): Set<string> {
 
 /** Secret names a raw service spec references (Docker's JSON: unknown until looked at). */
 export function specSecretNames(spec: unknown): string[] {
-  const refs = (spec as { TaskTemplate?: { ContainerSpec?: { Secrets?: unknown } } } | null | undefined)?.TaskTemplate?.ContainerSpec?.Secrets;
+  const refs = (spec as { TaskTemplate?: { ContainerSpec?: { Secrets?: unknown } } } | null | undefined)?.TaskTemplate?.ContainerSpec
+    ?.Secrets;
   if (!Array.isArray(refs)) return [];
   return refs.map((r) => (r as { SecretName?: unknown } | null)?.SecretName).filter((n): n is string => typeof n === 'string' && n !== '');
 }

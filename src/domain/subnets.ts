@@ -34,7 +34,7 @@ export function parseCidr(text: string): Cidr | undefined {
   const octets = m.slice(1, 5).map(Number);
   const prefix = Number(m[5]);
   if (octets.some((o) => o > 255) || prefix > 32) return undefined;
-  const base = (((octets[0]! << 24) | (octets[1]! << 16) | (octets[2]! << 8) | octets[3]!) >>> 0);
+  const base = ((octets[0]! << 24) | (octets[1]! << 16) | (octets[2]! << 8) | octets[3]!) >>> 0;
   if ((base & ~MASK(prefix)) >>> 0 !== 0) return undefined;
   return { base, prefix };
 }
@@ -56,7 +56,7 @@ export function formatCidr(c: Cidr): string {
 
 export function overlaps(a: Cidr, b: Cidr): boolean {
   const p = Math.min(a.prefix, b.prefix);
-  return ((a.base & MASK(p)) >>> 0) === ((b.base & MASK(p)) >>> 0);
+  return (a.base & MASK(p)) >>> 0 === (b.base & MASK(p)) >>> 0;
 }
 
 /** Usable task addresses of a subnet: minus network, broadcast and gateway. */

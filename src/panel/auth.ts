@@ -20,7 +20,8 @@ export function checkToken(header: string | undefined, jwtSecret: string): Token
   if (!verified.ok) return { ok: false, reply: unauthorized('Invalid or expired worker token') };
   if (verified.payload.type !== 'worker') return { ok: false, reply: unauthorized('Invalid token type') };
   const workerId = verified.payload.workerId;
-  if (typeof workerId !== 'string' || !UUID_RE.test(workerId)) return { ok: false, reply: unauthorized('Invalid worker authentication token') };
+  if (typeof workerId !== 'string' || !UUID_RE.test(workerId))
+    return { ok: false, reply: unauthorized('Invalid worker authentication token') };
   return { ok: true, token, workerId: workerId.toLowerCase(), claims: verified.payload };
 }
 
@@ -54,11 +55,11 @@ export type WorkerCheck = { ok: true; worker: WorkerRow; token: string } | { ok:
 export async function authorizeWorker(db: Queryable, header: string | undefined, jwtSecret: string, pathId: string): Promise<WorkerCheck> {
   const token = checkToken(header, jwtSecret);
   if (!token.ok) return token;
-  if (pathId.toLowerCase() !== token.workerId) return { ok: false, reply: failure(403, 'FORBIDDEN', 'Token does not belong to this worker') };
-  const { rows } = await db.query<WorkerRow>(
-    'SELECT id, status, auth_token_hash, current_load FROM container_workers WHERE id = $1',
-    [token.workerId],
-  );
+  if (pathId.toLowerCase() !== token.workerId)
+    return { ok: false, reply: failure(403, 'FORBIDDEN', 'Token does not belong to this worker') };
+  const { rows } = await db.query<WorkerRow>('SELECT id, status, auth_token_hash, current_load FROM container_workers WHERE id = $1', [
+    token.workerId,
+  ]);
   const worker = rows[0];
   if (worker === undefined) return { ok: false, reply: failure(404, 'WORKER_NOT_FOUND', 'Worker not found') };
   if (!tokenMatchesHash(token.token, worker.auth_token_hash)) return { ok: false, reply: REVOKED };

@@ -90,7 +90,9 @@ const BATCH_MAX = 500;
  * wakes the held calls of thousands of workers (a shared secret rotated, one UPDATE over many
  * services) costs a few queries, not two per worker.
  */
-export function batchedLoader(loadMany: (workerIds: string[]) => Promise<Map<string, DesiredSet>>): (workerId: string) => Promise<DesiredSet> {
+export function batchedLoader(
+  loadMany: (workerIds: string[]) => Promise<Map<string, DesiredSet>>,
+): (workerId: string) => Promise<DesiredSet> {
   type Waiter = { resolve: (set: DesiredSet) => void; reject: (err: unknown) => void };
   let pending = new Map<string, Waiter[]>();
   let scheduled = false;

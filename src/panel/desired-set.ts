@@ -77,7 +77,8 @@ export function columnOf(field: string): string {
     return 'container_service_secrets';
   }
   const limit = /^resourceLimits\.(cpuCores|memoryMb|diskGb)/.exec(field);
-  if (limit !== null) return `container_services.resource_limits.${{ cpuCores: 'cpu_cores', memoryMb: 'memory_mb', diskGb: 'disk_gb' }[limit[1] as 'cpuCores']}`;
+  if (limit !== null)
+    return `container_services.resource_limits.${{ cpuCores: 'cpu_cores', memoryMb: 'memory_mb', diskGb: 'disk_gb' }[limit[1] as 'cpuCores']}`;
   if (field.startsWith('resourceLimits')) return 'container_services.resource_limits';
   if (field.startsWith('environmentVars')) return 'container_services.environment_vars';
   if (field.startsWith('secrets')) return 'container_service_secrets';
@@ -132,7 +133,6 @@ function mapRow(row: DeploymentRow, secrets: readonly SecretRow[], key: Buffer):
   if (!parsed.ok) return unmappable(row, `${columnOf(parsed.rejected.field)}: ${parsed.rejected.message}`);
   return deployment;
 }
-
 
 export async function loadDesiredSet(db: Queryable, workerId: string, key: Buffer): Promise<DesiredSet> {
   return (await loadDesiredSets(db, [workerId], key)).get(workerId)!;

@@ -56,8 +56,10 @@ export function toSeedDeployment(entry: unknown, index: number): SeedDeployment 
       throw new AgentError('SKP_ERR_USAGE', `${where}.${key}: unknown field`, { field: 'deployments' });
     }
   }
-  if (typeof e.slug !== 'string' || e.slug === '') throw new AgentError('SKP_ERR_USAGE', `${where}.slug: required`, { field: 'deployments' });
-  if (typeof e.imageTag !== 'string' || e.imageTag === '') throw new AgentError('SKP_ERR_USAGE', `${where}.imageTag: required`, { field: 'deployments' });
+  if (typeof e.slug !== 'string' || e.slug === '')
+    throw new AgentError('SKP_ERR_USAGE', `${where}.slug: required`, { field: 'deployments' });
+  if (typeof e.imageTag !== 'string' || e.imageTag === '')
+    throw new AgentError('SKP_ERR_USAGE', `${where}.imageTag: required`, { field: 'deployments' });
   // Everything else is written as given: the panel maps the row and the agent's validator names
   // whatever is wrong, which is the path a bad row from SkyPanelV2 takes too.
   return e as unknown as SeedDeployment;
@@ -93,7 +95,12 @@ export interface SeededDeployment {
  * One service with one current deployment on `workerId`. A service of the same slug from an earlier
  * run gets a new deployment (the old rows stay, as SkyPanelV2 keeps deployment history).
  */
-export async function seedDeployment(db: Database, org: SeededOrganization, workerId: string, d: SeedDeployment): Promise<SeededDeployment> {
+export async function seedDeployment(
+  db: Database,
+  org: SeededOrganization,
+  workerId: string,
+  d: SeedDeployment,
+): Promise<SeededDeployment> {
   const limits = d.resourceLimits ?? {};
   const resourceLimits = {
     cpu_cores: limits.cpuCores ?? 1,
@@ -107,7 +114,13 @@ export async function seedDeployment(db: Database, org: SeededOrganization, work
        ON CONFLICT (organization_id, slug) DO UPDATE
          SET environment_vars = EXCLUDED.environment_vars, resource_limits = EXCLUDED.resource_limits, status = EXCLUDED.status
        RETURNING id`,
-      [org.organizationId, d.slug, JSON.stringify(d.environmentVars ?? {}), JSON.stringify(resourceLimits), d.desiredState === 'stopped' ? 'stopped' : 'deploying'],
+      [
+        org.organizationId,
+        d.slug,
+        JSON.stringify(d.environmentVars ?? {}),
+        JSON.stringify(resourceLimits),
+        d.desiredState === 'stopped' ? 'stopped' : 'deploying',
+      ],
     );
     const serviceId = service.rows[0]!.id;
     const deployment = await tx.query<{ id: string }>(
@@ -140,6 +153,8 @@ export async function readWorkerDeployments(db: Queryable, workerId: string): Pr
 }
 
 export async function countBillingCycles(db: Queryable, organizationId: string): Promise<number> {
-  const { rows } = await db.query<{ n: string | number }>('SELECT count(*) AS n FROM container_billing_cycles WHERE organization_id = $1', [organizationId]);
+  const { rows } = await db.query<{ n: string | number }>('SELECT count(*) AS n FROM container_billing_cycles WHERE organization_id = $1', [
+    organizationId,
+  ]);
   return Number(rows[0]?.n ?? 0);
 }

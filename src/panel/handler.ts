@@ -54,7 +54,11 @@ const ROUTES: { method: 'GET' | 'POST'; re: RegExp; make: (p: string[], head: bo
   { method: 'POST', re: /^\/api\/workers\/register\/?$/i, make: () => ({ kind: 'register' }) },
   { method: 'POST', re: /^\/api\/workers\/([^/]+?)\/heartbeat\/?$/i, make: ([id]) => ({ kind: 'heartbeat', id: id! }) },
   { method: 'GET', re: /^\/api\/workers\/([^/]+?)\/deployments\/?$/i, make: ([id], head) => ({ kind: 'deployments', id: id!, head }) },
-  { method: 'POST', re: /^\/api\/workers\/([^/]+?)\/deployments\/([^/]+?)\/status\/?$/i, make: ([id, d]) => ({ kind: 'status', id: id!, deploymentId: d! }) },
+  {
+    method: 'POST',
+    re: /^\/api\/workers\/([^/]+?)\/deployments\/([^/]+?)\/status\/?$/i,
+    make: ([id, d]) => ({ kind: 'status', id: id!, deploymentId: d! }),
+  },
   { method: 'POST', re: /^\/api\/workers\/([^/]+?)\/usage\/?$/i, make: ([id]) => ({ kind: 'usage', id: id! }) },
 ];
 
@@ -67,7 +71,10 @@ export function matchPanelRoute(method: string | undefined, path: string): Panel
     const match = route.re.exec(path);
     if (match === null) continue;
     try {
-      return route.make(match.slice(1).map((p) => decodeURIComponent(p)), head);
+      return route.make(
+        match.slice(1).map((p) => decodeURIComponent(p)),
+        head,
+      );
     } catch {
       return null; // an undecodable parameter: not a worker route this panel serves
     }
@@ -85,7 +92,6 @@ export interface PanelRequest {
   signal?: AbortSignal;
 }
 
-
 export interface PanelHandler {
   handle(route: PanelRoute, req: PanelRequest): Promise<PanelReply>;
   readonly health: HealthOptions;
@@ -94,18 +100,22 @@ export interface PanelHandler {
 const INTERNAL = failure(500, 'INTERNAL_ERROR', 'Internal server error');
 
 export function createPanelHandler(opts: PanelOptions): PanelHandler {
-  if (typeof opts.jwtSecret !== 'string' || opts.jwtSecret.length === 0) throw new RangeError('jwtSecret is required (SkyPanelV2 JWT_SECRET)');
+  if (typeof opts.jwtSecret !== 'string' || opts.jwtSecret.length === 0)
+    throw new RangeError('jwtSecret is required (SkyPanelV2 JWT_SECRET)');
   const health: HealthOptions = { ...DEFAULT_HEALTH, ...opts.health };
   validateHealthOptions(health);
   const prices: UsagePrices = { ...DEFAULT_PRICES, ...opts.prices };
-  for (const [name, v] of Object.entries(prices)) if (!(Number.isFinite(v) && v >= 0)) throw new RangeError(`prices.${name} must be a number >= 0`);
+  for (const [name, v] of Object.entries(prices))
+    if (!(Number.isFinite(v) && v >= 0)) throw new RangeError(`prices.${name} must be a number >= 0`);
   const key = secretKey({ sshCredSecret: opts.sshCredSecret, jwtSecret: opts.jwtSecret });
   const { db, logger, feed } = opts;
   const loadHeld = batchedLoader((ids) => loadDesiredSets(db, ids, key));
   /** A worker's set from the database; with a feed its ETag is remembered for the heartbeat's hint. */
-  const loadSet = (workerId: string) => (feed ? feed.remember(workerId, () => loadDesiredSet(db, workerId, key)) : loadDesiredSet(db, workerId, key));
+  const loadSet = (workerId: string) =>
+    feed ? feed.remember(workerId, () => loadDesiredSet(db, workerId, key)) : loadDesiredSet(db, workerId, key);
   const maxWaitSec = opts.maxWaitSec ?? DEFAULT_MAX_WAIT_SEC;
-  if (!(Number.isInteger(maxWaitSec) && maxWaitSec >= 1 && maxWaitSec <= MAX_WAIT_CAP_SEC)) throw new RangeError(`maxWaitSec must be a whole number of seconds in 1..${MAX_WAIT_CAP_SEC}`);
+  if (!(Number.isInteger(maxWaitSec) && maxWaitSec >= 1 && maxWaitSec <= MAX_WAIT_CAP_SEC))
+    throw new RangeError(`maxWaitSec must be a whole number of seconds in 1..${MAX_WAIT_CAP_SEC}`);
 
   async function serve(route: PanelRoute, req: PanelRequest): Promise<PanelReply> {
     if (route.kind === 'register') return handleRegister(db, req.authorization, req.body, opts.jwtSecret);
@@ -126,7 +136,9 @@ export function createPanelHandler(opts: PanelOptions): PanelHandler {
         const hold = !route.head && req.waitSec !== undefined && req.waitSec > 0 && feed?.listening === true;
         const desired = hold
           ? await holdDesiredSet({
-              feed, workerId, signal: req.signal,
+              feed,
+              workerId,
+              signal: req.signal,
               load: () => feed.remember(workerId, () => loadHeld(workerId)),
               holdMs: holdMs(req.waitSec!, maxWaitSec),
               unchanged: (set) => etagMatches(req.ifNoneMatch, set.etag),
@@ -150,7 +162,10 @@ export function createPanelHandler(opts: PanelOptions): PanelHandler {
         return await serve(route, req);
       } catch (err) {
         // The database's message may quote row data; it goes to the log, never to the caller.
-        logger?.error({ route: route.kind, err: err instanceof Error ? { message: err.message, code: (err as { code?: unknown }).code } : String(err) }, 'panel route failed');
+        logger?.error(
+          { route: route.kind, err: err instanceof Error ? { message: err.message, code: (err as { code?: unknown }).code } : String(err) },
+          'panel route failed',
+        );
         return INTERNAL;
       }
     },

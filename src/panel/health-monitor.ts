@@ -54,7 +54,8 @@ export class HealthMonitor {
         RETURNING id, last_heartbeat_at`,
       [this.offlineAfterSec],
     );
-    for (const row of rows) this.#logger?.warn({ workerId: row.id, lastHeartbeatAt: row.last_heartbeat_at }, 'worker marked offline: no heartbeat');
+    for (const row of rows)
+      this.#logger?.warn({ workerId: row.id, lastHeartbeatAt: row.last_heartbeat_at }, 'worker marked offline: no heartbeat');
     return rows.map((r) => r.id);
   }
 

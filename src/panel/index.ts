@@ -3,7 +3,15 @@
  * See docs/PANEL.md for the mapping, the additive migration and the two ways to wire it in.
  */
 export { pgPoolDatabase, type Database, type Queryable, type PgPoolLike } from './db.js';
-export { createPanelHandler, matchPanelRoute, type PanelHandler, type PanelLogger, type PanelOptions, type PanelRequest, type PanelRoute } from './handler.js';
+export {
+  createPanelHandler,
+  matchPanelRoute,
+  type PanelHandler,
+  type PanelLogger,
+  type PanelOptions,
+  type PanelRequest,
+  type PanelRoute,
+} from './handler.js';
 export { createPanelMiddleware, type PanelMiddleware, type NextFunction } from './http.js';
 export { startPanelServer, type PanelServer, type PanelServerOptions } from './server.js';
 export { HealthMonitor } from './health-monitor.js';

@@ -35,7 +35,10 @@ interface TargetRow {
  * Newer means: a later seq within the same agent run; across runs (the agent restarted, seq began
  * again at 1), a later reportedAt. Equal is not newer, so a replay changes nothing.
  */
-export function isNewer(report: Pick<StatusReport, 'bootId' | 'seq' | 'reportedAt'>, last: { bootId: string; seq: number; reportedAt: Date } | null): boolean {
+export function isNewer(
+  report: Pick<StatusReport, 'bootId' | 'seq' | 'reportedAt'>,
+  last: { bootId: string; seq: number; reportedAt: Date } | null,
+): boolean {
   if (last === null) return true;
   if (report.bootId === last.bootId) return report.seq > last.seq;
   return Date.parse(report.reportedAt) > last.reportedAt.getTime();
@@ -64,7 +67,10 @@ export async function handleStatusReport(db: Database, workerId: string, deploym
     const target = rows[0];
     // A deployment moved to another worker belongs to that worker's reports now.
     if (target === undefined || target.worker_id !== workerId) return NOT_FOUND;
-    const last = target.boot_id === null ? null : { bootId: target.boot_id, seq: Number(target.seq), reportedAt: toDate(target.reported_at) ?? new Date(0) };
+    const last =
+      target.boot_id === null
+        ? null
+        : { bootId: target.boot_id, seq: Number(target.seq), reportedAt: toDate(target.reported_at) ?? new Date(0) };
     if (!isNewer(report, last)) return { status: 200, body: { success: true, data: { applied: false } } };
 
     const publicUrl = report.publicUrl !== undefined && report.publicUrl.length <= PUBLIC_URL_COLUMN_MAX ? report.publicUrl : null;
@@ -80,15 +86,25 @@ export async function handleStatusReport(db: Database, workerId: string, deploym
               deployed_at = COALESCE($7, deployed_at),
               stopped_at = $8
         WHERE id = $1`,
-      [deploymentId, report.status, report.swarmServiceId ?? null, report.containerId ?? null, publicUrl, logs, report.deployedAt ?? null, report.stoppedAt ?? null],
+      [
+        deploymentId,
+        report.status,
+        report.swarmServiceId ?? null,
+        report.containerId ?? null,
+        publicUrl,
+        logs,
+        report.deployedAt ?? null,
+        report.stoppedAt ?? null,
+      ],
     );
     // The service row follows its current deployment only; 'stopped' and 'deleted' are the owner's
     // decisions, which a report (perhaps one sent before the decision) must not undo.
     if (target.current_deployment_id === deploymentId && target.service_status !== 'deleted' && target.service_status !== 'stopped') {
-      await tx.query(
-        'UPDATE container_services SET status = $2, public_url = COALESCE($3, public_url) WHERE id = $1',
-        [target.service_id, SERVICE_STATUS[report.status], publicUrl],
-      );
+      await tx.query('UPDATE container_services SET status = $2, public_url = COALESCE($3, public_url) WHERE id = $1', [
+        target.service_id,
+        SERVICE_STATUS[report.status],
+        publicUrl,
+      ]);
     }
     await tx.query(
       `INSERT INTO skypanel_agent_deployment_reports (deployment_id, worker_id, boot_id, seq, reported_at)

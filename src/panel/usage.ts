@@ -43,8 +43,15 @@ interface Contribution {
 
 type Contributions = Record<string, Contribution>;
 
-export function totalAmount(c: Contributions, prices: UsagePrices): { cpu: number; memory: number; storage: number; network: number; total: number; periodEnd: string } {
-  let cpu = 0, memory = 0, storage = 0, network = 0, periodEnd = '';
+export function totalAmount(
+  c: Contributions,
+  prices: UsagePrices,
+): { cpu: number; memory: number; storage: number; network: number; total: number; periodEnd: string } {
+  let cpu = 0,
+    memory = 0,
+    storage = 0,
+    network = 0,
+    periodEnd = '';
   for (const r of Object.values(c)) {
     cpu += r.cpuHours;
     memory += r.memoryGbHours;
@@ -103,8 +110,18 @@ async function recordOne(tx: Queryable, workerId: string, r: UsageRecord, prices
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', $10)
      ON CONFLICT (service_id, billing_period_start) WHERE (metadata ? 'skypanelAgentUsage') DO NOTHING
      RETURNING id`,
-    [owner.service_id, owner.organization_id, periodStart, sums.periodEnd, sums.cpu, sums.memory, sums.storage, sums.network, sums.total,
-      JSON.stringify({ skypanelAgentUsage: mine })],
+    [
+      owner.service_id,
+      owner.organization_id,
+      periodStart,
+      sums.periodEnd,
+      sums.cpu,
+      sums.memory,
+      sums.storage,
+      sums.network,
+      sums.total,
+      JSON.stringify({ skypanelAgentUsage: mine }),
+    ],
   );
   if (inserted.rows.length > 0) {
     answer.accepted++;

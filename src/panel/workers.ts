@@ -86,8 +86,12 @@ export async function handleRegister(db: Database, header: string | undefined, b
   const swarmNodeId = shortString(metadata.swarmNodeId, 255);
   return db.transaction(async (tx): Promise<PanelReply> => {
     const deleted = await tx.query('SELECT 1 FROM skypanel_agent_deleted_workers WHERE worker_id = $1', [auth.workerId]);
-    if (deleted.rows.length > 0) return failure(403, 'WORKER_DELETED', 'This worker was deleted by an administrator; generate a new worker token');
-    const existing = await tx.query<WorkerRow>('SELECT id, status, auth_token_hash, current_load FROM container_workers WHERE id = $1 FOR UPDATE', [auth.workerId]);
+    if (deleted.rows.length > 0)
+      return failure(403, 'WORKER_DELETED', 'This worker was deleted by an administrator; generate a new worker token');
+    const existing = await tx.query<WorkerRow>(
+      'SELECT id, status, auth_token_hash, current_load FROM container_workers WHERE id = $1 FOR UPDATE',
+      [auth.workerId],
+    );
     const row = existing.rows[0];
     if (row !== undefined) {
       if (!tokenMatchesHash(auth.token, row.auth_token_hash)) return REVOKED;
@@ -165,7 +169,10 @@ export async function handleHeartbeat(db: Database, workerId: string, body: unkn
   }
   const extras = heartbeatExtras(body);
   const swarmNodeId = shortString(prop(body, 'swarmNodeId'), 255);
-  const verdict = beatVerdict({ ...metrics, dockerHealthy: extras.dockerHealthy as boolean | undefined, draining: extras.draining as boolean | undefined }, health);
+  const verdict = beatVerdict(
+    { ...metrics, dockerHealthy: extras.dockerHealthy as boolean | undefined, draining: extras.draining as boolean | undefined },
+    health,
+  );
   // One statement: the CASE reads the row's old status and current_load under the lock the UPDATE
   // itself takes, so an admin's drain or the monitor's sweep never interleaves with it.
   const { rows } = await db.query<{ status: string }>(

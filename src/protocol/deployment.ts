@@ -79,7 +79,8 @@ const noNul = (s: string): boolean => !s.includes('\0');
 // Marks issues whose message we wrote (and vetted: never the value) apart from zod's generic ones.
 const OWN = 'skypanelRule';
 type IssueSink = { addIssue(issue: { code: 'custom'; message: string; path?: PropertyKey[]; params?: Record<string, unknown> }): void };
-const fail = (ctx: IssueSink, path: PropertyKey[], message: string): void => ctx.addIssue({ code: 'custom', path, message, params: { [OWN]: true } });
+const fail = (ctx: IssueSink, path: PropertyKey[], message: string): void =>
+  ctx.addIssue({ code: 'custom', path, message, params: { [OWN]: true } });
 
 // A hand-rolled record: zod's record assigns keys with `=`, which silently drops `__proto__`.
 const environmentVarsSchema = z.unknown().transform((raw, ctx): Record<string, string> => {
@@ -258,9 +259,7 @@ export interface RejectedDeployment {
   message: string;
 }
 
-export type DesiredSetResult =
-  | { ok: true; deployments: Deployment[]; rejected: RejectedDeployment[] }
-  | { ok: false; error: string };
+export type DesiredSetResult = { ok: true; deployments: Deployment[]; rejected: RejectedDeployment[] } | { ok: false; error: string };
 
 export interface ParseOptions {
   /** Host ports a deployment may not publish on this host (host-ports.ts); none refused when absent. */
@@ -343,7 +342,8 @@ export function parseDesiredSet(body: unknown, opts: ParseOptions = {}): Desired
   const data = b.data;
   const list = data !== null && typeof data === 'object' ? (data as Record<string, unknown>).deployments : undefined;
   if (!Array.isArray(list)) return { ok: false, error: 'response has no data.deployments array' };
-  if (list.length > MAX_DEPLOYMENTS) return { ok: false, error: `data.deployments has ${list.length} entries, more than ${MAX_DEPLOYMENTS}` };
+  if (list.length > MAX_DEPLOYMENTS)
+    return { ok: false, error: `data.deployments has ${list.length} entries, more than ${MAX_DEPLOYMENTS}` };
 
   const deployments: Deployment[] = [];
   const rejected: RejectedDeployment[] = [];
@@ -360,7 +360,8 @@ export function parseDesiredSet(body: unknown, opts: ParseOptions = {}): Desired
     if (deepAt !== undefined) {
       // A deep object is a deployment with a bad field: rejected alone. A deep entry that is no object
       // is a malformed list, and ignoring it like other junk would leave a set that removes everything.
-      if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) return { ok: false, error: `data.deployments[${i}] is nested deeper than ${MAX_NESTING_DEPTH} levels` };
+      if (raw === null || typeof raw !== 'object' || Array.isArray(raw))
+        return { ok: false, error: `data.deployments[${i}] is nested deeper than ${MAX_NESTING_DEPTH} levels` };
       rejected.push(tooDeep(raw as Record<string, unknown>, deepAt));
       continue;
     }
@@ -419,5 +420,10 @@ export function storableDesiredSet(body: unknown): { success: true; data: { depl
 /** A deployment nested too deep is not parsed at all: its ids are read only if they are plain valid strings. */
 function tooDeep(obj: Record<string, unknown>, path: PathSeg[]): RejectedDeployment {
   const field = formatField(path);
-  return { id: validId(obj.id), serviceId: validId(obj.serviceId), field, message: `${field}: is nested deeper than ${MAX_NESTING_DEPTH} levels` };
+  return {
+    id: validId(obj.id),
+    serviceId: validId(obj.serviceId),
+    field,
+    message: `${field}: is nested deeper than ${MAX_NESTING_DEPTH} levels`,
+  };
 }

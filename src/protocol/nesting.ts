@@ -38,6 +38,7 @@ export function cutBelow(value: unknown, levels: number = MAX_NESTING_DEPTH + 1)
   if (levels <= 0) return null;
   if (Array.isArray(value)) return value.map((x) => cutBelow(x, levels - 1));
   const out: Record<string, unknown> = {};
-  for (const [k, x] of Object.entries(value)) Object.defineProperty(out, k, { value: cutBelow(x, levels - 1), enumerable: true, writable: true, configurable: true });
+  for (const [k, x] of Object.entries(value))
+    Object.defineProperty(out, k, { value: cutBelow(x, levels - 1), enumerable: true, writable: true, configurable: true });
   return out;
 }

@@ -45,7 +45,15 @@ export interface HeartbeatRequest {
 /** SkyPanelV2 answers 201 with the worker row; only `id` matters to the agent. */
 export const registerResponseSchema = z.object({
   success: z.literal(true),
-  data: z.object({ id: z.string().min(1).max(128).regex(/^[A-Za-z0-9_.-]+$/) }).passthrough(),
+  data: z
+    .object({
+      id: z
+        .string()
+        .min(1)
+        .max(128)
+        .regex(/^[A-Za-z0-9_.-]+$/),
+    })
+    .passthrough(),
 });
 
 /** An entity tag as HTTP writes it: optional `W/`, then a quoted string of visible characters. */
@@ -82,7 +90,9 @@ export function deploymentsWaitHint(body: unknown): number | undefined {
 export function panelWorkerStatus(body: unknown): 'pending' | 'active' | 'unhealthy' | 'draining' | 'offline' | undefined {
   const data = body && typeof body === 'object' ? (body as Record<string, unknown>).data : undefined;
   const status = data && typeof data === 'object' ? (data as Record<string, unknown>).status : undefined;
-  return status === 'pending' || status === 'active' || status === 'unhealthy' || status === 'draining' || status === 'offline' ? status : undefined;
+  return status === 'pending' || status === 'active' || status === 'unhealthy' || status === 'draining' || status === 'offline'
+    ? status
+    : undefined;
 }
 
 /**

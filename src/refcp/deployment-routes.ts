@@ -114,7 +114,6 @@ function handleUsage(id: string, ctx: ExtensionContext): Reply {
   return { status: 200, body: { success: true, data: ack } };
 }
 
-
 /** GET /api/workers/:id/deployments: the stored body verbatim with its strong ETag, or 304. */
 function sendDeployments(req: IncomingMessage, res: ServerResponse, state: WorkerExtensionState): void {
   if (res.headersSent || res.destroyed) return;

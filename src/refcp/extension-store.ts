@@ -58,7 +58,6 @@ export const MAX_REPORT_BYTES = 64 * 1024 * 1024;
 const MAX_ASSIGNED_IDS = 100_000;
 const EMPTY_BODY = deploymentsBody([]);
 
-
 function deploymentsBody(deployments: unknown[]): string {
   return JSON.stringify({ success: true, data: { deployments } });
 }

@@ -42,7 +42,8 @@ function validateFault(fault: Fault): void {
       return;
     case 'delay':
       // Past 2^31 - 1 ms node fires a timer after 1 ms: a "delay" that would answer at once.
-      if (!Number.isFinite(fault.ms) || fault.ms < 0 || fault.ms > 2 ** 31 - 1) throw new RangeError('fault.ms must be a number of milliseconds from 0 to 2147483647');
+      if (!Number.isFinite(fault.ms) || fault.ms < 0 || fault.ms > 2 ** 31 - 1)
+        throw new RangeError('fault.ms must be a number of milliseconds from 0 to 2147483647');
       return;
     case 'garbage':
     case 'reset':

@@ -19,7 +19,11 @@ function mediaType(contentType: string | undefined): { type: string; charset: st
   for (const param of params) {
     const eq = param.indexOf('=');
     if (eq !== -1 && param.slice(0, eq).trim().toLowerCase() === 'charset') {
-      charset = param.slice(eq + 1).trim().replace(/^"(.*)"$/, '$1').toLowerCase();
+      charset = param
+        .slice(eq + 1)
+        .trim()
+        .replace(/^"(.*)"$/, '$1')
+        .toLowerCase();
     }
   }
   return { type: type.trim().toLowerCase(), charset };
@@ -88,13 +92,7 @@ export function sendJson(res: ServerResponse, status: number, body: unknown, hea
   send(res, status, Buffer.from(JSON.stringify(body), 'utf8'), 'application/json; charset=utf-8', headers);
 }
 
-export function send(
-  res: ServerResponse,
-  status: number,
-  body: Buffer,
-  contentType: string,
-  headers: Record<string, string> = {},
-): void {
+export function send(res: ServerResponse, status: number, body: Buffer, contentType: string, headers: Record<string, string> = {}): void {
   if (res.headersSent || res.destroyed) return;
   res.statusCode = status;
   for (const [name, value] of Object.entries(headers)) res.setHeader(name, value);

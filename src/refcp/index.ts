@@ -1,8 +1,4 @@
-export {
-  createReferenceControlPlane,
-  startReferenceControlPlane,
-  type ReferenceControlPlane,
-} from './server.js';
+export { createReferenceControlPlane, startReferenceControlPlane, type ReferenceControlPlane } from './server.js';
 export {
   WORKER_TOKEN_LIFETIME_SECONDS,
   hashToken,

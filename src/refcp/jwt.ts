@@ -37,9 +37,7 @@ export type VerifyFailure =
   | 'not-active' // nbf in the future
   | 'expired';
 
-export type VerifyResult =
-  | { ok: true; header: JwtPayload; payload: JwtPayload }
-  | { ok: false; reason: VerifyFailure };
+export type VerifyResult = { ok: true; header: JwtPayload; payload: JwtPayload } | { ok: false; reason: VerifyFailure };
 
 export interface VerifyOptions {
   /** Clock override in ms since epoch. */

@@ -93,7 +93,7 @@ function parseIPv4(address: string): string | null {
 function formatIPv6(address: string): string {
   const words = expandIPv6(address);
   let best = { base: -1, len: 0 };
-  for (let i = 0; i < 8; ) {
+  for (let i = 0; i < 8;) {
     if (words[i] !== 0) {
       i++;
       continue;

@@ -74,7 +74,10 @@ class RefControlPlane extends ExtensionStore implements ReferenceControlPlane {
     };
     this.#maxRecords = opts.maxRecords ?? 10_000;
     this.#blockingWaitSec = opts.blockingWaitSec;
-    if (this.#blockingWaitSec !== undefined && !(Number.isInteger(this.#blockingWaitSec) && this.#blockingWaitSec >= 1 && this.#blockingWaitSec <= 600)) {
+    if (
+      this.#blockingWaitSec !== undefined &&
+      !(Number.isInteger(this.#blockingWaitSec) && this.#blockingWaitSec >= 1 && this.#blockingWaitSec <= 600)
+    ) {
       throw new RangeError('blockingWaitSec must be a whole number of seconds in 1..600');
     }
   }
@@ -182,7 +185,10 @@ class RefControlPlane extends ExtensionStore implements ReferenceControlPlane {
       const decision = this.#limiter?.hit(req.socket.remoteAddress ?? 'unknown');
       if (decision !== undefined && !decision.allowed) {
         // express-rate-limit (standardHeaders) also says when the window ends; here that is Retry-After too.
-        return sendJson(res, 429, RATE_LIMITED, { 'Retry-After': String(decision.retryAfterSeconds), 'RateLimit-Reset': String(decision.retryAfterSeconds) });
+        return sendJson(res, 429, RATE_LIMITED, {
+          'Retry-After': String(decision.retryAfterSeconds),
+          'RateLimit-Reset': String(decision.retryAfterSeconds),
+        });
       }
     }
 
@@ -202,7 +208,13 @@ class RefControlPlane extends ExtensionStore implements ReferenceControlPlane {
       }
     }
     if (ext.kind !== 'none') {
-      return serveExtension(ext, req, res, { body: parsedBody, jwtSecret: this.jwtSecret, workers: this.workers, store: this, now: new Date() });
+      return serveExtension(ext, req, res, {
+        body: parsedBody,
+        jwtSecret: this.jwtSecret,
+        workers: this.workers,
+        store: this,
+        now: new Date(),
+      });
     }
     const route = matchRoute(req.method, rawPath);
     if (route.kind === 'none') return sendJson(res, 404, NOT_FOUND);
@@ -290,7 +302,10 @@ function answerWithFault(fault: Exclude<Fault, { kind: 'delay' }>, req: Incoming
       return send(res, 200, Buffer.from(GARBAGE_BODY), 'application/json; charset=utf-8');
     case 'status': {
       const text = fault.body ?? defaultFaultBody(fault.status);
-      const headers: Record<string, string> = { ...fault.headers, ...(fault.retryAfter === undefined ? {} : { 'Retry-After': fault.retryAfter }) };
+      const headers: Record<string, string> = {
+        ...fault.headers,
+        ...(fault.retryAfter === undefined ? {} : { 'Retry-After': fault.retryAfter }),
+      };
       return send(res, fault.status, Buffer.from(text, 'utf8'), contentTypeFor(text), headers);
     }
   }

@@ -58,21 +58,32 @@ const ID = /^[0-9a-f]{64}$/;
  * The layout for a daemon's `GET /info` answer, or a reason why the tree cannot be used (no
  * cgroup filesystem mounted at `root`, as in a container without the host's, or an unknown driver).
  */
-export function cgroupLayout(info: { CgroupDriver?: unknown; CgroupVersion?: unknown }, root: string, fs: CgroupFs = nodeCgroupFs): CgroupLayout | { unusable: string } {
+export function cgroupLayout(
+  info: { CgroupDriver?: unknown; CgroupVersion?: unknown },
+  root: string,
+  fs: CgroupFs = nodeCgroupFs,
+): CgroupLayout | { unusable: string } {
   const driver = info.CgroupDriver;
   // Engines before 20.10 do not report the version: those only ran on v1.
-  const version = info.CgroupVersion === undefined || info.CgroupVersion === null || info.CgroupVersion === '' ? '1' : String(info.CgroupVersion);
-  if (driver !== 'cgroupfs' && driver !== 'systemd') return { unusable: `cgroup driver ${JSON.stringify(driver)} is not one this sampler knows` };
+  const version =
+    info.CgroupVersion === undefined || info.CgroupVersion === null || info.CgroupVersion === '' ? '1' : String(info.CgroupVersion);
+  if (driver !== 'cgroupfs' && driver !== 'systemd')
+    return { unusable: `cgroup driver ${JSON.stringify(driver)} is not one this sampler knows` };
   const under = (ctl: string) => (driver === 'cgroupfs' ? `${ctl}/docker` : `${ctl}/system.slice`);
   const name = (id: string) => (driver === 'cgroupfs' ? id : `docker-${id}.scope`);
-  const idOf = driver === 'cgroupfs'
-    ? (e: string) => (ID.test(e) ? e : undefined)
-    : (e: string) => (e.startsWith('docker-') && e.endsWith('.scope') && ID.test(e.slice(7, -6)) ? e.slice(7, -6) : undefined);
+  const idOf =
+    driver === 'cgroupfs'
+      ? (e: string) => (ID.test(e) ? e : undefined)
+      : (e: string) => (e.startsWith('docker-') && e.endsWith('.scope') && ID.test(e.slice(7, -6)) ? e.slice(7, -6) : undefined);
   if (version === '2') {
     if (!fs.exists(`${root}/cgroup.controllers`)) return { unusable: `no cgroup v2 filesystem at ${root}` };
     const dir = (id: string) => `${under(root)}/${name(id)}`;
     return {
-      version: 2, driver, parent: under(root), idOf, dirOf: dir,
+      version: 2,
+      driver,
+      parent: under(root),
+      idOf,
+      dirOf: dir,
       cpuFile: (id) => `${dir(id)}/cpu.stat`,
       memoryFile: (id) => `${dir(id)}/memory.current`,
       memoryStatFile: (id) => `${dir(id)}/memory.stat`,
@@ -81,9 +92,13 @@ export function cgroupLayout(info: { CgroupDriver?: unknown; CgroupVersion?: unk
   if (version !== '1') return { unusable: `cgroup version ${JSON.stringify(version)} is not one this sampler knows` };
   // cpuacct is usually co-mounted with cpu (`cpu,cpuacct`) and reached through a `cpuacct` symlink.
   const cpuacct = ['cpuacct', 'cpu,cpuacct', 'cpuacct,cpu'].map((c) => `${root}/${c}`).find((p) => fs.exists(`${p}/cpuacct.usage`));
-  if (!cpuacct || !fs.exists(`${root}/memory/memory.usage_in_bytes`)) return { unusable: `no cgroup v1 cpuacct and memory hierarchies under ${root}` };
+  if (!cpuacct || !fs.exists(`${root}/memory/memory.usage_in_bytes`))
+    return { unusable: `no cgroup v1 cpuacct and memory hierarchies under ${root}` };
   return {
-    version: 1, driver, parent: under(cpuacct), idOf,
+    version: 1,
+    driver,
+    parent: under(cpuacct),
+    idOf,
     dirOf: (id) => `${under(cpuacct)}/${name(id)}`,
     cpuFile: (id) => `${under(cpuacct)}/${name(id)}/cpuacct.usage`,
     memoryFile: (id) => `${under(`${root}/memory`)}/${name(id)}/memory.usage_in_bytes`,
@@ -183,7 +198,11 @@ const V2_USAGE_USEC = statKey('usage_usec');
 
 /** Thrown by open/read: `code` is the errno name (ENODEV: the cgroup went away). */
 export class CounterFileError extends Error {
-  constructor(readonly code: string, readonly path: string, message: string) {
+  constructor(
+    readonly code: string,
+    readonly path: string,
+    message: string,
+  ) {
     super(message);
     this.name = 'CounterFileError';
   }

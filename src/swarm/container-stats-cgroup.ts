@@ -116,14 +116,20 @@ export function createCgroupStatsSampler(client: EngineClient, opts: ContainerSt
   };
 
   /** Opens a new container of this worker; the Engine path when its files will not do. */
-  const open = async (l: CgroupLayout, id: string, labels: Record<string, string>, createdSec: number | undefined): Promise<Tracked | undefined> => {
+  const open = async (
+    l: CgroupLayout,
+    id: string,
+    labels: Record<string, string>,
+    createdSec: number | undefined,
+  ): Promise<Tracked | undefined> => {
     const run = await inspectRun(client, id, createdSec);
     if (!run || !run.running) return undefined; // stopped meanwhile: the next sample sees the tree without it
     const engine = (reason: string): Tracked => ({ kind: 'engine', reason });
     // The pid is in dockerd's pid namespace: it is only ours to read if its cgroup names the container.
     let netPath: string | undefined;
     try {
-      if (run.pid <= 0 || !fs.readText(`${proc}/${run.pid}/cgroup`).includes(id)) return engine(`pid ${run.pid} of ${id.slice(0, 12)} is not visible in ${proc}`);
+      if (run.pid <= 0 || !fs.readText(`${proc}/${run.pid}/cgroup`).includes(id))
+        return engine(`pid ${run.pid} of ${id.slice(0, 12)} is not visible in ${proc}`);
       // On the host's network (or another container's) it has no counters of its own, and the
       // Engine reports none either: the host's interfaces must not be billed to it.
       if (run.ownNetwork) netPath = `${proc}/${run.pid}/net/dev`;
@@ -221,9 +227,13 @@ export function createCgroupStatsSampler(client: EngineClient, opts: ContainerSt
       }
     }
     storage.retain((id) => tracked.has(id) || outside.has(id));
-    storage.refreshIfDue(mono(), () => listOwned(client, workerId, { size: true }), (sized) => {
-      for (const c of sized) if (isMetered(c) && !tracked.has(c.Id) && !fs.exists(l.dirOf(c.Id))) outside.add(c.Id);
-    });
+    storage.refreshIfDue(
+      mono(),
+      () => listOwned(client, workerId, { size: true }),
+      (sized) => {
+        for (const c of sized) if (isMetered(c) && !tracked.has(c.Id) && !fs.exists(l.dirOf(c.Id))) outside.add(c.Id);
+      },
+    );
 
     const containers: ContainerReading[] = [];
     let note: string | undefined;

@@ -122,18 +122,27 @@ export function parseEngineStats(s: EngineStats): ParsedStats | undefined {
 export function uptimeUpperBoundMs(status: string | undefined): number | undefined {
   const m = /^Up (Less than a second|About a minute|About an hour|(\d+) (second|minute|hour|day|week|month)s?)\b/.exec(status ?? '');
   if (!m) return undefined;
-  const S = 1000, M = 60 * S, H = 60 * M, D = 24 * H;
+  const S = 1000,
+    M = 60 * S,
+    H = 60 * M,
+    D = 24 * H;
   if (m[1] === 'Less than a second') return S;
   if (m[1] === 'About a minute') return 2 * M;
   if (m[1] === 'About an hour') return 1.5 * H;
   const n = Number(m[2]);
   switch (m[3]) {
-    case 'second': return (n + 1) * S;
-    case 'minute': return (n + 1) * M;
-    case 'hour': return (n + 0.5) * H; // HumanDuration rounds hours
-    case 'day': return (n + 1) * D;
-    case 'week': return (n + 1) * 7 * D;
-    default: return (n + 1) * 30 * D;
+    case 'second':
+      return (n + 1) * S;
+    case 'minute':
+      return (n + 1) * M;
+    case 'hour':
+      return (n + 0.5) * H; // HumanDuration rounds hours
+    case 'day':
+      return (n + 1) * D;
+    case 'week':
+      return (n + 1) * 7 * D;
+    default:
+      return (n + 1) * 30 * D;
   }
 }
 
@@ -155,7 +164,11 @@ export function errorText(err: unknown): string {
 // ---- Engine API calls (only through engineCall) ----
 
 /** This worker's containers: running ones, or also stopped ones with `all`; optionally only these ids. */
-export function listOwned(client: EngineClient, workerId: string, opts: { size?: boolean; all?: boolean; ids?: readonly string[] } = {}): Promise<ListedContainer[]> {
+export function listOwned(
+  client: EngineClient,
+  workerId: string,
+  opts: { size?: boolean; all?: boolean; ids?: readonly string[] } = {},
+): Promise<ListedContainer[]> {
   const filters: Record<string, string[]> = { label: ownershipFilter(workerId) };
   if (opts.ids) filters.id = [...opts.ids];
   const query: Record<string, string | boolean> = { filters: JSON.stringify(filters) };
@@ -204,7 +217,11 @@ export async function inspectRun(client: EngineClient, id: string, createdSec = 
 export async function engineStatsOf(client: EngineClient, id: string): Promise<ParsedStats | 'gone'> {
   let raw: EngineStats;
   try {
-    raw = await engineCall<EngineStats>(client, { method: 'GET', path: `/containers/${encodeURIComponent(id)}/stats`, query: { stream: false, 'one-shot': true } });
+    raw = await engineCall<EngineStats>(client, {
+      method: 'GET',
+      path: `/containers/${encodeURIComponent(id)}/stats`,
+      query: { stream: false, 'one-shot': true },
+    });
   } catch (err) {
     if (statusCodeOf(err) === 404) return 'gone';
     throw err;
@@ -212,7 +229,13 @@ export async function engineStatsOf(client: EngineClient, id: string): Promise<P
   return parseEngineStats(raw) ?? 'gone';
 }
 
-export function readingOf(id: string, labels: Record<string, string>, startedAtMs: number, c: Pick<ParsedStats, 'cpuNs' | 'memoryBytes' | 'networkBytes'>, storageBytes: number | undefined): ContainerReading {
+export function readingOf(
+  id: string,
+  labels: Record<string, string>,
+  startedAtMs: number,
+  c: Pick<ParsedStats, 'cpuNs' | 'memoryBytes' | 'networkBytes'>,
+  storageBytes: number | undefined,
+): ContainerReading {
   return {
     containerId: id,
     deploymentId: labels[LABEL.deploymentId]!,
@@ -272,7 +295,12 @@ const RESTART_SLACK_MS = 3_000;
  * The Engine API path: one list and one stats call per container per sample. `skip` leaves out
  * containers someone else reads (the cgroup sampler's, when this one covers its leftovers).
  */
-export function createEngineStatsSampler(client: EngineClient, opts: ContainerStatsOptions, note?: string, skip?: (id: string) => boolean): ContainerStatsSampler {
+export function createEngineStatsSampler(
+  client: EngineClient,
+  opts: ContainerStatsOptions,
+  note?: string,
+  skip?: (id: string) => boolean,
+): ContainerStatsSampler {
   const now = opts.now ?? Date.now;
   const mono = opts.mono ?? (() => performance.now());
   const concurrency = opts.concurrency ?? 32;

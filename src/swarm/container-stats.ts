@@ -1,5 +1,10 @@
 import { createCgroupStatsSampler } from './container-stats-cgroup.js';
-import { createEngineStatsSampler, type ContainerStatsOptions, type ContainerStatsSampler, type EngineClient } from './container-stats-engine.js';
+import {
+  createEngineStatsSampler,
+  type ContainerStatsOptions,
+  type ContainerStatsSampler,
+  type EngineClient,
+} from './container-stats-engine.js';
 
 /**
  * Cumulative resource counters of this worker's containers, for usage metering. Two ways to read

@@ -1,4 +1,11 @@
-import { Agent, request as httpRequest, type ClientRequest, type IncomingMessage, type OutgoingHttpHeaders, type RequestOptions } from 'node:http';
+import {
+  Agent,
+  request as httpRequest,
+  type ClientRequest,
+  type IncomingMessage,
+  type OutgoingHttpHeaders,
+  type RequestOptions,
+} from 'node:http';
 import { Agent as TlsAgent, request as httpsRequest } from 'node:https';
 
 /**
@@ -133,7 +140,13 @@ export class EngineClient {
     this.timeoutMs = timeout;
     this.#explain = opts.explainTransportError;
     // 'lifo' hands out the most recently used socket, so surplus ones go idle and close.
-    const pool = { keepAlive: true, maxSockets: opts.maxSockets ?? DEFAULT_MAX_SOCKETS, maxFreeSockets: 4, timeout: IDLE_SOCKET_MS, scheduling: 'lifo' as const };
+    const pool = {
+      keepAlive: true,
+      maxSockets: opts.maxSockets ?? DEFAULT_MAX_SOCKETS,
+      maxFreeSockets: 4,
+      timeout: IDLE_SOCKET_MS,
+      scheduling: 'lifo' as const,
+    };
     if (opts.host) {
       let host = opts.host;
       let port = opts.port;
@@ -213,8 +226,15 @@ export class EngineClient {
       const cut = (err: Error) => (streaming ? streaming.destroy(err) : fail(err));
       const onAbort = () => cut(abortError(signal!));
 
-      const outgoing: ClientRequest = this.#send({ ...this.#target, agent: this.#agent, method: req.method, path: req.path + queryString(req.query), headers });
-      // Socket inactivity, as with dockerode: a stream that keeps delivering is not cut; engine.ts adds a hard deadline where one is needed.
+      const outgoing: ClientRequest = this.#send({
+        ...this.#target,
+        agent: this.#agent,
+        method: req.method,
+        path: req.path + queryString(req.query),
+        headers,
+      });
+      // Socket inactivity, as with dockerode: a stream that keeps delivering is not cut;
+      // engine.ts adds a hard deadline where one is needed.
       outgoing.setTimeout(this.timeoutMs, () => cut(codedError('ETIMEDOUT', `Docker Engine sent nothing for ${this.timeoutMs} ms`)));
       outgoing.on('error', fail);
       signal?.addEventListener('abort', onAbort, { once: true });
@@ -242,9 +262,11 @@ export class EngineClient {
             }
           }
           done();
-          if (status >= 200 && status < 300) return resolve((status === 204 || body.length === 0 ? undefined : json !== undefined ? json : body) as T);
+          if (status >= 200 && status < 300)
+            return resolve((status === 204 || body.length === 0 ? undefined : json !== undefined ? json : body) as T);
           const m = (json as { message?: unknown } | undefined)?.message;
-          const text = typeof m === 'string' ? m : body.length > 0 && json === undefined ? body.toString('utf8', 0, 1000) : res.statusMessage ?? '';
+          const text =
+            typeof m === 'string' ? m : body.length > 0 && json === undefined ? body.toString('utf8', 0, 1000) : (res.statusMessage ?? '');
           reject(new EngineError(status, json, text.trim()));
         });
       });

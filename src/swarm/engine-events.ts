@@ -11,7 +11,6 @@ import type { EngineEvent, EngineEventSink } from '../ports.js';
  * the caller answers it with a full pass.
  */
 
-
 export interface EngineEventStreamOptions {
   client: EngineClient;
   /** Docker's event filters, e.g. `{ type: ['container'], event: ['die'] }`. */
@@ -172,7 +171,6 @@ export class EngineEventStream {
     });
   }
 }
-
 
 /** A stream on its own connection to the local engine (it holds that socket for as long as it runs). */
 export function watchEngineEvents(

@@ -71,7 +71,8 @@ function wrap(docker: EngineClient, err: unknown, timeoutMs: number, elapsedMs: 
   // The client's inactivity timeout says ETIMEDOUT; our own deadline aborts (AbortError), and a peer
   // that hangs up just then is a reset: near the deadline, all of them mean "no answer in time".
   const hungUp = code === 'ECONNRESET' || e.name === 'AbortError' || code === 'ABORT_ERR';
-  if (code === 'ETIMEDOUT' || (hungUp && elapsedMs >= timeoutMs * 0.9)) return new DockerUnavailableError(endpoint, `no answer within ${timeoutMs} ms`, 'ETIMEDOUT');
+  if (code === 'ETIMEDOUT' || (hungUp && elapsedMs >= timeoutMs * 0.9))
+    return new DockerUnavailableError(endpoint, `no answer within ${timeoutMs} ms`, 'ETIMEDOUT');
   if (typeof e.statusCode === 'number') {
     const body = e.json as { message?: unknown } | undefined;
     const msg = typeof body?.message === 'string' ? body.message : String(e.message ?? '');
@@ -87,7 +88,11 @@ function wrap(docker: EngineClient, err: unknown, timeoutMs: number, elapsedMs: 
       return new DockerUnavailableError(endpoint, 'permission denied (run as root or join the docker group)', code);
   }
   const msg = err instanceof Error ? err.message : String(err);
-  return new DockerUnavailableError(endpoint, oneLine(code && !msg.includes(code) ? `${code}: ${msg}` : msg || 'unknown error'), code ?? 'UNKNOWN');
+  return new DockerUnavailableError(
+    endpoint,
+    oneLine(code && !msg.includes(code) ? `${code}: ${msg}` : msg || 'unknown error'),
+    code ?? 'UNKNOWN',
+  );
 }
 
 /**
@@ -132,7 +137,8 @@ export async function getEngineFacts(docker: EngineClient): Promise<EngineFacts>
   const sw = info.Swarm ?? {};
   const rawState = str(sw.LocalNodeState);
   // An engine without swarm support reports nothing; an unknown new state is not something to act on.
-  const state: SwarmState = rawState === null ? 'inactive' : SWARM_STATES.includes(rawState as SwarmState) ? (rawState as SwarmState) : 'error';
+  const state: SwarmState =
+    rawState === null ? 'inactive' : SWARM_STATES.includes(rawState as SwarmState) ? (rawState as SwarmState) : 'error';
   const active = state === 'active';
   const role: SwarmRole = !active ? 'none' : sw.ControlAvailable === true ? 'manager' : 'worker';
   const apiVersion = str(info.ApiVersion);

@@ -18,7 +18,10 @@ export interface JoinOptions {
 export async function joinSwarm(docker: EngineClient, opts: JoinOptions): Promise<string> {
   const info = await engineCall<SwarmInfo>(docker, { method: 'GET', path: '/info' });
   if (info.Swarm?.LocalNodeState === 'active' && info.Swarm.NodeID) {
-    throw new AgentError('SKP_ERR_SWARM_JOIN', `this engine is already part of a swarm (node ${info.Swarm.NodeID}); leave it first or omit --swarm-join-token`);
+    throw new AgentError(
+      'SKP_ERR_SWARM_JOIN',
+      `this engine is already part of a swarm (node ${info.Swarm.NodeID}); leave it first or omit --swarm-join-token`,
+    );
   }
   try {
     await engineCall(docker, {

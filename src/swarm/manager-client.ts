@@ -15,13 +15,19 @@ export interface ManagerEndpoint {
  */
 export async function createManagerClient(c: ManagerEndpoint): Promise<EngineClient> {
   if (!c.swarmManagerHost || !c.swarmManagerCa || !c.swarmManagerCert || !c.swarmManagerKey) {
-    throw new AgentError('SKP_ERR_CONFIG_INVALID', 'swarmManagerHost needs swarmManagerCa, swarmManagerCert and swarmManagerKey', { field: 'swarmManagerHost' });
+    throw new AgentError('SKP_ERR_CONFIG_INVALID', 'swarmManagerHost needs swarmManagerCa, swarmManagerCert and swarmManagerKey', {
+      field: 'swarmManagerHost',
+    });
   }
   const read = async (key: 'swarmManagerCa' | 'swarmManagerCert' | 'swarmManagerKey') => {
     try {
       return await readFile(c[key]!);
     } catch (err) {
-      throw new AgentError('SKP_ERR_CONFIG_UNREADABLE', `config key "${key}": cannot read ${c[key]} (${(err as NodeJS.ErrnoException).code ?? 'error'})`, { field: key });
+      throw new AgentError(
+        'SKP_ERR_CONFIG_UNREADABLE',
+        `config key "${key}": cannot read ${c[key]} (${(err as NodeJS.ErrnoException).code ?? 'error'})`,
+        { field: key },
+      );
     }
   };
   const [ca, cert, key] = await Promise.all([read('swarmManagerCa'), read('swarmManagerCert'), read('swarmManagerKey')]);
@@ -43,9 +49,17 @@ const MANAGER_TIMEOUT_MS = 15_000;
 
 /** The server's certificate did not verify against swarmManagerCa (Node's codes for it). */
 const SERVER_CERT_CODES = new Set([
-  'SELF_SIGNED_CERT_IN_CHAIN', 'DEPTH_ZERO_SELF_SIGNED_CERT', 'UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'UNABLE_TO_GET_ISSUER_CERT',
-  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY', 'CERT_HAS_EXPIRED', 'CERT_NOT_YET_VALID', 'CERT_SIGNATURE_FAILURE', 'CERT_UNTRUSTED',
-  'CERT_REJECTED', 'ERR_TLS_CERT_ALTNAME_INVALID',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'CERT_HAS_EXPIRED',
+  'CERT_NOT_YET_VALID',
+  'CERT_SIGNATURE_FAILURE',
+  'CERT_UNTRUSTED',
+  'CERT_REJECTED',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
 ]);
 
 /**
@@ -57,7 +71,10 @@ const SERVER_CERT_CODES = new Set([
 export function explainManagerError(err: unknown, endpoint: string, elapsedMs: number, timeoutMs = MANAGER_TIMEOUT_MS): unknown {
   if (!(err instanceof Error) || (err as { statusCode?: unknown }).statusCode !== undefined) return err;
   const code = String((err as NodeJS.ErrnoException).code ?? '');
-  const detail = err.message.replace(/^[0-9A-F]+:error:[0-9A-F]+:SSL routines:[^:]*:/, '').replace(/:\.\.\/.*$/s, '').trim();
+  const detail = err.message
+    .replace(/^[0-9A-F]+:error:[0-9A-F]+:SSL routines:[^:]*:/, '')
+    .replace(/:\.\.\/.*$/s, '')
+    .trim();
   let text: string | undefined;
   if (/^ERR_SSL_.*ALERT/.test(code) || /^ERR_SSL_.*CERTIFICATE_REQUIRED/.test(code)) {
     text = `refused this agent's TLS client certificate (${detail}): swarmManagerCert and swarmManagerKey must be a pair signed by a CA the manager trusts (dockerd --tlscacert)`;

@@ -31,7 +31,8 @@ function exitCodeOf(status: string | undefined): number | undefined {
  */
 export function createObservePort(docker: EngineClient): SwarmPort {
   let containers: ContainerInfo[] = [];
-  const refuse = (what: string) => () => Promise.reject(new SwarmError('not-manager', `observe mode: ${what} refused (this agent has no manager endpoint)`));
+  const refuse = (what: string) => () =>
+    Promise.reject(new SwarmError('not-manager', `observe mode: ${what} refused (this agent has no manager endpoint)`));
   return {
     async listServices(): Promise<ObservedServiceLite[]> {
       try {
@@ -72,7 +73,9 @@ export function createObservePort(docker: EngineClient): SwarmPort {
           containerId: c.Id,
           exitCode,
           timestamp: new Date((c.Created ?? 0) * 1000).toISOString(),
-          hostPorts: (c.Ports ?? []).filter((p) => p.PrivatePort && p.PublicPort).map((p) => ({ target: p.PrivatePort!, published: p.PublicPort! })),
+          hostPorts: (c.Ports ?? [])
+            .filter((p) => p.PrivatePort && p.PublicPort)
+            .map((p) => ({ target: p.PrivatePort!, published: p.PublicPort! })),
         };
       });
     },
@@ -88,7 +91,10 @@ export function createObservePort(docker: EngineClient): SwarmPort {
 
     async serviceLogs(serviceId: string, tail: number): Promise<string[]> {
       // The newest task container may not have started yet: take the newest (of three) that printed anything.
-      const candidates = containers.filter((x) => x.Labels?.[SWARM_SERVICE_ID] === serviceId).sort((a, b) => (b.Created ?? 0) - (a.Created ?? 0)).slice(0, 3);
+      const candidates = containers
+        .filter((x) => x.Labels?.[SWARM_SERVICE_ID] === serviceId)
+        .sort((a, b) => (b.Created ?? 0) - (a.Created ?? 0))
+        .slice(0, 3);
       for (const c of candidates) {
         // Not a stream: `tail` bounds the answer, and the client caps what it buffers.
         const raw = await engineCall<Buffer | undefined>(docker, {

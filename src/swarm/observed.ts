@@ -6,8 +6,20 @@ import { redact } from '../secret.js';
 
 /** Swarm's task states, in lifecycle order (Engine API TaskState). */
 export const TASK_STATES = [
-  'new', 'pending', 'assigned', 'accepted', 'preparing', 'ready', 'starting', 'running',
-  'complete', 'shutdown', 'failed', 'rejected', 'remove', 'orphaned',
+  'new',
+  'pending',
+  'assigned',
+  'accepted',
+  'preparing',
+  'ready',
+  'starting',
+  'running',
+  'complete',
+  'shutdown',
+  'failed',
+  'rejected',
+  'remove',
+  'orphaned',
 ] as const;
 
 export type TaskState = (typeof TASK_STATES)[number];
@@ -121,7 +133,8 @@ interface EngineErrorShape {
 
 function dockerText(e: EngineErrorShape): string {
   const j = e.json;
-  if (j && typeof j === 'object' && !Buffer.isBuffer(j) && typeof (j as { message?: unknown }).message === 'string') return (j as { message: string }).message;
+  if (j && typeof j === 'object' && !Buffer.isBuffer(j) && typeof (j as { message?: unknown }).message === 'string')
+    return (j as { message: string }).message;
   if (Buffer.isBuffer(j) && j.length > 0) return j.toString('utf8');
   // Transport errors (no HTTP status): "connect ENOENT /var/run/docker.sock", "socket hang up", AbortError.
   return e.message ?? e.code ?? String(e);
@@ -143,7 +156,9 @@ export function classify(statusCode: number | undefined, text: string): SwarmErr
 export function toSwarmError(action: string, err: unknown, revealed: readonly string[] = []): SwarmError {
   if (err instanceof SwarmError) {
     const msg = scrub(err.message, revealed);
-    return msg === err.message ? err : new SwarmError(err.kind, msg, { statusCode: err.statusCode, dockerMessage: scrub(err.dockerMessage, revealed) });
+    return msg === err.message
+      ? err
+      : new SwarmError(err.kind, msg, { statusCode: err.statusCode, dockerMessage: scrub(err.dockerMessage, revealed) });
   }
   const e = (err ?? {}) as EngineErrorShape;
   const statusCode = typeof e.statusCode === 'number' ? e.statusCode : undefined;

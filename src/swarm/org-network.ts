@@ -26,7 +26,11 @@ const subnetsOf = (n: NetworkJson): Cidr[] =>
 const labelled = (n: NetworkJson, labels: Record<string, string>): boolean => Object.entries(labels).every(([k, v]) => n.Labels?.[k] === v);
 
 async function listNetworks(docker: EngineClient, filters?: Record<string, string[]>): Promise<NetworkJson[]> {
-  return engineCall<NetworkJson[]>(docker, { method: 'GET', path: '/networks', ...(filters ? { query: { filters: JSON.stringify(filters) } } : {}) });
+  return engineCall<NetworkJson[]>(docker, {
+    method: 'GET',
+    path: '/networks',
+    ...(filters ? { query: { filters: JSON.stringify(filters) } } : {}),
+  });
 }
 
 /**
@@ -56,18 +60,24 @@ export async function ensureOrgNetwork(
         return { id: existing.Id, created: false };
       }
       const all = await listNetworks(docker);
-      if (all.some((n) => n.Name === spec.Name)) throw new SwarmError('conflict', `${action}: a network of that name exists without the expected labels`);
+      if (all.some((n) => n.Name === spec.Name))
+        throw new SwarmError('conflict', `${action}: a network of that name exists without the expected labels`);
       const subnet = pickSubnet(opts.pool, opts.prefix, all.flatMap(subnetsOf), spec.Name);
       if (!subnet) {
-        throw new SwarmError('rejected', `${action}: orgNetworkPool ${formatCidr(opts.pool)} has no free /${opts.prefix} left (raise the pool or the prefix length)`);
+        throw new SwarmError(
+          'rejected',
+          `${action}: orgNetworkPool ${formatCidr(opts.pool)} has no free /${opts.prefix} left (raise the pool or the prefix length)`,
+        );
       }
       let id: string;
       try {
-        id = (await engineCall<{ Id: string }>(docker, {
-          method: 'POST',
-          path: '/networks/create',
-          body: { ...spec, CheckDuplicate: true, IPAM: { Driver: 'default', Config: [{ Subnet: formatCidr(subnet) }] } },
-        })).Id;
+        id = (
+          await engineCall<{ Id: string }>(docker, {
+            method: 'POST',
+            path: '/networks/create',
+            body: { ...spec, CheckDuplicate: true, IPAM: { Driver: 'default', Config: [{ Subnet: formatCidr(subnet) }] } },
+          })
+        ).Id;
       } catch (err) {
         const e = toSwarmError(action, err);
         if (e.kind !== 'conflict' || attempt >= MAX_ATTEMPTS) throw e;
@@ -77,7 +87,10 @@ export async function ensureOrgNetwork(
       // the same moment, the network with the larger id gives way (both sides decide alike).
       const rival = (await listNetworks(docker)).find((n) => n.Id !== id && subnetsOf(n).some((s) => overlaps(s, subnet)));
       if (!rival || rival.Id > id || attempt >= MAX_ATTEMPTS) {
-        opts.logger?.info({ network: spec.Name, subnet: formatCidr(subnet), taskAddresses: usableAddresses(subnet.prefix) }, 'organization network created');
+        opts.logger?.info(
+          { network: spec.Name, subnet: formatCidr(subnet), taskAddresses: usableAddresses(subnet.prefix) },
+          'organization network created',
+        );
         return { id, created: true };
       }
       await engineCall(docker, { method: 'DELETE', path: `/networks/${encodeURIComponent(id)}` }).catch(() => {});

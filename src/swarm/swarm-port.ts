@@ -21,7 +21,10 @@ const LOG_TIMEOUT_MS = 5_000;
  * both filtered by this worker's ownership labels (task label filters match the labels the service
  * had when the task was made; ownership labels never change, so that is exact).
  */
-export function createSwarmPort(docker: EngineClient, opts: { workerId: string; nodeId: () => string | null; networks?: OrgNetworkPool; logger?: Logger }): SwarmPort {
+export function createSwarmPort(
+  docker: EngineClient,
+  opts: { workerId: string; nodeId: () => string | null; networks?: OrgNetworkPool; logger?: Logger },
+): SwarmPort {
   const networks = opts.networks ?? { pool: parseCidr(DEFAULT_ORG_NETWORK_POOL)!, prefix: DEFAULT_ORG_NETWORK_PREFIX };
   const owned = ownershipFilter(opts.workerId);
   const networksInFlight = new Map<string, Promise<void>>();
@@ -37,7 +40,16 @@ export function createSwarmPort(docker: EngineClient, opts: { workerId: string; 
       }
       return raw.map((s) => {
         const o = toObservedService(s);
-        return { id: o.id, name: o.name, labels: o.labels, replicas: o.replicas, updateState: o.updateState, updateMessage: o.updateMessage, spec: s.Spec, version: o.version };
+        return {
+          id: o.id,
+          name: o.name,
+          labels: o.labels,
+          replicas: o.replicas,
+          updateState: o.updateState,
+          updateMessage: o.updateMessage,
+          spec: s.Spec,
+          version: o.version,
+        };
       });
     },
 
@@ -46,7 +58,11 @@ export function createSwarmPort(docker: EngineClient, opts: { workerId: string; 
       // skypanel.managed; Docker cannot filter on a missing label, so that is checked here.
       let raw: Parameters<typeof toObservedService>[0][];
       try {
-        raw = await engineCall(docker, { method: 'GET', path: '/services', query: { filters: JSON.stringify({ label: [LABEL.deploymentId] }) } });
+        raw = await engineCall(docker, {
+          method: 'GET',
+          path: '/services',
+          query: { filters: JSON.stringify({ label: [LABEL.deploymentId] }) },
+        });
       } catch (err) {
         throw toSwarmError('listing services', err);
       }
@@ -59,8 +75,17 @@ export function createSwarmPort(docker: EngineClient, opts: { workerId: string; 
     async listTasks(): Promise<TaskObservation[]> {
       const tasks = await listTasks(docker, { labelFilters: owned });
       return tasks.map((t) => ({
-        serviceId: t.serviceId, desiredState: t.desiredState, state: t.state, message: t.message, err: t.err,
-        containerId: t.containerId, exitCode: t.exitCode, timestamp: t.timestamp, createdAt: t.createdAt, hostPorts: t.hostPorts, secretNames: t.secretNames,
+        serviceId: t.serviceId,
+        desiredState: t.desiredState,
+        state: t.state,
+        message: t.message,
+        err: t.err,
+        containerId: t.containerId,
+        exitCode: t.exitCode,
+        timestamp: t.timestamp,
+        createdAt: t.createdAt,
+        hostPorts: t.hostPorts,
+        secretNames: t.secretNames,
       }));
     },
 
@@ -69,7 +94,10 @@ export function createSwarmPort(docker: EngineClient, opts: { workerId: string; 
     },
 
     async updateService(id: string, spec: ServiceSpec, auth?: RegistryAuth): Promise<void> {
-      const current = await engineCall<{ Version?: { Index?: number } }>(docker, { method: 'GET', path: `/services/${encodeURIComponent(id)}` }).catch((err) => {
+      const current = await engineCall<{ Version?: { Index?: number } }>(docker, {
+        method: 'GET',
+        path: `/services/${encodeURIComponent(id)}`,
+      }).catch((err) => {
         throw toSwarmError(`reading service ${id}`, err);
       });
       await updateService(docker, id, current.Version?.Index ?? 0, spec, { registryAuth: auth });

@@ -135,7 +135,11 @@ export function toObservedTask(t: TaskJson): ObservedTask {
 /** Services carrying all of `labelFilters` (`key=value` or `key`): one Engine API call. */
 export async function listServices(docker: EngineClient, labelFilters: readonly string[]): Promise<ObservedService[]> {
   try {
-    const list = await engineCall<ServiceJson[]>(docker, { method: 'GET', path: '/services', query: { filters: labelFilter(labelFilters) } });
+    const list = await engineCall<ServiceJson[]>(docker, {
+      method: 'GET',
+      path: '/services',
+      query: { filters: labelFilter(labelFilters) },
+    });
     return list.map(toObservedService);
   } catch (err) {
     throw toSwarmError('listing services', err);
@@ -227,7 +231,13 @@ export interface ServiceLogsOptions {
  * lines arrived they are returned (a manager waits for every node holding a task, and one
  * unreachable node would otherwise cost the lines the others gave); with none, it throws.
  */
-export async function serviceLogs(docker: EngineClient, serviceId: string, tail: number, timeoutMs: number, opts: ServiceLogsOptions = {}): Promise<string[]> {
+export async function serviceLogs(
+  docker: EngineClient,
+  serviceId: string,
+  tail: number,
+  timeoutMs: number,
+  opts: ServiceLogsOptions = {},
+): Promise<string[]> {
   const keep = Math.max(0, Math.floor(tail));
   if (keep === 0) return [];
   const maxBytes = opts.maxBytes ?? 4 * 1024 * 1024;
@@ -263,7 +273,8 @@ export async function serviceLogs(docker: EngineClient, serviceId: string, tail:
       res!.on('error', done);
     });
     demux.end();
-    if (timedOut && collector.count === 0) throw new SwarmError('unavailable', `reading logs of service ${serviceId}: no answer within ${timeoutMs} ms`);
+    if (timedOut && collector.count === 0)
+      throw new SwarmError('unavailable', `reading logs of service ${serviceId}: no answer within ${timeoutMs} ms`);
     return collector.lines();
   } catch (err) {
     if (err instanceof SwarmError) throw err;
@@ -282,7 +293,10 @@ class LineCollector {
   readonly #decoders = new Map<number, StringDecoder>();
   #total = 0;
 
-  constructor(private readonly max: number, private readonly maxLen: number) {}
+  constructor(
+    private readonly max: number,
+    private readonly maxLen: number,
+  ) {}
 
   get count(): number {
     return this.#total;

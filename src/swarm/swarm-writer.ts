@@ -41,7 +41,8 @@ function authOf(opts: WriteOptions): { header?: { serveraddress: string; usernam
   return { header: { serveraddress: a.serveraddress, username: a.username, password }, revealed: [...revealed, password] };
 }
 
-const isOutOfSequence = (err: unknown): boolean => /update out of sequence/i.test(JSON.stringify((err as { json?: unknown }).json ?? '') + String((err as Error)?.message ?? ''));
+const isOutOfSequence = (err: unknown): boolean =>
+  /update out of sequence/i.test(JSON.stringify((err as { json?: unknown }).json ?? '') + String((err as Error)?.message ?? ''));
 
 async function inspect(docker: EngineClient, id: string): Promise<ServiceInspect> {
   return engineCall<ServiceInspect>(docker, { method: 'GET', path: `/services/${encodeURIComponent(id)}` });
@@ -53,7 +54,11 @@ async function inspect(docker: EngineClient, id: string): Promise<ServiceInspect
  * so a locally built image works and nothing is pulled here. The registry login, if any, travels
  * in X-Registry-Auth; Swarm keeps it for the nodes' pulls and does not return it on inspect.
  */
-export async function createService(docker: EngineClient, spec: EngineServiceSpec, opts: WriteOptions = {}): Promise<{ id: string; warnings: string[] }> {
+export async function createService(
+  docker: EngineClient,
+  spec: EngineServiceSpec,
+  opts: WriteOptions = {},
+): Promise<{ id: string; warnings: string[] }> {
   const { header, revealed } = authOf(opts);
   try {
     const res = await engineCall<{ ID: string; Warnings?: string[] | null }>(docker, {
@@ -74,7 +79,13 @@ export async function createService(docker: EngineClient, spec: EngineServiceSpe
  * the current version is read once and the update sent again. A second conflict is thrown.
  * Without registryAuth, Swarm keeps the login stored with the service (registryAuthFrom=spec).
  */
-export async function updateService(docker: EngineClient, id: string, version: number, spec: EngineServiceSpec, opts: WriteOptions = {}): Promise<{ warnings: string[] }> {
+export async function updateService(
+  docker: EngineClient,
+  id: string,
+  version: number,
+  spec: EngineServiceSpec,
+  opts: WriteOptions = {},
+): Promise<{ warnings: string[] }> {
   const { header, revealed } = authOf(opts);
   let v = version;
   for (let attempt = 0; ; attempt++) {
@@ -103,7 +114,8 @@ export async function updateService(docker: EngineClient, id: string, version: n
  * the old spec with a fresh version would undo whatever the other writer changed.
  */
 export async function scaleService(docker: EngineClient, id: string, replicas: number): Promise<void> {
-  if (!Number.isInteger(replicas) || replicas < 0) throw new SwarmError('rejected', `scaling service ${id}: replicas must be a non-negative integer, got ${replicas}`);
+  if (!Number.isInteger(replicas) || replicas < 0)
+    throw new SwarmError('rejected', `scaling service ${id}: replicas must be a non-negative integer, got ${replicas}`);
   for (let attempt = 0; ; attempt++) {
     try {
       const info = await inspect(docker, id);
@@ -155,7 +167,11 @@ async function findNetwork(docker: EngineClient, name: string, labels: Record<st
  * network: the loser gets 409, or a 500 "name conflicts", and adopts the winner's. A network of
  * that name without these labels is someone else's: a 'conflict', never adopted.
  */
-export async function ensureNetwork(docker: EngineClient, name: string, labels: Record<string, string>): Promise<{ id: string; created: boolean }> {
+export async function ensureNetwork(
+  docker: EngineClient,
+  name: string,
+  labels: Record<string, string>,
+): Promise<{ id: string; created: boolean }> {
   const action = `creating network ${name}`;
   try {
     const existing = await findNetwork(docker, name, labels);
@@ -176,7 +192,10 @@ export async function ensureNetwork(docker: EngineClient, name: string, labels: 
       throw toSwarmError(action, again);
     }
     if (winner) return { id: winner, created: false };
-    throw new SwarmError('conflict', `${action}: a network of that name exists without the expected labels`, { statusCode: e.statusCode, dockerMessage: e.dockerMessage });
+    throw new SwarmError('conflict', `${action}: a network of that name exists without the expected labels`, {
+      statusCode: e.statusCode,
+      dockerMessage: e.dockerMessage,
+    });
   }
 }
 
@@ -200,7 +219,12 @@ const toObservedSecret = (s: SecretJson): ObservedSecret => ({
  * readable back, so an existing one is taken as is: a name must change whenever the value does
  * (the planner hashes the content into it). The base64 data goes in the body, never the URL.
  */
-export async function ensureSecret(docker: EngineClient, name: string, data: Secret, labels: Record<string, string>): Promise<{ id: string; created: boolean }> {
+export async function ensureSecret(
+  docker: EngineClient,
+  name: string,
+  data: Secret,
+  labels: Record<string, string>,
+): Promise<{ id: string; created: boolean }> {
   const value = data.reveal();
   const action = `creating secret ${name}`;
   try {
@@ -215,7 +239,11 @@ export async function ensureSecret(docker: EngineClient, name: string, data: Sec
     if (e.kind !== 'conflict') throw e;
   }
   try {
-    const list = await engineCall<SecretJson[]>(docker, { method: 'GET', path: '/secrets', query: { filters: JSON.stringify({ name: [name] }) } });
+    const list = await engineCall<SecretJson[]>(docker, {
+      method: 'GET',
+      path: '/secrets',
+      query: { filters: JSON.stringify({ name: [name] }) },
+    });
     const found = list.find((s) => s.Spec?.Name === name);
     if (!found) throw new SwarmError('conflict', `${action}: Docker reported it exists but it cannot be found`);
     return { id: found.ID, created: false };
@@ -226,7 +254,11 @@ export async function ensureSecret(docker: EngineClient, name: string, data: Sec
 
 export async function listSecrets(docker: EngineClient, labelFilters: readonly string[]): Promise<ObservedSecret[]> {
   try {
-    const list = await engineCall<SecretJson[]>(docker, { method: 'GET', path: '/secrets', query: { filters: JSON.stringify({ label: labelFilters }) } });
+    const list = await engineCall<SecretJson[]>(docker, {
+      method: 'GET',
+      path: '/secrets',
+      query: { filters: JSON.stringify({ label: labelFilters }) },
+    });
     return list.map(toObservedSecret);
   } catch (err) {
     throw toSwarmError('listing secrets', err);

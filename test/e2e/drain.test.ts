@@ -24,7 +24,10 @@ const run = promisify(execFile);
 const dockerReady = await ensureDocker();
 
 async function have(cmd: string): Promise<boolean> {
-  return run('sh', ['-c', `command -v ${cmd}`]).then(() => true, () => false);
+  return run('sh', ['-c', `command -v ${cmd}`]).then(
+    () => true,
+    () => false,
+  );
 }
 
 function skipReason(): Promise<string | undefined> {
@@ -50,15 +53,33 @@ async function startPrivateDockerd(): Promise<PrivateDockerd> {
   const sock = join(dir, 'docker.sock');
   const log = openSync(join(dir, 'dockerd.log'), 'a');
   const args = [
-    '--data-root', join(dir, 'data'), '--exec-root', join(dir, 'exec'), '--pidfile', join(dir, 'docker.pid'),
-    '--host', `unix://${sock}`, '--bridge=none', '--iptables=false', '--ip6tables=false', '--storage-driver=vfs',
+    '--data-root',
+    join(dir, 'data'),
+    '--exec-root',
+    join(dir, 'exec'),
+    '--pidfile',
+    join(dir, 'docker.pid'),
+    '--host',
+    `unix://${sock}`,
+    '--bridge=none',
+    '--iptables=false',
+    '--ip6tables=false',
+    '--storage-driver=vfs',
   ];
   // `ip netns exec` would remount /sys without the cgroup hierarchy dockerd needs; unshare keeps it.
-  const child = spawn('unshare', ['--net', '--', 'sh', '-c', 'ip link set lo up && exec dockerd "$@"', 'sh', ...args], { stdio: ['ignore', log, log] });
+  const child = spawn('unshare', ['--net', '--', 'sh', '-c', 'ip link set lo up && exec dockerd "$@"', 'sh', ...args], {
+    stdio: ['ignore', log, log],
+  });
   closeSync(log);
   const docker = dockerode({ socketPath: sock, timeoutMs: 5_000 });
   await waitFor(
-    async () => child.exitCode === null && existsSync(sock) && (await docker.ping().then(() => true, () => false)),
+    async () =>
+      child.exitCode === null &&
+      existsSync(sock) &&
+      (await docker.ping().then(
+        () => true,
+        () => false,
+      )),
     60_000,
     () => `private dockerd on ${sock} (exit ${child.exitCode}); log: ${join(dir, 'dockerd.log')}`,
   );
@@ -66,7 +87,9 @@ async function startPrivateDockerd(): Promise<PrivateDockerd> {
 }
 
 async function stopPrivateDockerd(d: PrivateDockerd): Promise<void> {
-  const exited = new Promise<void>((r) => (d.child.exitCode !== null || d.child.signalCode !== null ? r() : d.child.once('exit', () => r())));
+  const exited = new Promise<void>((r) =>
+    d.child.exitCode !== null || d.child.signalCode !== null ? r() : d.child.once('exit', () => r()),
+  );
   d.child.kill('SIGTERM');
   const clean = await Promise.race([exited.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 30_000))]);
   if (!clean) d.child.kill('SIGKILL');
@@ -76,7 +99,10 @@ async function stopPrivateDockerd(d: PrivateDockerd): Promise<void> {
     const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
     if (cmdline.includes(d.dir)) process.kill(Number(pid), 'SIGKILL');
   }
-  const mounts = (await readFile('/proc/self/mountinfo', 'utf8')).split('\n').map((l) => l.split(' ')[4] ?? '').filter((m) => m.startsWith(d.dir));
+  const mounts = (await readFile('/proc/self/mountinfo', 'utf8'))
+    .split('\n')
+    .map((l) => l.split(' ')[4] ?? '')
+    .filter((m) => m.startsWith(d.dir));
   for (const m of mounts.sort().reverse()) await run('umount', ['-l', m]).catch(() => undefined);
   await rm(d.dir, { recursive: true, force: true, maxRetries: 3 });
 }
@@ -173,8 +199,15 @@ describe.skipIf(reason !== undefined)('drain and deregister on a private single-
       },
       Mode: { Replicated: { Replicas: 1 } },
     } as never);
-    const tasks = () => d.docker.listTasks({ filters: JSON.stringify({ service: [svc.id] }) }) as Promise<{ DesiredState: string; Status: { State: string } }[]>;
-    await waitFor(async () => (await tasks()).some((t) => t.DesiredState === 'running'), 30_000, () => 'a task of the pinned service');
+    const tasks = () =>
+      d.docker.listTasks({ filters: JSON.stringify({ service: [svc.id] }) }) as Promise<
+        { DesiredState: string; Status: { State: string } }[]
+      >;
+    await waitFor(
+      async () => (await tasks()).some((t) => t.DesiredState === 'running'),
+      30_000,
+      () => 'a task of the pinned service',
+    );
 
     const dry = await drain('--dry-run');
     expect(dry.code, dry.stderr).toBe(0);
@@ -185,11 +218,19 @@ describe.skipIf(reason !== undefined)('drain and deregister on a private single-
     expect(res.code, res.stderr).toBe(0);
     expect(res.stdout).toMatch(/1 running task\(s\) of 1 service\(s\) stop here: sp-drain-test/);
     // Swarm shuts the task down and has nowhere else to put it.
-    await waitFor(async () => (await tasks()).every((t) => t.DesiredState !== 'running'), 30_000, () => 'the task to be shut down by the drain');
+    await waitFor(
+      async () => (await tasks()).every((t) => t.DesiredState !== 'running'),
+      30_000,
+      () => 'the task to be shut down by the drain',
+    );
 
     const undo = await drain('--undo');
     expect(undo.code, undo.stderr).toBe(0);
-    await waitFor(async () => (await tasks()).some((t) => t.DesiredState === 'running'), 30_000, () => 'the task to be scheduled again');
+    await waitFor(
+      async () => (await tasks()).some((t) => t.DesiredState === 'running'),
+      30_000,
+      () => 'the task to be scheduled again',
+    );
     await d.docker.getService(svc.id).remove();
   }, 120_000);
 
@@ -203,24 +244,48 @@ describe.skipIf(reason !== undefined)('drain and deregister on a private single-
       const config = join(work, 'agent.json');
       const stateDir = join(work, 'agent-state');
       await mkdir(stateDir, { mode: 0o700 });
-      const reg = await runCli(['register', '--control-plane', cp.url, '--token-file', tokenFile, '--config', config, '--docker-socket', d.sock, '--heartbeat-interval', '1']);
+      const reg = await runCli([
+        'register',
+        '--control-plane',
+        cp.url,
+        '--token-file',
+        tokenFile,
+        '--config',
+        config,
+        '--docker-socket',
+        d.sock,
+        '--heartbeat-interval',
+        '1',
+      ]);
       expect(reg.code, reg.stderr).toBe(0);
       const workerId = (JSON.parse(await readFile(config, 'utf8')) as { workerId: string }).workerId;
       agent = new AgentProcess(['run', '--config', config], { SKYPANEL_AGENT_STATE_DIR: stateDir });
       const draining = () => cp.workers.get(workerId)?.lastHeartbeatExtras?.draining;
-      await waitFor(() => draining() === false, 15_000, () => agent!.output.slice(-2000));
+      await waitFor(
+        () => draining() === false,
+        15_000,
+        () => agent!.output.slice(-2000),
+      );
 
       // drain finds the state dir through the environment, as the agent does.
       const res = await runCli(['drain', '--config', config], { env: { SKYPANEL_AGENT_STATE_DIR: stateDir } });
       expect(res.code, res.stderr).toBe(0);
       expect(res.stdout).toContain(`wrote the drain marker ${join(stateDir, 'drain.json')}`);
-      await waitFor(() => draining() === true, 10_000, () => agent!.output.slice(-2000));
+      await waitFor(
+        () => draining() === true,
+        10_000,
+        () => agent!.output.slice(-2000),
+      );
       await agent.waitForLog((l) => l.msg === 'draining: no new deployments will be started here');
       expect(await availability(d.docker, nodeId)).toBe('drain');
 
       const undo = await runCli(['drain', '--config', config, '--undo'], { env: { SKYPANEL_AGENT_STATE_DIR: stateDir } });
       expect(undo.code, undo.stderr).toBe(0);
-      await waitFor(() => draining() === false, 10_000, () => agent!.output.slice(-2000));
+      await waitFor(
+        () => draining() === false,
+        10_000,
+        () => agent!.output.slice(-2000),
+      );
       expect(await availability(d.docker, nodeId)).toBe('active');
       expect(capturedOutput.join('\n')).not.toContain(token);
     } finally {
@@ -262,7 +327,13 @@ describe.skipIf(reason !== undefined)('drain and deregister on a private single-
     await mkdir(stateDir, { recursive: true, mode: 0o700 });
     await writeFile(join(stateDir, 'desired.json'), '{}');
     const config = join(work, `${name}.json`);
-    const body = { controlPlaneUrl: 'http://127.0.0.1:9', token: 'tok-drain-test-not-real', workerId: 'w-drain', dockerSocket: d.sock, stateDir };
+    const body = {
+      controlPlaneUrl: 'http://127.0.0.1:9',
+      token: 'tok-drain-test-not-real',
+      workerId: 'w-drain',
+      dockerSocket: d.sock,
+      stateDir,
+    };
     await writeFile(config, JSON.stringify(body), { mode: 0o600 });
     return { config, stateDir };
   }

@@ -62,9 +62,15 @@ describe.skipIf(!docker.ok)('engine facts from the real dockerd', () => {
     const sample = async () => {
       let last = '';
       for (let i = 0; i < 120; i++) {
-        const ids = (await cli.listContainers()).map((c) => c.Id).sort().join(',');
+        const ids = (await cli.listContainers())
+          .map((c) => c.Id)
+          .sort()
+          .join(',');
         const n = await countRunningContainers(client);
-        const again = (await cli.listContainers()).map((c) => c.Id).sort().join(',');
+        const again = (await cli.listContainers())
+          .map((c) => c.Id)
+          .sort()
+          .join(',');
         const list = ids ? ids.split(',') : [];
         if (ids === again && n === list.length) return { n, ids: list };
         last = `count ${n}, listed ${list.length}`;

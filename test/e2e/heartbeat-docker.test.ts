@@ -32,7 +32,18 @@ describe.skipIf(!docker.ok)('heartbeats with a real Docker engine', () => {
     const token = cp.mintToken(randomUUID());
     tokens.push(token);
     const config = join(dir, `${randomUUID()}.json`);
-    const reg = await runCli(['register', '--control-plane', cp.url, '--token', token, '--config', config, '--heartbeat-interval', '1', ...extraArgs]);
+    const reg = await runCli([
+      'register',
+      '--control-plane',
+      cp.url,
+      '--token',
+      token,
+      '--config',
+      config,
+      '--heartbeat-interval',
+      '1',
+      ...extraArgs,
+    ]);
     expect(reg.code, reg.stderr).toBe(0);
     const { workerId } = JSON.parse(await readFile(config, 'utf8')) as { workerId: string };
     const agent = new AgentProcess(['run', '--config', config]);
@@ -44,8 +55,17 @@ describe.skipIf(!docker.ok)('heartbeats with a real Docker engine', () => {
     const { agent, workerId } = await registerAndRun();
     try {
       const row = cp.workers.get(workerId)!;
-      expect(row.metadata).toMatchObject({ swarmNodeId: facts.swarm.nodeId, swarmRole: facts.swarm.role, reconcileMode: 'manager', dockerVersion: facts.dockerVersion });
-      await waitFor(() => cp.workers.get(workerId)?.lastHeartbeatExtras, 15_000, () => agent.output);
+      expect(row.metadata).toMatchObject({
+        swarmNodeId: facts.swarm.nodeId,
+        swarmRole: facts.swarm.role,
+        reconcileMode: 'manager',
+        dockerVersion: facts.dockerVersion,
+      });
+      await waitFor(
+        () => cp.workers.get(workerId)?.lastHeartbeatExtras,
+        15_000,
+        () => agent.output,
+      );
       const extras = cp.workers.get(workerId)!.lastHeartbeatExtras!;
       expect(extras.dockerHealthy).toBe(true);
       expect(extras.swarmNodeId).toBe(facts.swarm.nodeId);
@@ -55,11 +75,15 @@ describe.skipIf(!docker.ok)('heartbeats with a real Docker engine', () => {
       const docker = createDockerClient();
       let now = -1;
       let beat = -2;
-      await waitFor(async () => {
-        beat = cp.workers.get(workerId)!.currentLoad.containerCount;
-        now = (await getEngineFacts(docker)).containersRunning;
-        return beat === now;
-      }, 15_000, () => `heartbeat count ${beat} vs engine ${now}\n${agent.output}`);
+      await waitFor(
+        async () => {
+          beat = cp.workers.get(workerId)!.currentLoad.containerCount;
+          now = (await getEngineFacts(docker)).containersRunning;
+          return beat === now;
+        },
+        15_000,
+        () => `heartbeat count ${beat} vs engine ${now}\n${agent.output}`,
+      );
       expect(beat).toBe(now);
     } finally {
       await agent.stop();
@@ -69,7 +93,11 @@ describe.skipIf(!docker.ok)('heartbeats with a real Docker engine', () => {
   it('keeps heartbeating with dockerHealthy=false when the Docker socket does not answer', async () => {
     const { agent, workerId } = await registerAndRun(['--docker-socket', join(dir, 'no-docker.sock')]);
     try {
-      await waitFor(() => cp.workers.get(workerId)?.lastHeartbeatExtras, 15_000, () => agent.output);
+      await waitFor(
+        () => cp.workers.get(workerId)?.lastHeartbeatExtras,
+        15_000,
+        () => agent.output,
+      );
       expect(cp.workers.get(workerId)!.lastHeartbeatExtras!.dockerHealthy).toBe(false);
       expect(agent.logs().some((l) => l.msg === 'docker unreachable; heartbeats report dockerHealthy=false')).toBe(true);
     } finally {

@@ -16,8 +16,17 @@ import { DEFAULT_ORG_NETWORK_POOL, DEFAULT_ORG_NETWORK_PREFIX } from '../../src/
 import { AgentProcess, capturedOutput, runCli, waitFor } from '../helpers/cli.js';
 import { TEST_IMAGE } from '../helpers/docker.js';
 import {
-  BRING_UP_BOUND_MS, MULTINODE_ORG_PREFIX, multinodeReady, removeOrganization, SESSION_WAIT_MS, servicesByLabel, startMultinode, startWorkerAgent, tasksOfService,
-  type Multinode, type WorkerAgent,
+  BRING_UP_BOUND_MS,
+  MULTINODE_ORG_PREFIX,
+  multinodeReady,
+  removeOrganization,
+  SESSION_WAIT_MS,
+  servicesByLabel,
+  startMultinode,
+  startWorkerAgent,
+  tasksOfService,
+  type Multinode,
+  type WorkerAgent,
 } from '../helpers/multinode.js';
 
 const ready = await multinodeReady();
@@ -55,15 +64,30 @@ describe.skipIf(!ready.ok)('mixed fleets on a multi-node swarm', () => {
    * container, no skypanel.managed, its org-<org>-network), pinned to the worker so the test knows
    * where its task runs (SkyPanelV2 sets no constraint and Swarm could pick either node).
    */
-  async function createLikeSkyPanel(d: { id: string; serviceId: string; slug: string }, nodeId: string, command: string[]): Promise<string> {
+  async function createLikeSkyPanel(
+    d: { id: string; serviceId: string; slug: string },
+    nodeId: string,
+    command: string[],
+  ): Promise<string> {
     const net = `org-${ORG}-network`;
-    await mn.manager.createNetwork({ Name: net, Driver: 'overlay', Attachable: true, Labels: { [LABEL.organizationId]: ORG, 'skypanel.network.type': 'organization' }, Options: { encrypted: 'true' } }).catch(() => {});
+    await mn.manager
+      .createNetwork({
+        Name: net,
+        Driver: 'overlay',
+        Attachable: true,
+        Labels: { [LABEL.organizationId]: ORG, 'skypanel.network.type': 'organization' },
+        Options: { encrypted: 'true' },
+      })
+      .catch(() => {});
     const labels = { [LABEL.serviceId]: d.serviceId, [LABEL.deploymentId]: d.id, [LABEL.organizationId]: ORG };
     const created = (await mn.manager.createService({
       Name: `org-${ORG}-${d.slug}`,
       TaskTemplate: {
         ContainerSpec: { Image: TEST_IMAGE, Args: command, Labels: { ...labels, 'skypanel.slug': d.slug } },
-        Resources: { Limits: { NanoCPUs: 100_000_000, MemoryBytes: 16 << 20 }, Reservations: { NanoCPUs: 50_000_000, MemoryBytes: 8 << 20 } },
+        Resources: {
+          Limits: { NanoCPUs: 100_000_000, MemoryBytes: 16 << 20 },
+          Reservations: { NanoCPUs: 50_000_000, MemoryBytes: 8 << 20 },
+        },
         RestartPolicy: { Condition: 'on-failure', Delay: 1_000_000_000, MaxAttempts: 3 },
         Placement: { Constraints: [`node.id==${nodeId}`] },
       },
@@ -78,8 +102,14 @@ describe.skipIf(!ready.ok)('mixed fleets on a multi-node swarm', () => {
   it('register, run, status and doctor all drive the engine DOCKER_HOST names (a worker); observe mode reports the tasks SkyPanelV2 placed there; nothing is created on the manager', async () => {
     const w = mn.workers[0]!;
     const row = (slug: string) => ({
-      id: randomUUID(), serviceId: randomUUID(), organizationId: ORG, slug, imageTag: TEST_IMAGE, desiredState: 'running',
-      environmentVars: {}, resourceLimits: { cpuCores: 0.1, memoryMb: 16 },
+      id: randomUUID(),
+      serviceId: randomUUID(),
+      organizationId: ORG,
+      slug,
+      imageTag: TEST_IMAGE,
+      desiredState: 'running',
+      environmentVars: {},
+      resourceLimits: { cpuCores: 0.1, memoryMb: 16 },
     });
     const web = row('placed-web');
     const crash = row('placed-crash');
@@ -92,7 +122,10 @@ describe.skipIf(!ready.ok)('mixed fleets on a multi-node swarm', () => {
     const config = join(await mkdtemp(join(tmpdir(), 'skp-mixed-')), 'config.json');
     // Only DOCKER_HOST says where Docker is (an inherited SKYPANEL_AGENT_DOCKER_SOCKET would win: blank it).
     const env = { DOCKER_HOST: `unix://${w.socketPath}`, SKYPANEL_AGENT_DOCKER_SOCKET: '' };
-    const reg = await runCli(['register', '--control-plane', cp.url, '--token', token, '--config', config, '--ip-address', w.ip, '--heartbeat-interval', '1'], { env });
+    const reg = await runCli(
+      ['register', '--control-plane', cp.url, '--token', token, '--config', config, '--ip-address', w.ip, '--heartbeat-interval', '1'],
+      { env },
+    );
     expect(reg.code, reg.stderr).toBe(0);
     expect(reg.stderr).toContain(`Docker Engine: unix://${w.socketPath} (from DOCKER_HOST)`);
     const registered = cp.workers.get(workerId) as unknown as { metadata: { swarmRole: string; swarmNodeId: string } };
@@ -100,31 +133,52 @@ describe.skipIf(!ready.ok)('mixed fleets on a multi-node swarm', () => {
     // Pinned in the config: the service, which has no DOCKER_HOST, drives the engine that was registered.
     expect(JSON.parse(await readFile(config, 'utf8')).dockerSocket).toBe(w.socketPath);
 
-    const agent = new AgentProcess(['run', '--config', config], { ...env, SKYPANEL_AGENT_POLL_INTERVAL: '1', SKYPANEL_AGENT_RESYNC_INTERVAL: '5', SKYPANEL_AGENT_STATUS_LISTEN: '127.0.0.1:0' });
+    const agent = new AgentProcess(['run', '--config', config], {
+      ...env,
+      SKYPANEL_AGENT_POLL_INTERVAL: '1',
+      SKYPANEL_AGENT_RESYNC_INTERVAL: '5',
+      SKYPANEL_AGENT_STATUS_LISTEN: '127.0.0.1:0',
+    });
     agents.push(agent);
     const started = await agent.waitForLog((l) => l.msg === 'agent started', 20_000);
-    expect(started).toMatchObject({ swarmRole: 'worker', reconcileMode: 'observe', dockerEndpoint: `unix://${w.socketPath} (from the config file)` });
+    expect(started).toMatchObject({
+      swarmRole: 'worker',
+      reconcileMode: 'observe',
+      dockerEndpoint: `unix://${w.socketPath} (from the config file)`,
+    });
     cp.setDeployments(workerId, [web, crash]);
 
     const status = (id: string) => cp.deploymentStatusOf(workerId).get(id);
-    await waitFor(() => status(web.id)?.status === 'running' && status(crash.id)?.status === 'failed', 60_000, () => agent.output.slice(-3000));
+    await waitFor(
+      () => status(web.id)?.status === 'running' && status(crash.id)?.status === 'failed',
+      60_000,
+      () => agent.output.slice(-3000),
+    );
     expect(status(crash.id)!.deploymentLogs).toContain('placed-crash-output');
 
     const url = `http://${String(started.statusApi)}`;
     const st = await runCli(['status', '--config', config, '--url', url], { env: {} });
     expect(st.stdout).toContain(`unix://${w.socketPath} (from the config file)`);
-    const json = JSON.parse((await runCli(['status', '--config', config, '--url', url, '--json'], { env: {} })).stdout) as { status: { swarm: { nodeId: string } } };
+    const json = JSON.parse((await runCli(['status', '--config', config, '--url', url, '--json'], { env: {} })).stdout) as {
+      status: { swarm: { nodeId: string } };
+    };
     expect(json.status.swarm.nodeId).toBe(w.nodeId);
     // doctor, without DOCKER_HOST: the pinned worker socket, not the manager's default one.
-    const doc = await runCli(['doctor', '--config', config, '--json'], { env: { DOCKER_HOST: '', SKYPANEL_AGENT_DOCKER_SOCKET: '' }, timeoutMs: 60_000 });
+    const doc = await runCli(['doctor', '--config', config, '--json'], {
+      env: { DOCKER_HOST: '', SKYPANEL_AGENT_DOCKER_SOCKET: '' },
+      timeoutMs: 60_000,
+    });
     const checks = (JSON.parse(doc.stdout) as { checks: { id: string; status: string; message: string }[] }).checks;
-    expect(checks.find((c) => c.id === 'docker')).toMatchObject({ status: 'pass', message: expect.stringContaining(`unix://${w.socketPath} (from the config file)`) });
+    expect(checks.find((c) => c.id === 'docker')).toMatchObject({
+      status: 'pass',
+      message: expect.stringContaining(`unix://${w.socketPath} (from the config file)`),
+    });
     expect(checks.find((c) => c.id === 'swarm')?.message).toMatch(/worker/);
 
     // Nothing on the manager for this worker: no service of its own, no network, no second copy.
     await new Promise((r) => setTimeout(r, 6_000));
     expect(await servicesByLabel(mn.manager, `${LABEL.workerId}=${workerId}`)).toHaveLength(0);
-    expect((await mn.manager.listNetworks({ filters: JSON.stringify({ label: [`${LABEL.workerId}=${workerId}`] }) }))).toHaveLength(0);
+    expect(await mn.manager.listNetworks({ filters: JSON.stringify({ label: [`${LABEL.workerId}=${workerId}`] }) })).toHaveLength(0);
     for (const d of [web, crash]) expect(await servicesByLabel(mn.manager, `${LABEL.deploymentId}=${d.id}`)).toHaveLength(1);
     expect((await agent.stop()).code).toBe(0);
   }, 180_000);
@@ -132,8 +186,15 @@ describe.skipIf(!ready.ok)('mixed fleets on a multi-node swarm', () => {
   it('remote-manager mode does not create a second service beside one SkyPanelV2 placed: failed, naming it', async () => {
     const w = mn.workers[0]!;
     const d = {
-      id: randomUUID(), serviceId: randomUUID(), organizationId: ORG, slug: 'placed-remote', imageTag: TEST_IMAGE, desiredState: 'running',
-      environmentVars: {}, resourceLimits: { cpuCores: 0.1, memoryMb: 16 }, command: ['sleep', '3600'],
+      id: randomUUID(),
+      serviceId: randomUUID(),
+      organizationId: ORG,
+      slug: 'placed-remote',
+      imageTag: TEST_IMAGE,
+      desiredState: 'running',
+      environmentVars: {},
+      resourceLimits: { cpuCores: 0.1, memoryMb: 16 },
+      command: ['sleep', '3600'],
     };
     const holderId = await createLikeSkyPanel(d, w.nodeId, ['sh', '-c', 'trap "exit 0" TERM; sleep 3600 & wait']);
     const a = await startWorkerAgent({ cp, worker: w, workerId: randomUUID(), manager: { host: mn.tls.host, files: mn.tls.clients[0]! } });
@@ -141,7 +202,11 @@ describe.skipIf(!ready.ok)('mixed fleets on a multi-node swarm', () => {
     expect(await a.agent.waitForLog((l) => l.msg === 'agent started', 20_000)).toMatchObject({ reconcileMode: 'remote-manager' });
     cp.setDeployments(a.workerId, [d]);
     const status = () => cp.deploymentStatusOf(a.workerId).get(d.id);
-    await waitFor(() => status()?.status === 'failed', 30_000, () => a.agent.output.slice(-3000));
+    await waitFor(
+      () => status()?.status === 'failed',
+      30_000,
+      () => a.agent.output.slice(-3000),
+    );
     expect(status()!.message).toContain(`org-${ORG}-placed-remote (${holderId})`);
     await new Promise((r) => setTimeout(r, 6_000));
     expect(await servicesByLabel(mn.manager, `${LABEL.workerId}=${a.workerId}`)).toHaveLength(0);
@@ -149,36 +214,61 @@ describe.skipIf(!ready.ok)('mixed fleets on a multi-node swarm', () => {
     expect((await a.agent.stop()).code).toBe(0);
   }, 120_000);
 
-  it(`runs ${SCALE} services of one organization on one overlay network, all running`, async () => {
-    const w = mn.workers[0]!;
-    // On the worker node: its reservations (300 × 0.005 CPU) do not crowd the shared manager's tasks.
-    const a = await startWorkerAgent({ cp, worker: w, workerId: randomUUID(), manager: { host: mn.tls.host, files: mn.tls.clients[0]! } });
-    workerAgents.push(a);
-    expect(await a.agent.waitForLog((l) => l.msg === 'agent started', 20_000)).toMatchObject({ reconcileMode: 'remote-manager' });
-    const deployments = Array.from({ length: SCALE }, (_, i) => ({
-      id: randomUUID(), serviceId: randomUUID(), organizationId: SCALE_ORG, slug: `s${i}`, imageTag: TEST_IMAGE, desiredState: 'running',
-      environmentVars: {}, resourceLimits: { cpuCores: 0.01, memoryMb: 8 },
-      command: ['sh', '-c', 'trap "exit 0" TERM; sleep 3600 & wait'],
-    }));
-    const started = Date.now();
-    cp.setDeployments(a.workerId, deployments);
-    const running = () => deployments.filter((d) => cp.deploymentStatusOf(a.workerId).get(d.id)?.status === 'running').length;
-    await waitFor(() => running() === SCALE, 12 * 60_000, () => `${running()}/${SCALE} running\n${a.agent.output.slice(-2000)}`);
-    process.stderr.write(`[mixed-fleet] ${SCALE} services of one organization running ${Math.round((Date.now() - started) / 1000)} s after assignment\n`);
+  it(
+    `runs ${SCALE} services of one organization on one overlay network, all running`,
+    async () => {
+      const w = mn.workers[0]!;
+      // On the worker node: its reservations (300 × 0.005 CPU) do not crowd the shared manager's tasks.
+      const a = await startWorkerAgent({
+        cp,
+        worker: w,
+        workerId: randomUUID(),
+        manager: { host: mn.tls.host, files: mn.tls.clients[0]! },
+      });
+      workerAgents.push(a);
+      expect(await a.agent.waitForLog((l) => l.msg === 'agent started', 20_000)).toMatchObject({ reconcileMode: 'remote-manager' });
+      const deployments = Array.from({ length: SCALE }, (_, i) => ({
+        id: randomUUID(),
+        serviceId: randomUUID(),
+        organizationId: SCALE_ORG,
+        slug: `s${i}`,
+        imageTag: TEST_IMAGE,
+        desiredState: 'running',
+        environmentVars: {},
+        resourceLimits: { cpuCores: 0.01, memoryMb: 8 },
+        command: ['sh', '-c', 'trap "exit 0" TERM; sleep 3600 & wait'],
+      }));
+      const started = Date.now();
+      cp.setDeployments(a.workerId, deployments);
+      const running = () => deployments.filter((d) => cp.deploymentStatusOf(a.workerId).get(d.id)?.status === 'running').length;
+      await waitFor(
+        () => running() === SCALE,
+        12 * 60_000,
+        () => `${running()}/${SCALE} running\n${a.agent.output.slice(-2000)}`,
+      );
+      process.stderr.write(
+        `[mixed-fleet] ${SCALE} services of one organization running ${Math.round((Date.now() - started) / 1000)} s after assignment\n`,
+      );
 
-    // One network for the organization, with a subnet from the pool large enough for all of them.
-    const nets = (await mn.manager.listNetworks({ filters: JSON.stringify({ label: [`${LABEL.organizationId}=${SCALE_ORG}`] }) })) as { Name: string; IPAM: { Config: { Subnet: string }[] } }[];
-    expect(nets.map((n) => n.Name)).toEqual([networkName(SCALE_ORG)]);
-    const subnet = parseSubnet(nets[0]!.IPAM.Config[0]!.Subnet)!;
-    expect(subnet.prefix).toBe(DEFAULT_ORG_NETWORK_PREFIX);
-    expect(overlaps(subnet, parseCidr(DEFAULT_ORG_NETWORK_POOL)!)).toBe(true);
-    // Swarm agrees: every service has its task running, on the worker.
-    const services = await servicesByLabel(mn.manager, `${LABEL.organizationId}=${SCALE_ORG}`);
-    expect(services).toHaveLength(SCALE);
-    const sample = services.slice(0, 10);
-    for (const s of sample) expect((await tasksOfService(mn.manager, s.ID)).some((t) => t.Status?.State === 'running' && t.NodeID === w.nodeId)).toBe(true);
-    expect((await a.agent.stop()).code).toBe(0);
-    // Cleaned up here rather than in afterAll: 300 tasks are most of this machine's containers.
-    await removeOrganization(mn.manager, SCALE_ORG);
-  }, 15 * 60_000);
+      // One network for the organization, with a subnet from the pool large enough for all of them.
+      const nets = (await mn.manager.listNetworks({ filters: JSON.stringify({ label: [`${LABEL.organizationId}=${SCALE_ORG}`] }) })) as {
+        Name: string;
+        IPAM: { Config: { Subnet: string }[] };
+      }[];
+      expect(nets.map((n) => n.Name)).toEqual([networkName(SCALE_ORG)]);
+      const subnet = parseSubnet(nets[0]!.IPAM.Config[0]!.Subnet)!;
+      expect(subnet.prefix).toBe(DEFAULT_ORG_NETWORK_PREFIX);
+      expect(overlaps(subnet, parseCidr(DEFAULT_ORG_NETWORK_POOL)!)).toBe(true);
+      // Swarm agrees: every service has its task running, on the worker.
+      const services = await servicesByLabel(mn.manager, `${LABEL.organizationId}=${SCALE_ORG}`);
+      expect(services).toHaveLength(SCALE);
+      const sample = services.slice(0, 10);
+      for (const s of sample)
+        expect((await tasksOfService(mn.manager, s.ID)).some((t) => t.Status?.State === 'running' && t.NodeID === w.nodeId)).toBe(true);
+      expect((await a.agent.stop()).code).toBe(0);
+      // Cleaned up here rather than in afterAll: 300 tasks are most of this machine's containers.
+      await removeOrganization(mn.manager, SCALE_ORG);
+    },
+    15 * 60_000,
+  );
 });

@@ -5,8 +5,18 @@ import { LABEL } from '../../src/domain/labels.js';
 import { capturedOutput, waitFor } from '../helpers/cli.js';
 import { TEST_IMAGE } from '../helpers/docker.js';
 import {
-  BRING_UP_BOUND_MS, MULTINODE_ORG_PREFIX, multinodeReady, runningContainersOn, SESSION_WAIT_MS, servicesByLabel, startMultinode, startWorkerAgent,
-  type Multinode, type WorkerAgent, removeOrganization } from '../helpers/multinode.js';
+  BRING_UP_BOUND_MS,
+  MULTINODE_ORG_PREFIX,
+  multinodeReady,
+  runningContainersOn,
+  SESSION_WAIT_MS,
+  servicesByLabel,
+  startMultinode,
+  startWorkerAgent,
+  type Multinode,
+  type WorkerAgent,
+  removeOrganization,
+} from '../helpers/multinode.js';
 
 const ready = await multinodeReady();
 type RefCp = Awaited<ReturnType<typeof startReferenceControlPlane>>;
@@ -19,8 +29,15 @@ const SAMPLE_MS = 250;
 
 function web(slug: string, greeting: string) {
   return {
-    id: randomUUID(), serviceId: randomUUID(), organizationId: ORG, slug, imageTag: TEST_IMAGE, desiredState: 'running',
-    environmentVars: { GREETING: greeting }, resourceLimits: { cpuCores: 0.1, memoryMb: 32 }, internalPort: 8080,
+    id: randomUUID(),
+    serviceId: randomUUID(),
+    organizationId: ORG,
+    slug,
+    imageTag: TEST_IMAGE,
+    desiredState: 'running',
+    environmentVars: { GREETING: greeting },
+    resourceLimits: { cpuCores: 0.1, memoryMb: 32 },
+    internalPort: 8080,
     command: ['sh', '-c', 'trap "exit 0" TERM; mkdir -p /www && echo "$GREETING" > /www/index.html && httpd -f -p 8080 -h /www & wait'],
   };
 }
@@ -64,7 +81,11 @@ describe.skipIf(!ready.ok)('two agents on two worker nodes, both writing through
     cp.setDeployments(B.workerId, [onlyB]);
     const status = (w: WorkerAgent, id: string) => cp.deploymentStatusOf(w.workerId).get(id)?.status;
     const out = () => `A:\n${A.agent.output.slice(-2000)}\nB:\n${B.agent.output.slice(-2000)}`;
-    await waitFor(() => status(A, onlyA.id) === 'running' && status(A, moving.id) === 'running' && status(B, onlyB.id) === 'running', 60_000, out);
+    await waitFor(
+      () => status(A, onlyA.id) === 'running' && status(A, moving.id) === 'running' && status(B, onlyB.id) === 'running',
+      60_000,
+      out,
+    );
 
     // Disjoint: each worker's services are pinned to its own node and each wrote only its own.
     const servicesOf = (w: WorkerAgent) => servicesByLabel(mn.manager, `${LABEL.workerId}=${w.workerId}`);
@@ -78,7 +99,11 @@ describe.skipIf(!ready.ok)('two agents on two worker nodes, both writing through
       return (await mn.manager.getService(s!.ID).inspect()) as { ID: string; Version: { Index: number } };
     };
     const containerIds = async (w: typeof wa, serviceId: string) =>
-      ((await w.docker.listContainers({ filters: JSON.stringify({ label: [`${LABEL.serviceId}=${serviceId}`], status: ['running'] }) })) as { Id: string }[]).map((c) => c.Id);
+      (
+        (await w.docker.listContainers({
+          filters: JSON.stringify({ label: [`${LABEL.serviceId}=${serviceId}`], status: ['running'] }),
+        })) as { Id: string }[]
+      ).map((c) => c.Id);
     const before = {
       a: await inspect(onlyA.serviceId),
       b: await inspect(onlyB.serviceId),
@@ -96,7 +121,8 @@ describe.skipIf(!ready.ok)('two agents on two worker nodes, both writing through
       return s !== undefined && s.onA === 0 && s.onB === 1 && s.reportA === 'stopped' && s.reportB === 'running';
     };
     while (!done()) {
-      if (Date.now() - t0 > 60_000) throw new Error(`the move did not complete in 60 s; last samples: ${JSON.stringify(samples.slice(-8))}\n${out()}`);
+      if (Date.now() - t0 > 60_000)
+        throw new Error(`the move did not complete in 60 s; last samples: ${JSON.stringify(samples.slice(-8))}\n${out()}`);
       const [onA, onB] = await Promise.all([runningContainersOn(wa, moving.serviceId), runningContainersOn(wb, moving.serviceId)]);
       samples.push({ t: Date.now() - t0, onA, onB, reportA: status(A, moving.id), reportB: status(B, moving.id) });
       await new Promise((r) => setTimeout(r, SAMPLE_MS));
@@ -117,8 +143,12 @@ describe.skipIf(!ready.ok)('two agents on two worker nodes, both writing through
     const unaccounted = samples.filter((s) => s.reportB === undefined && s.reportA !== 'stopped');
     const unreportedMs = unaccounted.length ? unaccounted.at(-1)!.t : 0;
     const bad = samples.filter((s) => [s.reportA, s.reportB].some((r) => r === 'failed' || r === 'rolled_back'));
-    process.stderr.write(`[multinode] samples: ${samples.map((s) => `${s.t}:${s.onA}${s.onB}:${s.reportA ?? "-"}/${s.reportB ?? "-"}`).join(" ")}\n`);
-    process.stderr.write(`[multinode] move A→B: done in ${moveMs} ms, both running ≤ ${bothMax} ms, unaccounted ≤ ${unreportedMs} ms, ${samples.length} samples\n`);
+    process.stderr.write(
+      `[multinode] samples: ${samples.map((s) => `${s.t}:${s.onA}${s.onB}:${s.reportA ?? '-'}/${s.reportB ?? '-'}`).join(' ')}\n`,
+    );
+    process.stderr.write(
+      `[multinode] move A→B: done in ${moveMs} ms, both running ≤ ${bothMax} ms, unaccounted ≤ ${unreportedMs} ms, ${samples.length} samples\n`,
+    );
     expect(bothMax, JSON.stringify(samples)).toBeLessThanOrEqual(BOTH_RUNNING_MAX_MS);
     expect(unreportedMs, JSON.stringify(samples)).toBeLessThanOrEqual(UNREPORTED_MAX_MS);
     expect(bad, JSON.stringify(samples)).toEqual([]);

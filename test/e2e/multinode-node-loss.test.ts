@@ -5,8 +5,19 @@ import { LABEL } from '../../src/domain/labels.js';
 import { capturedOutput, waitFor } from '../helpers/cli.js';
 import { TEST_IMAGE } from '../helpers/docker.js';
 import {
-  BRING_UP_BOUND_MS, MULTINODE_ORG_PREFIX, multinodeReady, runningContainersOn, SESSION_WAIT_MS, servicesByLabel, startMultinode, startWorkerAgent, tasksOfService,
-  type Multinode, type WorkerAgent, removeOrganization } from '../helpers/multinode.js';
+  BRING_UP_BOUND_MS,
+  MULTINODE_ORG_PREFIX,
+  multinodeReady,
+  runningContainersOn,
+  SESSION_WAIT_MS,
+  servicesByLabel,
+  startMultinode,
+  startWorkerAgent,
+  tasksOfService,
+  type Multinode,
+  type WorkerAgent,
+  removeOrganization,
+} from '../helpers/multinode.js';
 
 const ready = await multinodeReady();
 type RefCp = Awaited<ReturnType<typeof startReferenceControlPlane>>;
@@ -14,8 +25,15 @@ const ORG = `${MULTINODE_ORG_PREFIX}loss-${randomUUID().slice(0, 8)}`;
 
 function web(slug: string, greeting: string) {
   return {
-    id: randomUUID(), serviceId: randomUUID(), organizationId: ORG, slug, imageTag: TEST_IMAGE, desiredState: 'running',
-    environmentVars: { GREETING: greeting }, resourceLimits: { cpuCores: 0.1, memoryMb: 32 }, internalPort: 8080,
+    id: randomUUID(),
+    serviceId: randomUUID(),
+    organizationId: ORG,
+    slug,
+    imageTag: TEST_IMAGE,
+    desiredState: 'running',
+    environmentVars: { GREETING: greeting },
+    resourceLimits: { cpuCores: 0.1, memoryMb: 32 },
+    internalPort: 8080,
     command: ['sh', '-c', 'trap "exit 0" TERM; mkdir -p /www && echo "$GREETING" > /www/index.html && httpd -f -p 8080 -h /www & wait'],
   };
 }
@@ -59,7 +77,11 @@ describe.skipIf(!ready.ok)('node loss: a worker dockerd dies and comes back', ()
     const t0 = Date.now();
     await wb.kill();
     const nodeState = async () => ((await mn.manager.getNode(wb.nodeId).inspect()) as { Status: { State: string } }).Status.State;
-    await waitFor(async () => (await nodeState()) === 'down', 60_000, () => 'the manager to mark B down');
+    await waitFor(
+      async () => (await nodeState()) === 'down',
+      60_000,
+      () => 'the manager to mark B down',
+    );
     const downAfter = Date.now() - t0;
     // B's agent can still reach the manager but not its own engine.
     await waitFor(() => heartbeat()?.dockerHealthy === false, 15_000, out);
@@ -68,7 +90,9 @@ describe.skipIf(!ready.ok)('node loss: a worker dockerd dies and comes back', ()
     const whileDown = status(B, onB.id)!;
     const notRunningAfter = Date.now() - t0;
     const tasks = await tasksOfService(mn.manager, svcB!.ID);
-    process.stderr.write(`[multinode] node loss: B down after ${downAfter} ms, reported ${whileDown.status} after ${notRunningAfter} ms; tasks: ${JSON.stringify(tasks.map((t) => [t.NodeID === wb.nodeId ? 'B' : t.NodeID, t.DesiredState, t.Status?.State]))}\n`);
+    process.stderr.write(
+      `[multinode] node loss: B down after ${downAfter} ms, reported ${whileDown.status} after ${notRunningAfter} ms; tasks: ${JSON.stringify(tasks.map((t) => [t.NodeID === wb.nodeId ? 'B' : t.NodeID, t.DesiredState, t.Status?.State]))}\n`,
+    );
     expect(['deploying', 'failed']).toContain(whileDown.status);
     // A is untouched by B's loss.
     expect(status(A, onA.id)?.status).toBe('running');

@@ -8,8 +8,16 @@ import { capturedOutput, waitFor } from '../helpers/cli.js';
 import { DockerProxy } from '../helpers/docker-proxy.js';
 import { TEST_IMAGE } from '../helpers/docker.js';
 import {
-  BRING_UP_BOUND_MS, MULTINODE_ORG_PREFIX, multinodeReady, SESSION_WAIT_MS, servicesByLabel, startMultinode, startWorkerAgent, tasksOfService,
-  type Multinode, type WorkerAgent,
+  BRING_UP_BOUND_MS,
+  MULTINODE_ORG_PREFIX,
+  multinodeReady,
+  SESSION_WAIT_MS,
+  servicesByLabel,
+  startMultinode,
+  startWorkerAgent,
+  tasksOfService,
+  type Multinode,
+  type WorkerAgent,
 } from '../helpers/multinode.js';
 
 const ready = await multinodeReady();
@@ -30,7 +38,12 @@ describe.skipIf(!ready.ok)('observe mode on a swarm worker: reports what runs on
   afterAll(async () => {
     await Promise.all(agents.map((a) => a.agent.stop()));
     await proxy.stop();
-    if (mn) for (const s of await servicesByLabel(mn.manager, `${LABEL.organizationId}=${ORG}`).catch(() => [])) await mn.manager.getService(s.ID).remove().catch(() => {});
+    if (mn)
+      for (const s of await servicesByLabel(mn.manager, `${LABEL.organizationId}=${ORG}`).catch(() => []))
+        await mn.manager
+          .getService(s.ID)
+          .remove()
+          .catch(() => {});
     const everything = capturedOutput.join('\n');
     for (const a of agents) expect(everything).not.toContain(a.token);
     await cp?.close();
@@ -40,17 +53,36 @@ describe.skipIf(!ready.ok)('observe mode on a swarm worker: reports what runs on
   it('reports running and failed for tasks the manager runs on its node, ignores other nodes, and never writes to its engine', async () => {
     const w = mn.workers[0]!;
     const row = (over: Record<string, unknown>) => ({
-      id: randomUUID(), serviceId: randomUUID(), organizationId: ORG, slug: 'obs', imageTag: TEST_IMAGE, desiredState: 'running',
-      environmentVars: {}, resourceLimits: { cpuCores: 0.1, memoryMb: 16 }, ...over,
+      id: randomUUID(),
+      serviceId: randomUUID(),
+      organizationId: ORG,
+      slug: 'obs',
+      imageTag: TEST_IMAGE,
+      desiredState: 'running',
+      environmentVars: {},
+      resourceLimits: { cpuCores: 0.1, memoryMb: 16 },
+      ...over,
     });
-    const webApp = row({ slug: 'obs-web', internalPort: 8080, command: ['sh', '-c', 'trap "exit 0" TERM; mkdir -p /www && echo observed-on-the-worker > /www/index.html && httpd -f -p 8080 -h /www & wait'] });
+    const webApp = row({
+      slug: 'obs-web',
+      internalPort: 8080,
+      command: [
+        'sh',
+        '-c',
+        'trap "exit 0" TERM; mkdir -p /www && echo observed-on-the-worker > /www/index.html && httpd -f -p 8080 -h /www & wait',
+      ],
+    });
     const crashing = row({ slug: 'obs-crash', command: ['sh', '-c', 'echo observed-crash-on-the-worker; exit 4'] });
     const elsewhere = row({ slug: 'obs-elsewhere', command: ['sleep', '3600'] });
     const neverCreated = row({ slug: 'obs-absent' });
 
     // The manager side (the test) creates the services, pinned to the worker, labelled as the
     // writing agent would; one more is pinned to the manager's own node: not this worker's business.
-    const placements: [Record<string, unknown>, string][] = [[webApp, w.nodeId], [crashing, w.nodeId], [elsewhere, mn.managerNodeId]];
+    const placements: [Record<string, unknown>, string][] = [
+      [webApp, w.nodeId],
+      [crashing, w.nodeId],
+      [elsewhere, mn.managerNodeId],
+    ];
     for (const [raw, nodeId] of placements) {
       const p = parseDeployment(raw);
       if (!p.ok) throw new Error(p.rejected.message);
@@ -67,16 +99,27 @@ describe.skipIf(!ready.ok)('observe mode on a swarm worker: reports what runs on
     cp.setDeployments(a.workerId, [webApp, crashing, elsewhere, neverCreated]);
 
     const status = (id: string) => cp.deploymentStatusOf(a.workerId).get(id);
-    await waitFor(() => status(webApp.id)?.status === 'running', 60_000, () => a.agent.output.slice(-3000));
+    await waitFor(
+      () => status(webApp.id)?.status === 'running',
+      60_000,
+      () => a.agent.output.slice(-3000),
+    );
     const report = status(webApp.id)!;
     expect(report.publicUrl).toMatch(new RegExp(`^http://${w.ip.replace(/\./g, '\\.')}:\\d+$`));
     expect(await (await fetch(`${report.publicUrl}/`)).text()).toContain('observed-on-the-worker');
-    await waitFor(() => status(crashing.id)?.status === 'failed', 60_000, () => a.agent.output.slice(-3000));
+    await waitFor(
+      () => status(crashing.id)?.status === 'failed',
+      60_000,
+      () => a.agent.output.slice(-3000),
+    );
     expect(status(crashing.id)!.deploymentLogs).toContain('observed-crash-on-the-worker');
 
     // The service pinned elsewhere runs, on the manager node, and this worker does not claim it.
     const [other] = await servicesByLabel(mn.manager, `${LABEL.serviceId}=${elsewhere.serviceId}`);
-    await waitFor(async () => (await tasksOfService(mn.manager, other!.ID)).some((t) => t.Status?.State === 'running' && t.NodeID === mn.managerNodeId), 30_000);
+    await waitFor(
+      async () => (await tasksOfService(mn.manager, other!.ID)).some((t) => t.Status?.State === 'running' && t.NodeID === mn.managerNodeId),
+      30_000,
+    );
     // A few more passes (resync 5 s) to let a wrong report show up if there were one.
     await new Promise((r) => setTimeout(r, 6_000));
     expect(status(elsewhere.id)?.status).toBe('deploying');

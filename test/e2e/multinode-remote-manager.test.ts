@@ -11,8 +11,18 @@ import { capturedOutput, waitFor, type AgentProcess } from '../helpers/cli.js';
 import { DockerProxy } from '../helpers/docker-proxy.js';
 import { TEST_IMAGE } from '../helpers/docker.js';
 import {
-  BRING_UP_BOUND_MS, MULTINODE_ORG_PREFIX, multinodeReady, SESSION_WAIT_MS, servicesByLabel, startMultinode, startWorkerAgent, tasksOfService,
-  type Multinode, type WorkerAgent, removeOrganization } from '../helpers/multinode.js';
+  BRING_UP_BOUND_MS,
+  MULTINODE_ORG_PREFIX,
+  multinodeReady,
+  SESSION_WAIT_MS,
+  servicesByLabel,
+  startMultinode,
+  startWorkerAgent,
+  tasksOfService,
+  type Multinode,
+  type WorkerAgent,
+  removeOrganization,
+} from '../helpers/multinode.js';
 
 const ready = await multinodeReady();
 type RefCp = Awaited<ReturnType<typeof startReferenceControlPlane>>;
@@ -21,8 +31,15 @@ const ORG = `${MULTINODE_ORG_PREFIX}remote-${randomUUID().slice(0, 8)}`;
 /** A tiny web app; `trap` so SIGTERM stops it at once (busybox httpd as PID 1 would ignore it). */
 function web(greeting: string, over: Record<string, unknown> = {}) {
   return {
-    id: randomUUID(), serviceId: randomUUID(), organizationId: ORG, slug: 'remote-web', imageTag: TEST_IMAGE, desiredState: 'running',
-    environmentVars: { GREETING: greeting }, resourceLimits: { cpuCores: 0.25, memoryMb: 32 }, internalPort: 8080,
+    id: randomUUID(),
+    serviceId: randomUUID(),
+    organizationId: ORG,
+    slug: 'remote-web',
+    imageTag: TEST_IMAGE,
+    desiredState: 'running',
+    environmentVars: { GREETING: greeting },
+    resourceLimits: { cpuCores: 0.25, memoryMb: 32 },
+    internalPort: 8080,
     command: ['sh', '-c', 'trap "exit 0" TERM; mkdir -p /www && echo "$GREETING" > /www/index.html && httpd -f -p 8080 -h /www & wait'],
     ...over,
   };
@@ -55,7 +72,13 @@ describe.skipIf(!ready.ok)('remote-manager mode: an agent on a swarm worker writ
     const local = new DockerProxy();
     proxies.push(local);
     await local.start(w.socketPath);
-    const a = await startWorkerAgent({ cp, worker: w, workerId: randomUUID(), dockerSocket: local.socketPath, manager: { host: mn.tls.host, files: mn.tls.clients[0]! } });
+    const a = await startWorkerAgent({
+      cp,
+      worker: w,
+      workerId: randomUUID(),
+      dockerSocket: local.socketPath,
+      manager: { host: mn.tls.host, files: mn.tls.clients[0]! },
+    });
     agents.push(a);
     const started = await a.agent.waitForLog((l) => l.msg === 'agent started', 20_000);
     expect(started).toMatchObject({ swarmRole: 'worker', reconcileMode: 'remote-manager' });
@@ -63,7 +86,11 @@ describe.skipIf(!ready.ok)('remote-manager mode: an agent on a swarm worker writ
     const app = web('hello-from-the-worker');
     cp.setDeployments(a.workerId, [app]);
     const report = () => cp.deploymentStatusOf(a.workerId).get(app.id);
-    await waitFor(() => report()?.status === 'running', 60_000, () => a.agent.output.slice(-3000));
+    await waitFor(
+      () => report()?.status === 'running',
+      60_000,
+      () => a.agent.output.slice(-3000),
+    );
     const first = report()!;
     expect(first.publicUrl).toMatch(new RegExp(`^http://${w.ip.replace(/\./g, '\\.')}:\\d+$`));
     expect(await (await fetch(`${first.publicUrl}/`)).text()).toContain('hello-from-the-worker');
@@ -84,7 +111,10 @@ describe.skipIf(!ready.ok)('remote-manager mode: an agent on a swarm worker writ
     const answers = async () => {
       const url = report()?.publicUrl;
       if (report()?.status !== 'running' || !url) return false;
-      const body = await fetch(`${url}/`).then((r) => r.text(), () => '');
+      const body = await fetch(`${url}/`).then(
+        (r) => r.text(),
+        () => '',
+      );
       return body.includes('updated-through-the-manager');
     };
     await waitFor(answers, 60_000, () => a.agent.output.slice(-3000));
@@ -93,8 +123,16 @@ describe.skipIf(!ready.ok)('remote-manager mode: an agent on a swarm worker writ
 
     // Withdrawn: removed through the manager, reported stopped.
     cp.setDeployments(a.workerId, []);
-    await waitFor(async () => (await servicesByLabel(mn.manager, `${LABEL.serviceId}=${app.serviceId}`)).length === 0, 30_000, () => a.agent.output.slice(-3000));
-    await waitFor(() => report()?.status === 'stopped', 20_000, () => a.agent.output.slice(-3000));
+    await waitFor(
+      async () => (await servicesByLabel(mn.manager, `${LABEL.serviceId}=${app.serviceId}`)).length === 0,
+      30_000,
+      () => a.agent.output.slice(-3000),
+    );
+    await waitFor(
+      () => report()?.status === 'stopped',
+      20_000,
+      () => a.agent.output.slice(-3000),
+    );
     expect(mn.tls.writes('skp-worker-0')).toContain(`DELETE /services/${svc!.ID}`);
 
     // Every write went to the manager; the worker's own engine was only read.
@@ -105,7 +143,12 @@ describe.skipIf(!ready.ok)('remote-manager mode: an agent on a swarm worker writ
   }, 120_000);
 
   it('is refused with a clear error, and creates nothing, when its client certificate is from another CA', async () => {
-    const a = await startWorkerAgent({ cp, worker: mn.workers[0]!, workerId: randomUUID(), manager: { host: mn.tls.host, files: mn.tls.rogue } });
+    const a = await startWorkerAgent({
+      cp,
+      worker: mn.workers[0]!,
+      workerId: randomUUID(),
+      manager: { host: mn.tls.host, files: mn.tls.rogue },
+    });
     agents.push(a);
     try {
       await refusedRogue(a);
@@ -114,7 +157,7 @@ describe.skipIf(!ready.ok)('remote-manager mode: an agent on a swarm worker writ
     }
   }, 120_000);
 
-  it("refuses a manager whose certificate does not verify against swarmManagerCa, saying so", async () => {
+  it('refuses a manager whose certificate does not verify against swarmManagerCa, saying so', async () => {
     const refusedBefore = mn.tls.refused.length;
     const a = await startWorkerAgent({
       cp,
@@ -162,7 +205,9 @@ describe.skipIf(!ready.ok)('remote-manager mode: an agent on a swarm worker writ
     // A configured but missing certificate file: exit 78 (EX_CONFIG) naming the key, before any connection.
     const refusedBefore = mn.tls.refused.length;
     const missing = await startWorkerAgent({
-      cp, worker: w, workerId: randomUUID(),
+      cp,
+      worker: w,
+      workerId: randomUUID(),
       manager: { host: mn.tls.host, files: { ...mn.tls.clients[0]!, cert: join(await mkdtemp(join(tmpdir(), 'skp-mn-')), 'absent.pem') } },
     });
     agents.push(missing);
@@ -174,7 +219,9 @@ describe.skipIf(!ready.ok)('remote-manager mode: an agent on a swarm worker writ
     // The endpoint itself: a TLS client that presents no certificate is refused in the handshake.
     const [host, port] = [mn.tls.host.slice(0, mn.tls.host.lastIndexOf(':')), Number(mn.tls.host.slice(mn.tls.host.lastIndexOf(':') + 1))];
     const outcome = await new Promise<string>((resolve) => {
-      const s = connect({ host, port, ca: readFileSync(mn.tls.caFile) }, () => s.write('GET /_ping HTTP/1.1\r\nHost: manager\r\nConnection: close\r\n\r\n'));
+      const s = connect({ host, port, ca: readFileSync(mn.tls.caFile) }, () =>
+        s.write('GET /_ping HTTP/1.1\r\nHost: manager\r\nConnection: close\r\n\r\n'),
+      );
       let body = '';
       s.on('data', (d: Buffer) => (body += d.toString()));
       s.on('error', (err) => resolve(`error: ${err.message}`));
@@ -190,8 +237,18 @@ describe.skipIf(!ready.ok)('remote-manager mode: an agent on a swarm worker writ
     const ca = join(dir, 'ca.pem');
     await writeFile(ca, readFileSync(mn.tls.caFile));
     const cases: { env: NodeJS.ProcessEnv; names: RegExp }[] = [
-      { env: { SKYPANEL_AGENT_SWARM_MANAGER_HOST: mn.tls.host }, names: /swarmManagerHost.*swarmManagerCa.*swarmManagerCert.*swarmManagerKey/s },
-      { env: { SKYPANEL_AGENT_SWARM_MANAGER_HOST: mn.tls.host, SKYPANEL_AGENT_SWARM_MANAGER_CA: ca, SKYPANEL_AGENT_SWARM_MANAGER_KEY: mn.tls.clients[0]!.key }, names: /swarmManagerHost.*swarmManagerCert/s },
+      {
+        env: { SKYPANEL_AGENT_SWARM_MANAGER_HOST: mn.tls.host },
+        names: /swarmManagerHost.*swarmManagerCa.*swarmManagerCert.*swarmManagerKey/s,
+      },
+      {
+        env: {
+          SKYPANEL_AGENT_SWARM_MANAGER_HOST: mn.tls.host,
+          SKYPANEL_AGENT_SWARM_MANAGER_CA: ca,
+          SKYPANEL_AGENT_SWARM_MANAGER_KEY: mn.tls.clients[0]!.key,
+        },
+        names: /swarmManagerHost.*swarmManagerCert/s,
+      },
     ];
     const requestsBefore = mn.tls.requests.length;
     const refusedBefore = mn.tls.refused.length;
@@ -210,7 +267,11 @@ describe.skipIf(!ready.ok)('remote-manager mode: an agent on a swarm worker writ
 
 /** Exit code of an agent that must stop on its own (never signalled). */
 async function exitOf(agent: AgentProcess): Promise<number> {
-  const code = await waitFor(() => agent.child.exitCode ?? undefined, 20_000, () => `the agent to exit; output:\n${agent.output}`);
+  const code = await waitFor(
+    () => agent.child.exitCode ?? undefined,
+    20_000,
+    () => `the agent to exit; output:\n${agent.output}`,
+  );
   await agent.stop();
   return code;
 }

@@ -21,7 +21,11 @@ const docker = dockerode({ timeoutMs: 30_000 });
 describe.skipIf(!ready.ok)('observe mode', () => {
   const created: string[] = [];
   afterAll(async () => {
-    for (const id of created) await docker.getService(id).remove().catch(() => {});
+    for (const id of created)
+      await docker
+        .getService(id)
+        .remove()
+        .catch(() => {});
   });
 
   it('reports running and failed for services someone else runs on this node, and never writes to Docker', async () => {
@@ -34,8 +38,15 @@ describe.skipIf(!ready.ok)('observe mode', () => {
     const token = cp.mintToken(workerId);
     const nodeId = (await getEngineFacts(engine)).swarm.nodeId!;
     const row = (over: Record<string, unknown>) => ({
-      id: randomUUID(), serviceId: randomUUID(), organizationId: 'org-observe', slug: 'obs', imageTag: TEST_IMAGE, desiredState: 'running',
-      environmentVars: {}, resourceLimits: { cpuCores: 0.1, memoryMb: 16 }, ...over,
+      id: randomUUID(),
+      serviceId: randomUUID(),
+      organizationId: 'org-observe',
+      slug: 'obs',
+      imageTag: TEST_IMAGE,
+      desiredState: 'running',
+      environmentVars: {},
+      resourceLimits: { cpuCores: 0.1, memoryMb: 16 },
+      ...over,
     });
     const ok = row({ command: ['sleep', '3600'] });
     const crashing = row({ slug: 'crash', command: ['sh', '-c', 'echo observed-crash; exit 4'] });
@@ -46,21 +57,41 @@ describe.skipIf(!ready.ok)('observe mode', () => {
       if (!p.ok) throw new Error(p.rejected.message);
       const { spec } = buildServiceSpec(p.deployment, { workerId: 'manager-side', nodeId });
       const { TaskTemplate, ...rest } = spec;
-      const res = (await docker.createService({ ...rest, TaskTemplate: { ...TaskTemplate, Networks: [] } } as never)) as { id?: string; ID?: string };
+      const res = (await docker.createService({ ...rest, TaskTemplate: { ...TaskTemplate, Networks: [] } } as never)) as {
+        id?: string;
+        ID?: string;
+      };
       created.push(res.id ?? res.ID!);
     }
     cp.setDeployments(workerId, [ok, crashing, neverCreated]);
-    expect((await runCli(['register', '--control-plane', cp.url, '--token', token, '--config', config, '--docker-socket', proxy.socketPath])).code).toBe(0);
+    expect(
+      (await runCli(['register', '--control-plane', cp.url, '--token', token, '--config', config, '--docker-socket', proxy.socketPath]))
+        .code,
+    ).toBe(0);
     const agent = new AgentProcess(['run', '--config', config], {
-      SKYPANEL_AGENT_RECONCILE_MODE: 'observe', SKYPANEL_AGENT_POLL_INTERVAL: '1', SKYPANEL_AGENT_RESYNC_INTERVAL: '5',
+      SKYPANEL_AGENT_RECONCILE_MODE: 'observe',
+      SKYPANEL_AGENT_POLL_INTERVAL: '1',
+      SKYPANEL_AGENT_RESYNC_INTERVAL: '5',
     });
     try {
       await agent.waitForLog((l) => String(l.msg).startsWith('observe mode'));
       // Registered as a manager by `register`; `run` refreshes the row with the mode it really runs in.
-      await waitFor(() => (cp.workers.get(workerId)?.metadata as { reconcileMode?: string } | undefined)?.reconcileMode === 'observe', 15_000, () => agent.output.slice(-2000));
+      await waitFor(
+        () => (cp.workers.get(workerId)?.metadata as { reconcileMode?: string } | undefined)?.reconcileMode === 'observe',
+        15_000,
+        () => agent.output.slice(-2000),
+      );
       const status = (id: string) => cp.deploymentStatusOf(workerId).get(id)?.status;
-      await waitFor(() => status(ok.id) === 'running', 60_000, () => agent.output.slice(-2000));
-      await waitFor(() => status(crashing.id) === 'failed', 60_000, () => agent.output.slice(-2000));
+      await waitFor(
+        () => status(ok.id) === 'running',
+        60_000,
+        () => agent.output.slice(-2000),
+      );
+      await waitFor(
+        () => status(crashing.id) === 'failed',
+        60_000,
+        () => agent.output.slice(-2000),
+      );
       expect(cp.deploymentStatusOf(workerId).get(crashing.id)!.deploymentLogs).toContain('observed-crash');
       expect(status(neverCreated.id)).toBe('deploying');
       expect(proxy.requests.length).toBeGreaterThan(0);

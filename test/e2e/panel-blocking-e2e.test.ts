@@ -31,8 +31,15 @@ describe.skipIf(!ready.ok)('blocking query: skypanel-agent panel and the built a
 
   beforeAll(async () => {
     pg = await startPostgres();
-    panel = new AgentProcess(['panel', '--database-url', pg.url, '--listen', '127.0.0.1:0', '--log-level', 'warn'], { JWT_SECRET, SSH_CRED_SECRET });
-    const m = await waitFor(() => /panel listening on (http:\/\/\S+)/.exec(panel.output), 20_000, () => panel.output);
+    panel = new AgentProcess(['panel', '--database-url', pg.url, '--listen', '127.0.0.1:0', '--log-level', 'warn'], {
+      JWT_SECRET,
+      SSH_CRED_SECRET,
+    });
+    const m = await waitFor(
+      () => /panel listening on (http:\/\/\S+)/.exec(panel.output),
+      20_000,
+      () => panel.output,
+    );
     dir = await mkdtemp(join(tmpdir(), 'skp-panel-held-e2e-'));
     const config = join(dir, 'agent.json');
     const reg = await runCli(['register', '--control-plane', m[1]!, '--token', token, '--config', config]);
@@ -42,8 +49,13 @@ describe.skipIf(!ready.ok)('blocking query: skypanel-agent panel and the built a
 
   afterAll(async () => {
     await agent?.stop();
-    for (const s of (await docker.listServices({ filters: JSON.stringify({ label: [`${LABEL.workerId}=${workerId}`] }) }).catch(() => [])) as { ID: string }[]) {
-      await docker.getService(s.ID).remove().catch(() => {});
+    for (const s of (await docker
+      .listServices({ filters: JSON.stringify({ label: [`${LABEL.workerId}=${workerId}`] }) })
+      .catch(() => [])) as { ID: string }[]) {
+      await docker
+        .getService(s.ID)
+        .remove()
+        .catch(() => {});
     }
     await removeWorkerLeftovers(docker, workerId);
     await panel?.stop();
@@ -53,7 +65,13 @@ describe.skipIf(!ready.ok)('blocking query: skypanel-agent panel and the built a
 
   it('a deployment row inserted by SQL is a Swarm service within 2 s', async () => {
     // The first heartbeat answer announced the blocking query; the held call follows the first poll.
-    await waitFor(async () => (await pg.pool.query(`SELECT current_load->>'seq' AS seq FROM container_workers WHERE id = $1`, [workerId])).rows[0]?.seq !== undefined, 30_000, diag);
+    await waitFor(
+      async () =>
+        (await pg.pool.query(`SELECT current_load->>'seq' AS seq FROM container_workers WHERE id = $1`, [workerId])).rows[0]?.seq !==
+        undefined,
+      30_000,
+      diag,
+    );
     await new Promise((r) => setTimeout(r, 3_000));
     const { orgId } = await insertOrg(pg.pool);
     const svc = await pg.pool.query<{ id: string }>(
@@ -67,14 +85,23 @@ describe.skipIf(!ready.ok)('blocking query: skypanel-agent panel and the built a
     let committedAt: number;
     try {
       await client.query('BEGIN');
-      const dep = await client.query<{ id: string }>(`INSERT INTO container_deployments (service_id, worker_id, image_tag) VALUES ($1, $2, $3) RETURNING id`, [serviceId, workerId, TEST_IMAGE]);
+      const dep = await client.query<{ id: string }>(
+        `INSERT INTO container_deployments (service_id, worker_id, image_tag) VALUES ($1, $2, $3) RETURNING id`,
+        [serviceId, workerId, TEST_IMAGE],
+      );
       await client.query('UPDATE container_services SET current_deployment_id = $2 WHERE id = $1', [serviceId, dep.rows[0]!.id]);
       await client.query('COMMIT');
       committedAt = Date.now();
     } finally {
       client.release();
     }
-    await waitFor(async () => ((await docker.listServices({ filters: JSON.stringify({ label: [`${LABEL.serviceId}=${serviceId}`] }) })) as unknown[]).length === 1, 10_000, diag);
+    await waitFor(
+      async () =>
+        ((await docker.listServices({ filters: JSON.stringify({ label: [`${LABEL.serviceId}=${serviceId}`] }) })) as unknown[]).length ===
+        1,
+      10_000,
+      diag,
+    );
     const ms = Date.now() - committedAt;
     expect(ms, diag()).toBeLessThan(2_000);
   });

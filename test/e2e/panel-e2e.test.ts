@@ -33,8 +33,12 @@ function buildWebImage(version: number): Promise<void> {
     'CMD ["sh", "-c", "mkdir -p /www && echo \\"$GREETING v$VERSION\\" > /www/index.html && exec httpd -f -p 8080 -h /www"]',
   ].join('\n');
   return new Promise((resolve, reject) => {
-    const child = execFile('docker', ['build', '--network', 'none', '-q', '-t', `${WEB_IMAGE}:${version}`, '-'], { env: { ...process.env, DOCKER_BUILDKIT: '0' }, timeout: 120_000 }, (err, _o, stderr) =>
-      err ? reject(new Error(`docker build: ${stderr || err.message}`)) : resolve());
+    const child = execFile(
+      'docker',
+      ['build', '--network', 'none', '-q', '-t', `${WEB_IMAGE}:${version}`, '-'],
+      { env: { ...process.env, DOCKER_BUILDKIT: '0' }, timeout: 120_000 },
+      (err, _o, stderr) => (err ? reject(new Error(`docker build: ${stderr || err.message}`)) : resolve()),
+    );
     child.stdin!.end(dockerfile);
   });
 }
@@ -63,19 +67,53 @@ describe.skipIf(!ready.ok)('skypanel-agent panel on PostgreSQL with the built ag
   const port = { external: 0 };
 
   const env = { JWT_SECRET, SSH_CRED_SECRET };
-  const agentEnv = { SKYPANEL_AGENT_POLL_INTERVAL: '1', SKYPANEL_AGENT_RESYNC_INTERVAL: '5', SKYPANEL_AGENT_USAGE_PERIOD: String(USAGE_PERIOD_SEC), SKYPANEL_AGENT_USAGE_SAMPLE_INTERVAL: '1' };
-  const deployment = async (id: string): Promise<Record<string, unknown>> => (await pg.pool.query('SELECT * FROM container_deployments WHERE id = $1', [id])).rows[0] as Record<string, unknown>;
-  const service = async (): Promise<Record<string, unknown>> => (await pg.pool.query('SELECT * FROM container_services WHERE id = $1', [serviceId])).rows[0] as Record<string, unknown>;
+  const agentEnv = {
+    SKYPANEL_AGENT_POLL_INTERVAL: '1',
+    SKYPANEL_AGENT_RESYNC_INTERVAL: '5',
+    SKYPANEL_AGENT_USAGE_PERIOD: String(USAGE_PERIOD_SEC),
+    SKYPANEL_AGENT_USAGE_SAMPLE_INTERVAL: '1',
+  };
+  const deployment = async (id: string): Promise<Record<string, unknown>> =>
+    (await pg.pool.query('SELECT * FROM container_deployments WHERE id = $1', [id])).rows[0] as Record<string, unknown>;
+  const service = async (): Promise<Record<string, unknown>> =>
+    (await pg.pool.query('SELECT * FROM container_services WHERE id = $1', [serviceId])).rows[0] as Record<string, unknown>;
   const swarmServices = async () =>
-    (await docker.listServices({ filters: JSON.stringify({ label: [`${LABEL.serviceId}=${serviceId}`] }) })) as { ID: string; Spec: { Mode: { Replicated?: { Replicas: number } }; Labels: Record<string, string> } }[];
+    (await docker.listServices({ filters: JSON.stringify({ label: [`${LABEL.serviceId}=${serviceId}`] }) })) as {
+      ID: string;
+      Spec: { Mode: { Replicated?: { Replicas: number } }; Labels: Record<string, string> };
+    }[];
   const diag = () => `agent:\n${agent.output.slice(-3000)}\npanel:\n${panel.output.slice(-2000)}`;
 
   beforeAll(async () => {
     await Promise.all([buildWebImage(1), buildWebImage(2)]);
     pg = await startPostgres();
-    panel = new AgentProcess(['panel', '--database-url', pg.url, '--listen', '127.0.0.1:0', '--heartbeat-interval', '2', '--log-level', 'warn',
-      '--price-cpu-hour', '1', '--price-memory-gb-hour', '1', '--price-storage-gb-hour', '0', '--price-network-gb', '0'], env);
-    const m = await waitFor(() => /panel listening on (http:\/\/\S+)/.exec(panel.output), 20_000, () => panel.output);
+    panel = new AgentProcess(
+      [
+        'panel',
+        '--database-url',
+        pg.url,
+        '--listen',
+        '127.0.0.1:0',
+        '--heartbeat-interval',
+        '2',
+        '--log-level',
+        'warn',
+        '--price-cpu-hour',
+        '1',
+        '--price-memory-gb-hour',
+        '1',
+        '--price-storage-gb-hour',
+        '0',
+        '--price-network-gb',
+        '0',
+      ],
+      env,
+    );
+    const m = await waitFor(
+      () => /panel listening on (http:\/\/\S+)/.exec(panel.output),
+      20_000,
+      () => panel.output,
+    );
     panelUrl = m[1]!;
     dir = await mkdtemp(join(tmpdir(), 'skp-panel-e2e-'));
     config = join(dir, 'agent.json');
@@ -87,8 +125,13 @@ describe.skipIf(!ready.ok)('skypanel-agent panel on PostgreSQL with the built ag
 
   afterAll(async () => {
     await agent?.stop();
-    for (const s of (await docker.listServices({ filters: JSON.stringify({ label: [`${LABEL.workerId}=${workerId}`] }) }).catch(() => [])) as { ID: string }[]) {
-      await docker.getService(s.ID).remove().catch(() => {});
+    for (const s of (await docker
+      .listServices({ filters: JSON.stringify({ label: [`${LABEL.workerId}=${workerId}`] }) })
+      .catch(() => [])) as { ID: string }[]) {
+      await docker
+        .getService(s.ID)
+        .remove()
+        .catch(() => {});
     }
     await removeWorkerLeftovers(docker, workerId);
     await panel?.stop();
@@ -100,18 +143,33 @@ describe.skipIf(!ready.ok)('skypanel-agent panel on PostgreSQL with the built ag
   });
 
   it('an assigned deployment row becomes a running service; the row says running with public_url and deployed_at', async () => {
-    await waitFor(async () => (await pg.pool.query(`SELECT status FROM container_workers WHERE id = $1`, [workerId])).rows[0]?.status === 'active', 20_000, diag);
+    await waitFor(
+      async () => (await pg.pool.query(`SELECT status FROM container_workers WHERE id = $1`, [workerId])).rows[0]?.status === 'active',
+      20_000,
+      diag,
+    );
     port.external = await freePort();
     const { rows } = await pg.pool.query<{ id: string }>(
       `INSERT INTO container_services (organization_id, name, slug, status, environment_vars, resource_limits)
        VALUES ($1, 'Hello', $2, 'deploying', $3, $4) RETURNING id`,
-      [orgId, `hello-${workerId.slice(0, 8)}`, JSON.stringify({ GREETING: 'hello-from-postgres' }), JSON.stringify({ cpu_cores: 0.25, memory_mb: 64, disk_gb: 1 })],
+      [
+        orgId,
+        `hello-${workerId.slice(0, 8)}`,
+        JSON.stringify({ GREETING: 'hello-from-postgres' }),
+        JSON.stringify({ cpu_cores: 0.25, memory_mb: 64, disk_gb: 1 }),
+      ],
     );
     serviceId = rows[0]!.id;
     const { userId } = await insertOrg(pg.pool);
-    const secret = await pg.pool.query<{ id: string }>('INSERT INTO container_secrets (organization_id, name, encrypted_value, created_by) VALUES ($1, $2, $3, $4) RETURNING id',
-      [orgId, 'api-key', encryptSecret(SECRET_VALUE, secretKey({ sshCredSecret: SSH_CRED_SECRET, jwtSecret: JWT_SECRET })), userId]);
-    await pg.pool.query('INSERT INTO container_service_secrets (service_id, secret_id, env_var_name) VALUES ($1, $2, $3)', [serviceId, secret.rows[0]!.id, 'API_KEY']);
+    const secret = await pg.pool.query<{ id: string }>(
+      'INSERT INTO container_secrets (organization_id, name, encrypted_value, created_by) VALUES ($1, $2, $3, $4) RETURNING id',
+      [orgId, 'api-key', encryptSecret(SECRET_VALUE, secretKey({ sshCredSecret: SSH_CRED_SECRET, jwtSecret: JWT_SECRET })), userId],
+    );
+    await pg.pool.query('INSERT INTO container_service_secrets (service_id, secret_id, env_var_name) VALUES ($1, $2, $3)', [
+      serviceId,
+      secret.rows[0]!.id,
+      'API_KEY',
+    ]);
     const dep = await pg.pool.query<{ id: string }>(
       `INSERT INTO container_deployments (service_id, worker_id, image_tag, internal_port, external_port) VALUES ($1, $2, $3, 8080, $4) RETURNING id`,
       [serviceId, workerId, `${WEB_IMAGE}:1`, port.external],
@@ -126,7 +184,14 @@ describe.skipIf(!ready.ok)('skypanel-agent panel on PostgreSQL with the built ag
     expect(row.swarm_service_id).toBeTruthy();
     expect(row.container_id).toBeTruthy();
     expect(await service()).toMatchObject({ status: 'running', public_url: `http://127.0.0.1:${port.external}` });
-    const text = await waitFor(async () => (await fetch(`${row.public_url as string}/`).then((r) => r.text()).catch(() => '')) || false, 20_000, diag);
+    const text = await waitFor(
+      async () =>
+        (await fetch(`${row.public_url as string}/`)
+          .then((r) => r.text())
+          .catch(() => '')) || false,
+      20_000,
+      diag,
+    );
     expect(text.trim()).toBe('hello-from-postgres v1');
   });
 
@@ -135,7 +200,10 @@ describe.skipIf(!ready.ok)('skypanel-agent panel on PostgreSQL with the built ag
       `INSERT INTO container_services (organization_id, name, slug, status, resource_limits) VALUES ($1, 'Tiny', $2, 'deploying', $3) RETURNING id`,
       [orgId, `tiny-${workerId.slice(0, 8)}`, JSON.stringify({ cpu_cores: 0.25, memory_mb: 2 })],
     );
-    const dep = await pg.pool.query<{ id: string }>(`INSERT INTO container_deployments (service_id, worker_id, image_tag) VALUES ($1, $2, $3) RETURNING id`, [rows[0]!.id, workerId, `${WEB_IMAGE}:1`]);
+    const dep = await pg.pool.query<{ id: string }>(
+      `INSERT INTO container_deployments (service_id, worker_id, image_tag) VALUES ($1, $2, $3) RETURNING id`,
+      [rows[0]!.id, workerId, `${WEB_IMAGE}:1`],
+    );
     await pg.pool.query('UPDATE container_services SET current_deployment_id = $2 WHERE id = $1', [rows[0]!.id, dep.rows[0]!.id]);
     await waitFor(async () => (await deployment(dep.rows[0]!.id)).status === 'failed', 30_000, diag);
     expect((await deployment(dep.rows[0]!.id)).deployment_logs).toContain('container_services.resource_limits.memory_mb');
@@ -155,13 +223,27 @@ describe.skipIf(!ready.ok)('skypanel-agent panel on PostgreSQL with the built ag
     expect((await deployment(secondDeployment)).public_url).toBe(`http://127.0.0.1:${port.external}`);
     // The same Swarm service, updated in place.
     expect((await swarmServices()).map((s) => s.ID)).toEqual(before);
-    await waitFor(async () => (await fetch(`http://127.0.0.1:${port.external}/`).then((r) => r.text()).catch(() => '')).trim() === 'hello-from-postgres v2', 30_000, diag);
+    await waitFor(
+      async () =>
+        (
+          await fetch(`http://127.0.0.1:${port.external}/`)
+            .then((r) => r.text())
+            .catch(() => '')
+        ).trim() === 'hello-from-postgres v2',
+      30_000,
+      diag,
+    );
   });
 
   it('usage lands in container_billing_cycles once per period, also after SIGKILL and a replayed batch', async () => {
-    const periods = async () => (await pg.pool.query<{ start: Date; n: string; usage: Record<string, unknown> }>(
-      `SELECT billing_period_start AS start, count(*) OVER (PARTITION BY billing_period_start) AS n, metadata->'skypanelAgentUsage' AS usage
-         FROM container_billing_cycles WHERE service_id = $1 ORDER BY billing_period_start`, [serviceId])).rows;
+    const periods = async () =>
+      (
+        await pg.pool.query<{ start: Date; n: string; usage: Record<string, unknown> }>(
+          `SELECT billing_period_start AS start, count(*) OVER (PARTITION BY billing_period_start) AS n, metadata->'skypanelAgentUsage' AS usage
+         FROM container_billing_cycles WHERE service_id = $1 ORDER BY billing_period_start`,
+          [serviceId],
+        )
+      ).rows;
     await waitFor(async () => (await periods()).length >= 1, 60_000, diag);
     const killedAt = Date.now();
     await agent.stop('SIGKILL');
@@ -173,19 +255,34 @@ describe.skipIf(!ready.ok)('skypanel-agent panel on PostgreSQL with the built ag
     for (const r of rows) expect(r.start.getTime() % (USAGE_PERIOD_SEC * 1000)).toBe(0);
     const ours = rows.filter((r) => Object.hasOwn(r.usage, secondDeployment));
     expect(ours.length).toBeGreaterThanOrEqual(1);
-    const { rows: cycle } = await pg.pool.query(`SELECT * FROM container_billing_cycles WHERE service_id = $1 AND billing_period_start = $2`, [serviceId, ours[0]!.start]);
+    const { rows: cycle } = await pg.pool.query(
+      `SELECT * FROM container_billing_cycles WHERE service_id = $1 AND billing_period_start = $2`,
+      [serviceId, ours[0]!.start],
+    );
     expect(cycle[0]).toMatchObject({ status: 'pending', organization_id: orgId });
 
     // The agent's batch sent again, as after a lost acknowledgement: counted once.
     const held = ours[0]!.usage[secondDeployment] as Record<string, unknown>;
     const replay = {
-      deploymentId: secondDeployment, serviceId, organizationId: orgId, periodStart: ours[0]!.start.toISOString(), periodEnd: held.periodEnd,
-      cpuHours: held.cpuHours, memoryGbHours: held.memoryGbHours, storageGbHours: held.storageGbHours, networkGb: held.networkGb, samples: held.samples, complete: held.complete,
+      deploymentId: secondDeployment,
+      serviceId,
+      organizationId: orgId,
+      periodStart: ours[0]!.start.toISOString(),
+      periodEnd: held.periodEnd,
+      cpuHours: held.cpuHours,
+      memoryGbHours: held.memoryGbHours,
+      storageGbHours: held.storageGbHours,
+      networkGb: held.networkGb,
+      samples: held.samples,
+      complete: held.complete,
     };
     const res = await call(panelUrl, 'POST', `/api/workers/${workerId}/usage`, token, { records: [replay, replay] });
     expect(res.status).toBe(200);
     expect(pick(res.body, 'data', 'duplicates')).toBe(2);
-    const { rows: after } = await pg.pool.query(`SELECT * FROM container_billing_cycles WHERE service_id = $1 AND billing_period_start = $2`, [serviceId, ours[0]!.start]);
+    const { rows: after } = await pg.pool.query(
+      `SELECT * FROM container_billing_cycles WHERE service_id = $1 AND billing_period_start = $2`,
+      [serviceId, ours[0]!.start],
+    );
     expect(after).toHaveLength(1);
     expect(after[0]!.total_amount).toBe(cycle[0]!.total_amount);
     await waitFor(async () => (await deployment(secondDeployment)).status === 'running', 60_000, diag);
@@ -199,9 +296,15 @@ describe.skipIf(!ready.ok)('skypanel-agent panel on PostgreSQL with the built ag
       [orgId, `later-${workerId.slice(0, 8)}`, JSON.stringify({ cpu_cores: 0.25, memory_mb: 64 })],
     );
     const later = rows[0]!.id;
-    const dep = (await pg.pool.query<{ id: string }>(`INSERT INTO container_deployments (service_id, worker_id, image_tag) VALUES ($1, $2, $3) RETURNING id`, [later, workerId, `${WEB_IMAGE}:1`])).rows[0]!.id;
+    const dep = (
+      await pg.pool.query<{ id: string }>(
+        `INSERT INTO container_deployments (service_id, worker_id, image_tag) VALUES ($1, $2, $3) RETURNING id`,
+        [later, workerId, `${WEB_IMAGE}:1`],
+      )
+    ).rows[0]!.id;
     await pg.pool.query('UPDATE container_services SET current_deployment_id = $2 WHERE id = $1', [later, dep]);
-    const laterServices = async () => (await docker.listServices({ filters: JSON.stringify({ label: [`${LABEL.serviceId}=${later}`] }) })) as unknown[];
+    const laterServices = async () =>
+      (await docker.listServices({ filters: JSON.stringify({ label: [`${LABEL.serviceId}=${later}`] }) })) as unknown[];
     await waitFor(async () => (await deployment(dep)).status === 'deploying', 30_000, diag);
     await new Promise((r) => setTimeout(r, 3_000));
     expect(await laterServices()).toHaveLength(0);

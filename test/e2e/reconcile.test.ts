@@ -19,7 +19,15 @@ const docker = dockerode({ timeoutMs: 30_000 });
 const WORKER = `w-e2e-${randomUUID().slice(0, 8)}`;
 const SECRET_VALUE = `s3cr3t-${randomUUID()}`;
 const logLines: string[] = [];
-const logger = pino({ level: 'debug' }, new Writable({ write(chunk, _e, cb) { logLines.push(String(chunk)); cb(); } }));
+const logger = pino(
+  { level: 'debug' },
+  new Writable({
+    write(chunk, _e, cb) {
+      logLines.push(String(chunk));
+      cb();
+    },
+  }),
+);
 
 let nodeId: string;
 let reconciler: Reconciler;
@@ -29,8 +37,15 @@ let desired: Deployment[] = [];
 
 function deployment(overrides: Record<string, unknown>): Deployment {
   const raw = {
-    id: randomUUID(), serviceId: randomUUID(), organizationId: 'org-e2e', slug: 'app', imageTag: TEST_IMAGE, desiredState: 'running',
-    environmentVars: {}, resourceLimits: { cpuCores: 0.25, memoryMb: 32 }, ...overrides,
+    id: randomUUID(),
+    serviceId: randomUUID(),
+    organizationId: 'org-e2e',
+    slug: 'app',
+    imageTag: TEST_IMAGE,
+    desiredState: 'running',
+    environmentVars: {},
+    resourceLimits: { cpuCores: 0.25, memoryMb: 32 },
+    ...overrides,
   };
   const r = parseDeployment(raw);
   if (!r.ok) throw new Error(r.rejected.message);
@@ -45,10 +60,21 @@ function setDesired(list: Deployment[]) {
 
 const statusOf = (id: string) => latest.get(id)?.derived.status;
 const waitStatus = (id: string, status: string, ms = 60_000) =>
-  waitFor(() => statusOf(id) === status, ms, () => `${id} to be ${status}, is ${statusOf(id)} (${latest.get(id)?.derived.message ?? ''})`);
+  waitFor(
+    () => statusOf(id) === status,
+    ms,
+    () => `${id} to be ${status}, is ${statusOf(id)} (${latest.get(id)?.derived.message ?? ''})`,
+  );
 
 async function ownServices() {
-  return (await docker.listServices({ filters: JSON.stringify({ label: [`${LABEL.workerId}=${WORKER}`] }) })) as { ID: string; Spec: { Labels: Record<string, string>; Mode: { Replicated: { Replicas: number } }; TaskTemplate: { ContainerSpec: { Env?: string[] } } } }[];
+  return (await docker.listServices({ filters: JSON.stringify({ label: [`${LABEL.workerId}=${WORKER}`] }) })) as {
+    ID: string;
+    Spec: {
+      Labels: Record<string, string>;
+      Mode: { Replicated: { Replicas: number } };
+      TaskTemplate: { ContainerSpec: { Env?: string[] } };
+    };
+  }[];
 }
 
 describe.skipIf(!dockerReady.ok)('reconciling against a real swarm', () => {
@@ -74,10 +100,18 @@ describe.skipIf(!dockerReady.ok)('reconciling against a real swarm', () => {
 
   afterAll(async () => {
     await reconciler?.stop();
-    for (const s of await ownServices().catch(() => [])) await docker.getService(s.ID).remove().catch(() => {});
+    for (const s of await ownServices().catch(() => []))
+      await docker
+        .getService(s.ID)
+        .remove()
+        .catch(() => {});
     const secrets = (await docker.listSecrets({ filters: JSON.stringify({ label: [`${LABEL.workerId}=${WORKER}`] }) })) as { ID: string }[];
     await new Promise((r) => setTimeout(r, 2_000));
-    for (const s of secrets) await docker.getSecret(s.ID).remove().catch(() => {});
+    for (const s of secrets)
+      await docker
+        .getSecret(s.ID)
+        .remove()
+        .catch(() => {});
     const output = logLines.join('') + JSON.stringify(allReports);
     expect(output).not.toContain(SECRET_VALUE);
   });
@@ -96,9 +130,16 @@ describe.skipIf(!dockerReady.ok)('reconciling against a real swarm', () => {
     const res = await fetch(`${c.publicUrl}/`);
     expect(await res.text()).toContain('hi-from-e2e');
     const [svc] = await ownServices();
-    expect(svc!.Spec.Labels).toMatchObject({ [LABEL.managed]: 'true', [LABEL.deploymentId]: web.id, [LABEL.serviceId]: web.serviceId, [LABEL.organizationId]: 'org-e2e' });
+    expect(svc!.Spec.Labels).toMatchObject({
+      [LABEL.managed]: 'true',
+      [LABEL.deploymentId]: web.id,
+      [LABEL.serviceId]: web.serviceId,
+      [LABEL.organizationId]: 'org-e2e',
+    });
     type Limits = { NanoCPUs: number; MemoryBytes: number };
-    const full = (await docker.getService(svc!.ID).inspect()) as { Spec: { Name: string; TaskTemplate: { Resources: { Limits: Limits }; Placement: { Constraints: string[] } } } };
+    const full = (await docker.getService(svc!.ID).inspect()) as {
+      Spec: { Name: string; TaskTemplate: { Resources: { Limits: Limits }; Placement: { Constraints: string[] } } };
+    };
     expect(full.Spec.Name.length).toBeLessThanOrEqual(63);
     expect(full.Spec.TaskTemplate.Resources.Limits).toMatchObject({ NanoCPUs: 250_000_000, MemoryBytes: 32 * 1024 * 1024 });
     expect(full.Spec.TaskTemplate.Placement.Constraints).toContain(`node.id==${nodeId}`);
@@ -116,17 +157,28 @@ describe.skipIf(!dockerReady.ok)('reconciling against a real swarm', () => {
     expect(latest.get(web!.id)!.derived.containerId).toBe(containerBefore);
     const changed = deployment({ ...rawOf(web!), environmentVars: { GREETING: 'changed' } });
     setDesired([changed]);
-    await waitFor(() => latest.get(changed.id)?.derived.status === 'running' && latest.get(changed.id)?.derived.containerId !== containerBefore, 90_000, () => JSON.stringify(latest.get(changed.id)));
+    await waitFor(
+      () => latest.get(changed.id)?.derived.status === 'running' && latest.get(changed.id)?.derived.containerId !== containerBefore,
+      90_000,
+      () => JSON.stringify(latest.get(changed.id)),
+    );
     const [svc] = await ownServices();
     expect(svc!.Spec.TaskTemplate.ContainerSpec.Env).toContain('GREETING=changed');
   });
 
   it('puts back a service changed by hand (drift)', async () => {
     const [svc] = await ownServices();
-    const full = (await docker.getService(svc!.ID).inspect()) as { Version: { Index: number }; Spec: { TaskTemplate: { ContainerSpec: { Env: string[] } } } };
+    const full = (await docker.getService(svc!.ID).inspect()) as {
+      Version: { Index: number };
+      Spec: { TaskTemplate: { ContainerSpec: { Env: string[] } } };
+    };
     full.Spec.TaskTemplate.ContainerSpec.Env = [...full.Spec.TaskTemplate.ContainerSpec.Env, 'HACKED=1'];
     await docker.getService(svc!.ID).update({ _query: { version: full.Version.Index }, _body: full.Spec } as never);
-    await waitFor(async () => !(await ownServices())[0]!.Spec.TaskTemplate.ContainerSpec.Env?.includes('HACKED=1'), 30_000, () => 'drift to be reverted');
+    await waitFor(
+      async () => !(await ownServices())[0]!.Spec.TaskTemplate.ContainerSpec.Env?.includes('HACKED=1'),
+      30_000,
+      () => 'drift to be reverted',
+    );
     expect(logLines.join('')).toContain('service changed outside the agent; put back');
   });
 
@@ -137,7 +189,11 @@ describe.skipIf(!dockerReady.ok)('reconciling against a real swarm', () => {
     await waitStatus(stopped.id, 'stopped');
     expect((await ownServices())[0]!.Spec.Mode.Replicated.Replicas).toBe(0);
     setDesired([]);
-    await waitFor(async () => (await ownServices()).length === 0, 30_000, () => 'service to be removed');
+    await waitFor(
+      async () => (await ownServices()).length === 0,
+      30_000,
+      () => 'service to be removed',
+    );
     expect(allReports.filter((r) => r.deploymentId === stopped.id).at(-1)!.derived.status).toBe('stopped');
   });
 
@@ -158,8 +214,15 @@ describe.skipIf(!dockerReady.ok)('reconciling against a real swarm', () => {
   it('mounts a secret as a file and exposes it by _FILE env, never leaking the value', async () => {
     const app = deployment({
       slug: 'secretive',
-      command: ['sh', '-c', 'test "$(cat /run/secrets/API_KEY)" = "$EXPECTED_FROM_FILE" || true; cat "$API_KEY_FILE" >/dev/null && sleep 3600'],
-      secrets: [{ name: 'api-key', value: SECRET_VALUE, envVarName: 'API_KEY' }, { name: 'db-pass', value: `${SECRET_VALUE}-db`, mountPath: '/etc/app/db-pass' }],
+      command: [
+        'sh',
+        '-c',
+        'test "$(cat /run/secrets/API_KEY)" = "$EXPECTED_FROM_FILE" || true; cat "$API_KEY_FILE" >/dev/null && sleep 3600',
+      ],
+      secrets: [
+        { name: 'api-key', value: SECRET_VALUE, envVarName: 'API_KEY' },
+        { name: 'db-pass', value: `${SECRET_VALUE}-db`, mountPath: '/etc/app/db-pass' },
+      ],
     });
     setDesired([app]);
     await waitStatus(app.id, 'running');
@@ -179,12 +242,19 @@ describe.skipIf(!dockerReady.ok)('reconciling against a real swarm', () => {
     const id = foreign.id ?? foreign.ID!;
     try {
       setDesired([]);
-      await waitFor(async () => (await ownServices()).length === 0, 30_000, () => 'own services removed');
+      await waitFor(
+        async () => (await ownServices()).length === 0,
+        30_000,
+        () => 'own services removed',
+      );
       await new Promise((r) => setTimeout(r, 2_500));
       const still = await docker.getService(id).inspect();
       expect(still).toBeDefined();
     } finally {
-      await docker.getService(id).remove().catch(() => {});
+      await docker
+        .getService(id)
+        .remove()
+        .catch(() => {});
     }
   });
 });

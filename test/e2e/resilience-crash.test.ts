@@ -25,8 +25,15 @@ function deployment(i: number): Record<string, unknown> {
   const value = `crash-secret-${i}-${randomUUID()}`;
   secretValues.push(value);
   return {
-    id: randomUUID(), serviceId: randomUUID(), organizationId: ORG, slug: `crash-${i}`, imageTag: TEST_IMAGE, desiredState: 'running',
-    environmentVars: { INDEX: String(i) }, resourceLimits: { cpuCores: 0.02, memoryMb: 8 }, command: ['sleep', '3600'],
+    id: randomUUID(),
+    serviceId: randomUUID(),
+    organizationId: ORG,
+    slug: `crash-${i}`,
+    imageTag: TEST_IMAGE,
+    desiredState: 'running',
+    environmentVars: { INDEX: String(i) },
+    resourceLimits: { cpuCores: 0.02, memoryMb: 8 },
+    command: ['sleep', '3600'],
     secrets: [{ name: 'token', value, envVarName: 'TOKEN' }],
   };
 }
@@ -38,7 +45,10 @@ describe.skipIf(!ready.ok)('agent killed while applying 20 deployments', () => {
   const agents: AgentProcess[] = [];
 
   const services = async () =>
-    (await docker.listServices({ filters: JSON.stringify({ label: [`${LABEL.workerId}=${workerId}`] }) })) as unknown as { ID: string; Spec: { Labels: Record<string, string> } }[];
+    (await docker.listServices({ filters: JSON.stringify({ label: [`${LABEL.workerId}=${workerId}`] }) })) as unknown as {
+      ID: string;
+      Spec: { Labels: Record<string, string> };
+    }[];
 
   beforeAll(async () => {
     cp = await startReferenceControlPlane({ host: '127.0.0.1', port: 0 });
@@ -47,7 +57,11 @@ describe.skipIf(!ready.ok)('agent killed while applying 20 deployments', () => {
   afterAll(async () => {
     await Promise.all(agents.map((a) => a.stop()));
     if (workerId) {
-      for (const s of await services()) await docker.getService(s.ID).remove().catch(() => {});
+      for (const s of await services())
+        await docker
+          .getService(s.ID)
+          .remove()
+          .catch(() => {});
       await removeWorkerLeftovers(docker, workerId);
     }
     const everything = capturedOutput.join('\n') + JSON.stringify(cp.requests) + JSON.stringify(workerId ? cp.reportsOf(workerId) : []);
@@ -92,7 +106,8 @@ describe.skipIf(!ready.ok)('agent killed while applying 20 deployments', () => {
     await waitFor(
       () => desired.every((d) => cp.deploymentStatusOf(workerId).get(d.id as string)?.status === 'running'),
       70_000,
-      () => `all ${COUNT} running; now ${[...cp.deploymentStatusOf(workerId).values()].filter((r) => r.status === 'running').length}\n${tail()}`,
+      () =>
+        `all ${COUNT} running; now ${[...cp.deploymentStatusOf(workerId).values()].filter((r) => r.status === 'running').length}\n${tail()}`,
     );
     // Converged: exactly one service per serviceId, none foreign to the desired set; still so a pass later.
     for (let check = 0; check < 2; check++) {

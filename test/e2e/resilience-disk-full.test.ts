@@ -26,8 +26,15 @@ const SECRET = `diskfull-secret-${randomUUID()}`;
 
 function deployment(slug: string): Record<string, unknown> {
   return {
-    id: randomUUID(), serviceId: randomUUID(), organizationId: ORG, slug, imageTag: TEST_IMAGE, desiredState: 'running',
-    environmentVars: {}, resourceLimits: { cpuCores: 0.02, memoryMb: 8 }, command: ['sleep', '3600'],
+    id: randomUUID(),
+    serviceId: randomUUID(),
+    organizationId: ORG,
+    slug,
+    imageTag: TEST_IMAGE,
+    desiredState: 'running',
+    environmentVars: {},
+    resourceLimits: { cpuCores: 0.02, memoryMb: 8 },
+    command: ['sleep', '3600'],
     secrets: [{ name: 'token', value: SECRET, envVarName: 'TOKEN' }],
   };
 }
@@ -55,7 +62,11 @@ describe.skipIf(!ready.ok || !isRoot)('state directory on a full disk (real ENOS
     await agent?.stop();
     if (mounted && stateDir) execFileSync('umount', [stateDir]);
     if (workerId) {
-      for (const s of await services()) await docker.getService(s.ID).remove().catch(() => {});
+      for (const s of await services())
+        await docker
+          .getService(s.ID)
+          .remove()
+          .catch(() => {});
       await removeWorkerLeftovers(docker, workerId);
     }
     const everything = capturedOutput.join('\n') + JSON.stringify(cp?.requests ?? []);
@@ -90,20 +101,35 @@ describe.skipIf(!ready.ok || !isRoot)('state directory on a full disk (real ENOS
     const api = String((await a.waitForLog((l) => l.msg === 'agent started')).statusApi);
     const get = async (path: string) => fetch(`http://${api}${path}`, { headers: { authorization: `Bearer ${token}` } });
     const status = (id: unknown) => cp.deploymentStatusOf(workerId).get(id as string)?.status;
-    await waitFor(() => status(A.id) === 'running' && status(B.id) === 'running', 60_000, () => `A and B running\n${tail()}`);
+    await waitFor(
+      () => status(A.id) === 'running' && status(B.id) === 'running',
+      60_000,
+      () => `A and B running\n${tail()}`,
+    );
 
     // Fill the filesystem for real: the write stops at ENOSPC.
-    const fill = await writeFile(join(stateDir, 'filler'), Buffer.alloc(1024 * 1024)).then(() => 'written', (err: NodeJS.ErrnoException) => err.code);
+    const fill = await writeFile(join(stateDir, 'filler'), Buffer.alloc(1024 * 1024)).then(
+      () => 'written',
+      (err: NodeJS.ErrnoException) => err.code,
+    );
     expect(fill).toBe('ENOSPC');
 
     // A stopped, B removed, C new: each must reach the swarm although desired.json cannot be written.
     const C = deployment('diskfull-c');
     cp.setDeployments(workerId, [{ ...A, desiredState: 'stopped' }, C]);
-    await waitFor(async () => {
-      const now = await byDeployment();
-      return now.get(A.id as string)?.Spec.Mode?.Replicated?.Replicas === 0 && !now.has(B.id as string) && now.has(C.id as string);
-    }, 60_000, () => `A scaled to 0, B removed, C created\n${tail()}`);
-    await waitFor(() => status(A.id) === 'stopped' && status(C.id) === 'running', 60_000, () => `A stopped and C running reported\n${tail()}`);
+    await waitFor(
+      async () => {
+        const now = await byDeployment();
+        return now.get(A.id as string)?.Spec.Mode?.Replicated?.Replicas === 0 && !now.has(B.id as string) && now.has(C.id as string);
+      },
+      60_000,
+      () => `A scaled to 0, B removed, C created\n${tail()}`,
+    );
+    await waitFor(
+      () => status(A.id) === 'stopped' && status(C.id) === 'running',
+      60_000,
+      () => `A stopped and C running reported\n${tail()}`,
+    );
 
     // Reported where an operator looks.
     const health = (await (await fetch(`http://${api}/healthz`)).json()) as { status: string; reason?: string };
@@ -115,15 +141,23 @@ describe.skipIf(!ready.ok || !isRoot)('state directory on a full disk (real ENOS
     expect(metrics).toMatch(/skypanel_agent_state_write_failures_total\{file="desired\.json"\} [1-9]/);
     expect(metrics).toContain('skypanel_agent_state_write_failing{file="desired.json"} 1');
     // Once per failure streak and file, not once per poll; no poll failed over it.
-    expect(a.logs().filter((l) => l.msg === 'cannot write a state file; working from memory and retrying' && l.file === 'desired.json')).toHaveLength(1);
+    expect(
+      a.logs().filter((l) => l.msg === 'cannot write a state file; working from memory and retrying' && l.file === 'desired.json'),
+    ).toHaveLength(1);
     expect(a.logs().filter((l) => String(l.msg).startsWith('desired-state poll failed'))).toEqual([]);
     // No temp file is left behind to hold the space.
     expect((await readdir(stateDir)).filter((e) => e.endsWith('.tmp'))).toEqual([]);
 
     // Space back: the retried write (at most 30 s apart) puts the newest set on disk.
     await rm(join(stateDir, 'filler'));
-    await waitFor(async () => ((await (await fetch(`http://${api}/healthz`)).json()) as { status: string }).status === 'ok', 45_000, () => `healthz ok again\n${tail()}`);
-    const stored = JSON.parse(await readFile(join(stateDir, 'desired.json'), 'utf8')) as { body: { data: { deployments: { id: string }[] } } };
+    await waitFor(
+      async () => ((await (await fetch(`http://${api}/healthz`)).json()) as { status: string }).status === 'ok',
+      45_000,
+      () => `healthz ok again\n${tail()}`,
+    );
+    const stored = JSON.parse(await readFile(join(stateDir, 'desired.json'), 'utf8')) as {
+      body: { data: { deployments: { id: string }[] } };
+    };
     expect(stored.body.data.deployments.map((d) => d.id).sort()).toEqual([A.id as string, C.id as string].sort());
     expect(a.logs().some((l) => l.msg === 'state file written again after failures' && l.file === 'desired.json')).toBe(true);
     expect(a.child.exitCode).toBeNull();

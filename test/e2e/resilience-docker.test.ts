@@ -76,8 +76,15 @@ class DockerProxy {
 
 function sleeper(slug: string): Record<string, unknown> {
   return {
-    id: randomUUID(), serviceId: randomUUID(), organizationId: ORG, slug, imageTag: TEST_IMAGE, desiredState: 'running',
-    environmentVars: {}, resourceLimits: { cpuCores: 0.05, memoryMb: 16 }, command: ['sleep', '3600'],
+    id: randomUUID(),
+    serviceId: randomUUID(),
+    organizationId: ORG,
+    slug,
+    imageTag: TEST_IMAGE,
+    desiredState: 'running',
+    environmentVars: {},
+    resourceLimits: { cpuCores: 0.05, memoryMb: 16 },
+    command: ['sleep', '3600'],
     secrets: [{ name: 'token', value: SECRET }],
   };
 }
@@ -92,7 +99,10 @@ describe.skipIf(!ready.ok)('Docker unavailable, restarted, flapping: the agent s
   const desired: Record<string, unknown>[] = [];
   const tail = () => agent.output.slice(-4000);
   const services = async () =>
-    (await docker.listServices({ filters: JSON.stringify({ label: [`${LABEL.workerId}=${workerId}`] }) })) as unknown as { ID: string; Spec: { Labels: Record<string, string> } }[];
+    (await docker.listServices({ filters: JSON.stringify({ label: [`${LABEL.workerId}=${workerId}`] }) })) as unknown as {
+      ID: string;
+      Spec: { Labels: Record<string, string> };
+    }[];
   const status = (d: Record<string, unknown>) => cp.deploymentStatusOf(workerId).get(d.id as string);
   const extras = () => cp.workers.get(workerId)?.lastHeartbeatExtras;
   const healthz = async () => {
@@ -129,7 +139,12 @@ describe.skipIf(!ready.ok)('Docker unavailable, restarted, flapping: the agent s
   afterAll(async () => {
     await agent?.stop();
     await proxy?.cut();
-    if (workerId) for (const s of await services()) await docker.getService(s.ID).remove().catch(() => {});
+    if (workerId)
+      for (const s of await services())
+        await docker
+          .getService(s.ID)
+          .remove()
+          .catch(() => {});
     if (workerId) await removeWorkerLeftovers(docker, workerId);
     const everything = capturedOutput.join('\n') + JSON.stringify(cp?.requests ?? []) + JSON.stringify(cp?.reportsOf(workerId) ?? []);
     expect(everything).not.toContain(token);
@@ -167,7 +182,12 @@ describe.skipIf(!ready.ok)('Docker unavailable, restarted, flapping: the agent s
     desired.push(b);
     cp.setDeployments(workerId, desired);
     await new Promise((r) => setTimeout(r, 7_000)); // longer than a resync pass
-    expect(cp.reportsOf(workerId).slice(reportsBefore).map((r) => r.report.status)).toEqual([]);
+    expect(
+      cp
+        .reportsOf(workerId)
+        .slice(reportsBefore)
+        .map((r) => r.report.status),
+    ).toEqual([]);
     expect(agent.child.exitCode).toBeNull();
     expect((await services()).map((s) => s.ID)).toEqual([aReport.swarmServiceId]);
 

@@ -48,8 +48,15 @@ type Row = Record<string, unknown>;
 /** A deployment that needs no container: stopped, so Swarm creates the service with 0 replicas. */
 function stopped(overrides: Row = {}): Row {
   return {
-    id: randomUUID(), serviceId: randomUUID(), organizationId: ORG, slug: 'hostile', imageTag: TEST_IMAGE, desiredState: 'stopped',
-    environmentVars: {}, resourceLimits: { cpuCores: 0.05, memoryMb: 16 }, command: ['sleep', '3600'],
+    id: randomUUID(),
+    serviceId: randomUUID(),
+    organizationId: ORG,
+    slug: 'hostile',
+    imageTag: TEST_IMAGE,
+    desiredState: 'stopped',
+    environmentVars: {},
+    resourceLimits: { cpuCores: 0.05, memoryMb: 16 },
+    command: ['sleep', '3600'],
     ...overrides,
   };
 }
@@ -136,7 +143,12 @@ describe.skipIf(!ready.ok)('hostile desired sets against a running agent on a re
     const mark = cp.requests.length;
     if (typeof body === 'string') cp.setDeploymentsBody(workerId, body);
     else cp.setDeployments(workerId, body);
-    if (settle) await waitFor(() => polls(mark).length >= 2, 15_000, () => `two polls after the new body\n${tail()}`);
+    if (settle)
+      await waitFor(
+        () => polls(mark).length >= 2,
+        15_000,
+        () => `two polls after the new body\n${tail()}`,
+      );
   }
 
   async function runCase(c: Case): Promise<void> {
@@ -146,17 +158,31 @@ describe.skipIf(!ready.ok)('hostile desired sets against a running agent on a re
     // Rejections and odd deployments have a visible effect to wait for; the others must be given time to (not) act.
     await deliver(body, e.kind === 'unusable' || e.kind === 'silent');
     if (e.kind === 'rejected') {
-      const r = await waitFor(() => (statusOf(e.id)?.status === 'failed' ? statusOf(e.id) : undefined), 15_000, () => `${c.name}: failed report for ${e.id}\n${tail()}`);
+      const r = await waitFor(
+        () => (statusOf(e.id)?.status === 'failed' ? statusOf(e.id) : undefined),
+        15_000,
+        () => `${c.name}: failed report for ${e.id}\n${tail()}`,
+      );
       expect(r.message, c.name).toContain(e.field);
       expect(r.message, c.name).toMatch(/^invalid deployment: /);
     }
     if (e.kind === 'runs') {
-      await waitFor(async () => statusOf(e.id)?.status === 'stopped' && (await services()).some((s) => s.Spec.Labels[LABEL.deploymentId] === e.id), 30_000, () => `${c.name}: service for ${e.id}\n${tail()}`);
+      await waitFor(
+        async () => statusOf(e.id)?.status === 'stopped' && (await services()).some((s) => s.Spec.Labels[LABEL.deploymentId] === e.id),
+        30_000,
+        () => `${c.name}: service for ${e.id}\n${tail()}`,
+      );
       expect((await services()).filter((s) => s.Spec.Labels[LABEL.deploymentId] === e.id)).toHaveLength(1);
     }
     if (e.kind === 'unusable') {
       // Nothing was reported: not even a "stopped" for A or B, which a set without them would cause.
-      expect(cp.reportsOf(workerId).slice(reportsBefore).filter((r) => r.deploymentId === A.id || r.deploymentId === B.id), c.name).toEqual([]);
+      expect(
+        cp
+          .reportsOf(workerId)
+          .slice(reportsBefore)
+          .filter((r) => r.deploymentId === A.id || r.deploymentId === B.id),
+        c.name,
+      ).toEqual([]);
     }
     // Always: the agent is alive, and A and B are untouched and still reported running.
     expect(agent.child.exitCode, c.name).toBeNull();
@@ -176,8 +202,16 @@ describe.skipIf(!ready.ok)('hostile desired sets against a running agent on a re
     expect(reg.code, reg.stderr).toBe(0);
     extPort = await freePort();
     A = {
-      id: randomUUID(), serviceId: randomUUID(), organizationId: ORG, slug: 'hostile-a', imageTag: TEST_IMAGE, desiredState: 'running',
-      environmentVars: { GREETING: 'still-here' }, resourceLimits: { cpuCores: 0.1, memoryMb: 32 }, internalPort: 8080, externalPort: extPort,
+      id: randomUUID(),
+      serviceId: randomUUID(),
+      organizationId: ORG,
+      slug: 'hostile-a',
+      imageTag: TEST_IMAGE,
+      desiredState: 'running',
+      environmentVars: { GREETING: 'still-here' },
+      resourceLimits: { cpuCores: 0.1, memoryMb: 32 },
+      internalPort: 8080,
+      externalPort: extPort,
       command: ['sh', '-c', 'mkdir -p /www && echo "$GREETING" > /www/index.html && exec httpd -f -p 8080 -h /www'],
       secrets: [{ name: 'api-key', value: SECRETS.a, envVarName: 'API_KEY' }],
     };
@@ -190,7 +224,11 @@ describe.skipIf(!ready.ok)('hostile desired sets against a running agent on a re
     });
     statusPort = Number((await agent.waitForLog((l) => l.msg === 'status api listening')).port);
     hostCpus = Number(((await docker.info()) as { NCPU: number }).NCPU);
-    await waitFor(() => statusOf(A.id as string)?.status === 'running' && statusOf(B.id as string)?.status === 'running', 60_000, () => tail());
+    await waitFor(
+      () => statusOf(A.id as string)?.status === 'running' && statusOf(B.id as string)?.status === 'running',
+      60_000,
+      () => tail(),
+    );
     baseline = await fingerprint();
     expect(baseline.size).toBe(2);
     reportMark = cp.reportsOf(workerId).length;
@@ -199,7 +237,11 @@ describe.skipIf(!ready.ok)('hostile desired sets against a running agent on a re
   afterAll(async () => {
     await agent?.stop();
     if (workerId) {
-      for (const s of await services()) await docker.getService(s.ID).remove().catch(() => {});
+      for (const s of await services())
+        await docker
+          .getService(s.ID)
+          .remove()
+          .catch(() => {});
       await removeWorkerLeftovers(docker, workerId);
     }
     const everything = capturedOutput.join('\n') + JSON.stringify(cp?.requests ?? []) + JSON.stringify(cp?.reportsOf(workerId) ?? []);
@@ -221,10 +263,16 @@ describe.skipIf(!ready.ok)('hostile desired sets against a running agent on a re
     unusable('data.deployments missing', '{"success":true,"data":{}}'),
     unusable('data.deployments is an object', JSON.stringify({ success: true, data: { deployments: { 0: {} } } })),
     unusable('data.deployments is a string', '{"success":true,"data":{"deployments":"[]"}}'),
-    unusable('success=false carrying an empty set', '{"success":false,"error":{"code":"INTERNAL","message":"db down"},"data":{"deployments":[]}}'),
+    unusable(
+      'success=false carrying an empty set',
+      '{"success":false,"error":{"code":"INTERNAL","message":"db down"},"data":{"deployments":[]}}',
+    ),
     unusable('UTF-8 BOM before an empty set', '\uFEFF{"success":true,"data":{"deployments":[]}}'),
     unusable('1001 entries (over the 1000 limit)', (base) => [...base, ...Array.from({ length: 999 }, () => ({ id: randomUUID() }))]),
-    unusable('10 MB body (the agent refuses > 1 MiB)', `{"success":true,"data":{"deployments":[]},"pad":"${'x'.repeat(10 * 1024 * 1024)}"}`),
+    unusable(
+      '10 MB body (the agent refuses > 1 MiB)',
+      `{"success":true,"data":{"deployments":[]},"pad":"${'x'.repeat(10 * 1024 * 1024)}"}`,
+    ),
     unusable('10 000 levels of nesting as the whole body', deep(10_000)),
     unusable('10 000 levels of nesting as data.deployments', `{"success":true,"data":{"deployments":${deep(10_000, '[]')}}}`),
   ];
@@ -248,7 +296,9 @@ describe.skipIf(!ready.ok)('hostile desired sets against a running agent on a re
     bad('cpuCores zero', 'resourceLimits.cpuCores', { resourceLimits: { cpuCores: 0, memoryMb: 16 } }),
     bad('cpuCores absurd', 'resourceLimits.cpuCores', { resourceLimits: { cpuCores: 1e308, memoryMb: 16 } }),
     bad('resourceLimits is a string', 'resourceLimits', { resourceLimits: 'lots' }),
-    bad('resourceLimits only through __proto__', 'resourceLimits.cpuCores', { resourceLimits: JSON.parse('{"__proto__":{"cpuCores":1,"memoryMb":64}}') }),
+    bad('resourceLimits only through __proto__', 'resourceLimits.cpuCores', {
+      resourceLimits: JSON.parse('{"__proto__":{"cpuCores":1,"memoryMb":64}}'),
+    }),
     bad('internalPort 0', 'internalPort', { internalPort: 0 }),
     bad('externalPort 70000', 'externalPort', { internalPort: 80, externalPort: 70_000 }),
     bad('externalPort without internalPort', 'externalPort', { externalPort: 31_999 }),
@@ -264,16 +314,34 @@ describe.skipIf(!ready.ok)('hostile desired sets against a running agent on a re
     bad('command argument with NUL', 'command[1]', { command: ['sh', 'a\u0000b'] }),
     bad('command of 65 arguments', 'command', { command: Array.from({ length: 65 }, () => 'x') }),
     bad('command as a string', 'command', { command: 'sleep 3600' }),
-    bad('secret named like a path (its value must not leak)', 'secrets[0].name', { secrets: [{ name: '../../etc/passwd', value: SECRETS.pathName }] }),
+    bad('secret named like a path (its value must not leak)', 'secrets[0].name', {
+      secrets: [{ name: '../../etc/passwd', value: SECRETS.pathName }],
+    }),
     bad('secret named with an emoji', 'secrets[0].name', { secrets: [{ name: '🔑', value: SECRETS.pathName }] }),
     bad('secret value that is not a string', 'secrets[0].value', { secrets: [{ name: 'db', value: { nested: SECRETS.nonString } }] }),
     bad('secret value empty', 'secrets[0].value', { secrets: [{ name: 'db', value: '' }] }),
-    bad('secret mountPath escaping with ..', 'secrets[0].mountPath', { secrets: [{ name: 'db', value: SECRETS.pathName, mountPath: '/run/secrets/../../etc/shadow' }] }),
-    bad('secret mountPath relative', 'secrets[0].mountPath', { secrets: [{ name: 'db', value: SECRETS.pathName, mountPath: 'etc/shadow' }] }),
-    bad('two secrets with one name', 'secrets[1].name', { secrets: [{ name: 'db', value: SECRETS.dupName }, { name: 'db', value: `${SECRETS.dupName}-2`, mountPath: '/run/other' }] }),
-    bad('secret envVarName with a dash', 'secrets[0].envVarName', { secrets: [{ name: 'db', value: SECRETS.pathName, envVarName: 'DB-PASSWORD' }] }),
-    bad('registry password not a string', 'registryAuth.password', { registryAuth: { serveraddress: 'r.example.com', username: 'u', password: { v: SECRETS.registry } } }),
-    bad('memory invalid next to a valid secret (the secret must not leak)', 'resourceLimits.memoryMb', { resourceLimits: { cpuCores: 0.1, memoryMb: 2 }, secrets: [{ name: 'ok', value: SECRETS.rejectedElsewhere }] }),
+    bad('secret mountPath escaping with ..', 'secrets[0].mountPath', {
+      secrets: [{ name: 'db', value: SECRETS.pathName, mountPath: '/run/secrets/../../etc/shadow' }],
+    }),
+    bad('secret mountPath relative', 'secrets[0].mountPath', {
+      secrets: [{ name: 'db', value: SECRETS.pathName, mountPath: 'etc/shadow' }],
+    }),
+    bad('two secrets with one name', 'secrets[1].name', {
+      secrets: [
+        { name: 'db', value: SECRETS.dupName },
+        { name: 'db', value: `${SECRETS.dupName}-2`, mountPath: '/run/other' },
+      ],
+    }),
+    bad('secret envVarName with a dash', 'secrets[0].envVarName', {
+      secrets: [{ name: 'db', value: SECRETS.pathName, envVarName: 'DB-PASSWORD' }],
+    }),
+    bad('registry password not a string', 'registryAuth.password', {
+      registryAuth: { serveraddress: 'r.example.com', username: 'u', password: { v: SECRETS.registry } },
+    }),
+    bad('memory invalid next to a valid secret (the secret must not leak)', 'resourceLimits.memoryMb', {
+      resourceLimits: { cpuCores: 0.1, memoryMb: 2 },
+      secrets: [{ name: 'ok', value: SECRETS.rejectedElsewhere }],
+    }),
     bad('slug of 256 characters', 'slug', { slug: 's'.repeat(256) }),
     bad('slug is a number', 'slug', { slug: 7 }),
     bad('organizationId with a space', 'organizationId', { organizationId: 'org 1' }),
@@ -284,28 +352,57 @@ describe.skipIf(!ready.ok)('hostile desired sets against a running agent on a re
 
   // Host ports the host serves, and limits Docker cannot run: refused per deployment, never tried.
   const hostCases = (): Case[] => [
-    bad('externalPort is the agent\'s own status port', 'externalPort', { desiredState: 'running', internalPort: 8080, externalPort: statusPort }),
+    bad("externalPort is the agent's own status port", 'externalPort', {
+      desiredState: 'running',
+      internalPort: 8080,
+      externalPort: statusPort,
+    }),
     bad('externalPort 22 (SSH)', 'externalPort', { desiredState: 'running', internalPort: 8080, externalPort: 22 }),
     bad('externalPort 2377 (Swarm management), even stopped', 'externalPort', { internalPort: 8080, externalPort: 2377 }),
     bad('externalPort 7946 (Swarm node discovery)', 'externalPort', { desiredState: 'running', internalPort: 8080, externalPort: 7946 }),
     bad('externalPort 443 (privileged range)', 'externalPort', { desiredState: 'running', internalPort: 8080, externalPort: 443 }),
-    bad('cpuCores rounding to 0 NanoCPUs (would mean no limit)', 'resourceLimits.cpuCores', { desiredState: 'running', resourceLimits: { cpuCores: 1e-10, memoryMb: 16 } }),
-    bad('cpuCores under the kernel\'s 1 ms CFS quota', 'resourceLimits.cpuCores', { desiredState: 'running', resourceLimits: { cpuCores: 0.005, memoryMb: 16 } }),
-    bad('memoryMb under dockerd\'s 6 MiB', 'resourceLimits.memoryMb', { desiredState: 'running', resourceLimits: { cpuCores: 0.05, memoryMb: 5 } }),
-    bad('cpuCores above the CPUs this host has (dockerd refuses the container)', 'resourceLimits.cpuCores', { desiredState: 'running', resourceLimits: { cpuCores: hostCpus + 0.5, memoryMb: 16 } }),
+    bad('cpuCores rounding to 0 NanoCPUs (would mean no limit)', 'resourceLimits.cpuCores', {
+      desiredState: 'running',
+      resourceLimits: { cpuCores: 1e-10, memoryMb: 16 },
+    }),
+    bad("cpuCores under the kernel's 1 ms CFS quota", 'resourceLimits.cpuCores', {
+      desiredState: 'running',
+      resourceLimits: { cpuCores: 0.005, memoryMb: 16 },
+    }),
+    bad("memoryMb under dockerd's 6 MiB", 'resourceLimits.memoryMb', {
+      desiredState: 'running',
+      resourceLimits: { cpuCores: 0.05, memoryMb: 5 },
+    }),
+    bad('cpuCores above the CPUs this host has (dockerd refuses the container)', 'resourceLimits.cpuCores', {
+      desiredState: 'running',
+      resourceLimits: { cpuCores: hostCpus + 0.5, memoryMb: 16 },
+    }),
     // The smallest limits Docker accepts: Swarm takes the service (its reservation is at Swarm's 4 MiB floor).
     odd('limits at the minimums (0.01 cores, 6 MiB)', { resourceLimits: { cpuCores: 0.01, memoryMb: 6 } }),
   ];
 
   // Conflicts with A need A's values, so they are built once A exists.
   const conflictCases = (): Case[] => [
-    bad('a second running deployment on A\'s external port', 'externalPort', { desiredState: 'running', internalPort: 8080, externalPort: extPort }),
-    bad('replicas 2 with an external port (one host-mode port per node)', 'replicas', { desiredState: 'running', replicas: 2, internalPort: 8080, externalPort: 31_998 }),
-    bad('a second deployment for A\'s serviceId', 'serviceId', { serviceId: A.serviceId }),
+    bad("a second running deployment on A's external port", 'externalPort', {
+      desiredState: 'running',
+      internalPort: 8080,
+      externalPort: extPort,
+    }),
+    bad('replicas 2 with an external port (one host-mode port per node)', 'replicas', {
+      desiredState: 'running',
+      replicas: 2,
+      internalPort: 8080,
+      externalPort: 31_998,
+    }),
+    bad("a second deployment for A's serviceId", 'serviceId', { serviceId: A.serviceId }),
     // The first (valid) A keeps running; the copy is rejected without a "failed" for A's id.
-    { name: 'A\'s id listed twice, the copy with another image', body: (base) => [...base, { ...A, imageTag: 'evil.example.com/miner:latest' }], expect: { kind: 'silent' } },
+    {
+      name: "A's id listed twice, the copy with another image",
+      body: (base) => [...base, { ...A, imageTag: 'evil.example.com/miner:latest' }],
+      expect: { kind: 'silent' },
+    },
     // Only running deployments hold a host port: a stopped one may name A's.
-    odd('a stopped deployment naming A\'s external port', { internalPort: 8080, externalPort: extPort }),
+    odd("a stopped deployment naming A's external port", { internalPort: 8080, externalPort: extPort }),
   ];
 
   const silentCases: Case[] = [
@@ -328,11 +425,25 @@ describe.skipIf(!ready.ok)('hostile desired sets against a running agent on a re
     odd('empty slug', { slug: '' }),
     odd('slug with NUL and control characters', { slug: 'a\u0000b\u001b[31mc' }),
     odd('128-character ids (the maximum)', { id: `x${'1'.repeat(127)}`, serviceId: `y${'2'.repeat(127)}` }),
-    odd('env names __proto__ and constructor', { environmentVars: JSON.parse('{"__proto__":"polluted","constructor":"c","toString":"t"}') }),
+    odd('env names __proto__ and constructor', {
+      environmentVars: JSON.parse('{"__proto__":"polluted","constructor":"c","toString":"t"}'),
+    }),
     odd('secret with an odd but valid name', { secrets: [{ name: 'a.b-c_D9', value: SECRETS.oddValid, envVarName: '_X' }] }),
-    odd('nulls for every optional field', { replicas: null, internalPort: null, externalPort: null, command: null, secrets: null, registryAuth: null, resourceLimits: { cpuCores: 0.05, memoryMb: 16, diskGb: null } }),
+    odd('nulls for every optional field', {
+      replicas: null,
+      internalPort: null,
+      externalPort: null,
+      command: null,
+      secrets: null,
+      registryAuth: null,
+      resourceLimits: { cpuCores: 0.05, memoryMb: 16, diskGb: null },
+    }),
     // 60 levels: under the bound of 64 per deployment (the deployment itself is one).
-    odd('unknown fields, one of them deeply nested', { extra: { nested: { deeper: [1, 2, { x: 'y' }] } }, tags: ['a'], deep: JSON.parse(deep(60)) }),
+    odd('unknown fields, one of them deeply nested', {
+      extra: { nested: { deeper: [1, 2, { x: 'y' }] } },
+      tags: ['a'],
+      deep: JSON.parse(deep(60)),
+    }),
   ];
 
   it('refuses unusable responses as a whole and changes nothing', async () => {
@@ -352,7 +463,10 @@ describe.skipIf(!ready.ok)('hostile desired sets against a running agent on a re
   it('rejects conflicting entries without touching the deployment they conflict with', async () => {
     for (const c of conflictCases()) await runCase(c);
     // A was never reported anything but running, although a rejected duplicate carried its id.
-    const aReports = cp.reportsOf(workerId).slice(reportMark).filter((r) => r.deploymentId === A.id);
+    const aReports = cp
+      .reportsOf(workerId)
+      .slice(reportMark)
+      .filter((r) => r.deploymentId === A.id);
     expect(aReports.map((r) => r.report.status).filter((s) => s !== 'running')).toEqual([]);
   }, 90_000);
 
@@ -374,9 +488,19 @@ describe.skipIf(!ready.ok)('hostile desired sets against a running agent on a re
     // As text: 50,000 levels cannot go through JSON.stringify. Before the bound, the whole set was refused (it could not be stored).
     const body = JSON.stringify({ success: true, data: { deployments: [A, B, deepOne, fresh] } }).replace('"DEEP"', deep(50_000));
     await deliver(body, false);
-    const r = await waitFor(() => (statusOf(deepOne.id as string)?.status === 'failed' ? statusOf(deepOne.id as string) : undefined), 15_000, tail);
+    const r = await waitFor(
+      () => (statusOf(deepOne.id as string)?.status === 'failed' ? statusOf(deepOne.id as string) : undefined),
+      15_000,
+      tail,
+    );
     expect(r.message).toBe('invalid deployment: extra: is nested deeper than 64 levels');
-    await waitFor(async () => statusOf(fresh.id as string)?.status === 'stopped' && (await services()).some((s) => s.Spec.Labels[LABEL.deploymentId] === fresh.id), 30_000, tail);
+    await waitFor(
+      async () =>
+        statusOf(fresh.id as string)?.status === 'stopped' &&
+        (await services()).some((s) => s.Spec.Labels[LABEL.deploymentId] === fresh.id),
+      30_000,
+      tail,
+    );
     expect(await fingerprint()).toEqual(baseline);
     await deliver([A, B]);
     await waitFor(async () => (await services()).length === 2, 30_000, tail);
@@ -393,20 +517,27 @@ describe.skipIf(!ready.ok)('hostile desired sets against a running agent on a re
       // __proto__ stayed an ordinary variable name all the way into the service spec.
       const id = (c.expect as { id: string }).id;
       const svc = (await services()).find((s) => s.Spec.Labels[LABEL.deploymentId] === id)!;
-      expect(svc.Spec.TaskTemplate.ContainerSpec.Env).toEqual(expect.arrayContaining(['__proto__=polluted', 'constructor=c', 'toString=t']));
+      expect(svc.Spec.TaskTemplate.ContainerSpec.Env).toEqual(
+        expect.arrayContaining(['__proto__=polluted', 'constructor=c', 'toString=t']),
+      );
     }
     // Every odd deployment is withdrawn again: the agent removes what it created, A and B stay.
     await deliver([A, B]);
     await waitFor(async () => (await services()).length === 2, 30_000, tail);
     expect(await fingerprint()).toEqual(baseline);
     // No report ever said anything but running for A or B, and A still serves on its published port.
-    const ab = cp.reportsOf(workerId).slice(reportMark).filter((r) => r.deploymentId === A.id || r.deploymentId === B.id);
+    const ab = cp
+      .reportsOf(workerId)
+      .slice(reportMark)
+      .filter((r) => r.deploymentId === A.id || r.deploymentId === B.id);
     expect(ab.map((r) => r.report.status).filter((s) => s !== 'running')).toEqual([]);
     expect(await (await fetch(`http://127.0.0.1:${extPort}/`)).text()).toContain('still-here');
   }, 90_000);
 
   it('counts at least 40 hostile cases', () => {
-    expect(unusableCases.length + rejectedCases.length + hostCases().length + conflictCases().length + silentCases.length + oddCases.length).toBeGreaterThanOrEqual(40);
+    expect(
+      unusableCases.length + rejectedCases.length + hostCases().length + conflictCases().length + silentCases.length + oddCases.length,
+    ).toBeGreaterThanOrEqual(40);
   });
 });
 

@@ -31,8 +31,15 @@ interface OutboxEntry {
 
 function sleeper(slug: string): Record<string, unknown> {
   return {
-    id: randomUUID(), serviceId: randomUUID(), organizationId: ORG, slug, imageTag: TEST_IMAGE, desiredState: 'running',
-    environmentVars: { ROLE: slug }, resourceLimits: { cpuCores: 0.05, memoryMb: 16 }, command: ['sleep', '3600'],
+    id: randomUUID(),
+    serviceId: randomUUID(),
+    organizationId: ORG,
+    slug,
+    imageTag: TEST_IMAGE,
+    desiredState: 'running',
+    environmentVars: { ROLE: slug },
+    resourceLimits: { cpuCores: 0.05, memoryMb: 16 },
+    command: ['sleep', '3600'],
     secrets: [{ name: 'token', value: SECRET, envVarName: 'TOKEN' }],
   };
 }
@@ -46,7 +53,10 @@ async function readOutbox(stateDir: string): Promise<OutboxEntry[]> {
 }
 
 async function servicesOf(workerId: string) {
-  return (await docker.listServices({ filters: JSON.stringify({ label: [`${LABEL.workerId}=${workerId}`] }) })) as unknown as { ID: string; Spec: { Labels: Record<string, string> } }[];
+  return (await docker.listServices({ filters: JSON.stringify({ label: [`${LABEL.workerId}=${workerId}`] }) })) as unknown as {
+    ID: string;
+    Spec: { Labels: Record<string, string> };
+  }[];
 }
 
 async function runningContainer(swarmServiceId: string): Promise<string | undefined> {
@@ -82,7 +92,12 @@ describe.skipIf(!ready.ok)('control-plane outage with deployments running on a r
 
   afterAll(async () => {
     await Promise.all(agents.map((a) => a.stop()));
-    for (const w of workers) for (const s of await servicesOf(w)) await docker.getService(s.ID).remove().catch(() => {});
+    for (const w of workers)
+      for (const s of await servicesOf(w))
+        await docker
+          .getService(s.ID)
+          .remove()
+          .catch(() => {});
     for (const w of workers) await removeWorkerLeftovers(docker, w);
     const everything = capturedOutput.join('\n') + JSON.stringify(cp.requests) + JSON.stringify(workers.map((w) => cp.reportsOf(w)));
     for (const t of tokens) expect(everything).not.toContain(t);
@@ -136,15 +151,25 @@ describe.skipIf(!ready.ok)('control-plane outage with deployments running on a r
       const old = status(workerId, d.id)!.containerId!;
       const swarmId = status(workerId, d.id)!.swarmServiceId!;
       await docker.getContainer(old).kill();
-      const fresh = await waitFor(async () => {
-        const id = await runningContainer(swarmId);
-        return id && id !== old ? id : undefined;
-      }, 45_000, tail);
+      const fresh = await waitFor(
+        async () => {
+          const id = await runningContainer(swarmId);
+          return id && id !== old ? id : undefined;
+        },
+        45_000,
+        tail,
+      );
       replaced.set(d.id, fresh);
-      queued = await waitFor(async () => {
-        const pending = await readOutbox(agent.stateDir);
-        return pending.some((e) => e.deploymentId === d.id && e.content.containerId === fresh && e.content.status === 'running') ? pending : undefined;
-      }, 30_000, tail);
+      queued = await waitFor(
+        async () => {
+          const pending = await readOutbox(agent.stateDir);
+          return pending.some((e) => e.deploymentId === d.id && e.content.containerId === fresh && e.content.status === 'running')
+            ? pending
+            : undefined;
+        },
+        30_000,
+        tail,
+      );
     }
     const newA = replaced.get(a.id)!;
     await agent.waitForLog((l) => typeof l.msg === 'string' && l.msg.startsWith('status report failed'));
@@ -160,14 +185,20 @@ describe.skipIf(!ready.ok)('control-plane outage with deployments running on a r
     const reportsBefore = cp.reportsOf(workerId).length;
 
     await cp.listen();
-    await waitFor(() => status(workerId, a.id)?.containerId === newA && status(workerId, c.id)?.containerId === replaced.get(c.id), 30_000, tail);
+    await waitFor(
+      () => status(workerId, a.id)?.containerId === newA && status(workerId, c.id)?.containerId === replaced.get(c.id),
+      30_000,
+      tail,
+    );
     await waitFor(async () => (await readOutbox(agent.stateDir)).length === 0, 15_000, tail);
 
     const all = cp.reportsOf(workerId);
     const delivered = all.slice(reportsBefore);
     console.log(
       `resilience-outage: ${queued.length} report(s) queued during ${Math.round((Date.now() - down) / 1000)} s down; after the return ${delivered.length} delivered: ` +
-        delivered.map((r) => `${r.deploymentId === a.id ? 'A' : r.deploymentId === b.id ? 'B' : 'C'}#${r.report.seq}:${r.report.status}`).join(', ') +
+        delivered
+          .map((r) => `${r.deploymentId === a.id ? 'A' : r.deploymentId === b.id ? 'B' : 'C'}#${r.report.seq}:${r.report.status}`)
+          .join(', ') +
         `; duplicates acknowledged but not counted: ${cp.duplicateReports}`,
     );
     // None lost: every entry still queued when the panel came back arrived, in the order queued.
@@ -191,7 +222,12 @@ describe.skipIf(!ready.ok)('control-plane outage with deployments running on a r
     const first = new AgentProcess(['run', '--config', config], env);
     agents.push(first);
     let tail = () => first.output.slice(-3000);
-    await waitFor(() => status(workerId, a.id)?.status === 'running' && status(workerId, b.id)?.status === 'running' && status(workerId, b.id)?.containerId, 60_000, tail);
+    await waitFor(
+      () =>
+        status(workerId, a.id)?.status === 'running' && status(workerId, b.id)?.status === 'running' && status(workerId, b.id)?.containerId,
+      60_000,
+      tail,
+    );
     const bootId1 = status(workerId, a.id)!.bootId;
     const swarmA = status(workerId, a.id)!.swarmServiceId!;
     const swarmB = status(workerId, b.id)!.swarmServiceId!;
@@ -201,11 +237,22 @@ describe.skipIf(!ready.ok)('control-plane outage with deployments running on a r
     await first.waitForLog((l) => l.outcome === 'network');
     // A report is queued by the first boot: B's container is replaced.
     await docker.getContainer(oldB).kill();
-    const newB = await waitFor(async () => {
-      const c = await runningContainer(swarmB);
-      return c && c !== oldB ? c : undefined;
-    }, 45_000, tail);
-    const queuedByFirst = await waitFor(async () => (await readOutbox(first.stateDir)).find((e) => e.deploymentId === b.id && e.content.containerId === newB && e.content.status === 'running'), 30_000, tail);
+    const newB = await waitFor(
+      async () => {
+        const c = await runningContainer(swarmB);
+        return c && c !== oldB ? c : undefined;
+      },
+      45_000,
+      tail,
+    );
+    const queuedByFirst = await waitFor(
+      async () =>
+        (await readOutbox(first.stateDir)).find(
+          (e) => e.deploymentId === b.id && e.content.containerId === newB && e.content.status === 'running',
+        ),
+      30_000,
+      tail,
+    );
     expect(queuedByFirst.bootId).toBe(bootId1);
 
     const stopped = await first.stop('SIGTERM');
@@ -220,28 +267,52 @@ describe.skipIf(!ready.ok)('control-plane outage with deployments running on a r
     agents.push(second);
     tail = () => second.output.slice(-3000);
     await second.waitForLog((l) => l.msg === 'restored the last desired set from the state directory' && l.deployments === 2);
-    const recreated = await waitFor(async () => (await servicesOf(workerId)).find((s) => s.Spec.Labels[LABEL.deploymentId] === a.id), 30_000, tail);
+    const recreated = await waitFor(
+      async () => (await servicesOf(workerId)).find((s) => s.Spec.Labels[LABEL.deploymentId] === a.id),
+      30_000,
+      tail,
+    );
     expect(recreated.ID).not.toBe(swarmA);
     await waitFor(() => runningContainer(recreated.ID), 45_000, tail);
     expect((await servicesOf(workerId)).length).toBe(2);
     // The first boot's report is still queued, next to the second boot's news about A.
-    const pending = await waitFor(async () => {
-      const p = await readOutbox(second.stateDir);
-      return p.some((e) => e.bootId === bootId1 && e.deploymentId === b.id) && p.some((e) => e.deploymentId === a.id && e.bootId !== bootId1 && e.content.status === 'running') ? p : undefined;
-    }, 30_000, tail);
+    const pending = await waitFor(
+      async () => {
+        const p = await readOutbox(second.stateDir);
+        return p.some((e) => e.bootId === bootId1 && e.deploymentId === b.id) &&
+          p.some((e) => e.deploymentId === a.id && e.bootId !== bootId1 && e.content.status === 'running')
+          ? p
+          : undefined;
+      },
+      30_000,
+      tail,
+    );
     const bootId2 = pending.find((e) => e.deploymentId === a.id)!.bootId;
     const reportsBefore = cp.reportsOf(workerId).length;
 
     await cp.listen();
-    await waitFor(() => status(workerId, a.id)?.swarmServiceId === recreated.ID && status(workerId, a.id)?.status === 'running' && status(workerId, b.id)?.containerId === newB, 30_000, tail);
+    await waitFor(
+      () =>
+        status(workerId, a.id)?.swarmServiceId === recreated.ID &&
+        status(workerId, a.id)?.status === 'running' &&
+        status(workerId, b.id)?.containerId === newB,
+      30_000,
+      tail,
+    );
     await waitFor(async () => (await readOutbox(second.stateDir)).length === 0, 15_000, tail);
     const delivered = cp.reportsOf(workerId).slice(reportsBefore);
     console.log(
       `resilience-outage (restart): delivered after the return: ` +
-        delivered.map((r) => `${r.deploymentId === a.id ? 'A' : 'B'}@boot${r.report.bootId === bootId1 ? 1 : 2}#${r.report.seq}:${r.report.status}`).join(', '),
+        delivered
+          .map(
+            (r) => `${r.deploymentId === a.id ? 'A' : 'B'}@boot${r.report.bootId === bootId1 ? 1 : 2}#${r.report.seq}:${r.report.status}`,
+          )
+          .join(', '),
     );
     // The first boot's queued report arrived exactly as queued.
-    expect(delivered.filter((r) => r.report.bootId === bootId1 && r.deploymentId === b.id).map((r) => r.report.seq)).toEqual([queuedByFirst.seq]);
+    expect(delivered.filter((r) => r.report.bootId === bootId1 && r.deploymentId === b.id).map((r) => r.report.seq)).toEqual([
+      queuedByFirst.seq,
+    ]);
     expect(delivered.some((r) => r.report.bootId === bootId2 && r.deploymentId === a.id && r.report.status === 'running')).toBe(true);
     expectOrderedAndDistinct(cp.reportsOf(workerId));
     // Exactly one service per deployment, and heartbeats flow again from the new boot.

@@ -22,13 +22,26 @@ const ORG = `org-secret-gc-${randomUUID().slice(0, 8)}`;
 const VALUES = { v1: `gc-rotate-old-${randomUUID()}`, v2: `gc-rotate-new-${randomUUID()}`, w: `gc-withdrawn-${randomUUID()}` };
 const ENDED = new Set(['complete', 'shutdown', 'failed', 'rejected', 'remove', 'orphaned']);
 
-interface SecretRow { ID: string; Spec: { Name: string; Labels?: Record<string, string> } }
-interface TaskRow { ServiceID: string; Status: { State: string }; Spec: { ContainerSpec?: { Secrets?: { SecretName: string }[] } } }
+interface SecretRow {
+  ID: string;
+  Spec: { Name: string; Labels?: Record<string, string> };
+}
+interface TaskRow {
+  ServiceID: string;
+  Status: { State: string };
+  Spec: { ContainerSpec?: { Secrets?: { SecretName: string }[] } };
+}
 
 function app(secretValue: string, overrides: Record<string, unknown> = {}) {
   return {
-    id: randomUUID(), serviceId: randomUUID(), organizationId: ORG, slug: 'secret-gc', imageTag: TEST_IMAGE, desiredState: 'running',
-    environmentVars: {}, resourceLimits: { cpuCores: 0.05, memoryMb: 16 },
+    id: randomUUID(),
+    serviceId: randomUUID(),
+    organizationId: ORG,
+    slug: 'secret-gc',
+    imageTag: TEST_IMAGE,
+    desiredState: 'running',
+    environmentVars: {},
+    resourceLimits: { cpuCores: 0.05, memoryMb: 16 },
     // Exits at once on SIGTERM, so an old task stops as soon as Swarm asks it to.
     command: ['sh', '-c', 'trap "exit 0" TERM; sleep 3600 & wait'],
     secrets: [{ name: 'db', value: secretValue, envVarName: 'DB' }],
@@ -43,8 +56,13 @@ describe.skipIf(!ready.ok)('unused Swarm secrets are removed on a real swarm', (
   let token: string;
   const foreign: string[] = [];
 
-  const ownSecrets = async () => (await docker.listSecrets({ filters: JSON.stringify({ label: [`${LABEL.workerId}=${workerId}`] }) })) as SecretRow[];
-  const ownServices = async () => (await docker.listServices({ filters: JSON.stringify({ label: [`${LABEL.workerId}=${workerId}`] }) })) as { ID: string; Spec: { Labels: Record<string, string> } }[];
+  const ownSecrets = async () =>
+    (await docker.listSecrets({ filters: JSON.stringify({ label: [`${LABEL.workerId}=${workerId}`] }) })) as SecretRow[];
+  const ownServices = async () =>
+    (await docker.listServices({ filters: JSON.stringify({ label: [`${LABEL.workerId}=${workerId}`] }) })) as {
+      ID: string;
+      Spec: { Labels: Record<string, string> };
+    }[];
   const statusOf = (id: string) => cp.deploymentStatusOf(workerId).get(id);
   const tail = () => agent.output.slice(-3000);
 
@@ -67,12 +85,20 @@ describe.skipIf(!ready.ok)('unused Swarm secrets are removed on a real swarm', (
   afterAll(async () => {
     await agent?.stop();
     if (workerId) {
-      for (const s of await ownServices()) await docker.getService(s.ID).remove().catch(() => {});
+      for (const s of await ownServices())
+        await docker
+          .getService(s.ID)
+          .remove()
+          .catch(() => {});
       await removeWorkerLeftovers(docker, workerId);
     }
     for (const name of foreign) {
       const found = (await docker.listSecrets({ filters: JSON.stringify({ name: [name] }) })) as SecretRow[];
-      for (const s of found.filter((x) => x.Spec.Name === name)) await docker.getSecret(s.ID).remove().catch(() => {});
+      for (const s of found.filter((x) => x.Spec.Name === name))
+        await docker
+          .getSecret(s.ID)
+          .remove()
+          .catch(() => {});
     }
     const everything = capturedOutput.join('\n') + JSON.stringify(cp?.requests ?? []) + JSON.stringify(cp?.reportsOf(workerId) ?? []);
     expect(everything).not.toContain(token);
@@ -80,7 +106,7 @@ describe.skipIf(!ready.ok)('unused Swarm secrets are removed on a real swarm', (
     await cp?.close();
   });
 
-  it('removes a rotated value\'s secret and a withdrawn deployment\'s, each after its tasks stopped, and nobody else\'s', async () => {
+  it("removes a rotated value's secret and a withdrawn deployment's, each after its tasks stopped, and nobody else's", async () => {
     const rotated = app(VALUES.v1);
     const withdrawn = app(VALUES.w, { slug: 'secret-gc-withdrawn' });
     cp.setDeployments(workerId, [rotated, withdrawn]);
@@ -99,7 +125,8 @@ describe.skipIf(!ready.ok)('unused Swarm secrets are removed on a real swarm', (
         for (const t of tasks) {
           if (ENDED.has(t.Status.State)) continue;
           for (const ref of t.Spec.ContainerSpec?.Secrets ?? []) {
-            if (initial.includes(ref.SecretName) && !present.has(ref.SecretName)) violations.push(`${ref.SecretName} removed while a ${t.Status.State} task mounts it`);
+            if (initial.includes(ref.SecretName) && !present.has(ref.SecretName))
+              violations.push(`${ref.SecretName} removed while a ${t.Status.State} task mounts it`);
           }
         }
         await new Promise((r) => setTimeout(r, 200));
@@ -109,7 +136,9 @@ describe.skipIf(!ready.ok)('unused Swarm secrets are removed on a real swarm', (
     try {
       const mounted = async (deploymentId: string) => {
         const svc = (await ownServices()).find((x) => x.Spec.Labels[LABEL.deploymentId] === deploymentId)!;
-        const live = (await docker.getService(svc.ID).inspect()) as { Spec: { TaskTemplate: { ContainerSpec: { Secrets: { SecretName: string }[] } } } };
+        const live = (await docker.getService(svc.ID).inspect()) as {
+          Spec: { TaskTemplate: { ContainerSpec: { Secrets: { SecretName: string }[] } } };
+        };
         return live.Spec.TaskTemplate.ContainerSpec.Secrets.map((x) => x.SecretName);
       };
       const [oldName] = await mounted(rotated.id);
@@ -119,16 +148,38 @@ describe.skipIf(!ready.ok)('unused Swarm secrets are removed on a real swarm', (
       // Rotate: a new secret, the service updated onto it, the old one removed once the old task stopped.
       const rotatedNow = { ...rotated, secrets: [{ name: 'db', value: VALUES.v2, envVarName: 'DB' }] };
       cp.setDeployments(workerId, [rotatedNow, withdrawn]);
-      await waitFor(async () => !(await mounted(rotated.id)).includes(oldName!), 30_000, () => `the service updated\n${tail()}`);
+      await waitFor(
+        async () => !(await mounted(rotated.id)).includes(oldName!),
+        30_000,
+        () => `the service updated\n${tail()}`,
+      );
       const [newName] = await mounted(rotated.id);
-      await waitFor(async () => (await ownSecrets()).map((x) => x.Spec.Name).sort().join() === [newName, withdrawnName].sort().join(), 60_000, () => `the rotated secret removed\n${tail()}`);
+      await waitFor(
+        async () =>
+          (await ownSecrets())
+            .map((x) => x.Spec.Name)
+            .sort()
+            .join() === [newName, withdrawnName].sort().join(),
+        60_000,
+        () => `the rotated secret removed\n${tail()}`,
+      );
       await waitFor(() => statusOf(rotated.id)?.status === 'running', 30_000, tail);
 
       // Withdraw: the service goes, then its secret once its task has stopped.
       cp.setDeployments(workerId, [rotatedNow]);
       await waitFor(async () => !(await ownServices()).some((x) => x.Spec.Labels[LABEL.deploymentId] === withdrawn.id), 30_000, tail);
-      await waitFor(async () => (await ownSecrets()).map((x) => x.Spec.Name).join() === newName, 60_000, () => `the withdrawn secret removed\n${tail()}`);
-      expect(agent.logs().filter((l) => l.msg === 'unused secret removed').map((l) => l.secretName).sort()).toEqual([...initial].sort());
+      await waitFor(
+        async () => (await ownSecrets()).map((x) => x.Spec.Name).join() === newName,
+        60_000,
+        () => `the withdrawn secret removed\n${tail()}`,
+      );
+      expect(
+        agent
+          .logs()
+          .filter((l) => l.msg === 'unused secret removed')
+          .map((l) => l.secretName)
+          .sort(),
+      ).toEqual([...initial].sort());
     } finally {
       watching = false;
       await watch;

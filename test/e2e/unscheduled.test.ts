@@ -31,15 +31,35 @@ describe.skipIf(!ready.ok)('deployments Swarm cannot place', () => {
 
   afterAll(async () => {
     await agent?.stop();
-    if (blockerId) await docker.getService(blockerId).remove().catch(() => {});
-    const ours = (await docker.listServices({ filters: JSON.stringify({ label: [`${LABEL.organizationId}=${ORG}`] }) }).catch(() => [])) as { ID: string }[];
-    for (const s of ours) await docker.getService(s.ID).remove().catch(() => {});
+    if (blockerId)
+      await docker
+        .getService(blockerId)
+        .remove()
+        .catch(() => {});
+    const ours = (await docker
+      .listServices({ filters: JSON.stringify({ label: [`${LABEL.organizationId}=${ORG}`] }) })
+      .catch(() => [])) as { ID: string }[];
+    for (const s of ours)
+      await docker
+        .getService(s.ID)
+        .remove()
+        .catch(() => {});
     if (workerId) await removeWorkerLeftovers(docker, workerId);
-    await waitFor(async () => {
-      const nets = (await docker.listNetworks({ filters: JSON.stringify({ label: [`${LABEL.organizationId}=${ORG}`] }) })) as { Id: string }[];
-      for (const n of nets) await docker.getNetwork(n.Id).remove().catch(() => {});
-      return nets.length === 0;
-    }, 30_000, () => 'network cleanup').catch(() => {});
+    await waitFor(
+      async () => {
+        const nets = (await docker.listNetworks({ filters: JSON.stringify({ label: [`${LABEL.organizationId}=${ORG}`] }) })) as {
+          Id: string;
+        }[];
+        for (const n of nets)
+          await docker
+            .getNetwork(n.Id)
+            .remove()
+            .catch(() => {});
+        return nets.length === 0;
+      },
+      30_000,
+      () => 'network cleanup',
+    ).catch(() => {});
     expect(capturedOutput.join('\n') + JSON.stringify(cp.requests)).not.toContain(token);
     await cp.close();
   }, 60_000);
@@ -61,8 +81,15 @@ describe.skipIf(!ready.ok)('deployments Swarm cannot place', () => {
     blockerId = blocker.id ?? blocker.ID;
 
     const row = (over: Record<string, unknown>) => ({
-      id: randomUUID(), serviceId: randomUUID(), organizationId: ORG, imageTag: TEST_IMAGE, desiredState: 'running',
-      environmentVars: {}, resourceLimits: { cpuCores: 0.1, memoryMb: 16 }, command: ['sleep', '3600'], ...over,
+      id: randomUUID(),
+      serviceId: randomUUID(),
+      organizationId: ORG,
+      imageTag: TEST_IMAGE,
+      desiredState: 'running',
+      environmentVars: {},
+      resourceLimits: { cpuCores: 0.1, memoryMb: 16 },
+      command: ['sleep', '3600'],
+      ...over,
     });
     // Reserves half its limit: 512 GiB, more than this host (or any CI host) has.
     const huge = row({ slug: 'too-big', resourceLimits: { cpuCores: 0.1, memoryMb: 1_048_576 } });
@@ -74,18 +101,37 @@ describe.skipIf(!ready.ok)('deployments Swarm cannot place', () => {
     const reg = await runCli(['register', '--control-plane', cp.url, '--token', token, '--config', config, '--heartbeat-interval', '2']);
     expect(reg.code, reg.stderr).toBe(0);
     agent = new AgentProcess(['run', '--config', config], {
-      SKYPANEL_AGENT_POLL_INTERVAL: '1', SKYPANEL_AGENT_RESYNC_INTERVAL: '5', SKYPANEL_AGENT_STATUS_LISTEN: '127.0.0.1:0',
+      SKYPANEL_AGENT_POLL_INTERVAL: '1',
+      SKYPANEL_AGENT_RESYNC_INTERVAL: '5',
+      SKYPANEL_AGENT_STATUS_LISTEN: '127.0.0.1:0',
       SKYPANEL_AGENT_UNSCHEDULED_TIMEOUT: String(BOUND_SEC),
     });
     await agent.waitForLog((l) => l.msg === 'agent started', 20_000);
-    await waitFor(async () => ((await docker.listTasks({ filters: JSON.stringify({ service: [blockerId!], 'desired-state': ['running'] }) })) as { Status?: { State?: string } }[]).some((t) => t.Status?.State === 'running'), 30_000, () => 'blocker running');
+    await waitFor(
+      async () =>
+        (
+          (await docker.listTasks({ filters: JSON.stringify({ service: [blockerId!], 'desired-state': ['running'] }) })) as {
+            Status?: { State?: string };
+          }[]
+        ).some((t) => t.Status?.State === 'running'),
+      30_000,
+      () => 'blocker running',
+    );
     const given = Date.now();
     cp.setDeployments(workerId, [huge, portBound]);
 
     const status = (id: string) => cp.deploymentStatusOf(workerId).get(id);
     // Deploying within the bound (not failed at once: placing takes a moment on a busy swarm).
-    await waitFor(() => status(huge.id)?.status === 'deploying', 15_000, () => agent!.output.slice(-3000));
-    await waitFor(() => status(huge.id)?.status === 'failed' && status(portBound.id)?.status === 'failed', 60_000, () => agent!.output.slice(-3000));
+    await waitFor(
+      () => status(huge.id)?.status === 'deploying',
+      15_000,
+      () => agent!.output.slice(-3000),
+    );
+    await waitFor(
+      () => status(huge.id)?.status === 'failed' && status(portBound.id)?.status === 'failed',
+      60_000,
+      () => agent!.output.slice(-3000),
+    );
     expect(Date.now() - given).toBeGreaterThanOrEqual(BOUND_SEC * 1000);
     expect(status(huge.id)!.message).toContain('insufficient resources');
     expect(status(portBound.id)!.message).toContain('host-mode port already in use');
@@ -93,7 +139,11 @@ describe.skipIf(!ready.ok)('deployments Swarm cannot place', () => {
     // The condition clears: the port-bound task is placed by Swarm, and the report follows by itself.
     await docker.getService(blockerId!).remove();
     blockerId = undefined;
-    await waitFor(() => status(portBound.id)?.status === 'running', 90_000, () => agent!.output.slice(-3000));
+    await waitFor(
+      () => status(portBound.id)?.status === 'running',
+      90_000,
+      () => agent!.output.slice(-3000),
+    );
     expect(status(portBound.id)!.externalPort).toBe(port);
     expect(status(huge.id)?.status).toBe('failed');
     expect((await agent.stop()).code).toBe(0);

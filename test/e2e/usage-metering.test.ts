@@ -37,7 +37,15 @@ const PERIOD_SEC = 10;
 const MIB = 1024 * 1024;
 const GIB = 1024 ** 3;
 const logLines: string[] = [];
-const logger = pino({ level: 'debug' }, new Writable({ write(chunk, _e, cb) { logLines.push(String(chunk)); cb(); } }));
+const logger = pino(
+  { level: 'debug' },
+  new Writable({
+    write(chunk, _e, cb) {
+      logLines.push(String(chunk));
+      cb();
+    },
+  }),
+);
 
 let cp: ReferenceControlPlane;
 let client: ControlPlaneClient;
@@ -56,8 +64,14 @@ async function stateDir(): Promise<string> {
 
 function newLoop(dir: string): UsageLoop {
   return new UsageLoop({
-    sampler, client, workerId: () => WORKER, stateDir: dir, sampleIntervalSec: 1, periodSec: PERIOD_SEC,
-    backoff: { baseMs: 200, capMs: 1_000 }, logger: logger.child({ loop: 'usage' }),
+    sampler,
+    client,
+    workerId: () => WORKER,
+    stateDir: dir,
+    sampleIntervalSec: 1,
+    periodSec: PERIOD_SEC,
+    backoff: { baseMs: 200, capMs: 1_000 },
+    logger: logger.child({ loop: 'usage' }),
   });
 }
 
@@ -74,11 +88,18 @@ interface Svc {
   deploymentId: string;
 }
 
-async function createService(name: string, cmd: string, opts: { cpus?: number; memoryMb?: number; port?: { target: number; published: number } } = {}): Promise<Svc> {
+async function createService(
+  name: string,
+  cmd: string,
+  opts: { cpus?: number; memoryMb?: number; port?: { target: number; published: number } } = {},
+): Promise<Svc> {
   const deploymentId = randomUUID();
   const labels = {
-    [LABEL.managed]: 'true', [LABEL.workerId]: WORKER, [LABEL.deploymentId]: deploymentId,
-    [LABEL.serviceId]: randomUUID(), [LABEL.organizationId]: ORG,
+    [LABEL.managed]: 'true',
+    [LABEL.workerId]: WORKER,
+    [LABEL.deploymentId]: deploymentId,
+    [LABEL.serviceId]: randomUUID(),
+    [LABEL.organizationId]: ORG,
   };
   const created = (await docker.createService({
     Name: `sp-usage-${name}-${deploymentId.slice(0, 8)}`,
@@ -90,7 +111,13 @@ async function createService(name: string, cmd: string, opts: { cpus?: number; m
       Placement: { Constraints: [`node.id==${nodeId}`] },
     },
     Mode: { Replicated: { Replicas: 1 } },
-    ...(opts.port ? { EndpointSpec: { Ports: [{ Protocol: 'tcp', TargetPort: opts.port.target, PublishedPort: opts.port.published, PublishMode: 'host' }] } } : {}),
+    ...(opts.port
+      ? {
+          EndpointSpec: {
+            Ports: [{ Protocol: 'tcp', TargetPort: opts.port.target, PublishedPort: opts.port.published, PublishMode: 'host' }],
+          },
+        }
+      : {}),
   } as never)) as { id?: string; ID?: string };
   const id = created.id ?? created.ID!;
   services.push(id);
@@ -99,11 +126,17 @@ async function createService(name: string, cmd: string, opts: { cpus?: number; m
 
 async function runningContainer(deploymentId: string, not: string[] = []): Promise<{ id: string; startedAt: number }> {
   let found: string | undefined;
-  await waitFor(async () => {
-    const list = (await docker.listContainers({ filters: JSON.stringify({ label: [`${LABEL.deploymentId}=${deploymentId}`] }) })) as { Id: string }[];
-    found = list.find((c) => !not.includes(c.Id))?.Id;
-    return found !== undefined;
-  }, 60_000, () => `a running container for ${deploymentId}`);
+  await waitFor(
+    async () => {
+      const list = (await docker.listContainers({ filters: JSON.stringify({ label: [`${LABEL.deploymentId}=${deploymentId}`] }) })) as {
+        Id: string;
+      }[];
+      found = list.find((c) => !not.includes(c.Id))?.Id;
+      return found !== undefined;
+    },
+    60_000,
+    () => `a running container for ${deploymentId}`,
+  );
   const info = (await docker.getContainer(found!).inspect()) as { State: { StartedAt: string } };
   return { id: found!, startedAt: Date.parse(info.State.StartedAt) };
 }
@@ -126,13 +159,19 @@ async function cgroupMemoryBytes(id: string): Promise<number> {
 }
 
 const recordsOf = (deploymentId: string): UsageRecord[] =>
-  [...cp.usageOf(WORKER).values()].filter((r) => r.deploymentId === deploymentId).sort((a, b) => Date.parse(a.periodStart) - Date.parse(b.periodStart));
+  [...cp.usageOf(WORKER).values()]
+    .filter((r) => r.deploymentId === deploymentId)
+    .sort((a, b) => Date.parse(a.periodStart) - Date.parse(b.periodStart));
 
 const total = (rs: UsageRecord[], f: 'cpuHours' | 'memoryGbHours' | 'storageGbHours' | 'networkGb') => rs.reduce((a, r) => a + r[f], 0);
 
 /** Waits until the control plane holds this deployment's records for every period ending by `t`. */
 async function deliveredThrough(deploymentId: string, t: number, ms = 45_000): Promise<UsageRecord[]> {
-  await waitFor(() => recordsOf(deploymentId).some((r) => Date.parse(r.periodEnd) >= t), ms, () => `usage of ${deploymentId} through ${new Date(t).toISOString()}: ${JSON.stringify(recordsOf(deploymentId))}`);
+  await waitFor(
+    () => recordsOf(deploymentId).some((r) => Date.parse(r.periodEnd) >= t),
+    ms,
+    () => `usage of ${deploymentId} through ${new Date(t).toISOString()}: ${JSON.stringify(recordsOf(deploymentId))}`,
+  );
   return recordsOf(deploymentId);
 }
 
@@ -164,7 +203,10 @@ async function dockerdCpuMs(): Promise<number> {
 }
 
 async function removeService(s: Svc): Promise<void> {
-  await docker.getService(s.id).remove().catch(() => {});
+  await docker
+    .getService(s.id)
+    .remove()
+    .catch(() => {});
 }
 
 describe.skipIf(!dockerReady.ok)('usage metering on a real swarm', () => {
@@ -173,14 +215,24 @@ describe.skipIf(!dockerReady.ok)('usage metering on a real swarm', () => {
     cp = await startReferenceControlPlane();
     token = cp.mintToken(WORKER);
     client = new ControlPlaneClient({ baseUrl: cp.url, token: new Secret(token), timeoutMs: 5_000 });
-    const reg = await client.postJson('/api/workers/register', { hostname: 'usage-e2e', ipAddress: '127.0.0.1', capacity: { cpuCores: 2, memoryMb: 4096, diskGb: 50 } });
+    const reg = await client.postJson('/api/workers/register', {
+      hostname: 'usage-e2e',
+      ipAddress: '127.0.0.1',
+      capacity: { cpuCores: 2, memoryMb: 4096, diskGb: 50 },
+    });
     expect(reg.ok).toBe(true);
     sampler = createContainerStatsSampler(engine, { workerId: () => WORKER, storageIntervalMs: 2_000 });
   });
 
   afterAll(async () => {
-    const own = (await docker.listServices({ filters: JSON.stringify({ label: [`${LABEL.workerId}=${WORKER}`] }) }).catch(() => [])) as { ID: string }[];
-    for (const id of new Set([...services, ...own.map((s) => s.ID)])) await docker.getService(id).remove().catch(() => {});
+    const own = (await docker.listServices({ filters: JSON.stringify({ label: [`${LABEL.workerId}=${WORKER}`] }) }).catch(() => [])) as {
+      ID: string;
+    }[];
+    for (const id of new Set([...services, ...own.map((s) => s.ID)]))
+      await docker
+        .getService(id)
+        .remove()
+        .catch(() => {});
     await client?.close();
     await cp?.close();
     for (const d of dirs) await rm(d, { recursive: true, force: true });
@@ -191,7 +243,11 @@ describe.skipIf(!dockerReady.ok)('usage metering on a real swarm', () => {
   it('cpu: a container burning CPU for 5 s is billed within 10 % of its cgroup counter', async () => {
     const loop = newLoop(await stateDir());
     await loop.start();
-    await waitFor(() => loop.view().lastSampleAt !== null, 10_000, () => 'a first sample');
+    await waitFor(
+      () => loop.view().lastSampleAt !== null,
+      10_000,
+      () => 'a first sample',
+    );
     const svc = await createService('cpu', 'timeout 5 yes > /dev/null; sleep 3600', { cpus: 1 });
     const c = await runningContainer(svc.deploymentId);
     await new Promise((r) => setTimeout(r, Math.max(0, c.startedAt + 6_500 - Date.now())));
@@ -200,30 +256,59 @@ describe.skipIf(!dockerReady.ok)('usage metering on a real swarm', () => {
     const rs = await deliveredThrough(svc.deploymentId, truthAt);
     await loop.stop();
     const billed = total(rs, 'cpuHours') * 3600;
-    figures.push(`cpu: billed ${billed.toFixed(3)} s, cgroup ${truth.toFixed(3)} s (nominal 5 s at 1 core), error ${((billed / truth - 1) * 100).toFixed(2)} %`);
+    figures.push(
+      `cpu: billed ${billed.toFixed(3)} s, cgroup ${truth.toFixed(3)} s (nominal 5 s at 1 core), error ${((billed / truth - 1) * 100).toFixed(2)} %`,
+    );
     expect(truth).toBeGreaterThan(1);
     expect(Math.abs(billed / truth - 1)).toBeLessThan(0.1);
     expectContiguous(rs);
-    expect(rs.every((r) => r.complete && r.organizationId === ORG && r.samples > 0), JSON.stringify({ rs, log: logLines.join("").slice(-3000) })).toBe(true);
+    expect(
+      rs.every((r) => r.complete && r.organizationId === ORG && r.samples > 0),
+      JSON.stringify({ rs, log: logLines.join('').slice(-3000) }),
+    ).toBe(true);
     await removeService(svc);
   }, 90_000);
 
   it('memory: 48 MiB held in /dev/shm is billed within 10 % of 48 MiB × its lifetime; /v1/usage shows the open period', async () => {
     const loop = newLoop(await stateDir());
     await loop.start();
-    await waitFor(() => loop.view().lastSampleAt !== null, 10_000, () => 'a first sample');
-    const svc = await createService('mem', 'dd if=/dev/zero of=/dev/shm/x bs=1M count=48 2>/dev/null; sleep 3600', { cpus: 0.5, memoryMb: 128 });
+    await waitFor(
+      () => loop.view().lastSampleAt !== null,
+      10_000,
+      () => 'a first sample',
+    );
+    const svc = await createService('mem', 'dd if=/dev/zero of=/dev/shm/x bs=1M count=48 2>/dev/null; sleep 3600', {
+      cpus: 0.5,
+      memoryMb: 128,
+    });
     const c = await runningContainer(svc.deploymentId);
-    await waitFor(async () => (await cgroupMemoryBytes(c.id)) > 48 * MIB, 10_000, () => 'dd to fill /dev/shm');
+    await waitFor(
+      async () => (await cgroupMemoryBytes(c.id)) > 48 * MIB,
+      10_000,
+      () => 'dd to fill /dev/shm',
+    );
     const level = await cgroupMemoryBytes(c.id);
 
     // the status API serves the open period's running totals, behind the same bearer auth
     const server = createStatusServer({
-      listen: '127.0.0.1:0', token: new Secret(token), metrics: { render: () => '' }, logger,
-      source: { status: () => ({}) as never, loopStalledForSec: () => 0, wedgedAfterSec: () => 90, deployments: () => [], usage: () => loop.view() },
+      listen: '127.0.0.1:0',
+      token: new Secret(token),
+      metrics: { render: () => '' },
+      logger,
+      source: {
+        status: () => ({}) as never,
+        loopStalledForSec: () => 0,
+        wedgedAfterSec: () => 90,
+        deployments: () => [],
+        usage: () => loop.view(),
+      },
     });
     const { port } = await server.start();
-    await waitFor(() => loop.view().open.some((o) => o.deploymentId === svc.deploymentId && o.memoryGbHours > 0), 10_000, () => 'an open period with memory');
+    await waitFor(
+      () => loop.view().open.some((o) => o.deploymentId === svc.deploymentId && o.memoryGbHours > 0),
+      10_000,
+      () => 'an open period with memory',
+    );
     const res = await fetch(`http://127.0.0.1:${port}/v1/usage`, { headers: { authorization: `Bearer ${token}` } });
     expect(res.status).toBe(200);
     const view = (await res.json()) as { periodSec: number; open: (UsageRecord & { periodOpen: boolean })[]; unsent: { count: number } };
@@ -242,7 +327,9 @@ describe.skipIf(!dockerReady.ok)('usage metering on a real swarm', () => {
     const billed = total(rs, 'memoryGbHours');
     const expected48 = ((48 * MIB) / GIB) * ((lastEnd - c.startedAt) / 3_600_000);
     const expectedLevel = (level / GIB) * ((lastEnd - c.startedAt) / 3_600_000);
-    figures.push(`memory: billed ${(billed * 3600).toFixed(4)} GiB·s, 48 MiB × lifetime ${(expected48 * 3600).toFixed(4)} GiB·s (error ${((billed / expected48 - 1) * 100).toFixed(2)} %), cgroup level ${(level / MIB).toFixed(1)} MiB × lifetime ${(expectedLevel * 3600).toFixed(4)} (error ${((billed / expectedLevel - 1) * 100).toFixed(2)} %)`);
+    figures.push(
+      `memory: billed ${(billed * 3600).toFixed(4)} GiB·s, 48 MiB × lifetime ${(expected48 * 3600).toFixed(4)} GiB·s (error ${((billed / expected48 - 1) * 100).toFixed(2)} %), cgroup level ${(level / MIB).toFixed(1)} MiB × lifetime ${(expectedLevel * 3600).toFixed(4)} (error ${((billed / expectedLevel - 1) * 100).toFixed(2)} %)`,
+    );
     expect(Math.abs(billed / expected48 - 1)).toBeLessThan(0.1);
     expect(Math.abs(billed / expectedLevel - 1)).toBeLessThan(0.1);
     expectContiguous(rs);
@@ -253,22 +340,31 @@ describe.skipIf(!dockerReady.ok)('usage metering on a real swarm', () => {
     const loop = newLoop(await stateDir());
     await loop.start();
     const published = await freePort();
-    const svc = await createService('net', 'mkdir -p /www && dd if=/dev/zero of=/www/f bs=1M count=16 2>/dev/null && exec httpd -f -p 8080 -h /www', {
-      cpus: 1, port: { target: 8080, published },
-    });
+    const svc = await createService(
+      'net',
+      'mkdir -p /www && dd if=/dev/zero of=/www/f bs=1M count=16 2>/dev/null && exec httpd -f -p 8080 -h /www',
+      {
+        cpus: 1,
+        port: { target: 8080, published },
+      },
+    );
     const c = await runningContainer(svc.deploymentId);
     let payload = 0;
-    await waitFor(async () => {
-      try {
-        const res = await fetch(`http://127.0.0.1:${published}/f`);
-        const body = Buffer.from(await res.arrayBuffer());
-        if (res.status !== 200) return false;
-        payload += body.length;
-        return true;
-      } catch {
-        return false;
-      }
-    }, 30_000, () => 'httpd to answer');
+    await waitFor(
+      async () => {
+        try {
+          const res = await fetch(`http://127.0.0.1:${published}/f`);
+          const body = Buffer.from(await res.arrayBuffer());
+          if (res.status !== 200) return false;
+          payload += body.length;
+          return true;
+        } catch {
+          return false;
+        }
+      },
+      30_000,
+      () => 'httpd to answer',
+    );
     const again = await fetch(`http://127.0.0.1:${published}/f`);
     payload += Buffer.from(await again.arrayBuffer()).length;
     expect(payload).toBe(32 * MIB);
@@ -276,13 +372,17 @@ describe.skipIf(!dockerReady.ok)('usage metering on a real swarm', () => {
     const rs = await deliveredThrough(svc.deploymentId, doneAt + 1_000);
     await loop.stop();
     const billedBytes = total(rs, 'networkGb') * GIB;
-    figures.push(`network: billed ${(billedBytes / MIB).toFixed(3)} MiB for ${(payload / MIB).toFixed(0)} MiB of HTTP payload (error ${((billedBytes / payload - 1) * 100).toFixed(2)} %: Ethernet/IP/TCP headers, ACKs, HTTP headers)`);
+    figures.push(
+      `network: billed ${(billedBytes / MIB).toFixed(3)} MiB for ${(payload / MIB).toFixed(0)} MiB of HTTP payload (error ${((billedBytes / payload - 1) * 100).toFixed(2)} %: Ethernet/IP/TCP headers, ACKs, HTTP headers)`,
+    );
     expect(Math.abs(billedBytes / payload - 1)).toBeLessThan(0.1);
     // storage: the 16 MiB file in the writable layer, read every 2 s here (5 min by default)
     const lastEnd = Date.parse(rs.at(-1)!.periodEnd);
     const storageExpected = ((16 * MIB) / GIB) * ((lastEnd - c.startedAt) / 3_600_000);
     const storage = total(rs, 'storageGbHours');
-    figures.push(`storage: billed ${(storage * 3600).toFixed(4)} GiB·s, 16 MiB × lifetime ${(storageExpected * 3600).toFixed(4)} GiB·s (ratio ${(storage / storageExpected).toFixed(3)}; the first size read comes up to one storage interval after the start)`);
+    figures.push(
+      `storage: billed ${(storage * 3600).toFixed(4)} GiB·s, 16 MiB × lifetime ${(storageExpected * 3600).toFixed(4)} GiB·s (ratio ${(storage / storageExpected).toFixed(3)}; the first size read comes up to one storage interval after the start)`,
+    );
     expect(storage / storageExpected).toBeGreaterThan(0.6);
     expect(storage / storageExpected).toBeLessThan(1.1);
     await removeService(svc);
@@ -291,7 +391,11 @@ describe.skipIf(!dockerReady.ok)('usage metering on a real swarm', () => {
   it('a container killed and replaced mid-period: neither run is lost or counted twice', async () => {
     const loop = newLoop(await stateDir());
     await loop.start();
-    await waitFor(() => loop.view().lastSampleAt !== null, 10_000, () => 'a first sample');
+    await waitFor(
+      () => loop.view().lastSampleAt !== null,
+      10_000,
+      () => 'a first sample',
+    );
     const svc = await createService('restart', 'timeout 3 yes > /dev/null; sleep 3600', { cpus: 1 });
     const first = await runningContainer(svc.deploymentId);
     await new Promise((r) => setTimeout(r, Math.max(0, first.startedAt + 4_000 - Date.now())));
@@ -303,7 +407,9 @@ describe.skipIf(!dockerReady.ok)('usage metering on a real swarm', () => {
     const rs = await deliveredThrough(svc.deploymentId, Date.now());
     await loop.stop();
     const billed = total(rs, 'cpuHours') * 3600;
-    figures.push(`restart: billed ${billed.toFixed(3)} s for runs of ${truth1.toFixed(3)} s + ${truth2.toFixed(3)} s (error ${((billed / (truth1 + truth2) - 1) * 100).toFixed(2)} %)`);
+    figures.push(
+      `restart: billed ${billed.toFixed(3)} s for runs of ${truth1.toFixed(3)} s + ${truth2.toFixed(3)} s (error ${((billed / (truth1 + truth2) - 1) * 100).toFixed(2)} %)`,
+    );
     expect(truth1).toBeGreaterThan(0.5);
     expect(truth2).toBeGreaterThan(0.5);
     expect(Math.abs(billed / (truth1 + truth2) - 1)).toBeLessThan(0.1);
@@ -314,11 +420,26 @@ describe.skipIf(!dockerReady.ok)('usage metering on a real swarm', () => {
   it('a container restarted in place (same id, docker restart): the new run counts from zero, the old one stays counted', async () => {
     const loop = newLoop(await stateDir());
     await loop.start();
-    await waitFor(() => loop.view().lastSampleAt !== null, 10_000, () => 'a first sample');
+    await waitFor(
+      () => loop.view().lastSampleAt !== null,
+      10_000,
+      () => 'a first sample',
+    );
     const deploymentId = randomUUID();
-    const labels = { [LABEL.managed]: 'true', [LABEL.workerId]: WORKER, [LABEL.deploymentId]: deploymentId, [LABEL.serviceId]: randomUUID(), [LABEL.organizationId]: ORG };
+    const labels = {
+      [LABEL.managed]: 'true',
+      [LABEL.workerId]: WORKER,
+      [LABEL.deploymentId]: deploymentId,
+      [LABEL.serviceId]: randomUUID(),
+      [LABEL.organizationId]: ORG,
+    };
     // Swarm never restarts a task's container in place, so this one is a plain container with the agent's labels.
-    const container = await docker.createContainer({ Image: TEST_IMAGE, Cmd: ['sh', '-c', 'timeout 2 yes > /dev/null; sleep 3600'], Labels: labels, HostConfig: { NanoCpus: 1e9 } });
+    const container = await docker.createContainer({
+      Image: TEST_IMAGE,
+      Cmd: ['sh', '-c', 'timeout 2 yes > /dev/null; sleep 3600'],
+      Labels: labels,
+      HostConfig: { NanoCpus: 1e9 },
+    });
     try {
       await container.start();
       await new Promise((r) => setTimeout(r, 3_500));
@@ -328,7 +449,9 @@ describe.skipIf(!dockerReady.ok)('usage metering on a real swarm', () => {
       const truth2 = await cgroupCpuSec(container.id);
       const rs = await deliveredThrough(deploymentId, Date.now());
       const billed = total(rs, 'cpuHours') * 3600;
-      figures.push(`restart in place: billed ${billed.toFixed(3)} s for runs of ${truth1.toFixed(3)} s + ${truth2.toFixed(3)} s (error ${((billed / (truth1 + truth2) - 1) * 100).toFixed(2)} %)`);
+      figures.push(
+        `restart in place: billed ${billed.toFixed(3)} s for runs of ${truth1.toFixed(3)} s + ${truth2.toFixed(3)} s (error ${((billed / (truth1 + truth2) - 1) * 100).toFixed(2)} %)`,
+      );
       expect(truth1).toBeGreaterThan(0.3);
       expect(truth2).toBeGreaterThan(0.3);
       expect(Math.abs(billed / (truth1 + truth2) - 1)).toBeLessThan(0.1);
@@ -343,7 +466,11 @@ describe.skipIf(!dockerReady.ok)('usage metering on a real swarm', () => {
     const before = cp.duplicateUsage;
     let loop = newLoop(dir);
     await loop.start();
-    await waitFor(() => loop.view().lastSampleAt !== null, 10_000, () => 'a first sample');
+    await waitFor(
+      () => loop.view().lastSampleAt !== null,
+      10_000,
+      () => 'a first sample',
+    );
     const svc = await createService('stop', 'timeout 12 yes > /dev/null; sleep 3600', { cpus: 0.5 });
     const c = await runningContainer(svc.deploymentId);
     await new Promise((r) => setTimeout(r, 3_000));
@@ -358,7 +485,9 @@ describe.skipIf(!dockerReady.ok)('usage metering on a real swarm', () => {
     const rs = await deliveredThrough(svc.deploymentId, Date.now());
     await loop.stop();
     const billed = total(rs, 'cpuHours') * 3600;
-    figures.push(`stop/restart: billed ${billed.toFixed(3)} s, cgroup ${truth.toFixed(3)} s (error ${((billed / truth - 1) * 100).toFixed(2)} %), 4.5 s down`);
+    figures.push(
+      `stop/restart: billed ${billed.toFixed(3)} s, cgroup ${truth.toFixed(3)} s (error ${((billed / truth - 1) * 100).toFixed(2)} %), 4.5 s down`,
+    );
     const gapPeriod = rs.find((r) => Date.parse(r.periodStart) <= stoppedAt && stoppedAt < Date.parse(r.periodEnd))!;
     expect(gapPeriod.periodStart).toBe(openAtStop.periodStart);
     expect(gapPeriod.complete).toBe(false);
@@ -381,12 +510,20 @@ describe.skipIf(!dockerReady.ok)('usage metering on a real swarm', () => {
     await cp.close();
     const downAt = Date.now();
     const unsentOwn = () => loop.view().unsent.records.filter((r) => r.deploymentId === svc.deploymentId).length;
-    await waitFor(() => unsentOwn() >= 2, 40_000, () => `records to pile up: ${JSON.stringify(loop.view().unsent)}`);
+    await waitFor(
+      () => unsentOwn() >= 2,
+      40_000,
+      () => `records to pile up: ${JSON.stringify(loop.view().unsent)}`,
+    );
     expect(loop.view().delivery.consecutiveFailures).toBeGreaterThan(0);
     cp.setFault({ kind: 'status', status: 503, retryAfter: '2', count: 1, pathEndsWith: '/usage' });
     await cp.listen();
     const upAt = Date.now();
-    await waitFor(() => loop.view().unsent.count === 0, 30_000, () => `the outbox to drain: ${JSON.stringify(loop.view().delivery)}`);
+    await waitFor(
+      () => loop.view().unsent.count === 0,
+      30_000,
+      () => `the outbox to drain: ${JSON.stringify(loop.view().delivery)}`,
+    );
     await loop.stop();
     const usagePosts = cp.requests.filter((r) => r.path.endsWith('/usage') && r.at >= upAt);
     expect(usagePosts[0]!.fault).toBe('status');

@@ -65,10 +65,12 @@ export class AgentProcess {
     };
     this.child.stdout!.on('data', onData);
     this.child.stderr!.on('data', onData);
-    this.#exit = new Promise((resolve) => this.child.on('close', (code, signal) => {
-      capturedOutput.push(this.output);
-      resolve({ code, signal });
-    }));
+    this.#exit = new Promise((resolve) =>
+      this.child.on('close', (code, signal) => {
+        capturedOutput.push(this.output);
+        resolve({ code, signal });
+      }),
+    );
   }
 
   /** JSON log lines printed so far. */
@@ -86,7 +88,11 @@ export class AgentProcess {
   }
 
   async waitForLog(predicate: (line: Record<string, unknown>) => boolean, timeoutMs = 15_000): Promise<Record<string, unknown>> {
-    return waitFor(() => this.logs().find(predicate), timeoutMs, () => `log line not seen; output so far:\n${this.output}`);
+    return waitFor(
+      () => this.logs().find(predicate),
+      timeoutMs,
+      () => `log line not seen; output so far:\n${this.output}`,
+    );
   }
 
   /** Send a signal and wait for exit; resolves with the exit code and how long it took. */
@@ -101,7 +107,11 @@ export class AgentProcess {
 }
 
 /** Poll until `probe` returns a value (not undefined/false), bounded in time. */
-export async function waitFor<T>(probe: () => T | undefined | null | false | Promise<T | undefined | null | false>, timeoutMs = 15_000, describe: () => string = () => 'condition'): Promise<T> {
+export async function waitFor<T>(
+  probe: () => T | undefined | null | false | Promise<T | undefined | null | false>,
+  timeoutMs = 15_000,
+  describe: () => string = () => 'condition',
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const v = await probe();

@@ -34,10 +34,17 @@ function runScript(): Promise<DockerReady> {
       if (!err) return resolve({ ok: true });
       const e = err as unknown as { code?: unknown; killed?: boolean; message: string };
       const detail = stderr.trim().split('\n').slice(-15).join('\n');
-      if (e.killed) return resolve({ ok: false, reason: `scripts/ensure-docker.sh did not finish within ${SCRIPT_TIMEOUT_MS / 60_000} min\n${detail}` });
+      if (e.killed)
+        return resolve({
+          ok: false,
+          reason: `scripts/ensure-docker.sh did not finish within ${SCRIPT_TIMEOUT_MS / 60_000} min\n${detail}`,
+        });
       // Exit 3 is the script's "not root": its stderr already says exactly why.
       if (e.code === 3) return resolve({ ok: false, reason: detail || 'scripts/ensure-docker.sh: not root' });
-      resolve({ ok: false, reason: `scripts/ensure-docker.sh failed (exit ${String(e.code ?? '?')})${detail ? `:\n${detail}` : `: ${e.message}`}` });
+      resolve({
+        ok: false,
+        reason: `scripts/ensure-docker.sh failed (exit ${String(e.code ?? '?')})${detail ? `:\n${detail}` : `: ${e.message}`}`,
+      });
     });
   });
 }
@@ -69,8 +76,16 @@ export async function removeWorkerLeftovers(docker: Docker, workerId: string): P
     const secrets = (await docker.listSecrets({ filters }).catch(() => [])) as { ID: string }[];
     const networks = (await docker.listNetworks({ filters }).catch(() => [])) as { Id: string }[];
     if (secrets.length === 0 && networks.length === 0) return;
-    for (const s of secrets) await docker.getSecret(s.ID).remove().catch(() => {});
-    for (const n of networks) await docker.getNetwork(n.Id).remove().catch(() => {});
+    for (const s of secrets)
+      await docker
+        .getSecret(s.ID)
+        .remove()
+        .catch(() => {});
+    for (const n of networks)
+      await docker
+        .getNetwork(n.Id)
+        .remove()
+        .catch(() => {});
     await new Promise((r) => setTimeout(r, 1_000));
   }
 }

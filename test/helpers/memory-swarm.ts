@@ -13,8 +13,14 @@ export const logger = { trace: noop, debug: noop, info: noop, warn: noop, error:
 
 export function deployment(): Deployment {
   const r = parseDeployment({
-    id: randomUUID(), serviceId: randomUUID(), organizationId: 'org-1', slug: 'app', imageTag: 'img:1', desiredState: 'running',
-    environmentVars: { A: 'b' }, resourceLimits: { cpuCores: 0.5, memoryMb: 64 },
+    id: randomUUID(),
+    serviceId: randomUUID(),
+    organizationId: 'org-1',
+    slug: 'app',
+    imageTag: 'img:1',
+    desiredState: 'running',
+    environmentVars: { A: 'b' },
+    resourceLimits: { cpuCores: 0.5, memoryMb: 64 },
   });
   if (!r.ok) throw new Error(r.rejected.message);
   return r.deployment;
@@ -31,10 +37,24 @@ export function memorySwarm() {
     listUnmanagedServices: async () => unmanaged.map((s) => ({ ...s })),
     listServices: async () => [...services.values()].map((s) => ({ ...s, spec: structuredClone(s.spec) })),
     listTasks: async () =>
-      [...services.values()].map((s): TaskObservation => ({ serviceId: s.id, desiredState: 'running', state: 'running', message: 'started', timestamp: '2026-01-01T00:00:00Z', hostPorts: [] })),
+      [...services.values()].map((s): TaskObservation => ({
+        serviceId: s.id,
+        desiredState: 'running',
+        state: 'running',
+        message: 'started',
+        timestamp: '2026-01-01T00:00:00Z',
+        hostPorts: [],
+      })),
     createService: async (spec) => {
       const id = `svc-${services.size + 1}`;
-      services.set(id, { id, name: spec.Name, labels: { ...spec.Labels }, replicas: spec.Mode.Replicated.Replicas, spec: structuredClone(spec), version: 1 });
+      services.set(id, {
+        id,
+        name: spec.Name,
+        labels: { ...spec.Labels },
+        replicas: spec.Mode.Replicated.Replicas,
+        spec: structuredClone(spec),
+        version: 1,
+      });
       return id;
     },
     updateService: async (id, spec) => {

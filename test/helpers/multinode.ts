@@ -54,21 +54,30 @@ function inCi(): boolean {
 
 function sh(cmd: string, args: string[], timeoutMs = 10_000, input?: string): Promise<string> {
   return new Promise((resolve, reject) => {
-    const child = execFile(cmd, args, { timeout: timeoutMs, killSignal: 'SIGKILL', maxBuffer: 8 * 1024 * 1024, env: toolEnv() }, (err, stdout, stderr) => {
-      if (err) {
-        const e = err as Error & { killed?: boolean };
-        const why = e.killed ? `timed out after ${timeoutMs} ms` : e.message.split('\n')[0];
-        reject(new Error(`\`${cmd} ${args.join(' ')}\` failed: ${why}${stderr.trim() ? `\n${stderr.trim().slice(-2000)}` : ''}`));
-        return;
-      }
-      resolve(stdout);
-    });
+    const child = execFile(
+      cmd,
+      args,
+      { timeout: timeoutMs, killSignal: 'SIGKILL', maxBuffer: 8 * 1024 * 1024, env: toolEnv() },
+      (err, stdout, stderr) => {
+        if (err) {
+          const e = err as Error & { killed?: boolean };
+          const why = e.killed ? `timed out after ${timeoutMs} ms` : e.message.split('\n')[0];
+          reject(new Error(`\`${cmd} ${args.join(' ')}\` failed: ${why}${stderr.trim() ? `\n${stderr.trim().slice(-2000)}` : ''}`));
+          return;
+        }
+        resolve(stdout);
+      },
+    );
     if (input !== undefined) child.stdin?.end(input);
   });
 }
 
 function toolEnv(): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = { ...process.env, PATH: `${process.env.PATH ?? ''}:/usr/local/sbin:/usr/sbin:/sbin`, DOCKER_HOST: `unix://${MANAGER_SOCKET}` };
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    PATH: `${process.env.PATH ?? ''}:/usr/local/sbin:/usr/sbin:/sbin`,
+    DOCKER_HOST: `unix://${MANAGER_SOCKET}`,
+  };
   delete env.DOCKER_CONTEXT;
   delete env.DOCKER_TLS_VERIFY;
   delete env.DOCKER_CERT_PATH;
@@ -99,7 +108,8 @@ export function multinodeReady(): Promise<MultinodeReady> {
   const g = globalThis as { [MEMO]?: Promise<MultinodeReady> };
   g[MEMO] ??= (async (): Promise<MultinodeReady> => {
     let r: MultinodeReady;
-    if (process.getuid?.() !== 0) r = { ok: false, reason: 'multinode tests need root (network namespaces, veth links, a dockerd per worker)' };
+    if (process.getuid?.() !== 0)
+      r = { ok: false, reason: 'multinode tests need root (network namespaces, veth links, a dockerd per worker)' };
     else {
       r = await sh('ip', ['netns', 'list'], 15_000).then(
         (): MultinodeReady => ({ ok: true }),
@@ -134,7 +144,8 @@ function teardownSlotSync(dir: string): void {
 }
 
 function cleanupSync(): void {
-  if (sessionLockHeld) spawnSync('bash', [REAP_SCRIPT, MULTINODE_ORG_PREFIX], { timeout: 60_000, killSignal: 'SIGKILL', stdio: 'ignore', env: toolEnv() });
+  if (sessionLockHeld)
+    spawnSync('bash', [REAP_SCRIPT, MULTINODE_ORG_PREFIX], { timeout: 60_000, killSignal: 'SIGKILL', stdio: 'ignore', env: toolEnv() });
   for (const dir of [...liveSlots].reverse()) {
     teardownSlotSync(dir);
     liveSlots.delete(dir);
@@ -201,7 +212,8 @@ async function acquireSessionLock(waitMs: number): Promise<void> {
       rmSync(lock, { recursive: true, force: true });
       continue;
     }
-    if (Date.now() > deadline) throw new Error(`multinode: another test process (pid ${owner ?? '?'}) held ${lock} for more than ${waitMs / 1000} s`);
+    if (Date.now() > deadline)
+      throw new Error(`multinode: another test process (pid ${owner ?? '?'}) held ${lock} for more than ${waitMs / 1000} s`);
     await sleep(250);
   }
 }
@@ -275,7 +287,8 @@ async function poll<T>(what: string, timeoutMs: number, probe: () => Promise<T |
     } catch (err) {
       last = err;
     }
-    if (Date.now() > deadline) throw new Error(`multinode: ${what} not reached within ${timeoutMs} ms${last ? ` (last error: ${(last as Error).message})` : ''}`);
+    if (Date.now() > deadline)
+      throw new Error(`multinode: ${what} not reached within ${timeoutMs} ms${last ? ` (last error: ${(last as Error).message})` : ''}`);
     await sleep(everyMs);
   }
 }
@@ -382,11 +395,26 @@ function launchDockerd(n: SlotNames): void {
   try {
     // `ip netns exec` would remount /sys and hide the cgroup v1 mounts dockerd needs: nsenter the
     // network namespace only, and give dockerd its own UTS (hostname) and mount namespaces.
-    const child = spawn('nsenter', [`--net=/run/netns/${n.ns}`, '--', 'unshare', '--uts', '--mount', '--propagation', 'slave', '--', 'sh', join(n.dir, 'run-dockerd.sh')], {
-      detached: true,
-      stdio: ['ignore', out, out],
-      env: { PATH: toolEnv().PATH },
-    });
+    const child = spawn(
+      'nsenter',
+      [
+        `--net=/run/netns/${n.ns}`,
+        '--',
+        'unshare',
+        '--uts',
+        '--mount',
+        '--propagation',
+        'slave',
+        '--',
+        'sh',
+        join(n.dir, 'run-dockerd.sh'),
+      ],
+      {
+        detached: true,
+        stdio: ['ignore', out, out],
+        env: { PATH: toolEnv().PATH },
+      },
+    );
     child.unref();
   } finally {
     closeSync(out);
@@ -410,7 +438,14 @@ async function waitDockerd(n: SlotNames, docker: Docker, timeoutMs: number): Pro
   });
 }
 
-async function bringUpWorker(n: SlotNames, manager: Docker, joinToken: string, managerAddr: string, timings: StepTiming[], signal: AbortSignal): Promise<WorkerNode> {
+async function bringUpWorker(
+  n: SlotNames,
+  manager: Docker,
+  joinToken: string,
+  managerAddr: string,
+  timings: StepTiming[],
+  signal: AbortSignal,
+): Promise<WorkerNode> {
   const t = (name: string, ms: number, fn: () => Promise<unknown>) => timed(timings, `w${n.slot}:${name}`, ms, fn, signal);
   // Names first: teardown reads them, whatever happens next.
   writeFileSync(join(n.dir, 'slot.env'), `NS=${n.ns}\nHIF=${n.hif}\nSOCK=${n.socketPath}\nPIDFILE=${n.pidFile}\nCGROUP=${n.ns}\n`);
@@ -435,10 +470,44 @@ async function bringUpWorker(n: SlotNames, manager: Docker, joinToken: string, m
       // address routable (SNAT) so the answers come back.
       const nsx = (args: string[]) => sh('ip', ['netns', 'exec', n.ns, ...args]);
       await nsx(['sysctl', '-q', '-w', 'net.ipv4.conf.all.route_localnet=1']);
-      for (const [proto, port] of [['tcp', '2377'], ['tcp', '7946'], ['udp', '7946']] as const) {
-        await nsx(['iptables', '-t', 'nat', '-A', 'OUTPUT', '-d', `${madv}/32`, '-p', proto, '--dport', port, '-j', 'DNAT', '--to-destination', `${n.hostIp}:${port}`]);
+      for (const [proto, port] of [
+        ['tcp', '2377'],
+        ['tcp', '7946'],
+        ['udp', '7946'],
+      ] as const) {
+        await nsx([
+          'iptables',
+          '-t',
+          'nat',
+          '-A',
+          'OUTPUT',
+          '-d',
+          `${madv}/32`,
+          '-p',
+          proto,
+          '--dport',
+          port,
+          '-j',
+          'DNAT',
+          '--to-destination',
+          `${n.hostIp}:${port}`,
+        ]);
       }
-      await nsx(['iptables', '-t', 'nat', '-A', 'POSTROUTING', '-s', '127.0.0.0/8', '-d', `${n.hostIp}/32`, '-j', 'SNAT', '--to-source', n.ip]);
+      await nsx([
+        'iptables',
+        '-t',
+        'nat',
+        '-A',
+        'POSTROUTING',
+        '-s',
+        '127.0.0.0/8',
+        '-d',
+        `${n.hostIp}/32`,
+        '-j',
+        'SNAT',
+        '--to-source',
+        n.ip,
+      ]);
     } else {
       await sh('ip', ['-n', n.ns, 'route', 'add', `${madv}/32`, 'via', n.hostIp]);
     }
@@ -470,12 +539,22 @@ async function bringUpWorker(n: SlotNames, manager: Docker, joinToken: string, m
 
   let nodeId = '';
   await t('swarm-join', 20_000, async () => {
-    await docker.swarmJoin({ ListenAddr: `${n.ip}:2377`, AdvertiseAddr: n.ip, RemoteAddrs: [`${n.hostIp}:${managerAddr.slice(managerAddr.lastIndexOf(':') + 1)}`], JoinToken: joinToken });
+    await docker.swarmJoin({
+      ListenAddr: `${n.ip}:2377`,
+      AdvertiseAddr: n.ip,
+      RemoteAddrs: [`${n.hostIp}:${managerAddr.slice(managerAddr.lastIndexOf(':') + 1)}`],
+      JoinToken: joinToken,
+    });
     const info = (await docker.info()) as { Swarm?: { NodeID?: string; ControlAvailable?: boolean } };
     nodeId = info.Swarm?.NodeID ?? '';
-    if (!nodeId || info.Swarm?.ControlAvailable) throw new Error(`multinode: worker ${n.ns} did not join as a worker: ${JSON.stringify(info.Swarm)}`);
+    if (!nodeId || info.Swarm?.ControlAvailable)
+      throw new Error(`multinode: worker ${n.ns} did not join as a worker: ${JSON.stringify(info.Swarm)}`);
     writeFileSync(join(n.dir, 'node.id'), nodeId);
-    await poll(`node ${nodeId} ready on the manager`, 15_000, async () => ((await manager.getNode(nodeId).inspect()) as { Status?: { State?: string } }).Status?.State === 'ready');
+    await poll(
+      `node ${nodeId} ready on the manager`,
+      15_000,
+      async () => ((await manager.getNode(nodeId).inspect()) as { Status?: { State?: string } }).Status?.State === 'ready',
+    );
   });
 
   await t('image-import', 20_000, async () => {
@@ -525,7 +604,12 @@ async function bringUpWorker(n: SlotNames, manager: Docker, joinToken: string, m
     async restart() {
       launchDockerd(n);
       await waitDockerd(n, pinger, 30_000);
-      await poll(`node ${nodeId} ready again on the manager`, 30_000, async () => ((await manager.getNode(nodeId).inspect()) as { Status?: { State?: string } }).Status?.State === 'ready', 200);
+      await poll(
+        `node ${nodeId} ready again on the manager`,
+        30_000,
+        async () => ((await manager.getNode(nodeId).inspect()) as { Status?: { State?: string } }).Status?.State === 'ready',
+        200,
+      );
     },
   };
 }
@@ -536,7 +620,23 @@ async function bringUpWorker(n: SlotNames, manager: Docker, joinToken: string, m
 async function makeCa(dir: string, name: string): Promise<{ cert: string; key: string }> {
   const key = join(dir, `${name}.key`);
   const cert = join(dir, `${name}.pem`);
-  await sh('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', key, '-out', cert, '-days', '2', '-subj', `/CN=${name}`]);
+  await sh('openssl', [
+    'req',
+    '-x509',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:prime256v1',
+    '-nodes',
+    '-keyout',
+    key,
+    '-out',
+    cert,
+    '-days',
+    '2',
+    '-subj',
+    `/CN=${name}`,
+  ]);
   await chmod(key, 0o600);
   return { cert, key };
 }
@@ -547,15 +647,51 @@ async function makeLeaf(dir: string, ca: { cert: string; key: string }, name: st
   const cert = join(dir, `${name}.pem`);
   const extFile = join(dir, `${name}.ext`);
   await writeFile(extFile, ['basicConstraints=CA:FALSE', 'keyUsage=digitalSignature,keyEncipherment', ...ext, ''].join('\n'));
-  await sh('openssl', ['req', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', key, '-out', csr, '-subj', `/CN=${name}`]);
-  await sh('openssl', ['x509', '-req', '-in', csr, '-CA', ca.cert, '-CAkey', ca.key, '-set_serial', `0x${Date.now().toString(16)}${Math.floor(Math.random() * 1e6).toString(16)}`, '-days', '2', '-out', cert, '-extfile', extFile]);
+  await sh('openssl', [
+    'req',
+    '-new',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:prime256v1',
+    '-nodes',
+    '-keyout',
+    key,
+    '-out',
+    csr,
+    '-subj',
+    `/CN=${name}`,
+  ]);
+  await sh('openssl', [
+    'x509',
+    '-req',
+    '-in',
+    csr,
+    '-CA',
+    ca.cert,
+    '-CAkey',
+    ca.key,
+    '-set_serial',
+    `0x${Date.now().toString(16)}${Math.floor(Math.random() * 1e6).toString(16)}`,
+    '-days',
+    '2',
+    '-out',
+    cert,
+    '-extfile',
+    extFile,
+  ]);
   await chmod(key, 0o600);
   return { ca: ca.cert, cert, key };
 }
 
 const REQUEST_LINE = /(?:^|\r\n)(GET|POST|PUT|DELETE|HEAD) (\S+) HTTP\/1\.[01]/g;
 
-async function startTlsEndpoint(listenIp: string, workers: number, timings: StepTiming[], signal: AbortSignal): Promise<{ endpoint: ManagerTlsEndpoint; close(): Promise<void> }> {
+async function startTlsEndpoint(
+  listenIp: string,
+  workers: number,
+  timings: StepTiming[],
+  signal: AbortSignal,
+): Promise<{ endpoint: ManagerTlsEndpoint; close(): Promise<void> }> {
   if (signal.aborted) throw new Error('multinode: bring-up abandoned before the TLS endpoint');
   const dir = await mkdtemp(join(tmpdir(), 'skp-mn-tls-'));
   const files = await timed(timings, 'tls:certificates', 15_000, async () => {
@@ -586,7 +722,8 @@ async function startTlsEndpoint(listenIp: string, workers: number, timings: Step
     const upstream = createConnection(MANAGER_SOCKET);
     sockets.add(client).add(upstream);
     client.on('data', (chunk: Buffer) => {
-      for (const m of chunk.toString('latin1').matchAll(REQUEST_LINE)) requests.push({ client: cn, line: `${m[1]} ${decodeURIComponent(m[2]!).split('?')[0]}` });
+      for (const m of chunk.toString('latin1').matchAll(REQUEST_LINE))
+        requests.push({ client: cn, line: `${m[1]} ${decodeURIComponent(m[2]!).split('?')[0]}` });
     });
     client.pipe(upstream).pipe(client);
     const close = () => {
@@ -598,10 +735,16 @@ async function startTlsEndpoint(listenIp: string, workers: number, timings: Step
     client.on('error', close).on('close', close);
     upstream.on('error', close).on('close', close);
   });
-  await timed(timings, 'tls:listen', 5_000, () => new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, listenIp, () => resolve());
-  }));
+  await timed(
+    timings,
+    'tls:listen',
+    5_000,
+    () =>
+      new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(0, listenIp, () => resolve());
+      }),
+  );
   const port = (server.address() as { port: number }).port;
   return {
     endpoint: {
@@ -612,7 +755,8 @@ async function startTlsEndpoint(listenIp: string, workers: number, timings: Step
       otherCaFile: files.other.cert,
       requests,
       refused,
-      writes: (client?: string) => requests.filter((r) => (client === undefined || r.client === client) && !/^(GET|HEAD) /.test(r.line)).map((r) => r.line),
+      writes: (client?: string) =>
+        requests.filter((r) => (client === undefined || r.client === client) && !/^(GET|HEAD) /.test(r.line)).map((r) => r.line),
     },
     async close() {
       for (const s of sockets) s.destroy();
@@ -625,7 +769,9 @@ async function startTlsEndpoint(listenIp: string, workers: number, timings: Step
 // ---------------------------------------------------------------------------------------------
 
 async function reapOrgs(): Promise<void> {
-  await sh('bash', [REAP_SCRIPT, MULTINODE_ORG_PREFIX], 60_000).catch((err: Error) => process.stderr.write(`multinode: removing ${MULTINODE_ORG_PREFIX}* objects: ${err.message}\n`));
+  await sh('bash', [REAP_SCRIPT, MULTINODE_ORG_PREFIX], 60_000).catch((err: Error) =>
+    process.stderr.write(`multinode: removing ${MULTINODE_ORG_PREFIX}* objects: ${err.message}\n`),
+  );
 }
 
 export interface StartMultinodeOptions {
@@ -658,7 +804,9 @@ export async function startMultinode(opts: StartMultinodeOptions): Promise<Multi
     // each other, so they go down side by side (a dockerd takes a few seconds to stop).
     await Promise.all(
       [...slots].reverse().map(async (n) => {
-        await sh('bash', [DOWN_SCRIPT, n.dir], 60_000).catch((err: Error) => process.stderr.write(`multinode teardown of ${n.ns}: ${err.message}\n`));
+        await sh('bash', [DOWN_SCRIPT, n.dir], 60_000).catch((err: Error) =>
+          process.stderr.write(`multinode teardown of ${n.ns}: ${err.message}\n`),
+        );
         liveSlots.delete(n.dir);
       }),
     );
@@ -668,14 +816,24 @@ export async function startMultinode(opts: StartMultinodeOptions): Promise<Multi
   try {
     const bringUp = async (): Promise<Multinode> => {
       // A busy shared manager can take seconds to answer /info: its own step, so the timings show it.
-      const [swarm, info] = await timed(timings, 'manager:info', 30_000, async () => [
-        (await manager.swarmInspect()) as { JoinTokens?: { Worker?: string } },
-        (await manager.info()) as { Swarm?: { NodeID?: string; NodeAddr?: string; ControlAvailable?: boolean; RemoteManagers?: { Addr?: string }[] } },
-      ] as const, abandon.signal);
+      const [swarm, info] = await timed(
+        timings,
+        'manager:info',
+        30_000,
+        async () =>
+          [
+            (await manager.swarmInspect()) as { JoinTokens?: { Worker?: string } },
+            (await manager.info()) as {
+              Swarm?: { NodeID?: string; NodeAddr?: string; ControlAvailable?: boolean; RemoteManagers?: { Addr?: string }[] };
+            },
+          ] as const,
+        abandon.signal,
+      );
       if (!info.Swarm?.ControlAvailable) throw new Error('multinode: the local dockerd is not a swarm manager');
       const joinToken = swarm.JoinTokens?.Worker;
       if (!joinToken) throw new Error('multinode: no worker join token on the manager');
-      const managerAddr = info.Swarm.RemoteManagers?.find((m) => m.Addr?.startsWith(`${info.Swarm!.NodeAddr}:`))?.Addr ?? `${info.Swarm.NodeAddr}:2377`;
+      const managerAddr =
+        info.Swarm.RemoteManagers?.find((m) => m.Addr?.startsWith(`${info.Swarm!.NodeAddr}:`))?.Addr ?? `${info.Swarm.NodeAddr}:2377`;
       for (let i = 0; i < opts.workers; i++) slots.push(namesFor(claimSlot()));
       const workers = await Promise.all(slots.map((n) => bringUpWorker(n, manager, joinToken, managerAddr, timings, abandon.signal)));
       const tls = await startTlsEndpoint(workers[0]!.hostIp, opts.workers, timings, abandon.signal);
@@ -692,7 +850,9 @@ export async function startMultinode(opts: StartMultinodeOptions): Promise<Multi
       }),
     ]).finally(() => clearTimeout(timer));
     const bringUpMs = Math.round(performance.now() - started);
-    process.stderr.write(`[multinode] ${opts.workers} worker(s) up in ${bringUpMs} ms: ${timings.map((t) => `${t.step}=${t.ms}`).join(' ')}\n`);
+    process.stderr.write(
+      `[multinode] ${opts.workers} worker(s) up in ${bringUpMs} ms: ${timings.map((t) => `${t.step}=${t.ms}`).join(' ')}\n`,
+    );
     return { ...mn, bringUpMs };
   } catch (err) {
     // Stop the bring-up at its next step and let the current one end (each is bounded), so that
@@ -731,7 +891,23 @@ export async function startWorkerAgent(o: WorkerAgentOptions): Promise<WorkerAge
   const config = join(dir, 'config.json');
   const token = o.cp.mintToken(o.workerId);
   const socket = o.dockerSocket ?? o.worker.socketPath;
-  const reg = await runCli(['register', '--control-plane', o.cp.url, '--token', token, '--config', config, '--docker-socket', socket, '--ip-address', o.worker.ip, '--heartbeat-interval', '1', '--name', o.worker.netns]);
+  const reg = await runCli([
+    'register',
+    '--control-plane',
+    o.cp.url,
+    '--token',
+    token,
+    '--config',
+    config,
+    '--docker-socket',
+    socket,
+    '--ip-address',
+    o.worker.ip,
+    '--heartbeat-interval',
+    '1',
+    '--name',
+    o.worker.netns,
+  ]);
   if (reg.code !== 0) throw new Error(`register failed (${reg.code}): ${reg.stderr}`);
   const agent = new AgentProcess(['run', '--config', config], {
     SKYPANEL_AGENT_DOCKER_SOCKET: socket,
@@ -774,9 +950,17 @@ export async function servicesByLabel(manager: Docker, label: string): Promise<S
 /** Removes the services, then the networks, labelled with one organization id; never throws. */
 export async function removeOrganization(manager: Docker, organizationId: string): Promise<void> {
   const label = `skypanel.organization.id=${organizationId}`;
-  for (const s of await servicesByLabel(manager, label).catch(() => [])) await manager.getService(s.ID).remove().catch(() => {});
+  for (const s of await servicesByLabel(manager, label).catch(() => []))
+    await manager
+      .getService(s.ID)
+      .remove()
+      .catch(() => {});
   const nets = (await manager.listNetworks({ filters: JSON.stringify({ label: [label] }) }).catch(() => [])) as { Id: string }[];
-  for (const n of nets) await manager.getNetwork(n.Id).remove().catch(() => {});
+  for (const n of nets)
+    await manager
+      .getNetwork(n.Id)
+      .remove()
+      .catch(() => {});
 }
 
 export async function tasksOfService(manager: Docker, serviceId: string): Promise<TaskRow[]> {
@@ -785,6 +969,8 @@ export async function tasksOfService(manager: Docker, serviceId: string): Promis
 
 /** Running task containers of a skypanel serviceId on one worker, as that worker's own dockerd sees them. */
 export async function runningContainersOn(worker: WorkerNode, skypanelServiceId: string): Promise<number> {
-  const list = (await worker.docker.listContainers({ filters: JSON.stringify({ label: [`skypanel.service.id=${skypanelServiceId}`], status: ['running'] }) })) as unknown[];
+  const list = (await worker.docker.listContainers({
+    filters: JSON.stringify({ label: [`skypanel.service.id=${skypanelServiceId}`], status: ['running'] }),
+  })) as unknown[];
   return list.length;
 }

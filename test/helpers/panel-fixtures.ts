@@ -12,9 +12,14 @@ export const SSH_CRED_SECRET = 'panel-test-ssh-cred-secret-0123456789';
 
 export async function insertOrg(pool: pg.Pool): Promise<{ orgId: string; userId: string }> {
   const tag = randomUUID().slice(0, 8);
-  const user = await pool.query<{ id: string }>(`INSERT INTO users (email, name) VALUES ($1, 'Owner') RETURNING id`, [`owner-${tag}@example.com`]);
+  const user = await pool.query<{ id: string }>(`INSERT INTO users (email, name) VALUES ($1, 'Owner') RETURNING id`, [
+    `owner-${tag}@example.com`,
+  ]);
   const userId = user.rows[0]!.id;
-  const org = await pool.query<{ id: string }>(`INSERT INTO organizations (name, slug, owner_id) VALUES ('Org', $1, $2) RETURNING id`, [`org-${tag}`, userId]);
+  const org = await pool.query<{ id: string }>(`INSERT INTO organizations (name, slug, owner_id) VALUES ('Org', $1, $2) RETURNING id`, [
+    `org-${tag}`,
+    userId,
+  ]);
   return { orgId: org.rows[0]!.id, userId };
 }
 
@@ -31,7 +36,13 @@ export async function insertService(pool: pg.Pool, s: ServiceInput): Promise<str
   const { rows } = await pool.query<{ id: string }>(
     `INSERT INTO container_services (organization_id, name, slug, status, environment_vars, resource_limits)
      VALUES ($1, $2, $2, $3, $4, $5) RETURNING id`,
-    [s.orgId, slug, s.status ?? 'pending', JSON.stringify(s.environmentVars ?? {}), JSON.stringify(s.resourceLimits ?? { cpu_cores: 0.5, memory_mb: 64, disk_gb: 1 })],
+    [
+      s.orgId,
+      slug,
+      s.status ?? 'pending',
+      JSON.stringify(s.environmentVars ?? {}),
+      JSON.stringify(s.resourceLimits ?? { cpu_cores: 0.5, memory_mb: 64, disk_gb: 1 }),
+    ],
   );
   return rows[0]!.id;
 }
@@ -70,7 +81,20 @@ export const REGISTER_BODY = {
 };
 
 export function heartbeatBody(extra: Record<string, unknown> = {}): Record<string, unknown> {
-  return { cpuPercent: 10, memoryPercent: 20, diskPercent: 30, containerCount: 0, bootId: 'boot-1', seq: 1, sentAt: new Date().toISOString(), agentVersion: '0.1.0', swarmNodeId: null, dockerHealthy: true, draining: false, ...extra };
+  return {
+    cpuPercent: 10,
+    memoryPercent: 20,
+    diskPercent: 30,
+    containerCount: 0,
+    bootId: 'boot-1',
+    seq: 1,
+    sentAt: new Date().toISOString(),
+    agentVersion: '0.1.0',
+    swarmNodeId: null,
+    dockerHealthy: true,
+    draining: false,
+    ...extra,
+  };
 }
 
 export interface Call {
@@ -79,10 +103,21 @@ export interface Call {
   headers: Headers;
 }
 
-export async function call(baseUrl: string, method: string, path: string, token: string | null, body?: unknown, headers: Record<string, string> = {}): Promise<Call> {
+export async function call(
+  baseUrl: string,
+  method: string,
+  path: string,
+  token: string | null,
+  body?: unknown,
+  headers: Record<string, string> = {},
+): Promise<Call> {
   const res = await fetch(baseUrl + path, {
     method,
-    headers: { ...(token === null ? {} : { authorization: `Bearer ${token}` }), ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...headers },
+    headers: {
+      ...(token === null ? {} : { authorization: `Bearer ${token}` }),
+      ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+      ...headers,
+    },
     body: body === undefined ? undefined : JSON.stringify(body),
   });
   const text = await res.text();
@@ -121,7 +156,13 @@ export function panelOnPostgres(opts: Partial<Omit<PanelServerOptions, 'db'>> = 
   const env = {} as PanelOnPostgres;
   beforeAll(async () => {
     env.pg = await startPostgres();
-    env.panel = await startPanelServer({ db: env.pg.db, jwtSecret: JWT_SECRET, sshCredSecret: SSH_CRED_SECRET, healthMonitor: false, ...opts });
+    env.panel = await startPanelServer({
+      db: env.pg.db,
+      jwtSecret: JWT_SECRET,
+      sshCredSecret: SSH_CRED_SECRET,
+      healthMonitor: false,
+      ...opts,
+    });
   });
   afterAll(async () => {
     await env.panel?.close();

@@ -22,13 +22,18 @@ async function findBinDir(): Promise<string> {
   if (process.env.PG_BIN) return process.env.PG_BIN;
   const base = '/usr/lib/postgresql';
   const versions = (await readdir(base).catch(() => [] as string[])).filter((v) => /^\d+$/.test(v)).sort((a, b) => Number(b) - Number(a));
-  if (versions.length === 0) throw new Error('PostgreSQL binaries not found under /usr/lib/postgresql (apt-get install postgresql, or set PG_BIN)');
+  if (versions.length === 0)
+    throw new Error('PostgreSQL binaries not found under /usr/lib/postgresql (apt-get install postgresql, or set PG_BIN)');
   return join(base, versions[0]!, 'bin');
 }
 
 function run(cmd: string, args: string[], asNobody: boolean, timeoutMs = 60_000): Promise<void> {
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], ...(asNobody ? { uid: NOBODY, gid: NOBODY } : {}), env: { ...process.env, LC_ALL: 'C' } });
+    const child = spawn(cmd, args, {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      ...(asNobody ? { uid: NOBODY, gid: NOBODY } : {}),
+      env: { ...process.env, LC_ALL: 'C' },
+    });
     let out = '';
     child.stdout.on('data', (d: Buffer) => (out += d.toString()));
     child.stderr.on('data', (d: Buffer) => (out += d.toString()));
@@ -101,8 +106,22 @@ export async function startPostgres(): Promise<TestPostgres> {
   for (let attempt = 0; ; attempt++) {
     port = await freePort();
     try {
-      await run(join(bin, 'pg_ctl'), ['-D', data, '-w', '-t', '30', '-l', join(dir, 'log'), '-o',
-        `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=50`, 'start'], asNobody);
+      await run(
+        join(bin, 'pg_ctl'),
+        [
+          '-D',
+          data,
+          '-w',
+          '-t',
+          '30',
+          '-l',
+          join(dir, 'log'),
+          '-o',
+          `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=50`,
+          'start',
+        ],
+        asNobody,
+      );
       break;
     } catch (err) {
       if (attempt >= 2) throw err; // the port was taken between probe and start: try another

@@ -118,7 +118,8 @@ export function parsePrometheusText(text: string): Map<string, PromFamily> {
     let labels: Record<string, string> = {};
     if (rest.startsWith('{')) ({ labels, rest } = parseLabels(rest, line));
     const parts = rest.split(' ');
-    if (parts[0] !== '' || parts.length < 2 || parts.length > 3) throw new Error(`line ${line}: expected " value [timestamp]" in ${JSON.stringify(raw)}`);
+    if (parts[0] !== '' || parts.length < 2 || parts.length > 3)
+      throw new Error(`line ${line}: expected " value [timestamp]" in ${JSON.stringify(raw)}`);
     const value = parseValue(parts[1]!, line);
     if (parts[2] !== undefined && !/^-?\d+$/.test(parts[2])) throw new Error(`line ${line}: bad timestamp`);
     let f = familyOf(name, families);

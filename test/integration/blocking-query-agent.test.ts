@@ -23,9 +23,18 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function deployment(tag: string): Record<string, unknown> {
   return {
-    id: 'd0000000-0000-4000-8000-0000000000b1', serviceId: 's0000000-0000-4000-8000-0000000000b1', organizationId: 'o0000000-0000-4000-8000-0000000000b1',
-    slug: 'held-app', imageTag: `nginx:${tag}`, desiredState: 'running', replicas: 1, environmentVars: {},
-    resourceLimits: { cpuCores: 0.1, memoryMb: 32 }, internalPort: 80, externalPort: null, secrets: [],
+    id: 'd0000000-0000-4000-8000-0000000000b1',
+    serviceId: 's0000000-0000-4000-8000-0000000000b1',
+    organizationId: 'o0000000-0000-4000-8000-0000000000b1',
+    slug: 'held-app',
+    imageTag: `nginx:${tag}`,
+    desiredState: 'running',
+    replicas: 1,
+    environmentVars: {},
+    resourceLimits: { cpuCores: 0.1, memoryMb: 32 },
+    internalPort: 80,
+    externalPort: null,
+    secrets: [],
   };
 }
 
@@ -52,12 +61,28 @@ interface Setup {
 async function setup(cpOpts: ReferenceControlPlaneOptions, timeoutMs = 5_000): Promise<Setup> {
   cp = await startReferenceControlPlane({ host: '127.0.0.1', port: 0, ...cpOpts });
   const c = (client = new ControlPlaneClient({ baseUrl: cp.url, token: new Secret(cp.mintToken(WORKER_ID)), timeoutMs }));
-  expect((await c.postJson('/api/workers/register', { hostname: 'n1', ipAddress: '10.0.0.5', capacity: { cpuCores: 2, memoryMb: 2048, diskGb: 20 } })).ok).toBe(true);
+  expect(
+    (
+      await c.postJson('/api/workers/register', {
+        hostname: 'n1',
+        ipAddress: '10.0.0.5',
+        capacity: { cpuCores: 2, memoryMb: 2048, diskGb: 20 },
+      })
+    ).ok,
+  ).toBe(true);
   dir = await mkdtemp(join(tmpdir(), 'skp-held-'));
   const sets: DesiredSet[] = [];
   // A one-minute poll interval: anything that arrives within seconds came by the held call.
   const store = new StateStore(dir);
-  const p = (poller = new DesiredStatePoller({ client: c, workerId: () => WORKER_ID, intervalMs: 60_000, store, logger, random: () => 0.5, onDesired: (s) => sets.push(s) }));
+  const p = (poller = new DesiredStatePoller({
+    client: c,
+    workerId: () => WORKER_ID,
+    intervalMs: 60_000,
+    store,
+    logger,
+    random: () => 0.5,
+    onDesired: (s) => sets.push(s),
+  }));
   p.start();
   // As the agent does with each heartbeat answer.
   const beat = async (): Promise<void> => {

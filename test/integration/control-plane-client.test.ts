@@ -43,7 +43,10 @@ async function httpServer(handler: http.RequestListener, opts: { keepAliveTimeou
 /** The HTTP core without the per-call floor (tested on its own below), so calls follow each other at once. */
 function client(port: number, opts: { scheme?: string; timeoutMs?: number; prefix?: string; minCallSpacingMs?: number } = {}) {
   const c = new ControlPlaneClient({
-    baseUrl: `${opts.scheme ?? 'http'}://127.0.0.1:${port}${opts.prefix ?? ''}`, token: new Secret(TOKEN), timeoutMs: opts.timeoutMs ?? T, minCallSpacingMs: opts.minCallSpacingMs ?? 0,
+    baseUrl: `${opts.scheme ?? 'http'}://127.0.0.1:${port}${opts.prefix ?? ''}`,
+    token: new Secret(TOKEN),
+    timeoutMs: opts.timeoutMs ?? T,
+    minCallSpacingMs: opts.minCallSpacingMs ?? 0,
   });
   cleanups.push(() => c.close());
   return c;
@@ -166,8 +169,12 @@ describe('ControlPlaneClient', () => {
   it('passes Retry-After (seconds or HTTP-date) and the error code of a refusal', async () => {
     const date = new Date(Date.now() + 120_000).toUTCString();
     const { port } = await httpServer((req, res) => {
-      if (req.url === '/429') res.writeHead(429, { 'retry-after': '7', 'content-type': 'application/json' }).end('{"success":false,"error":"Too many requests"}');
-      else res.writeHead(503, { 'retry-after': date, 'content-type': 'application/json' }).end('{"success":false,"error":{"code":"MAINTENANCE","message":"later"}}');
+      if (req.url === '/429')
+        res.writeHead(429, { 'retry-after': '7', 'content-type': 'application/json' }).end('{"success":false,"error":"Too many requests"}');
+      else
+        res
+          .writeHead(503, { 'retry-after': date, 'content-type': 'application/json' })
+          .end('{"success":false,"error":{"code":"MAINTENANCE","message":"later"}}');
     });
     const c = client(port);
     expect(await c.postJson('/429', {})).toMatchObject({ ok: false, kind: 'http', status: 429, retryAfterMs: 7_000 });
@@ -178,9 +185,10 @@ describe('ControlPlaneClient', () => {
 
   it("on a 429 honours the rate-limit window's end when it comes before Retry-After, and caps both", async () => {
     const { port } = await httpServer((req, res) => {
-      const headers: Record<string, string> = req.url === '/skypanel'
-        ? { 'retry-after': '900', 'ratelimit-limit': '200', 'ratelimit-remaining': '0', 'ratelimit-reset': '4' }
-        : { 'retry-after': '99999999999' };
+      const headers: Record<string, string> =
+        req.url === '/skypanel'
+          ? { 'retry-after': '900', 'ratelimit-limit': '200', 'ratelimit-remaining': '0', 'ratelimit-reset': '4' }
+          : { 'retry-after': '99999999999' };
       res.writeHead(429, { ...headers, 'content-type': 'application/json' }).end('{"success":false,"error":"Too many requests"}');
     });
     const c = client(port);
@@ -199,7 +207,11 @@ describe('ControlPlaneClient', () => {
     // A loop gone wrong: five attempts of one call back to back, three of them concurrent.
     await c.postJson('/api/workers/w/heartbeat', {});
     await c.postJson('/api/workers/w/heartbeat', {});
-    await Promise.all([c.postJson('/api/workers/w/heartbeat', {}), c.postJson('/api/workers/w/heartbeat', {}), c.getJson('/api/workers/w/deployments')]);
+    await Promise.all([
+      c.postJson('/api/workers/w/heartbeat', {}),
+      c.postJson('/api/workers/w/heartbeat', {}),
+      c.getJson('/api/workers/w/deployments'),
+    ]);
     const beats = arrivals.filter((a) => a.url.endsWith('/heartbeat')).map((a) => a.at);
     expect(beats).toHaveLength(4);
     // The floor spaces the sends; arrivals also carry each request's own latency (the first one opened the connection).
@@ -266,7 +278,9 @@ describe('ControlPlaneClient', () => {
   it('closes an idle connection before the server says it will', async () => {
     // Node servers announce `Keep-Alive: timeout=N`; the client lets go a second earlier.
     const { server, port } = await httpServer((req, res) => res.writeHead(200).end('{}'), { keepAliveTimeout: 2_000 });
-    const closed = new Promise<number>((resolve) => server.once('connection', (s: net.Socket) => s.once('close', () => resolve(performance.now()))));
+    const closed = new Promise<number>((resolve) =>
+      server.once('connection', (s: net.Socket) => s.once('close', () => resolve(performance.now()))),
+    );
     const r = await client(port).getJson('/');
     const answered = performance.now();
     expect(r.ok).toBe(true);
@@ -279,11 +293,14 @@ describe('ControlPlaneClient', () => {
     // keepAliveTimeout 2 s: the server announces timeout=2, the client keeps an idle connection 1 s.
     const seen: { connection: string | undefined; socket: number }[] = [];
     const sockets = new Map<net.Socket, number>();
-    const { port } = await httpServer((req, res) => {
-      if (!sockets.has(req.socket)) sockets.set(req.socket, sockets.size);
-      seen.push({ connection: req.headers.connection, socket: sockets.get(req.socket)! });
-      res.writeHead(200).end('{}');
-    }, { keepAliveTimeout: 2_000 });
+    const { port } = await httpServer(
+      (req, res) => {
+        if (!sockets.has(req.socket)) sockets.set(req.socket, sockets.size);
+        seen.push({ connection: req.headers.connection, socket: sockets.get(req.socket)! });
+        res.writeHead(200).end('{}');
+      },
+      { keepAliveTimeout: 2_000 },
+    );
     const c = client(port);
     expect((await c.postJson('/hb', { n: 1 })).ok).toBe(true);
     expect((await c.postJson('/hb', { n: 2 })).ok).toBe(true);
@@ -319,7 +336,9 @@ describe('ControlPlaneClient', () => {
 
   it('never puts the token in a failure, even when the server echoes it back', async () => {
     const { port } = await httpServer((req, res) => {
-      res.writeHead(401, { 'content-type': 'application/json' }).end(JSON.stringify({ error: 'Unauthorized', message: `bad token ${req.headers.authorization}` }));
+      res
+        .writeHead(401, { 'content-type': 'application/json' })
+        .end(JSON.stringify({ error: 'Unauthorized', message: `bad token ${req.headers.authorization}` }));
     });
     const failures: CallResult[] = [await client(port).postJson('/hb', {})];
     expect(failures[0]).toMatchObject({ ok: false, kind: 'http', status: 401, message: expect.stringContaining('[redacted]') });
@@ -341,10 +360,17 @@ describe('ControlPlaneClient', () => {
   it('a message echoing the token, cut to 300 characters, leaves no head of the token (redacted before the cut)', async () => {
     // The token's last character falls exactly past the 300-character cut: cut first, then redact, left 40 of its 41 characters.
     const pad = 'x'.repeat(300 - TOKEN.length + 1);
-    const spellings = [TOKEN, JSON.stringify(TOKEN).slice(1, -1), Buffer.from(TOKEN).toString('base64'), Buffer.from(`u:${TOKEN}`).toString('base64')];
+    const spellings = [
+      TOKEN,
+      JSON.stringify(TOKEN).slice(1, -1),
+      Buffer.from(TOKEN).toString('base64'),
+      Buffer.from(`u:${TOKEN}`).toString('base64'),
+    ];
     for (const echoed of spellings) {
       const { port } = await httpServer((_req, res) => {
-        res.writeHead(400, { 'content-type': 'application/json' }).end(JSON.stringify({ success: false, error: { code: 'BAD', message: `${pad}${echoed}` } }));
+        res
+          .writeHead(400, { 'content-type': 'application/json' })
+          .end(JSON.stringify({ success: false, error: { code: 'BAD', message: `${pad}${echoed}` } }));
       });
       const r = await client(port).postJson('/hb', {});
       expect(r.ok).toBe(false);

@@ -22,9 +22,14 @@ interface Run {
 
 function run(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<Run> {
   return new Promise((resolve) => {
-    execFile(cmd, args, { cwd: ROOT, env: opts.env ?? process.env, timeout: opts.timeoutMs ?? 60_000, maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
-      resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr });
-    });
+    execFile(
+      cmd,
+      args,
+      { cwd: ROOT, env: opts.env ?? process.env, timeout: opts.timeoutMs ?? 60_000, maxBuffer: 16 << 20 },
+      (err, stdout, stderr) => {
+        resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr });
+      },
+    );
   });
 }
 
@@ -73,7 +78,13 @@ describe('the Debian package', () => {
     expect(existsSync(deb), built.stdout).toBe(true);
 
     const contents = (await run('dpkg-deb', ['--contents', deb])).stdout;
-    for (const path of [`.${LIB}/node/bin/node`, `.${LIB}/bin/skypanel-agent`, `.${LIB}/dist/cli/main.js`, '/lib/systemd/system/skypanel-agent.service', './usr/bin/skypanel-agent']) {
+    for (const path of [
+      `.${LIB}/node/bin/node`,
+      `.${LIB}/bin/skypanel-agent`,
+      `.${LIB}/dist/cli/main.js`,
+      '/lib/systemd/system/skypanel-agent.service',
+      './usr/bin/skypanel-agent',
+    ]) {
       expect(contents, path).toContain(path.startsWith('/') ? `.${path}` : path);
     }
     // Production dependencies only.

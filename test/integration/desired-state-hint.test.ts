@@ -30,7 +30,11 @@ beforeEach(async () => {
   cp = await startReferenceControlPlane({ host: '127.0.0.1', port: 0 });
   // Time is compressed here (polls every 50-300 ms), so without the 1 s per-call floor the client keeps in production.
   client = new ControlPlaneClient({ baseUrl: cp.url, token: new Secret(cp.mintToken(WORKER_ID)), timeoutMs: 5_000, minCallSpacingMs: 0 });
-  const reg = await client.postJson('/api/workers/register', { hostname: 'n1', ipAddress: '10.0.0.5', capacity: { cpuCores: 2, memoryMb: 2048, diskGb: 20 } });
+  const reg = await client.postJson('/api/workers/register', {
+    hostname: 'n1',
+    ipAddress: '10.0.0.5',
+    capacity: { cpuCores: 2, memoryMb: 2048, diskGb: 20 },
+  });
   expect(reg.ok).toBe(true);
   dir = await mkdtemp(join(tmpdir(), 'skp-hint-'));
   sets = [];
@@ -46,8 +50,14 @@ afterEach(async () => {
 
 function startPoller(intervalMs: number, extra: { hintedPollMaxMs?: number } = {}): DesiredStatePoller {
   poller = new DesiredStatePoller({
-    client, workerId: () => WORKER_ID, intervalMs, store: new StateStore(dir), logger, random: () => 0.5,
-    onDesired: (set) => sets.push(set), ...extra,
+    client,
+    workerId: () => WORKER_ID,
+    intervalMs,
+    store: new StateStore(dir),
+    logger,
+    random: () => 0.5,
+    onDesired: (set) => sets.push(set),
+    ...extra,
   });
   poller.start();
   return poller;

@@ -109,8 +109,14 @@ describe.skipIf(!docker.ok)('doctor on a healthy host: reference control plane a
     const row = cp.workers.get(workerId)!;
     expect(row.heartbeats).toBe(before + 1);
     const info = (await dockerode().info()) as { Swarm: { NodeID: string } };
-    expect(row.lastHeartbeatExtras).toMatchObject({ seq: 1, dockerHealthy: true, swarmNodeId: info.Swarm.NodeID, bootId: expect.any(String) });
-    for (const k of ['cpuPercent', 'memoryPercent', 'diskPercent', 'containerCount'] as const) expect(typeof row.currentLoad[k]).toBe('number');
+    expect(row.lastHeartbeatExtras).toMatchObject({
+      seq: 1,
+      dockerHealthy: true,
+      swarmNodeId: info.Swarm.NodeID,
+      bootId: expect.any(String),
+    });
+    for (const k of ['cpuPercent', 'memoryPercent', 'diskPercent', 'containerCount'] as const)
+      expect(typeof row.currentLoad[k]).toBe('number');
     expect(row.currentLoad.memoryPercent).toBeGreaterThan(0);
   });
 
@@ -245,7 +251,13 @@ describe('doctor on broken setups', () => {
 
     it('warns above 5 s', async () => {
       const url = await panelWithClockOffset(-12);
-      const config = await configFile({ controlPlaneUrl: url, token: 'tok-doctor-skew-12', workerId: 'w-skew', dockerSocket: join(dir, 'nope.sock'), statusListen: '127.0.0.1:0' });
+      const config = await configFile({
+        controlPlaneUrl: url,
+        token: 'tok-doctor-skew-12',
+        workerId: 'w-skew',
+        dockerSocket: join(dir, 'nope.sock'),
+        statusListen: '127.0.0.1:0',
+      });
       tokens.push('tok-doctor-skew-12');
       const { by } = await doctor(config);
       expect(by.clock!.status).toBe('warn');
@@ -255,7 +267,12 @@ describe('doctor on broken setups', () => {
 
     it('fails above 60 s, exit 1', async () => {
       const url = await panelWithClockOffset(120);
-      const config = await configFile({ controlPlaneUrl: url, token: 'tok-doctor-skew-120', workerId: 'w-skew', statusListen: '127.0.0.1:0' });
+      const config = await configFile({
+        controlPlaneUrl: url,
+        token: 'tok-doctor-skew-120',
+        workerId: 'w-skew',
+        statusListen: '127.0.0.1:0',
+      });
       tokens.push('tok-doctor-skew-120');
       const { code, by } = await doctor(config);
       expect(by.clock!.status).toBe('fail');

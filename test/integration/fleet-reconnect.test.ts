@@ -76,7 +76,15 @@ describe('a fleet of 1000 agents after a 5-minute control-plane outage', () => {
           if (!down && at >= RETURN_MS && !firstSuccessAfterReturn.has(agent)) firstSuccessAfterReturn.set(agent, at);
           return down ? refused : accepted;
         },
-        collect: async () => ({ cpuPercent: 1, memoryPercent: 2, diskPercent: 3, containerCount: 0, agentVersion: 'sim', swarmNodeId: null, dockerHealthy: true }),
+        collect: async () => ({
+          cpuPercent: 1,
+          memoryPercent: 2,
+          diskPercent: 3,
+          containerCount: 0,
+          agentVersion: 'sim',
+          swarmNodeId: null,
+          dockerHealthy: true,
+        }),
         workerId: () => `w-${agent}`,
         reregister: async () => true,
         logger: silent,

@@ -20,8 +20,14 @@ const REGISTRY_PASSWORD = `hostile-int-registry-${randomUUID()}`;
 
 function row(overrides: Record<string, unknown> = {}): Record<string, unknown> {
   return {
-    id: randomUUID(), serviceId: randomUUID(), organizationId: 'org-hostile-int', slug: 'x', imageTag: 'registry.example.com/app:1', desiredState: 'running',
-    environmentVars: {}, resourceLimits: { cpuCores: 0.1, memoryMb: 16 },
+    id: randomUUID(),
+    serviceId: randomUUID(),
+    organizationId: 'org-hostile-int',
+    slug: 'x',
+    imageTag: 'registry.example.com/app:1',
+    desiredState: 'running',
+    environmentVars: {},
+    resourceLimits: { cpuCores: 0.1, memoryMb: 16 },
     ...overrides,
   };
 }
@@ -82,7 +88,10 @@ describe('hostile desired sets: polling discipline and logs (no Docker)', () => 
       [row({ resourceLimits: { cpuCores: 0.005, memoryMb: 16 } }), 'resourceLimits.cpuCores'],
       [row({ resourceLimits: { cpuCores: 0.1, memoryMb: 5 } }), 'resourceLimits.memoryMb'],
     ];
-    const good = row({ secrets: [{ name: 'ok', value: SECRET }], registryAuth: { serveraddress: 'r.example.com', username: 'u', password: REGISTRY_PASSWORD } });
+    const good = row({
+      secrets: [{ name: 'ok', value: SECRET }],
+      registryAuth: { serveraddress: 'r.example.com', username: 'u', password: REGISTRY_PASSWORD },
+    });
     cp.setDeployments(workerId, [good, ...cases.map(([r]) => r)]);
     for (const [r, field] of cases) {
       const line = await agent.waitForLog((l) => l.deploymentId === r.id && String(l.msg).startsWith('deployment rejected:'));
@@ -99,16 +108,27 @@ describe('hostile desired sets: polling discipline and logs (no Docker)', () => 
     const deepOne = row({ extra: 'DEEP' });
     const levels = 50_000;
     // Built as text: the reference panel's JSON.stringify could not serialise it either.
-    const body = JSON.stringify({ success: true, data: { deployments: [deepOne, good] } }).replace('"DEEP"', '['.repeat(levels) + ']'.repeat(levels));
+    const body = JSON.stringify({ success: true, data: { deployments: [deepOne, good] } }).replace(
+      '"DEEP"',
+      '['.repeat(levels) + ']'.repeat(levels),
+    );
     const mark = agent.logs().length;
     cp.setDeploymentsBody(workerId, body);
     const line = await agent.waitForLog((l) => l.deploymentId === deepOne.id && String(l.msg).startsWith('deployment rejected:'));
     expect(line.field).toBe('extra');
     expect(String(line.msg)).toBe('deployment rejected: extra: is nested deeper than 64 levels');
     // The set was taken (stored for a restart, the good deployment in it), not refused as a whole.
-    await waitFor(async () => (await readFile(join(agent.stateDir, 'desired.json'), 'utf8')).includes(String(good.id)), 10_000, () => agent.output.slice(-2000));
+    await waitFor(
+      async () => (await readFile(join(agent.stateDir, 'desired.json'), 'utf8')).includes(String(good.id)),
+      10_000,
+      () => agent.output.slice(-2000),
+    );
     const later = agent.logs().slice(mark);
-    expect(later.filter((l) => l.msg === 'desired set rejected as a whole; keeping the last one' || l.msg === 'desired-state poll failed unexpectedly')).toEqual([]);
+    expect(
+      later.filter(
+        (l) => l.msg === 'desired set rejected as a whole; keeping the last one' || l.msg === 'desired-state poll failed unexpectedly',
+      ),
+    ).toEqual([]);
     expect(agent.child.exitCode).toBeNull();
   }, 30_000);
 
@@ -120,8 +140,18 @@ describe('hostile desired sets: polling discipline and logs (no Docker)', () => 
     for (const echoed of [token, Buffer.from(`Bearer ${token}`).toString('base64')]) {
       const before = echoedLines();
       const recovered = agent.logs().filter((l) => l.msg === 'heartbeat accepted again after failures').length;
-      cp.setFault({ kind: 'status', status: 400, body: JSON.stringify({ success: false, error: { code: 'BAD', message: `${pad}${echoed}` } }), pathEndsWith: '/heartbeat', count: 1 });
-      await waitFor(() => echoedLines() > before, 10_000, () => agent.output.slice(mark));
+      cp.setFault({
+        kind: 'status',
+        status: 400,
+        body: JSON.stringify({ success: false, error: { code: 'BAD', message: `${pad}${echoed}` } }),
+        pathEndsWith: '/heartbeat',
+        count: 1,
+      });
+      await waitFor(
+        () => echoedLines() > before,
+        10_000,
+        () => agent.output.slice(mark),
+      );
       // A beat accepted in between ends the failure streak, so the next echo is logged at warn again.
       await waitFor(() => agent.logs().filter((l) => l.msg === 'heartbeat accepted again after failures').length > recovered, 10_000);
     }
@@ -137,7 +167,9 @@ describe('hostile desired sets: polling discipline and logs (no Docker)', () => 
       cp.setDeploymentsBody(workerId, body);
       await new Promise((r) => setTimeout(r, 8_000));
       const n = polls(mark).length;
-      console.log(`hostile-input: ${n} polls in 8 s of ${body.length > 100 ? `a ${body.length}-byte body` : body} (poll interval 1 s, backoff cap 60 s)`);
+      console.log(
+        `hostile-input: ${n} polls in 8 s of ${body.length > 100 ? `a ${body.length}-byte body` : body} (poll interval 1 s, backoff cap 60 s)`,
+      );
       // Full-jitter backoff from where the streak stands: a handful, not ~16 (one per ≤ 1 s).
       expect(n).toBeLessThanOrEqual(8);
       // The agent is alive and heartbeating throughout.
@@ -151,9 +183,21 @@ describe('hostile desired sets: polling discipline and logs (no Docker)', () => 
     const levels = 500_000;
     const mark = agent.logs().length;
     cp.setDeploymentsBody(workerId, '['.repeat(levels) + ']'.repeat(levels));
-    await waitFor(() => agent.logs().slice(mark).find((l) => l.msg === 'desired set rejected as a whole; keeping the last one'), 15_000, () => agent.output.slice(-2000));
+    await waitFor(
+      () =>
+        agent
+          .logs()
+          .slice(mark)
+          .find((l) => l.msg === 'desired set rejected as a whole; keeping the last one'),
+      15_000,
+      () => agent.output.slice(-2000),
+    );
     const hb = beats().length;
-    await waitFor(() => beats().length > hb, 10_000, () => 'a heartbeat after the deep body');
+    await waitFor(
+      () => beats().length > hb,
+      10_000,
+      () => 'a heartbeat after the deep body',
+    );
     expect(agent.child.exitCode).toBeNull();
   }, 30_000);
 });
@@ -190,7 +234,15 @@ describe('damaged state directory at start (no Docker)', () => {
       'desired.json': { etag: '"v1"\r\nx-injected: yes', body: { success: true, data: { deployments: [] } }, savedAt: 1 },
       'outbox.json': { pending: 5, lastSent: {} },
       'usage-outbox.json': { version: 1, closedThrough: null, pending: 5 },
-      'usage-meter.json': { version: 1, periodMs: 3_600_000, lastAt: null, historyStart: null, closedThrough: null, containers: {}, open: 5 },
+      'usage-meter.json': {
+        version: 1,
+        periodMs: 3_600_000,
+        lastAt: null,
+        historyStart: null,
+        closedThrough: null,
+        containers: {},
+        open: 5,
+      },
     };
     for (const [name, value] of Object.entries(damaged)) await writeFile(join(stateDir, name), JSON.stringify(value), { mode: 0o600 });
     cp.setDeployments(workerId, [row()]);
@@ -201,7 +253,10 @@ describe('damaged state directory at start (no Docker)', () => {
     });
     const started = await agent.waitForLog((l) => l.msg === 'agent started');
     // The poll goes out without the damaged ETag, and its answer is stored afresh.
-    await waitFor(() => cp.requests.some((r) => r.method === 'GET' && r.path.endsWith(`/${workerId}/deployments`) && r.status === 200), 10_000);
+    await waitFor(
+      () => cp.requests.some((r) => r.method === 'GET' && r.path.endsWith(`/${workerId}/deployments`) && r.status === 200),
+      10_000,
+    );
     await waitFor(async () => (await readdir(stateDir)).includes('desired.json'), 10_000);
     expect(JSON.parse(await readFile(join(stateDir, 'desired.json'), 'utf8')).etag).not.toContain('\n');
     const entries = await readdir(stateDir);
@@ -209,54 +264,67 @@ describe('damaged state directory at start (no Docker)', () => {
       const aside = entries.filter((e) => e.startsWith(`${name}.bad-`));
       expect(aside, name).toHaveLength(1);
       expect(JSON.parse(await readFile(join(stateDir, aside[0]!), 'utf8')), name).toEqual(value);
-      expect(agent.logs().filter((l) => l.file === name && String(l.msg).includes('moved aside')), name).toHaveLength(1);
+      expect(
+        agent.logs().filter((l) => l.file === name && String(l.msg).includes('moved aside')),
+        name,
+      ).toHaveLength(1);
     }
     const res = await fetch(`http://${String(started.statusApi)}/v1/status`, { headers: { authorization: `Bearer ${token}` } });
     const status = (await res.json()) as { stateDir: { movedAside: { file: string }[] } };
     expect(status.stateDir.movedAside.map((m) => m.file).sort()).toEqual(Object.keys(damaged).sort());
-    const metrics = await (await fetch(`http://${String(started.statusApi)}/metrics`, { headers: { authorization: `Bearer ${token}` } })).text();
+    const metrics = await (
+      await fetch(`http://${String(started.statusApi)}/metrics`, { headers: { authorization: `Bearer ${token}` } })
+    ).text();
     expect(metrics).toContain('skypanel_agent_state_files_moved_aside_total{file="outbox.json"} 1');
     await new Promise((r) => setTimeout(r, 2_000));
     expect(agent.child.exitCode).toBeNull();
     expect(agent.output).not.toMatch(/Unhandled|ERR_INVALID_CHAR|is not iterable/);
   }, 40_000);
 
-  it.skipIf(process.getuid?.() !== 0)('a state file replaced by a symbolic link to another user\'s file: not read through, not chowned to its owner, the link moved aside (root only)', async () => {
-    await agent?.stop();
-    const workerId = randomUUID();
-    token = cp.mintToken(workerId);
-    tokens.push(token);
-    const dir = await mkdtemp(join(tmpdir(), 'skp-linked-'));
-    const config = join(dir, 'config.json');
-    const reg = await runCli(['register', '--control-plane', cp.url, '--token', token, '--config', config, '--heartbeat-interval', '1']);
-    expect(reg.code, reg.stderr).toBe(0);
-    const stateDir = join(dir, 'state');
-    await mkdir(stateDir, { mode: 0o700 });
-    const target = join(await mkdtemp(join(tmpdir(), 'skp-someone-else-')), 'theirs.json');
-    const theirs = JSON.stringify({ etag: '"theirs"', body: { success: true, data: { deployments: [] } }, savedAt: 1 });
-    await writeFile(target, theirs);
-    await chown(target, 12345, 12345);
-    await symlink(target, join(stateDir, 'desired.json'));
-    cp.setDeployments(workerId, [row()]);
-    agent = new AgentProcess(['run', '--config', config], {
-      SKYPANEL_AGENT_STATE_DIR: stateDir,
-      SKYPANEL_AGENT_POLL_INTERVAL: '1',
-      SKYPANEL_AGENT_DOCKER_SOCKET: join(tmpdir(), `no-docker-${randomUUID()}`, 'docker.sock'),
-    });
-    await agent.waitForLog((l) => l.msg === 'agent started');
-    await waitFor(async () => (await lstat(join(stateDir, 'desired.json')).catch(() => undefined))?.isFile() === true, 10_000, () => agent!.output);
-    const st = await lstat(join(stateDir, 'desired.json'));
-    // Before: stat() followed the link, so the agent's new file was chowned to uid 12345.
-    expect([st.uid, st.gid]).toEqual([0, 0]);
-    expect(await readFile(target, 'utf8')).toBe(theirs);
-    expect((await stat(target)).uid).toBe(12345);
-    // The poll did not send the linked file's ETag: it was never read.
-    const polls = cp.requests.filter((r) => r.method === 'GET' && r.path.endsWith(`/${workerId}/deployments`));
-    expect(polls.length).toBeGreaterThan(0);
-    expect(polls.filter((r) => r.headers.ifNoneMatch === '"theirs"')).toEqual([]);
-    const aside = (await readdir(stateDir)).filter((e) => e.startsWith('desired.json.bad-'));
-    expect(aside).toHaveLength(1);
-    expect((await lstat(join(stateDir, aside[0]!))).isSymbolicLink()).toBe(true);
-    expect(agent.logs().filter((l) => l.file === 'desired.json' && l.reason === 'is a symbolic link')).toHaveLength(1);
-  }, 30_000);
+  it.skipIf(process.getuid?.() !== 0)(
+    "a state file replaced by a symbolic link to another user's file: not read through, not chowned to its owner, the link moved aside (root only)",
+    async () => {
+      await agent?.stop();
+      const workerId = randomUUID();
+      token = cp.mintToken(workerId);
+      tokens.push(token);
+      const dir = await mkdtemp(join(tmpdir(), 'skp-linked-'));
+      const config = join(dir, 'config.json');
+      const reg = await runCli(['register', '--control-plane', cp.url, '--token', token, '--config', config, '--heartbeat-interval', '1']);
+      expect(reg.code, reg.stderr).toBe(0);
+      const stateDir = join(dir, 'state');
+      await mkdir(stateDir, { mode: 0o700 });
+      const target = join(await mkdtemp(join(tmpdir(), 'skp-someone-else-')), 'theirs.json');
+      const theirs = JSON.stringify({ etag: '"theirs"', body: { success: true, data: { deployments: [] } }, savedAt: 1 });
+      await writeFile(target, theirs);
+      await chown(target, 12345, 12345);
+      await symlink(target, join(stateDir, 'desired.json'));
+      cp.setDeployments(workerId, [row()]);
+      agent = new AgentProcess(['run', '--config', config], {
+        SKYPANEL_AGENT_STATE_DIR: stateDir,
+        SKYPANEL_AGENT_POLL_INTERVAL: '1',
+        SKYPANEL_AGENT_DOCKER_SOCKET: join(tmpdir(), `no-docker-${randomUUID()}`, 'docker.sock'),
+      });
+      await agent.waitForLog((l) => l.msg === 'agent started');
+      await waitFor(
+        async () => (await lstat(join(stateDir, 'desired.json')).catch(() => undefined))?.isFile() === true,
+        10_000,
+        () => agent!.output,
+      );
+      const st = await lstat(join(stateDir, 'desired.json'));
+      // Before: stat() followed the link, so the agent's new file was chowned to uid 12345.
+      expect([st.uid, st.gid]).toEqual([0, 0]);
+      expect(await readFile(target, 'utf8')).toBe(theirs);
+      expect((await stat(target)).uid).toBe(12345);
+      // The poll did not send the linked file's ETag: it was never read.
+      const polls = cp.requests.filter((r) => r.method === 'GET' && r.path.endsWith(`/${workerId}/deployments`));
+      expect(polls.length).toBeGreaterThan(0);
+      expect(polls.filter((r) => r.headers.ifNoneMatch === '"theirs"')).toEqual([]);
+      const aside = (await readdir(stateDir)).filter((e) => e.startsWith('desired.json.bad-'));
+      expect(aside).toHaveLength(1);
+      expect((await lstat(join(stateDir, aside[0]!))).isSymbolicLink()).toBe(true);
+      expect(agent.logs().filter((l) => l.file === 'desired.json' && l.reason === 'is a symbolic link')).toHaveLength(1);
+    },
+    30_000,
+  );
 });

@@ -48,7 +48,17 @@ async function registered(workerId = randomUUID()) {
   const config = join(dir, `${randomUUID()}.json`);
   const tokenFile = join(dir, `${randomUUID()}.token`);
   await writeFile(tokenFile, `${token}\n`, { mode: 0o600 });
-  const res = await runCli(['register', '--control-plane', cp.url, '--token-file', tokenFile, '--config', config, '--heartbeat-interval', '1']);
+  const res = await runCli([
+    'register',
+    '--control-plane',
+    cp.url,
+    '--token-file',
+    tokenFile,
+    '--config',
+    config,
+    '--heartbeat-interval',
+    '1',
+  ]);
   expect(res.code, res.stderr).toBe(0);
   return { token, tokenFile, config, workerId };
 }
@@ -73,51 +83,69 @@ describe('every wait the panel asks for is capped, and no loop spins', () => {
     ['two days (fits a timer, but silences the worker)', () => '172800'],
     ['an HTTP date 30 days out (past 2^31 ms)', () => new Date(Date.now() + 30 * 86_400_000).toUTCString()],
   ];
-  it.each(cases)('429 with Retry-After %s: a handful of requests, then silence of at most 16 min that /healthz names', async (_name, retryAfter) => {
-    const { config, token } = await registered();
-    // Every /api/ request is refused, from the first one on.
-    cp.setFault({ kind: 'status', status: 429, retryAfter: retryAfter(), body: RATE_LIMITED_BODY });
-    const from = Date.now();
-    const agent = startAgent(config);
-    const api = await statusApi(agent);
-    await sleep(5_000);
-    const sent = since(from);
-    const counts = new Map<string, number>();
-    for (const r of sent) counts.set(r.path.split('/').pop()!, (counts.get(r.path.split('/').pop()!) ?? 0) + 1);
-    const byCall = [...counts].map(([call, n]) => `${n} ${call}`);
-    console.log(`hostile-panel: ${sent.length} requests (${byCall.join(', ')}) in ${Date.now() - from} ms under 429 + Retry-After ${_name}`);
-    // One heartbeat, one poll, one registration refresh: before the cap these looped at hundreds a second.
-    expect(sent.length).toBeLessThanOrEqual(6);
-    expect(sent.every((r) => r.status === 429)).toBe(true);
+  it.each(cases)(
+    '429 with Retry-After %s: a handful of requests, then silence of at most 16 min that /healthz names',
+    async (_name, retryAfter) => {
+      const { config, token } = await registered();
+      // Every /api/ request is refused, from the first one on.
+      cp.setFault({ kind: 'status', status: 429, retryAfter: retryAfter(), body: RATE_LIMITED_BODY });
+      const from = Date.now();
+      const agent = startAgent(config);
+      const api = await statusApi(agent);
+      await sleep(5_000);
+      const sent = since(from);
+      const counts = new Map<string, number>();
+      for (const r of sent) counts.set(r.path.split('/').pop()!, (counts.get(r.path.split('/').pop()!) ?? 0) + 1);
+      const byCall = [...counts].map(([call, n]) => `${n} ${call}`);
+      console.log(
+        `hostile-panel: ${sent.length} requests (${byCall.join(', ')}) in ${Date.now() - from} ms under 429 + Retry-After ${_name}`,
+      );
+      // One heartbeat, one poll, one registration refresh: before the cap these looped at hundreds a second.
+      expect(sent.length).toBeLessThanOrEqual(6);
+      expect(sent.every((r) => r.status === 429)).toBe(true);
 
-    const health = await fetch(`${api}/healthz`);
-    const body = (await health.json()) as { status: string; until: string; reason: string };
-    expect(health.status).toBe(200);
-    expect(body.status).toBe('waiting');
-    expect(body.reason).toMatch(/rate limited \(HTTP 429\): next heartbeat at /);
-    const waitMs = Date.parse(body.until) - Date.now();
-    expect(waitMs).toBeGreaterThan(14 * 60_000);
-    expect(waitMs).toBeLessThanOrEqual(MAX_WAIT_MS);
-    const status = (await (await fetch(`${api}/v1/status`, { headers: { authorization: `Bearer ${token}` } })).json()) as Record<string, unknown>;
-    expect(status.controlPlaneWait).toEqual({ until: body.until, reason: body.reason });
-    expect(status.lastHeartbeat).toMatchObject({ outcome: 'rate-limited', status: 429 });
-    // `skypanel-agent status` says it too: unhealthy, and until when.
-    const cli = await runCli(['status', '--config', config, '--url', api]);
-    expect(cli.code).toBe(1);
-    expect(cli.stdout).toContain(`waiting     ${body.reason}`);
-    expect(agent.child.exitCode).toBeNull();
-  }, 30_000);
+      const health = await fetch(`${api}/healthz`);
+      const body = (await health.json()) as { status: string; until: string; reason: string };
+      expect(health.status).toBe(200);
+      expect(body.status).toBe('waiting');
+      expect(body.reason).toMatch(/rate limited \(HTTP 429\): next heartbeat at /);
+      const waitMs = Date.parse(body.until) - Date.now();
+      expect(waitMs).toBeGreaterThan(14 * 60_000);
+      expect(waitMs).toBeLessThanOrEqual(MAX_WAIT_MS);
+      const status = (await (await fetch(`${api}/v1/status`, { headers: { authorization: `Bearer ${token}` } })).json()) as Record<
+        string,
+        unknown
+      >;
+      expect(status.controlPlaneWait).toEqual({ until: body.until, reason: body.reason });
+      expect(status.lastHeartbeat).toMatchObject({ outcome: 'rate-limited', status: 429 });
+      // `skypanel-agent status` says it too: unhealthy, and until when.
+      const cli = await runCli(['status', '--config', config, '--url', api]);
+      expect(cli.code).toBe(1);
+      expect(cli.stdout).toContain(`waiting     ${body.reason}`);
+      expect(agent.child.exitCode).toBeNull();
+    },
+    30_000,
+  );
 
   it("honours SkyPanelV2's RateLimit-Reset when the window ends before its 15-minute Retry-After", async () => {
     const { config, workerId } = await registered();
     // What express-rate-limit sends: Retry-After is always the whole window, RateLimit-Reset the time left in it.
     cp.setFault({
-      kind: 'status', status: 429, retryAfter: '900', body: RATE_LIMITED_BODY, count: 1, pathEndsWith: '/heartbeat',
+      kind: 'status',
+      status: 429,
+      retryAfter: '900',
+      body: RATE_LIMITED_BODY,
+      count: 1,
+      pathEndsWith: '/heartbeat',
       headers: { 'RateLimit-Limit': '200', 'RateLimit-Remaining': '0', 'RateLimit-Reset': '2' },
     });
     const agent = startAgent(config);
     const beats = () => cp.requests.filter((r) => r.path === `/api/workers/${workerId}/heartbeat`);
-    const accepted = await waitFor(() => beats().find((r) => r.status === 200), 15_000, () => agent.output);
+    const accepted = await waitFor(
+      () => beats().find((r) => r.status === 200),
+      15_000,
+      () => agent.output,
+    );
     const limited = beats().find((r) => r.status === 429)!;
     expect(accepted.at - limited.at).toBeGreaterThanOrEqual(2_000);
     // 2 s plus at most 10 % spread, not 15 minutes.
@@ -129,7 +157,9 @@ describe('every wait the panel asks for is capped, and no loop spins', () => {
   it('a panel that accepts every re-register but answers every heartbeat 404 gets a backing-off trickle, not a loop', async () => {
     const { config, workerId } = await registered();
     cp.setFault({
-      kind: 'status', status: 404, pathEndsWith: '/heartbeat',
+      kind: 'status',
+      status: 404,
+      pathEndsWith: '/heartbeat',
       body: JSON.stringify({ success: false, error: { code: 'WORKER_NOT_FOUND', message: 'Worker not found' } }),
     });
     const from = Date.now();
@@ -139,7 +169,8 @@ describe('every wait the panel asks for is capped, and no loop spins', () => {
     const beats = since(from).filter((r) => r.path === `/api/workers/${workerId}/heartbeat`).length;
     const registers = since(from).filter((r) => r.path === '/api/workers/register').length;
     console.log(`hostile-panel: ${beats} heartbeats and ${registers} registers in 12 s of 404 + successful re-register`);
-    // Backoff from the second 404 (1 s base, doubling): about 5 of each. The 1 s floor alone would allow 12; before either, hundreds a second.
+    // Backoff from the second 404 (1 s base, doubling): about 5 of each. The 1 s floor alone
+    // would allow 12; before either, hundreds a second.
     expect(beats).toBeLessThanOrEqual(9);
     expect(registers).toBeLessThanOrEqual(10);
     expect(agent.logs().filter((l) => l.msg === 'control plane no longer knows this worker; registering again')).toHaveLength(1);
@@ -161,7 +192,9 @@ describe('identity: a register answer naming another worker is refused', () => {
     cp.setFault({ kind: 'status', status: 201, body, pathEndsWith: '/register' });
     const res = await runCli(['register', '--control-plane', cp.url, '--token-file', tokenFile, '--config', config]);
     expect(res.code).toBe(1);
-    expect(res.stderr).toContain(`the control plane answered register with worker id ${other}, but the token's workerId is ${workerId}: refused`);
+    expect(res.stderr).toContain(
+      `the control plane answered register with worker id ${other}, but the token's workerId is ${workerId}: refused`,
+    );
     await expect(access(config)).rejects.toThrow(/ENOENT/);
   });
 
@@ -177,7 +210,11 @@ describe('identity: a register answer naming another worker is refused', () => {
     expect(refused.level).toBe('error');
     expect(String(refused.msg)).toContain(`worker id ${other}, but`);
     const mark = Date.now();
-    await waitFor(() => cp.requests.some((r) => r.at >= mark && r.path === `/api/workers/${workerId}/heartbeat` && r.status === 200), 10_000, () => agent.output);
+    await waitFor(
+      () => cp.requests.some((r) => r.at >= mark && r.path === `/api/workers/${workerId}/heartbeat` && r.status === 200),
+      10_000,
+      () => agent.output,
+    );
     expect(cp.requests.some((r) => r.path.includes(other))).toBe(false);
     expect(await readFile(config, 'utf8')).toBe(before);
     expect(agent.logs().some((l) => l.msg === 'control plane assigned a new worker id')).toBe(false);
@@ -188,14 +225,29 @@ describe('rejected deployments and the first heartbeat', () => {
   it('1000 rejected deployments re-sent with every poll are logged once each, not once per poll', async () => {
     const { config } = await registered();
     const rejected = Array.from({ length: 1000 }, () => ({
-      id: randomUUID(), serviceId: randomUUID(), organizationId: 'org-hostile-panel', slug: 'x', imageTag: 'registry.example.com/app:1',
-      desiredState: 'running', environmentVars: {}, resourceLimits: { cpuCores: 0.1, memoryMb: -1 },
+      id: randomUUID(),
+      serviceId: randomUUID(),
+      organizationId: 'org-hostile-panel',
+      slug: 'x',
+      imageTag: 'registry.example.com/app:1',
+      desiredState: 'running',
+      environmentVars: {},
+      resourceLimits: { cpuCores: 0.1, memoryMb: -1 },
     }));
     // A 200 with the whole set at every poll, whatever If-None-Match says: no 304 ever spares the parse.
-    cp.setFault({ kind: 'status', status: 200, pathEndsWith: '/deployments', body: JSON.stringify({ success: true, data: { deployments: rejected } }) });
+    cp.setFault({
+      kind: 'status',
+      status: 200,
+      pathEndsWith: '/deployments',
+      body: JSON.stringify({ success: true, data: { deployments: rejected } }),
+    });
     const from = Date.now();
     const agent = startAgent(config, { SKYPANEL_AGENT_POLL_INTERVAL: '1' });
-    await waitFor(() => since(from).filter((r) => r.path.endsWith('/deployments') && r.status === 200).length >= 4, 20_000, () => agent.output.slice(-2000));
+    await waitFor(
+      () => since(from).filter((r) => r.path.endsWith('/deployments') && r.status === 200).length >= 4,
+      20_000,
+      () => agent.output.slice(-2000),
+    );
     await sleep(300);
     const polls = since(from).filter((r) => r.path.endsWith('/deployments') && r.status === 200).length;
     const warnings = agent.logs().filter((l) => String(l.msg).startsWith('deployment rejected:'));
@@ -209,8 +261,14 @@ describe('rejected deployments and the first heartbeat', () => {
     const spawned = Date.now();
     const agent = startAgent(config);
     const started = await agent.waitForLog((l) => l.msg === 'agent started');
-    const first = await waitFor(() => cp.requests.find((r) => r.path === `/api/workers/${workerId}/heartbeat`), 10_000, () => agent.output);
-    console.log(`hostile-panel: spawn → first heartbeat ${first.at - spawned} ms ('agent started' → first heartbeat ${first.at - Number(started.time)} ms)`);
+    const first = await waitFor(
+      () => cp.requests.find((r) => r.path === `/api/workers/${workerId}/heartbeat`),
+      10_000,
+      () => agent.output,
+    );
+    console.log(
+      `hostile-panel: spawn → first heartbeat ${first.at - spawned} ms ('agent started' → first heartbeat ${first.at - Number(started.time)} ms)`,
+    );
     // The first CPU sample is taken as the process starts (after the spawn); the beat waits until a second has passed since.
     expect(first.at - spawned).toBeGreaterThanOrEqual(1_000);
     // ...and no longer: that second overlaps start-up instead of following it.

@@ -71,10 +71,15 @@ async function tokenFile(token: string, mode = 0o600): Promise<string> {
 
 /** systemd-analyze, installing Debian's systemd package when it is missing (root only). */
 async function systemdAnalyze(): Promise<string | undefined> {
-  const found = await run('sh', ['-c', 'command -v systemd-analyze']).then((r) => r.stdout.trim(), () => '');
+  const found = await run('sh', ['-c', 'command -v systemd-analyze']).then(
+    (r) => r.stdout.trim(),
+    () => '',
+  );
   if (found) return found;
   if (!isRoot) {
-    process.stderr.write('\n[skypanel-agent tests] skipping systemd-analyze checks: not root, and systemd-analyze is not installed (apt-get install systemd)\n\n');
+    process.stderr.write(
+      '\n[skypanel-agent tests] skipping systemd-analyze checks: not root, and systemd-analyze is not installed (apt-get install systemd)\n\n',
+    );
     return undefined;
   }
   // Maintainer scripts would try to start services; there is no init system to do that.
@@ -107,7 +112,9 @@ describe('the systemd unit', () => {
     expect('code' in verify ? verify.code : 0, verify.stderr).toBe(0);
     expect(`${verify.stdout}${verify.stderr}`.trim()).toBe('');
 
-    const sec = await run(analyze, ['security', '--offline=yes', '--no-pager', unit]).catch((err: { stdout: string; stderr: string }) => err);
+    const sec = await run(analyze, ['security', '--offline=yes', '--no-pager', unit]).catch(
+      (err: { stdout: string; stderr: string }) => err,
+    );
     const m = /Overall exposure level for skypanel-agent\.service: (\d+\.\d+) (\S+)/.exec(`${sec.stdout}${sec.stderr}`);
     expect(m, sec.stdout).not.toBeNull();
     process.stderr.write(`[skypanel-agent tests] systemd-analyze security --offline=yes: exposure ${m![1]} ${m![2]}\n`);
@@ -131,9 +138,12 @@ describe('the systemd unit', () => {
     expect(`${verify.stdout}${verify.stderr}`.trim()).toBe('');
   });
 
-  it('the agent makes no system call outside the unit\'s SystemCallFilter (strace of a dev run)', async (ctx) => {
+  it("the agent makes no system call outside the unit's SystemCallFilter (strace of a dev run)", async (ctx) => {
     if (!analyze) return ctx.skip();
-    const strace = await run('sh', ['-c', 'command -v strace']).then((r) => r.stdout.trim(), () => '');
+    const strace = await run('sh', ['-c', 'command -v strace']).then(
+      (r) => r.stdout.trim(),
+      () => '',
+    );
     if (!strace) {
       process.stderr.write('\n[skypanel-agent tests] skipping the syscall check: strace is not installed\n\n');
       return ctx.skip();
@@ -168,26 +178,49 @@ describe('the systemd unit', () => {
     tokens.push(traceToken);
     const traceTokenFile = join(dir, 'strace.token');
     await writeFile(traceTokenFile, `${traceToken}\n`, { mode: 0o600 });
-    const reg = await runCli(['register', '--control-plane', cp.url, '--token-file', traceTokenFile, '--config', traceConfig, '--heartbeat-interval', '1']);
+    const reg = await runCli([
+      'register',
+      '--control-plane',
+      cp.url,
+      '--token-file',
+      traceTokenFile,
+      '--config',
+      traceConfig,
+      '--heartbeat-interval',
+      '1',
+    ]);
     expect(reg.code, reg.stderr).toBe(0);
     const trace = join(dir, 'strace.out');
-    const child = spawn(strace, ['-f', '-qq', '-o', trace, process.execPath, ...unitNodeArgs(template), BIN, 'run', '--config', traceConfig], {
-      env: { ...process.env, SKYPANEL_AGENT_STATUS_LISTEN: '127.0.0.1:0', SKYPANEL_AGENT_METRICS_LISTEN: '127.0.0.1:0', SKYPANEL_AGENT_STATE_DIR: join(dir, 'strace-state') },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const child = spawn(
+      strace,
+      ['-f', '-qq', '-o', trace, process.execPath, ...unitNodeArgs(template), BIN, 'run', '--config', traceConfig],
+      {
+        env: {
+          ...process.env,
+          SKYPANEL_AGENT_STATUS_LISTEN: '127.0.0.1:0',
+          SKYPANEL_AGENT_METRICS_LISTEN: '127.0.0.1:0',
+          SKYPANEL_AGENT_STATE_DIR: join(dir, 'strace-state'),
+        },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
     let output = '';
     child.stdout.on('data', (b: Buffer) => (output += b));
     child.stderr.on('data', (b: Buffer) => (output += b));
     const exited = new Promise((r) => child.on('close', r));
     try {
       const deadline = Date.now() + 30_000;
-      while (!/agent started/.test(output) && Date.now() < deadline && child.exitCode === null) await new Promise((r) => setTimeout(r, 100));
+      while (!/agent started/.test(output) && Date.now() < deadline && child.exitCode === null)
+        await new Promise((r) => setTimeout(r, 100));
       expect(output).toMatch(/agent started/);
       await new Promise((r) => setTimeout(r, 4_000));
     } finally {
       // Signal the traced agent itself: strace would only detach on SIGINT and leave it running.
       const kids = (await readFile(`/proc/${child.pid}/task/${child.pid}/children`, 'utf8').catch(() => ''))
-        .trim().split(/\s+/).filter(Boolean).map(Number);
+        .trim()
+        .split(/\s+/)
+        .filter(Boolean)
+        .map(Number);
       const signal = (sig: NodeJS.Signals) => {
         for (const pid of kids) {
           try {
@@ -222,7 +255,7 @@ describe('the systemd unit', () => {
     expect(refused).toEqual([]);
   }, 90_000);
 
-  it('runs under the kernel\'s W^X lock (PR_SET_MDWE) with the unit\'s node flags, and V8\'s JIT would not', async (ctx) => {
+  it("runs under the kernel's W^X lock (PR_SET_MDWE) with the unit's node flags, and V8's JIT would not", async (ctx) => {
     // The kernel enforces what MemoryDenyWriteExecute=yes promises: a process that sets PR_SET_MDWE
     // can never map memory writable and executable, or make it executable later (Linux 6.3+).
     const syscallNr = ({ x64: 157, arm64: 167 } as Record<string, number>)[process.arch];
@@ -242,7 +275,9 @@ describe('the systemd unit', () => {
     const hot = 'let s = 0; for (let i = 0; i < 3e6; i++) s += i % 7; console.log("sum", s)';
     const probe = syscallNr === undefined ? undefined : await lockThenExec(['--jitless', '-e', '0']);
     if (!probe || /PR_SET_MDWE|exec:|Can't/.test(probe.output)) {
-      process.stderr.write(`\n[skypanel-agent tests] skipping the W^X check: no PR_SET_MDWE here (${probe?.output.trim() ?? process.arch})\n\n`);
+      process.stderr.write(
+        `\n[skypanel-agent tests] skipping the W^X check: no PR_SET_MDWE here (${probe?.output.trim() ?? process.arch})\n\n`,
+      );
       return ctx.skip();
     }
     // The lock really bites: V8 with its JIT dies at the first compile.
@@ -260,13 +295,30 @@ describe('the systemd unit', () => {
 
   it('keeps the settings the agent relies on', () => {
     for (const line of [
-      'After=network-online.target docker.service', 'Wants=network-online.target docker.service', 'Restart=always', 'RestartSec=5',
-      'KillMode=mixed', 'TimeoutStopSec=10', 'User=skypanel-agent', 'SupplementaryGroups=docker', 'NoNewPrivileges=yes',
-      'ProtectSystem=strict', 'ReadWritePaths=/var/lib/skypanel-agent /etc/skypanel-agent', 'CapabilityBoundingSet=',
-      'RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6', 'SystemCallFilter=@system-service', 'MemoryMax=256M', 'UMask=0077',
-      'StateDirectory=skypanel-agent', 'ConfigurationDirectory=skypanel-agent', 'MemoryDenyWriteExecute=yes',
+      'After=network-online.target docker.service',
+      'Wants=network-online.target docker.service',
+      'Restart=always',
+      'RestartSec=5',
+      'KillMode=mixed',
+      'TimeoutStopSec=10',
+      'User=skypanel-agent',
+      'SupplementaryGroups=docker',
+      'NoNewPrivileges=yes',
+      'ProtectSystem=strict',
+      'ReadWritePaths=/var/lib/skypanel-agent /etc/skypanel-agent',
+      'CapabilityBoundingSet=',
+      'RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6',
+      'SystemCallFilter=@system-service',
+      'MemoryMax=256M',
+      'UMask=0077',
+      'StateDirectory=skypanel-agent',
+      'ConfigurationDirectory=skypanel-agent',
+      'MemoryDenyWriteExecute=yes',
       // A config error (exit 78, EX_CONFIG) is not retried, a crash loop ends, logs are tagged, reload is SIGHUP.
-      'RestartPreventExitStatus=78', 'StartLimitIntervalSec=600', 'StartLimitBurst=10', 'SyslogIdentifier=skypanel-agent',
+      'RestartPreventExitStatus=78',
+      'StartLimitIntervalSec=600',
+      'StartLimitBurst=10',
+      'SyslogIdentifier=skypanel-agent',
       'ExecReload=/bin/kill -HUP $MAINPID',
     ]) {
       expect(template.split('\n'), line).toContain(line);
@@ -292,14 +344,23 @@ describe('install', () => {
   it('--dry-run on the real system changes nothing there', async () => {
     const paths = ['/etc/systemd/system/skypanel-agent.service', '/etc/skypanel-agent', '/var/lib/skypanel-agent'];
     const before = paths.map((p) => existsSync(p));
-    const userBefore = await run('getent', ['passwd', 'skypanel-agent']).then(() => true, () => false);
+    const userBefore = await run('getent', ['passwd', 'skypanel-agent']).then(
+      () => true,
+      () => false,
+    );
     const res = await runCli(['install', '--dry-run']);
     expect(res.code, res.stderr).toBe(0);
     expect(paths.map((p) => existsSync(p))).toEqual(before);
-    expect(await run('getent', ['passwd', 'skypanel-agent']).then(() => true, () => false)).toBe(userBefore);
+    expect(
+      await run('getent', ['passwd', 'skypanel-agent']).then(
+        () => true,
+        () => false,
+      ),
+    ).toBe(userBefore);
     expect(res.stdout).toContain('[dry-run] write /etc/systemd/system/skypanel-agent.service (mode 0644)');
     if (!userBefore) expect(res.stdout).toContain('[dry-run] create system user skypanel-agent');
-    if (!existsSync('/run/systemd/system')) expect(res.stdout).toMatch(/skipped: systemctl .*systemd is not running here \(no \/run\/systemd\/system\)/);
+    if (!existsSync('/run/systemd/system'))
+      expect(res.stdout).toMatch(/skipped: systemctl .*systemd is not running here \(no \/run\/systemd\/system\)/);
   });
 
   it('--root writes the unit and the two directories, with their modes, and nothing else', async () => {
@@ -325,7 +386,17 @@ describe('install', () => {
     const root = await newRoot();
     const token = cp.mintToken(randomUUID());
     tokens.push(token);
-    const res = await runCli(['install', '--root', root, '--control-plane', cp.url, '--token-file', await tokenFile(token), '--name', 'install-test']);
+    const res = await runCli([
+      'install',
+      '--root',
+      root,
+      '--control-plane',
+      cp.url,
+      '--token-file',
+      await tokenFile(token),
+      '--name',
+      'install-test',
+    ]);
     expect(res.code, res.stderr).toBe(0);
     const t = await tree(root);
     expect(t['etc/skypanel-agent/config.json']).toBe('f0600');
@@ -333,7 +404,9 @@ describe('install', () => {
     const config = JSON.parse(await readFile(join(root, 'etc/skypanel-agent/config.json'), 'utf8')) as Record<string, string>;
     expect(config).toMatchObject({ controlPlaneUrl: cp.url, token, name: 'install-test' });
     expect(cp.workers.get(config.workerId!)).toBeDefined();
-    expect(res.stdout).toContain(`✓ register with ${cp.url} and write ${root}/etc/skypanel-agent/config.json (mode 0600) (worker ${config.workerId})`);
+    expect(res.stdout).toContain(
+      `✓ register with ${cp.url} and write ${root}/etc/skypanel-agent/config.json (mode 0600) (worker ${config.workerId})`,
+    );
   });
 
   it('runs again over an existing install, resetting the directory modes', async () => {
@@ -352,7 +425,15 @@ describe('install', () => {
     const half = await runCli(['install', '--root', root, '--control-plane', cp.url]);
     expect(half.code).toBe(64);
     expect(half.stderr).toMatch(/--control-plane and --token-file go together/);
-    const open = await runCli(['install', '--root', root, '--control-plane', cp.url, '--token-file', await tokenFile('tok-open-install', 0o644)]);
+    const open = await runCli([
+      'install',
+      '--root',
+      root,
+      '--control-plane',
+      cp.url,
+      '--token-file',
+      await tokenFile('tok-open-install', 0o644),
+    ]);
     expect(open.code).toBe(78);
     expect(open.stderr).toMatch(/mode 0644.*chmod 600/);
     expect(await readdir(root)).toEqual([]);

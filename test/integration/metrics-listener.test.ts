@@ -43,14 +43,37 @@ async function startAgent(panel: RefCp, env: NodeJS.ProcessEnv = {}) {
   const token = panel.mintToken(workerId);
   tokens.push(token);
   const config = join(dir, `${workerId}.json`);
-  const reg = await runCli(['register', '--control-plane', panel.url, '--token', token, '--config', config, '--heartbeat-interval', '1', '--docker-socket', join(dir, 'no-docker.sock')]);
+  const reg = await runCli([
+    'register',
+    '--control-plane',
+    panel.url,
+    '--token',
+    token,
+    '--config',
+    config,
+    '--heartbeat-interval',
+    '1',
+    '--docker-socket',
+    join(dir, 'no-docker.sock'),
+  ]);
   expect(reg.code, reg.stderr).toBe(0);
   const agent = new AgentProcess(['run', '--config', config], env);
   agents.push(agent);
   const metrics = await agent.waitForLog((l) => l.msg === 'metrics listening');
   const status = await agent.waitForLog((l) => l.msg === 'status api listening');
-  await waitFor(() => (panel.workers.get(workerId)?.heartbeats ?? 0) >= 1, 15_000, () => agent.output);
-  return { agent, config, token, workerId, metricsUrl: `http://127.0.0.1:${metrics.port}/metrics`, statusUrl: `http://127.0.0.1:${status.port}` };
+  await waitFor(
+    () => (panel.workers.get(workerId)?.heartbeats ?? 0) >= 1,
+    15_000,
+    () => agent.output,
+  );
+  return {
+    agent,
+    config,
+    token,
+    workerId,
+    metricsUrl: `http://127.0.0.1:${metrics.port}/metrics`,
+    statusUrl: `http://127.0.0.1:${status.port}`,
+  };
 }
 
 const get = async (url: string, bearer?: string) => {
@@ -62,8 +85,11 @@ const get = async (url: string, bearer?: string) => {
 async function promtool(): Promise<string | undefined> {
   const found = await new Promise<string>((resolve) => execFile('sh', ['-c', 'command -v promtool'], (_e, out) => resolve(out.trim())));
   if (found) return found;
-  if (process.env.CI === 'true') throw new Error('promtool is not installed: .ci/run takes it from Debian\'s prometheus package for this test');
-  process.stderr.write('\n[skypanel-agent tests] promtool not installed (apt-get install prometheus): skipping `promtool check metrics`\n\n');
+  if (process.env.CI === 'true')
+    throw new Error("promtool is not installed: .ci/run takes it from Debian's prometheus package for this test");
+  process.stderr.write(
+    '\n[skypanel-agent tests] promtool not installed (apt-get install prometheus): skipping `promtool check metrics`\n\n',
+  );
   return undefined;
 }
 
@@ -83,7 +109,13 @@ describe('metrics listener', () => {
     expect(sampleValue(fams, 'skypanel_agent_usage_outbox_records')).toBe(0);
     expect(fams.get('skypanel_agent_usage_records_dropped_total')!.type).toBe('counter');
     expect(fams.has('skypanel_agent_docker_events_connected')).toBe(true);
-    for (const name of ['process_cpu_seconds_total', 'process_resident_memory_bytes', 'nodejs_heap_size_used_bytes', 'nodejs_heap_size_total_bytes', 'process_start_time_seconds']) {
+    for (const name of [
+      'process_cpu_seconds_total',
+      'process_resident_memory_bytes',
+      'nodejs_heap_size_used_bytes',
+      'nodejs_heap_size_total_bytes',
+      'process_start_time_seconds',
+    ]) {
       expect(fams.has(name), name).toBe(true);
     }
     expect(res.text).not.toContain(token);
@@ -93,7 +125,9 @@ describe('metrics listener', () => {
     const file = join(dir, `${randomUUID()}.prom`);
     await writeFile(file, res.text);
     const out = await new Promise<{ code: number; text: string }>((resolve) => {
-      const child = execFile('sh', ['-c', `"${tool}" check metrics < "${file}"`], (err, stdout, stderr) => resolve({ code: err ? Number(err.code ?? 1) : 0, text: stdout + stderr }));
+      const child = execFile('sh', ['-c', `"${tool}" check metrics < "${file}"`], (err, stdout, stderr) =>
+        resolve({ code: err ? Number(err.code ?? 1) : 0, text: stdout + stderr }),
+      );
       child.stdin?.end();
     });
     expect(out.text.trim(), out.text).toBe('');
@@ -137,12 +171,22 @@ describe('visibility', () => {
     const { agent, config, token, workerId, metricsUrl, statusUrl } = await startAgent(cp);
     const id = randomUUID();
     cp.setDeployments(workerId, [{ id, serviceId: randomUUID(), slug: 'broken-app', imageTag: 42 }]);
-    const body = await waitFor(async () => {
-      const r = await get(`${statusUrl}/v1/deployments`, token);
-      const list = (JSON.parse(r.text) as { deployments: { id: string; observedStatus: string; lastError: string; rejected?: { field: string } }[] }).deployments;
-      return list.find((d) => d.id === id);
-    }, 20_000, () => agent.output.slice(-2000));
-    expect(body).toMatchObject({ observedStatus: 'failed', lastError: expect.stringMatching(/^invalid deployment: /), rejected: { field: expect.any(String) } });
+    const body = await waitFor(
+      async () => {
+        const r = await get(`${statusUrl}/v1/deployments`, token);
+        const list = (
+          JSON.parse(r.text) as { deployments: { id: string; observedStatus: string; lastError: string; rejected?: { field: string } }[] }
+        ).deployments;
+        return list.find((d) => d.id === id);
+      },
+      20_000,
+      () => agent.output.slice(-2000),
+    );
+    expect(body).toMatchObject({
+      observedStatus: 'failed',
+      lastError: expect.stringMatching(/^invalid deployment: /),
+      rejected: { field: expect.any(String) },
+    });
 
     const fams = parsePrometheusText((await get(metricsUrl)).text);
     expect(sampleValue(fams, 'skypanel_agent_deployments', { status: 'failed' })).toBe(1);
@@ -158,7 +202,10 @@ describe('visibility', () => {
     try {
       const { agent, config, token, metricsUrl, statusUrl } = await startAgent(stock);
       await agent.waitForLog((l) => String(l.msg).includes('heartbeat-only mode'));
-      const view = JSON.parse((await get(`${statusUrl}/v1/status`, token)).text) as { deploymentsApi: string; heartbeatOnly: string | null };
+      const view = JSON.parse((await get(`${statusUrl}/v1/status`, token)).text) as {
+        deploymentsApi: string;
+        heartbeatOnly: string | null;
+      };
       expect(view.deploymentsApi).toBe('heartbeat-only');
       expect(view.heartbeatOnly).toMatch(/no deployments API/);
       const status = await runCli(['status', '--config', config], { env: { SKYPANEL_AGENT_STATE_DIR: agent.stateDir } });
@@ -169,4 +216,3 @@ describe('visibility', () => {
     }
   });
 });
-

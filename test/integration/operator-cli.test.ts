@@ -36,7 +36,18 @@ async function register(extra: string[] = []) {
   const config = join(dir, `${randomUUID()}.json`);
   const tokenFile = join(dir, `${randomUUID()}.token`);
   await writeFile(tokenFile, token, { mode: 0o600 });
-  const res = await runCli(['register', '--control-plane', cp.url, '--token-file', tokenFile, '--config', config, '--heartbeat-interval', '1', ...extra]);
+  const res = await runCli([
+    'register',
+    '--control-plane',
+    cp.url,
+    '--token-file',
+    tokenFile,
+    '--config',
+    config,
+    '--heartbeat-interval',
+    '1',
+    ...extra,
+  ]);
   expect(res.code, res.stderr).toBe(0);
   return { config, res, workerId: (JSON.parse(await readFile(config, 'utf8')) as { workerId: string }).workerId };
 }
@@ -88,7 +99,17 @@ describe('register', () => {
     const before = cp.workers.size;
     const token = cp.mintToken(randomUUID());
     tokens.push(token);
-    const res = await runCli(['register', '--control-plane', cp.url, '--token', token, '--config', join(dir, 'never.json'), '--status-listen', 'nohost']);
+    const res = await runCli([
+      'register',
+      '--control-plane',
+      cp.url,
+      '--token',
+      token,
+      '--config',
+      join(dir, 'never.json'),
+      '--status-listen',
+      'nohost',
+    ]);
     expect(res.code).toBe(64);
     expect(res.stderr).toMatch(/--status-listen must be host:port/);
     expect(cp.workers.size).toBe(before);
@@ -100,10 +121,18 @@ describe('run --status-listen is found by status and doctor', () => {
     const { config, workerId } = await register();
     const stateDir = await mkdtemp(join(tmpdir(), 'skp-operator-state-'));
     // The config says 0.0.0.0:9740 (the default); the flag moves the agent elsewhere, on any free port.
-    const agent = new AgentProcess(['run', '--config', config, '--status-listen', '127.0.0.1:0'], { SKYPANEL_AGENT_STATE_DIR: stateDir, SKYPANEL_AGENT_STATUS_LISTEN: '' });
+    const agent = new AgentProcess(['run', '--config', config, '--status-listen', '127.0.0.1:0'], {
+      SKYPANEL_AGENT_STATE_DIR: stateDir,
+      SKYPANEL_AGENT_STATUS_LISTEN: '',
+    });
     agents.push(agent);
     const line = await agent.waitForLog((l) => l.msg === 'status api listening');
-    const remembered = await waitFor(() => readFile(join(stateDir, 'status-api.json'), 'utf8').then((t) => JSON.parse(t) as { listen: string; port: number }, () => undefined));
+    const remembered = await waitFor(() =>
+      readFile(join(stateDir, 'status-api.json'), 'utf8').then(
+        (t) => JSON.parse(t) as { listen: string; port: number },
+        () => undefined,
+      ),
+    );
     expect(remembered).toEqual({ listen: '127.0.0.1:0', port: line.port, tls: false });
 
     const env = { SKYPANEL_AGENT_STATE_DIR: stateDir, SKYPANEL_AGENT_STATUS_LISTEN: '' };
@@ -112,7 +141,9 @@ describe('run --status-listen is found by status and doctor', () => {
     expect((JSON.parse(status.stdout) as { status: { workerId: string } }).status.workerId).toBe(workerId);
 
     const doctor = await runCli(['doctor', '--config', config, '--json'], { env, timeoutMs: 40_000 });
-    const port = (JSON.parse(doctor.stdout) as { checks: { id: string; status: string; message: string }[] }).checks.find((c) => c.id === 'status-port')!;
+    const port = (JSON.parse(doctor.stdout) as { checks: { id: string; status: string; message: string }[] }).checks.find(
+      (c) => c.id === 'status-port',
+    )!;
     expect(port).toMatchObject({ status: 'pass', message: `127.0.0.1:${line.port} is held by the running skypanel-agent (healthz ok)` });
   });
 });
@@ -121,11 +152,17 @@ describe('dev --status-listen', () => {
   it('puts the agent where asked, and `status --config` (the line dev prints) finds it', async () => {
     const config = join(await mkdtemp(join(tmpdir(), 'skp-dev-listen-')), 'config.json');
     // No state dir from the environment: dev's own, beside its config, written into that config.
-    const dev = new AgentProcess(['dev', '--port', '0', '--status-listen', '127.0.0.1:0', '--config', config, '--docker-socket', join(dir, 'none.sock')], { SKYPANEL_AGENT_STATE_DIR: '', SKYPANEL_AGENT_STATUS_LISTEN: '' });
+    const dev = new AgentProcess(
+      ['dev', '--port', '0', '--status-listen', '127.0.0.1:0', '--config', config, '--docker-socket', join(dir, 'none.sock')],
+      { SKYPANEL_AGENT_STATE_DIR: '', SKYPANEL_AGENT_STATUS_LISTEN: '' },
+    );
     agents.push(dev);
     const line = await dev.waitForLog((l) => l.msg === 'status api listening', 20_000);
     expect(line.address).toBe('127.0.0.1');
-    expect(JSON.parse(await readFile(config, 'utf8'))).toMatchObject({ statusListen: '127.0.0.1:0', stateDir: join(config, '..', 'state') });
+    expect(JSON.parse(await readFile(config, 'utf8'))).toMatchObject({
+      statusListen: '127.0.0.1:0',
+      stateDir: join(config, '..', 'state'),
+    });
     const status = await waitFor(async () => {
       const r = await runCli(['status', '--config', config, '--json']);
       return r.code === 0 || r.code === 1 ? r : undefined;
@@ -170,10 +207,17 @@ describe('logs', () => {
     const logFile = join(dir, `${randomUUID()}.log`);
     const fh = await open(logFile, 'w');
     const st = await stat(logFile);
-    const env: NodeJS.ProcessEnv = { ...process.env, SKYPANEL_AGENT_STATUS_LISTEN: '127.0.0.1:0', SKYPANEL_AGENT_STATE_DIR: await mkdtemp(join(tmpdir(), 'skp-j-')) };
+    const env: NodeJS.ProcessEnv = {
+      ...process.env,
+      SKYPANEL_AGENT_STATUS_LISTEN: '127.0.0.1:0',
+      SKYPANEL_AGENT_STATE_DIR: await mkdtemp(join(tmpdir(), 'skp-j-')),
+    };
     env.JOURNAL_STREAM = `${st.dev}:${st.ino}`;
     // No Docker here: the agent warns about it, so a warning and info lines both appear.
-    const child = spawn(process.execPath, [BIN, 'run', '--config', config, '--docker-socket', join(dir, 'no-docker.sock')], { env, stdio: ['ignore', fh.fd, 'pipe'] });
+    const child = spawn(process.execPath, [BIN, 'run', '--config', config, '--docker-socket', join(dir, 'no-docker.sock')], {
+      env,
+      stdio: ['ignore', fh.fd, 'pipe'],
+    });
     try {
       const text = await waitFor(async () => {
         const t = await readFile(logFile, 'utf8');

@@ -34,7 +34,11 @@ describe('control plane outage', () => {
       await new Promise((r) => setTimeout(r, 2_000));
       // Back on the same port with an empty database: the agent must find its way back (404 → register → beat).
       cp = await startReferenceControlPlane({ host: '127.0.0.1', port, jwtSecret: SECRET });
-      await waitFor(() => (cp.workers.get(workerId)?.heartbeats ?? 0) >= 1, 20_000, () => agent.output);
+      await waitFor(
+        () => (cp.workers.get(workerId)?.heartbeats ?? 0) >= 1,
+        20_000,
+        () => agent.output,
+      );
       expect(agent.logs().some((l) => l.msg === 'heartbeat accepted again after failures' || l.msg === 'registered again')).toBe(true);
       // An outage is a few warn lines, not one per attempt.
       expect(agent.logs().filter((l) => l.level === 'warn' && l.outcome === 'network').length).toBeLessThanOrEqual(2);

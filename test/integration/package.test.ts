@@ -30,22 +30,37 @@ beforeAll(async () => {
   const src = join(work, 'src-copy');
   await mkdir(src);
   // Build inputs and everything package.json `files` names, but no dist/: prepack must build it.
-  const inputs = new Set(['package.json', 'package-lock.json', 'tsconfig.json', 'tsconfig.build.json', 'src', ...pkg.files.map((f) => f.replace(/\/$/, ''))]);
+  const inputs = new Set([
+    'package.json',
+    'package-lock.json',
+    'tsconfig.json',
+    'tsconfig.build.json',
+    'src',
+    ...pkg.files.map((f) => f.replace(/\/$/, '')),
+  ]);
   inputs.delete('dist');
-  for (const name of inputs) await cp(join(REPO, name), join(src, name), { recursive: true }).catch((err: NodeJS.ErrnoException) => {
-    if (err.code !== 'ENOENT') throw err;
-  });
+  for (const name of inputs)
+    await cp(join(REPO, name), join(src, name), { recursive: true }).catch((err: NodeJS.ErrnoException) => {
+      if (err.code !== 'ENOENT') throw err;
+    });
   await symlink(join(REPO, 'node_modules'), join(src, 'node_modules'));
   const out = join(work, 'out');
   await mkdir(out);
   await run('npm', ['pack', '--pack-destination', out, '--loglevel=error'], { cwd: src, env, timeout: 120_000, maxBuffer: 16 << 20 });
   const [file] = (await readdir(out)).filter((f) => f.endsWith('.tgz'));
   tgz = join(out, file!);
-  entries = (await run('tar', ['-tzf', tgz])).stdout.split('\n').filter(Boolean).map((e) => e.replace(/^package\//, ''));
+  entries = (await run('tar', ['-tzf', tgz])).stdout
+    .split('\n')
+    .filter(Boolean)
+    .map((e) => e.replace(/^package\//, ''));
 
   // A clean prefix, and a PATH with nothing but node (the bin's shebang is /usr/bin/env node).
   prefix = join(work, 'prefix');
-  await run('npm', ['install', '-g', '--prefix', prefix, '--prefer-offline', '--no-audit', '--no-fund', '--loglevel=error', tgz], { env, timeout: 150_000, maxBuffer: 16 << 20 });
+  await run('npm', ['install', '-g', '--prefix', prefix, '--prefer-offline', '--no-audit', '--no-fund', '--loglevel=error', tgz], {
+    env,
+    timeout: 150_000,
+    maxBuffer: 16 << 20,
+  });
   installedBin = join(prefix, 'bin', 'skypanel-agent');
 }, 180_000);
 
@@ -61,12 +76,29 @@ function agent(args: string[]) {
 describe('npm pack', () => {
   it('packs the built agent, the unit, docs and README; no sources, tests or maps (type declarations for skypanel-agent/panel only in dist)', () => {
     expect(tgz).toMatch(new RegExp(`${pkg.name}-${pkg.version.replace(/\./g, '\\.')}\\.tgz$`));
-    for (const must of ['package.json', 'README.md', 'bin/skypanel-agent', 'dist/cli/main.js', 'dist/cli/install.js', 'dist/cli/doctor.js', 'dist/cli/drain.js', 'systemd/skypanel-agent.service', 'docs/PROTOCOL.md']) {
+    for (const must of [
+      'package.json',
+      'README.md',
+      'bin/skypanel-agent',
+      'dist/cli/main.js',
+      'dist/cli/install.js',
+      'dist/cli/doctor.js',
+      'dist/cli/drain.js',
+      'systemd/skypanel-agent.service',
+      'docs/PROTOCOL.md',
+    ]) {
       expect(entries, must).toContain(must);
     }
-    expect(entries.filter((e) => /^(src|test)\//.test(e) || (/\.(map|ts)$/.test(e) && !/^dist\/.+\.d\.ts$/.test(e)) || e.includes('node_modules'))).toEqual([]);
+    expect(
+      entries.filter(
+        (e) => /^(src|test)\//.test(e) || (/\.(map|ts)$/.test(e) && !/^dist\/.+\.d\.ts$/.test(e)) || e.includes('node_modules'),
+      ),
+    ).toEqual([]);
     expect(entries).toContain('dist/panel/index.d.ts');
-    expect(entries.every((e) => /^(bin|dist|systemd|examples|docs)\//.test(e) || ['package.json', 'README.md', 'LICENSE'].includes(e)), entries.join('\n')).toBe(true);
+    expect(
+      entries.every((e) => /^(bin|dist|systemd|examples|docs)\//.test(e) || ['package.json', 'README.md', 'LICENSE'].includes(e)),
+      entries.join('\n'),
+    ).toBe(true);
   });
 
   it('installs globally on a clean prefix, and --version and --help run there', async () => {
@@ -95,12 +127,21 @@ describe('npm pack', () => {
 
   it('skypanel-agent/panel resolves from the installed package, with its driver installed', async () => {
     // What SkyPanelV2's api/app.ts would do after `npm install skypanel-agent`.
-    const { stdout } = await run(process.execPath, ['--input-type=module', '-e',
-      "const m = await import('skypanel-agent/panel'); console.log([typeof m.createPanelMiddleware, typeof m.pgPoolDatabase, typeof m.startPanelServer].join())"],
-      { cwd: join(prefix, 'lib'), env });
+    const { stdout } = await run(
+      process.execPath,
+      [
+        '--input-type=module',
+        '-e',
+        "const m = await import('skypanel-agent/panel'); console.log([typeof m.createPanelMiddleware, typeof m.pgPoolDatabase, typeof m.startPanelServer].join())",
+      ],
+      { cwd: join(prefix, 'lib'), env },
+    );
     expect(stdout.trim()).toBe('function,function,function');
     // The standalone server loads the pg driver installed with the package (refused DB: exit 1, not a missing module).
-    const panel = await run(installedBin, ['panel', '--database-url', 'postgres://u@127.0.0.1:1/x'], { env: { ...env, PATH: nodeOnlyPath(), JWT_SECRET: 'x' }, timeout: 20_000 }).catch((err: { code?: number; stderr?: string }) => err);
+    const panel = await run(installedBin, ['panel', '--database-url', 'postgres://u@127.0.0.1:1/x'], {
+      env: { ...env, PATH: nodeOnlyPath(), JWT_SECRET: 'x' },
+      timeout: 20_000,
+    }).catch((err: { code?: number; stderr?: string }) => err);
     expect(panel).toMatchObject({ code: 1 });
     expect((panel as { stderr: string }).stderr).toContain('panel cannot start');
   });

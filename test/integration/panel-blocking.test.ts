@@ -14,7 +14,16 @@ import { deploymentsEtagHint, deploymentsWaitHint } from '../../src/protocol/wor
 import { Secret } from '../../src/secret.js';
 import { startPostgres, type TestPostgres } from '../helpers/postgres.js';
 import {
-  call, heartbeatBody, insertDeployment, insertOrg, insertService, JWT_SECRET, newWorkerToken, pick, REGISTER_BODY, SSH_CRED_SECRET,
+  call,
+  heartbeatBody,
+  insertDeployment,
+  insertOrg,
+  insertService,
+  JWT_SECRET,
+  newWorkerToken,
+  pick,
+  REGISTER_BODY,
+  SSH_CRED_SECRET,
 } from '../helpers/panel-fixtures.js';
 
 /**
@@ -31,7 +40,14 @@ const listen = () => new pg.Client({ connectionString: db.url });
 
 beforeAll(async () => {
   db = await startPostgres();
-  panel = await startPanelServer({ db: db.db, jwtSecret: JWT_SECRET, sshCredSecret: SSH_CRED_SECRET, healthMonitor: false, listen, maxWaitSec: 30 });
+  panel = await startPanelServer({
+    db: db.db,
+    jwtSecret: JWT_SECRET,
+    sshCredSecret: SSH_CRED_SECRET,
+    healthMonitor: false,
+    listen,
+    maxWaitSec: 30,
+  });
 });
 
 afterAll(async () => {
@@ -54,9 +70,16 @@ async function etagOf(w: Worker, url = panel.url): Promise<string> {
 }
 
 /** A held call 3; resolves with its status, new ETag and how long it was held. */
-async function held(w: Worker, etag: string, waitSec: number, url = panel.url): Promise<{ status: number; etag: string | null; ms: number }> {
+async function held(
+  w: Worker,
+  etag: string,
+  waitSec: number,
+  url = panel.url,
+): Promise<{ status: number; etag: string | null; ms: number }> {
   const started = performance.now();
-  const res = await call(url, 'GET', `/api/workers/${w.workerId}/deployments?wait=${waitSec}`, w.token, undefined, { 'if-none-match': etag });
+  const res = await call(url, 'GET', `/api/workers/${w.workerId}/deployments?wait=${waitSec}`, w.token, undefined, {
+    'if-none-match': etag,
+  });
   return { status: res.status, etag: res.headers.get('etag'), ms: performance.now() - started };
 }
 
@@ -133,7 +156,12 @@ describe('blocking desired-set query', () => {
 
   test("the heartbeat's hint follows a change made by SQL (the panel remembers hints only until a notification)", async () => {
     const w = await registered();
-    const beatEtag = async () => pick((await call(panel.url, 'POST', `/api/workers/${w.workerId}/heartbeat`, w.token, heartbeatBody())).body, 'data', 'deploymentsEtag');
+    const beatEtag = async () =>
+      pick(
+        (await call(panel.url, 'POST', `/api/workers/${w.workerId}/heartbeat`, w.token, heartbeatBody())).body,
+        'data',
+        'deploymentsEtag',
+      );
     const first = await beatEtag();
     expect(await beatEtag()).toBe(first);
     const { orgId } = await insertOrg(db.pool);
@@ -203,13 +231,24 @@ describe('blocking desired-set query', () => {
     const statuses: Promise<number>[] = [];
     for (let i = 0; i < 200; i++) {
       const w = workers[i % 20]!;
-      statuses.push(new Promise((resolve, reject) => {
-        const req = http.get({ agent, host: u.hostname, port: u.port, path: `/api/workers/${w.workerId}/deployments?wait=60`, headers: { authorization: `Bearer ${w.token}`, 'if-none-match': etags[i % 20]! } }, (res) => {
-          res.resume();
-          res.on('end', () => resolve(res.statusCode ?? 0));
-        });
-        req.on('error', reject);
-      }));
+      statuses.push(
+        new Promise((resolve, reject) => {
+          const req = http.get(
+            {
+              agent,
+              host: u.hostname,
+              port: u.port,
+              path: `/api/workers/${w.workerId}/deployments?wait=60`,
+              headers: { authorization: `Bearer ${w.token}`, 'if-none-match': etags[i % 20]! },
+            },
+            (res) => {
+              res.resume();
+              res.on('end', () => resolve(res.statusCode ?? 0));
+            },
+          );
+          req.on('error', reject);
+        }),
+      );
     }
     await until('200 held calls', async () => own.feed!.held === 200);
     const t = performance.now();
@@ -226,7 +265,14 @@ describe('blocking desired-set query', () => {
     const dir = await mkdtemp(join(tmpdir(), 'skp-panel-held-'));
     const sets: DesiredSet[] = [];
     const logger = createLogger({ level: 'silent', pretty: false, destination: new Writable({ write: (_c, _e, cb) => cb() }) });
-    const poller = new DesiredStatePoller({ client, workerId: () => w.workerId, intervalMs: 60_000, store: new StateStore(dir), logger, onDesired: (s) => sets.push(s) });
+    const poller = new DesiredStatePoller({
+      client,
+      workerId: () => w.workerId,
+      intervalMs: 60_000,
+      store: new StateStore(dir),
+      logger,
+      onDesired: (s) => sets.push(s),
+    });
     try {
       poller.start();
       const firstPoll = async () => sets.length === 1;

@@ -4,7 +4,17 @@ import { encryptSecret, secretKey } from '../../src/panel/crypto.js';
 import { DEFAULT_SEED, seedDeployment, seedOrganization } from '../../src/panel/dev-seed.js';
 import type { PanelServer } from '../../src/panel/server.js';
 import type { TestPostgres } from '../helpers/postgres.js';
-import { call, heartbeatBody, insertDeployment, insertOrg, insertService, JWT_SECRET, panelOnPostgres, pick, SSH_CRED_SECRET } from '../helpers/panel-fixtures.js';
+import {
+  call,
+  heartbeatBody,
+  insertDeployment,
+  insertOrg,
+  insertService,
+  JWT_SECRET,
+  panelOnPostgres,
+  pick,
+  SSH_CRED_SECRET,
+} from '../helpers/panel-fixtures.js';
 
 /**
  * Calls 3 and 4 on SkyPanelV2's rows: which rows form a worker's desired set and how each column
@@ -21,7 +31,10 @@ beforeAll(() => {
 });
 const key = secretKey({ sshCredSecret: SSH_CRED_SECRET, jwtSecret: JWT_SECRET });
 
-async function desired(w: { workerId: string; token: string }): Promise<{ list: Record<string, unknown>[]; etag: string | null; body: unknown }> {
+async function desired(w: {
+  workerId: string;
+  token: string;
+}): Promise<{ list: Record<string, unknown>[]; etag: string | null; body: unknown }> {
   const res = await call(panel.url, 'GET', `/api/workers/${w.workerId}/deployments`, w.token);
   expect(res.status).toBe(200);
   return { list: pick(res.body, 'data', 'deployments') as Record<string, unknown>[], etag: res.headers.get('etag'), body: res.body };
@@ -39,7 +52,12 @@ async function linkSecret(
     'INSERT INTO container_secrets (organization_id, name, encrypted_value, created_by) VALUES ($1, $2, $3, $4) RETURNING id',
     [orgId, name, encrypted, userId],
   );
-  await pg.pool.query('INSERT INTO container_service_secrets (service_id, secret_id, mount_path, env_var_name) VALUES ($1, $2, $3, $4)', [serviceId, rows[0]!.id, link.mountPath ?? null, link.envVarName ?? null]);
+  await pg.pool.query('INSERT INTO container_service_secrets (service_id, secret_id, mount_path, env_var_name) VALUES ($1, $2, $3, $4)', [
+    serviceId,
+    rows[0]!.id,
+    link.mountPath ?? null,
+    link.envVarName ?? null,
+  ]);
 }
 
 describe('desired set', () => {
@@ -47,9 +65,20 @@ describe('desired set', () => {
     const w = await registered();
     const other = await registered();
     const { orgId, userId } = await insertOrg(pg.pool);
-    const svc = await insertService(pg.pool, { orgId, status: 'running', environmentVars: { NODE_ENV: 'production', PORT: 3000, DEBUG: false }, resourceLimits: { cpu_cores: 0.5, memory_mb: 256, disk_gb: 5 } });
+    const svc = await insertService(pg.pool, {
+      orgId,
+      status: 'running',
+      environmentVars: { NODE_ENV: 'production', PORT: 3000, DEBUG: false },
+      resourceLimits: { cpu_cores: 0.5, memory_mb: 256, disk_gb: 5 },
+    });
     await insertDeployment(pg.pool, { serviceId: svc, workerId: w.workerId, imageTag: 'registry.example.com/app:old' });
-    const current = await insertDeployment(pg.pool, { serviceId: svc, workerId: w.workerId, imageTag: 'registry.example.com/app:1.4.2', internalPort: 3000, externalPort: 18080 });
+    const current = await insertDeployment(pg.pool, {
+      serviceId: svc,
+      workerId: w.workerId,
+      imageTag: 'registry.example.com/app:1.4.2',
+      internalPort: 3000,
+      externalPort: 18080,
+    });
     await linkSecret(orgId, userId, svc, 'db-password', encryptSecret('s3cret-value', key), { envVarName: 'DB_PASSWORD' });
     await linkSecret(orgId, userId, svc, 'legacy-token', 'plain-legacy-value', { mountPath: '/run/secrets/legacy' });
     const stopped = await insertService(pg.pool, { orgId, status: 'stopped' });
@@ -63,9 +92,15 @@ describe('desired set', () => {
     expect(list.map((d) => d.id).sort()).toEqual([current, stoppedDep].sort());
     const d = list.find((x) => x.id === current)!;
     expect(d).toMatchObject({
-      serviceId: svc, organizationId: orgId, imageTag: 'registry.example.com/app:1.4.2', desiredState: 'running', replicas: 1,
+      serviceId: svc,
+      organizationId: orgId,
+      imageTag: 'registry.example.com/app:1.4.2',
+      desiredState: 'running',
+      replicas: 1,
       environmentVars: { NODE_ENV: 'production', PORT: '3000', DEBUG: 'false' },
-      resourceLimits: { cpuCores: 0.5, memoryMb: 256, diskGb: 5 }, internalPort: 3000, externalPort: 18080,
+      resourceLimits: { cpuCores: 0.5, memoryMb: 256, diskGb: 5 },
+      internalPort: 3000,
+      externalPort: 18080,
     });
     expect(d.secrets).toEqual([
       { name: 'db-password', value: 's3cret-value', mountPath: null, envVarName: 'DB_PASSWORD' },
@@ -97,7 +132,9 @@ describe('desired set', () => {
     if (!parsed.ok) throw new Error(parsed.error);
     expect(parsed.deployments.map((d) => d.id)).toEqual([goodDep]);
     const messages = Object.fromEntries(parsed.rejected.map((r) => [r.id, r.message]));
-    expect(messages[badLimitsDep]).toMatch(/^container_services\.resource_limits\.memory_mb: resourceLimits\.memoryMb: must be an integer between \d+/);
+    expect(messages[badLimitsDep]).toMatch(
+      /^container_services\.resource_limits\.memory_mb: resourceLimits\.memoryMb: must be an integer between \d+/,
+    );
     expect(messages[badSecretDep]).toMatch(/^container_secrets\.encrypted_value: secret "api-key" cannot decrypt/);
     expect(messages[badImageDep]).toMatch(/^container_deployments\.image_tag: imageTag: must be a valid Docker image reference/);
     // The rejected entries keep their serviceId, so the agent leaves those services alone.
@@ -129,21 +166,36 @@ describe('desired set', () => {
     const svc = await insertService(pg.pool, { orgId, status: 'running' });
     await insertDeployment(pg.pool, { serviceId: svc, workerId: w.workerId });
     const first = await desired(w);
-    const again = await call(panel.url, 'GET', `/api/workers/${w.workerId}/deployments`, w.token, undefined, { 'if-none-match': first.etag! });
+    const again = await call(panel.url, 'GET', `/api/workers/${w.workerId}/deployments`, w.token, undefined, {
+      'if-none-match': first.etag!,
+    });
     expect(again.status).toBe(304);
     const hb = await call(panel.url, 'POST', `/api/workers/${w.workerId}/heartbeat`, w.token, heartbeatBody());
     expect(pick(hb.body, 'data', 'deploymentsEtag')).toBe(first.etag);
     await pg.pool.query(`UPDATE container_services SET status = 'stopped' WHERE id = $1`, [svc]);
-    const changed = await call(panel.url, 'GET', `/api/workers/${w.workerId}/deployments`, w.token, undefined, { 'if-none-match': first.etag! });
+    const changed = await call(panel.url, 'GET', `/api/workers/${w.workerId}/deployments`, w.token, undefined, {
+      'if-none-match': first.etag!,
+    });
     expect(changed.status).toBe(200);
     expect(changed.headers.get('etag')).not.toBe(first.etag);
   });
 });
 
 describe('status reports', () => {
-  const report = (extra: Record<string, unknown>): Record<string, unknown> => ({ status: 'running', seq: 1, bootId: 'boot-a', reportedAt: new Date().toISOString(), ...extra });
+  const report = (extra: Record<string, unknown>): Record<string, unknown> => ({
+    status: 'running',
+    seq: 1,
+    bootId: 'boot-a',
+    reportedAt: new Date().toISOString(),
+    ...extra,
+  });
 
-  async function setup(): Promise<{ w: { workerId: string; token: string }; svc: string; dep: string; post: (b: Record<string, unknown>) => ReturnType<typeof call> }> {
+  async function setup(): Promise<{
+    w: { workerId: string; token: string };
+    svc: string;
+    dep: string;
+    post: (b: Record<string, unknown>) => ReturnType<typeof call>;
+  }> {
     const w = await registered();
     const { orgId } = await insertOrg(pg.pool);
     const svc = await insertService(pg.pool, { orgId, status: 'deploying' });
@@ -163,7 +215,13 @@ describe('status reports', () => {
     const res = await post(report({ swarmServiceId: 'svc123', containerId: 'ctr456', publicUrl: 'http://203.0.113.7:18080', deployedAt }));
     expect(res.status).toBe(200);
     const { d, s } = await rows(svc, dep);
-    expect(d).toMatchObject({ status: 'running', swarm_service_id: 'svc123', container_id: 'ctr456', public_url: 'http://203.0.113.7:18080', stopped_at: null });
+    expect(d).toMatchObject({
+      status: 'running',
+      swarm_service_id: 'svc123',
+      container_id: 'ctr456',
+      public_url: 'http://203.0.113.7:18080',
+      stopped_at: null,
+    });
     expect((d.deployed_at as Date).toISOString()).toBe(deployedAt);
     expect(s).toMatchObject({ status: 'running', public_url: 'http://203.0.113.7:18080' });
     const failed = await post(report({ status: 'failed', seq: 2, deploymentLogs: 'boom\nexit 1' }));
@@ -183,7 +241,15 @@ describe('status reports', () => {
     expect((await rows(svc, dep)).d.status).toBe('running');
     const oldBoot = await post(report({ status: 'failed', seq: 99, bootId: 'boot-old', reportedAt: new Date(t0 - 60_000).toISOString() }));
     expect(pick(oldBoot.body, 'data', 'applied')).toBe(false);
-    const newBoot = await post(report({ status: 'stopped', seq: 1, bootId: 'boot-b', reportedAt: new Date(t0 + 1000).toISOString(), stoppedAt: new Date(t0 + 1000).toISOString() }));
+    const newBoot = await post(
+      report({
+        status: 'stopped',
+        seq: 1,
+        bootId: 'boot-b',
+        reportedAt: new Date(t0 + 1000).toISOString(),
+        stoppedAt: new Date(t0 + 1000).toISOString(),
+      }),
+    );
     expect(pick(newBoot.body, 'data', 'applied')).toBe(true);
     expect((await rows(svc, dep)).d.status).toBe('stopped');
   });

@@ -20,7 +20,8 @@ beforeAll(() => {
   ({ pg, panel } = env);
 });
 
-const statusOf = async (id: string): Promise<string> => (await pg.pool.query<{ status: string }>('SELECT status FROM container_workers WHERE id = $1', [id])).rows[0]!.status;
+const statusOf = async (id: string): Promise<string> =>
+  (await pg.pool.query<{ status: string }>('SELECT status FROM container_workers WHERE id = $1', [id])).rows[0]!.status;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 test('silent → offline; jittering → active throughout; drained → left alone; a beat brings it back', async () => {

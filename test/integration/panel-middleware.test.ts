@@ -65,7 +65,12 @@ test('worker routes are answered, the rest (admin routes included) goes to next(
   const hb = await call(url, 'POST', `/api/workers/${w.workerId}/heartbeat`, w.token, heartbeatBody());
   expect(hb.status).toBe(200);
   expect(pick(hb.body, 'data', 'status')).toBe('active');
-  for (const [method, path] of [['GET', '/api/workers'], ['POST', `/api/workers/${w.workerId}/drain`], ['GET', `/api/workers/${w.workerId}`], ['GET', '/api/health']] as const) {
+  for (const [method, path] of [
+    ['GET', '/api/workers'],
+    ['POST', `/api/workers/${w.workerId}/drain`],
+    ['GET', `/api/workers/${w.workerId}`],
+    ['GET', '/api/health'],
+  ] as const) {
     const res = await call(url, method, path, null);
     expect(res.status, path).toBe(418);
   }
@@ -82,7 +87,10 @@ test('skypanel-agent panel refuses to start without JWT_SECRET, a database URL, 
   const badListen = await runCli(['panel', '--database-url', pg.url, '--listen', 'nowhere'], { env: { JWT_SECRET: 'x' } });
   expect(badListen.code).toBe(64);
   expect(badListen.stderr).toContain('--listen must be HOST:PORT');
-  const unreachable = await runCli(['panel', '--database-url', 'postgres://nobody:pw-not-printed@127.0.0.1:1/x', '--listen', '127.0.0.1:0'], { env: { JWT_SECRET: 'x' } });
+  const unreachable = await runCli(
+    ['panel', '--database-url', 'postgres://nobody:pw-not-printed@127.0.0.1:1/x', '--listen', '127.0.0.1:0'],
+    { env: { JWT_SECRET: 'x' } },
+  );
   expect(unreachable.code).toBe(1);
   expect(unreachable.stderr).toContain('panel cannot start');
   expect(unreachable.stderr).not.toContain('pw-not-printed');

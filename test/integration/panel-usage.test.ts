@@ -1,7 +1,16 @@
 import { beforeAll, expect, test } from 'vitest';
 import type { PanelServer } from '../../src/panel/server.js';
 import type { TestPostgres } from '../helpers/postgres.js';
-import { call, insertDeployment, insertOrg, insertService, newWorkerToken, panelOnPostgres, pick, REGISTER_BODY } from '../helpers/panel-fixtures.js';
+import {
+  call,
+  insertDeployment,
+  insertOrg,
+  insertService,
+  newWorkerToken,
+  panelOnPostgres,
+  pick,
+  REGISTER_BODY,
+} from '../helpers/panel-fixtures.js';
 
 /**
  * Call 5 into container_billing_cycles: one row per (service, billing_period_start) however often
@@ -20,10 +29,28 @@ const PERIOD = { periodStart: '2026-12-04T10:00:00.000Z', periodEnd: '2026-12-04
 
 function record(deploymentId: string, extra: Record<string, unknown> = {}): Record<string, unknown> {
   // serviceId/organizationId are the agent's copies; the panel bills what the tables say.
-  return { deploymentId, serviceId: 'ignored', organizationId: 'ignored', ...PERIOD, cpuHours: 2, memoryGbHours: 4, storageGbHours: 10, networkGb: 0.5, samples: 60, complete: true, ...extra };
+  return {
+    deploymentId,
+    serviceId: 'ignored',
+    organizationId: 'ignored',
+    ...PERIOD,
+    cpuHours: 2,
+    memoryGbHours: 4,
+    storageGbHours: 10,
+    networkGb: 0.5,
+    samples: 60,
+    complete: true,
+    ...extra,
+  };
 }
 
-async function setup(): Promise<{ w: { workerId: string; token: string }; orgId: string; svc: string; dep: string; post: (records: unknown[]) => ReturnType<typeof call> }> {
+async function setup(): Promise<{
+  w: { workerId: string; token: string };
+  orgId: string;
+  svc: string;
+  dep: string;
+  post: (records: unknown[]) => ReturnType<typeof call>;
+}> {
   const w = newWorkerToken();
   expect((await call(panel.url, 'POST', '/api/workers/register', w.token, REGISTER_BODY)).status).toBe(201);
   const { orgId } = await insertOrg(pg.pool);
@@ -33,7 +60,8 @@ async function setup(): Promise<{ w: { workerId: string; token: string }; orgId:
 }
 
 async function cycles(svc: string): Promise<Record<string, unknown>[]> {
-  return (await pg.pool.query('SELECT * FROM container_billing_cycles WHERE service_id = $1 ORDER BY billing_period_start', [svc])).rows as Record<string, unknown>[];
+  return (await pg.pool.query('SELECT * FROM container_billing_cycles WHERE service_id = $1 ORDER BY billing_period_start', [svc]))
+    .rows as Record<string, unknown>[];
 }
 
 test('a record becomes one pending row priced from the configured prices; replays add nothing', async () => {
@@ -47,7 +75,14 @@ test('a record becomes one pending row priced from the configured prices; replay
   }
   const rows = await cycles(svc);
   expect(rows).toHaveLength(1);
-  expect(rows[0]).toMatchObject({ organization_id: orgId, cpu_hours: '2.00', memory_gb_hours: '4.00', storage_gb_hours: '10.00', network_gb: '0.5000', status: 'pending' });
+  expect(rows[0]).toMatchObject({
+    organization_id: orgId,
+    cpu_hours: '2.00',
+    memory_gb_hours: '4.00',
+    storage_gb_hours: '10.00',
+    network_gb: '0.5000',
+    status: 'pending',
+  });
   // 2 × 0.5 + 4 × 0.25 + 10 × 0.1 + 0.5 × 1
   expect(rows[0]!.total_amount).toBe('3.50');
   expect((rows[0]!.billing_period_start as Date).toISOString()).toBe(PERIOD.periodStart);
@@ -73,7 +108,7 @@ test('two deployments of one service in one period share its row, summed; each c
   expect(Object.keys(pick(rows[0], 'metadata', 'skypanelAgentUsage') as object).sort()).toEqual([dep, next].sort());
 });
 
-test("a billed row is never changed; a deployment this worker never ran is not billed", async () => {
+test('a billed row is never changed; a deployment this worker never ran is not billed', async () => {
   const { w, svc, dep, post } = await setup();
   await post([record(dep)]);
   await pg.pool.query(`UPDATE container_billing_cycles SET status = 'billed' WHERE service_id = $1`, [svc]);

@@ -82,8 +82,13 @@ describe('rows stock SkyPanelV2 wrote', () => {
     await pg.pool.query(
       `INSERT INTO container_workers (id, name, hostname, ip_address, auth_token_hash, status, capacity, current_load, metadata, last_heartbeat_at, created_at, updated_at)
        VALUES ($1, 'worker-stock', 'stock', '10.0.0.9', $2, 'active', $3, $4, $5, NOW(), NOW(), NOW())`,
-      [w.workerId, createHash('sha256').update(w.token).digest('hex'), JSON.stringify({ cpuCores: 4, memoryMb: 8192, diskGb: 100 }),
-        JSON.stringify({ cpuPercent: 0, memoryPercent: 0, diskPercent: 0, containerCount: 0 }), JSON.stringify({ osVersion: 'Debian 12', nixVersion: '2.18' })],
+      [
+        w.workerId,
+        createHash('sha256').update(w.token).digest('hex'),
+        JSON.stringify({ cpuCores: 4, memoryMb: 8192, diskGb: 100 }),
+        JSON.stringify({ cpuPercent: 0, memoryPercent: 0, diskPercent: 0, containerCount: 0 }),
+        JSON.stringify({ osVersion: 'Debian 12', nixVersion: '2.18' }),
+      ],
     );
     const hb = await call(panel.url, 'POST', `/api/workers/${w.workerId}/heartbeat`, w.token, heartbeatBody());
     expect(hb.status).toBe(200);
@@ -100,7 +105,10 @@ describe('register keeps what the panel wrote', () => {
       `UPDATE container_workers SET status = 'draining', name = 'renamed-by-admin', metadata = metadata || '{"nixCache": {"warm": true}}' WHERE id = $1`,
       [w.workerId],
     );
-    const again = await call(panel.url, 'POST', '/api/workers/register', w.token, { ...REGISTER_BODY, metadata: { ...REGISTER_BODY.metadata, agentVersion: '0.2.0' } });
+    const again = await call(panel.url, 'POST', '/api/workers/register', w.token, {
+      ...REGISTER_BODY,
+      metadata: { ...REGISTER_BODY.metadata, agentVersion: '0.2.0' },
+    });
     expect(again.status).toBe(201);
     const row = await workerRow(w.workerId);
     expect(row.status).toBe('draining');
@@ -124,7 +132,10 @@ describe('register keeps what the panel wrote', () => {
     const bad = await call(panel.url, 'POST', '/api/workers/register', w.token, { ...REGISTER_BODY, ipAddress: 'fd00::5' });
     expect(bad.status).toBe(400);
     expect(pick(bad.body, 'error', 'code')).toBe('VALIDATION_ERROR');
-    const ok = await call(panel.url, 'POST', '/api/workers/register', w.token, { ...REGISTER_BODY, metadata: { ...REGISTER_BODY.metadata, swarmNodeId: `node-${w.workerId}` } });
+    const ok = await call(panel.url, 'POST', '/api/workers/register', w.token, {
+      ...REGISTER_BODY,
+      metadata: { ...REGISTER_BODY.metadata, swarmNodeId: `node-${w.workerId}` },
+    });
     expect(ok.status).toBe(201);
     expect((await workerRow(w.workerId)).swarm_node_id).toBe(`node-${w.workerId}`);
   });
@@ -135,11 +146,24 @@ describe('heartbeat', () => {
     const w = await registered();
     const before = (await workerRow(w.workerId)).last_heartbeat_at as Date;
     await new Promise((r) => setTimeout(r, 20));
-    const res = await call(panel.url, 'POST', `/api/workers/${w.workerId}/heartbeat`, w.token, heartbeatBody({ swarmNodeId: `sn-${w.workerId}`, seq: 7, containerCount: 3 }));
+    const res = await call(
+      panel.url,
+      'POST',
+      `/api/workers/${w.workerId}/heartbeat`,
+      w.token,
+      heartbeatBody({ swarmNodeId: `sn-${w.workerId}`, seq: 7, containerCount: 3 }),
+    );
     expect(res.status).toBe(200);
     const row = await workerRow(w.workerId);
     expect(row.swarm_node_id).toBe(`sn-${w.workerId}`);
-    expect(row.current_load).toMatchObject({ cpuPercent: 10, containerCount: 3, bootId: 'boot-1', seq: 7, dockerHealthy: true, draining: false });
+    expect(row.current_load).toMatchObject({
+      cpuPercent: 10,
+      containerCount: 3,
+      bootId: 'boot-1',
+      seq: 7,
+      dockerHealthy: true,
+      draining: false,
+    });
     expect((row.last_heartbeat_at as Date).getTime()).toBeGreaterThan(before.getTime());
   });
 

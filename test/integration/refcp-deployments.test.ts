@@ -50,19 +50,32 @@ const register = (auth?: string) => call('/api/workers/register', { body: REGIST
 const getDeployments = (opts: CallOptions = {}, id = WORKER_ID) => call(`/api/workers/${id}/deployments`, { method: 'GET', ...opts });
 const report = (deploymentId: string, body: unknown, opts: CallOptions = {}, id = WORKER_ID) =>
   call(`/api/workers/${id}/deployments/${encodeURIComponent(deploymentId)}/status`, { body, ...opts });
-const postUsage = (records: unknown, opts: CallOptions = {}, id = WORKER_ID) => call(`/api/workers/${id}/usage`, { body: { records }, ...opts });
+const postUsage = (records: unknown, opts: CallOptions = {}, id = WORKER_ID) =>
+  call(`/api/workers/${id}/usage`, { body: { records }, ...opts });
 const admin = (path: string, opts: CallOptions = {}) => call(path, { method: 'GET', auth: `Bearer ${cp.adminToken}`, ...opts });
 
 function usage(overrides: Partial<UsageRecord> = {}): UsageRecord {
   return {
-    deploymentId: DEP_A, serviceId: 'svc-1', organizationId: 'org-1',
-    periodStart: '2025-01-01T00:00:00.000Z', periodEnd: '2025-01-01T01:00:00.000Z',
-    cpuHours: 0.5, memoryGbHours: 0.25, storageGbHours: 0, networkGb: 0.01, samples: 60, complete: true, ...overrides,
+    deploymentId: DEP_A,
+    serviceId: 'svc-1',
+    organizationId: 'org-1',
+    periodStart: '2025-01-01T00:00:00.000Z',
+    periodEnd: '2025-01-01T01:00:00.000Z',
+    cpuHours: 0.5,
+    memoryGbHours: 0.25,
+    storageGbHours: 0,
+    networkGb: 0.01,
+    samples: 60,
+    complete: true,
+    ...overrides,
   };
 }
 
 const sha32 = (text: string) => `"${createHash('sha256').update(text).digest('hex').slice(0, 32)}"`;
-const validation = (field: string, rule: string) => ({ success: false, error: { code: 'VALIDATION_ERROR', message: `${field}: ${rule}`, field } });
+const validation = (field: string, rule: string) => ({
+  success: false,
+  error: { code: 'VALIDATION_ERROR', message: `${field}: ${rule}`, field },
+});
 
 beforeEach(async () => {
   cp = await startReferenceControlPlane();
@@ -96,9 +109,14 @@ describe('GET /api/workers/:id/deployments', () => {
 
   it("names the set's current ETag in every heartbeat answer, and not at all with extensions: false", async () => {
     await register();
-    const beat = () => call(`/api/workers/${WORKER_ID}/heartbeat`, { body: { cpuPercent: 1, memoryPercent: 2, diskPercent: 3, containerCount: 0 } });
+    const beat = () =>
+      call(`/api/workers/${WORKER_ID}/heartbeat`, { body: { cpuPercent: 1, memoryPercent: 2, diskPercent: 3, containerCount: 0 } });
     const empty = await beat();
-    expect(empty.json).toEqual({ success: true, message: 'Heartbeat received', data: { deploymentsEtag: (await getDeployments()).headers.get('etag') } });
+    expect(empty.json).toEqual({
+      success: true,
+      message: 'Heartbeat received',
+      data: { deploymentsEtag: (await getDeployments()).headers.get('etag') },
+    });
     cp.setDeployments(WORKER_ID, [{ id: DEP_A }]);
     const changed = (await beat()).json as { data: { deploymentsEtag: string } };
     expect(changed.data.deploymentsEtag).not.toBe((empty.json as { data: { deploymentsEtag: string } }).data.deploymentsEtag);
@@ -237,8 +255,15 @@ describe('POST /api/workers/:id/deployments/:deploymentId/status', () => {
 
   it('accepts a full report, keeping it in arrival order and as the latest status', async () => {
     const full = {
-      ...REPORT, swarmServiceId: 'svc123', containerId: 'c'.repeat(64), publicUrl: 'https://app.example.com:8443/x',
-      externalPort: 30001, deploymentLogs: 'line 1\nline 2', message: 'ok', deployedAt: '2025-01-01T00:00:00Z', stoppedAt: '2025-01-01T00:00:00+02:00',
+      ...REPORT,
+      swarmServiceId: 'svc123',
+      containerId: 'c'.repeat(64),
+      publicUrl: 'https://app.example.com:8443/x',
+      externalPort: 30001,
+      deploymentLogs: 'line 1\nline 2',
+      message: 'ok',
+      deployedAt: '2025-01-01T00:00:00Z',
+      stoppedAt: '2025-01-01T00:00:00+02:00',
     };
     const before = Date.now();
     const res = await report(DEP_A, { ...full, futureField: 1 });
@@ -323,7 +348,10 @@ describe('POST /api/workers/:id/deployments/:deploymentId/status', () => {
     expect((await report(DEP_A, { ...REPORT, status: 'stopped' })).status).toBe(200);
     const never = await report('d-never', REPORT);
     expect(never.status).toBe(404);
-    expect(never.json).toEqual({ success: false, error: { code: 'DEPLOYMENT_NOT_FOUND', message: 'Deployment is not assigned to this worker' } });
+    expect(never.json).toEqual({
+      success: false,
+      error: { code: 'DEPLOYMENT_NOT_FOUND', message: 'Deployment is not assigned to this worker' },
+    });
     cp.setDeployments(OTHER_ID, [{ id: 'd-other' }]);
     expect((await report('d-other', REPORT)).status).toBe(404);
   });
@@ -362,7 +390,9 @@ describe('POST /api/workers/:id/usage', () => {
     expect(again.json).toEqual({ success: true, data: { accepted: 1, duplicates: 2 } });
     expect(cp.duplicateUsage).toBe(2);
     expect([...cp.usageOf(WORKER_ID).keys()]).toEqual([
-      `${DEP_A}|2025-01-01T00:00:00.000Z`, `${DEP_A}|2025-01-01T01:00:00.000Z`, `${DEP_B}|2025-01-01T00:00:00.000Z`,
+      `${DEP_A}|2025-01-01T00:00:00.000Z`,
+      `${DEP_A}|2025-01-01T01:00:00.000Z`,
+      `${DEP_B}|2025-01-01T00:00:00.000Z`,
     ]);
     expect(cp.usageOf(WORKER_ID).get(`${DEP_A}|2025-01-01T01:00:00.000Z`)?.cpuHours).toBe(0.5);
   });
@@ -385,7 +415,11 @@ describe('POST /api/workers/:id/usage', () => {
     ['records', { records: {} }, 'must be an array'],
     ['records[0].deploymentId', { records: [usage({ deploymentId: '' })] }, 'must not be empty'],
     ['records[1].organizationId', { records: [usage(), { ...usage(), organizationId: undefined }] }, 'is required'],
-    ['records[0].periodStart', { records: [usage({ periodStart: '2025-01-01T00:00:00+01:00' })] }, 'must be an ISO 8601 UTC date-time ending in Z'],
+    [
+      'records[0].periodStart',
+      { records: [usage({ periodStart: '2025-01-01T00:00:00+01:00' })] },
+      'must be an ISO 8601 UTC date-time ending in Z',
+    ],
     ['records[0].periodEnd', { records: [usage({ periodEnd: '2025-01-01T00:00:00Z' })] }, 'must be after periodStart'],
     ['records[0].cpuHours', { records: [usage({ cpuHours: -0.1 })] }, 'must be at least 0'],
     ['records[0].networkGb', { records: [{ ...usage(), networkGb: '1' }] }, 'must be a number'],
@@ -414,7 +448,11 @@ describe('admin routes', () => {
     ['a worker token', 'WORKER'],
   ])('answer 401 to %s, before reading the body', async (_what, auth) => {
     const value = auth === 'TOKEN' ? cp.adminToken : auth === 'WORKER' ? `Bearer ${token}` : auth;
-    for (const [method, path] of [['GET', '/admin/workers'], ['PUT', `/admin/workers/${WORKER_ID}/deployments`], ['GET', '/admin/nope']]) {
+    for (const [method, path] of [
+      ['GET', '/admin/workers'],
+      ['PUT', `/admin/workers/${WORKER_ID}/deployments`],
+      ['GET', '/admin/nope'],
+    ]) {
       const res = await admin(path!, { method, auth: value, body: method === 'PUT' ? { deployments: [{ id: DEP_A }] } : undefined });
       expect(res.status).toBe(401);
       expect(res.json).toEqual({ success: false, error: { code: 'UNAUTHORIZED', message: 'Admin token required' } });
@@ -425,7 +463,10 @@ describe('admin routes', () => {
 
   it('PUT sets the desired set the worker then polls, and GET lists workers with what they reported', async () => {
     expect(cp.adminToken).toMatch(/^[0-9a-f]{64}$/);
-    const put = await admin(`/admin/workers/${WORKER_ID}/deployments`, { method: 'PUT', body: { deployments: [{ id: DEP_A }, { id: 7 }] } });
+    const put = await admin(`/admin/workers/${WORKER_ID}/deployments`, {
+      method: 'PUT',
+      body: { deployments: [{ id: DEP_A }, { id: 7 }] },
+    });
     expect(put.status).toBe(200);
     expect(put.json).toEqual({ success: true, data: { workerId: WORKER_ID, count: 2, etag: cp.deploymentsEtagOf(WORKER_ID) } });
     await register();
@@ -443,15 +484,31 @@ describe('admin routes', () => {
       data: {
         workers: [
           {
-            id: WORKER_ID, registered: true, name: 'worker-node-1', hostname: 'node-1', status: 'active',
-            lastHeartbeatAt: expect.any(String), heartbeats: 1,
+            id: WORKER_ID,
+            registered: true,
+            name: 'worker-node-1',
+            hostname: 'node-1',
+            status: 'active',
+            lastHeartbeatAt: expect.any(String),
+            heartbeats: 1,
             deployments: { count: 2, etag: cp.deploymentsEtagOf(WORKER_ID) },
             deploymentStatus: { [DEP_A]: { ...reported, logBytes: 3 } },
-            reports: 1, duplicateReports: 0, usage: { records: 1, duplicates: 0 },
+            reports: 1,
+            duplicateReports: 0,
+            usage: { records: 1, duplicates: 0 },
           },
           {
-            id: OTHER_ID, registered: false, name: null, hostname: null, status: null, lastHeartbeatAt: null, heartbeats: 0,
-            deployments: { count: 0, etag: cp.deploymentsEtagOf(OTHER_ID) }, deploymentStatus: {}, reports: 0, duplicateReports: 0,
+            id: OTHER_ID,
+            registered: false,
+            name: null,
+            hostname: null,
+            status: null,
+            lastHeartbeatAt: null,
+            heartbeats: 0,
+            deployments: { count: 0, etag: cp.deploymentsEtagOf(OTHER_ID) },
+            deploymentStatus: {},
+            reports: 0,
+            duplicateReports: 0,
             usage: { records: 0, duplicates: 0 },
           },
         ],
@@ -476,10 +533,17 @@ describe('admin routes', () => {
   it('are neither rate-limited nor faulted, and keep their token and body out of the records', async () => {
     await cp.close();
     const lines: string[] = [];
-    cp = await startReferenceControlPlane({ rateLimit: { max: 1, windowMs: 900_000 }, adminToken: 'operator-token-0123456789', logger: (l) => lines.push(l) });
+    cp = await startReferenceControlPlane({
+      rateLimit: { max: 1, windowMs: 900_000 },
+      adminToken: 'operator-token-0123456789',
+      logger: (l) => lines.push(l),
+    });
     cp.setFault({ kind: 'status', status: 503 });
     for (let i = 0; i < 3; i++) {
-      const res = await admin(`/admin/workers/${WORKER_ID}/deployments`, { method: 'PUT', body: { deployments: [{ id: 'd', secret: 'hunter2-hunter2' }] } });
+      const res = await admin(`/admin/workers/${WORKER_ID}/deployments`, {
+        method: 'PUT',
+        body: { deployments: [{ id: 'd', secret: 'hunter2-hunter2' }] },
+      });
       expect(res.status).toBe(200);
     }
     expect((await admin('/admin/workers')).status).toBe(200);

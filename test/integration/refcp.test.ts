@@ -85,7 +85,15 @@ function rawRequest(opts: { path: string; headers: Record<string, string>; chunk
   const url = new URL(cp.url);
   return new Promise<{ status: number; headers: Record<string, unknown>; text: string }>((resolve, reject) => {
     const req = httpRequest(
-      { host: url.hostname, port: url.port, path: opts.path, method: 'POST', headers: opts.headers, agent: false, localAddress: opts.localAddress },
+      {
+        host: url.hostname,
+        port: url.port,
+        path: opts.path,
+        method: 'POST',
+        headers: opts.headers,
+        agent: false,
+        localAddress: opts.localAddress,
+      },
       (res) => {
         const parts: Buffer[] = [];
         res.on('data', (c: Buffer) => parts.push(c));
@@ -239,7 +247,11 @@ describe('worker authentication', () => {
 
     it('treats a bare "Bearer " as no token: HTTP parsing trims the trailing space', async () => {
       // fetch trims header values before sending, so only a raw request can send the space.
-      const res = await rawRequest({ path: path(), headers: { authorization: 'Bearer ', 'content-type': 'application/json' }, chunks: [Buffer.from('{}')] });
+      const res = await rawRequest({
+        path: path(),
+        headers: { authorization: 'Bearer ', 'content-type': 'application/json' },
+        chunks: [Buffer.from('{}')],
+      });
       expect(res.status).toBe(401);
       expect(JSON.parse(res.text)).toEqual(unauthorized('Worker authentication token required'));
     });
@@ -248,7 +260,11 @@ describe('worker authentication', () => {
       ['signed with another secret', () => signWorkerToken('another-secret', { workerId: WORKER_ID })],
       ['expired', () => signWorkerToken(cp.jwtSecret, { workerId: WORKER_ID, now: Date.now() - 7200_000, expiresInSeconds: 3600 })],
       ['garbage', () => 'not.a.jwt'],
-      ['alg none', () => `${Buffer.from('{"alg":"none","typ":"JWT"}').toString('base64url')}.${Buffer.from(`{"type":"worker","workerId":"${WORKER_ID}"}`).toString('base64url')}.`],
+      [
+        'alg none',
+        () =>
+          `${Buffer.from('{"alg":"none","typ":"JWT"}').toString('base64url')}.${Buffer.from(`{"type":"worker","workerId":"${WORKER_ID}"}`).toString('base64url')}.`,
+      ],
     ])('rejects a token that is %s', async (_what, make) => {
       const res = await call(path(), { auth: `Bearer ${make()}`, body: {} });
       expect(res.status).toBe(401);
@@ -263,7 +279,7 @@ describe('worker authentication', () => {
     });
   });
 
-  it('keeps stock\'s empty-token branch, which only a direct call can reach', () => {
+  it("keeps stock's empty-token branch, which only a direct call can reach", () => {
     expect(authenticateWorker('Bearer ', cp.jwtSecret)).toEqual({
       ok: false,
       reply: { status: 401, body: unauthorized('Invalid worker authentication token') },
@@ -449,7 +465,14 @@ describe('POST /api/workers/:id/heartbeat', () => {
   });
 
   it('records the metrics and extras and answers 200', async () => {
-    const extras = { bootId: 'b-1', seq: 7, sentAt: '2025-01-01T00:00:00.000Z', agentVersion: '0.1.0', swarmNodeId: 'n1', dockerHealthy: true };
+    const extras = {
+      bootId: 'b-1',
+      seq: 7,
+      sentAt: '2025-01-01T00:00:00.000Z',
+      agentVersion: '0.1.0',
+      swarmNodeId: 'n1',
+      dockerHealthy: true,
+    };
     const res = await heartbeat(WORKER_ID, { ...METRICS, ...extras });
     expect(res.status).toBe(200);
     // The stock answer, plus the desired-set hint of the extensions.

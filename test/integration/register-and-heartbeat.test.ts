@@ -36,7 +36,17 @@ async function registered(opts: { interval?: number; extra?: Record<string, unkn
   const config = join(dir, `${randomUUID()}.json`);
   const tokenFile = join(dir, `${randomUUID()}.token`);
   await writeFile(tokenFile, `${token}\n`, { mode: 0o600 });
-  const res = await runCli(['register', '--control-plane', cp.url, '--token-file', tokenFile, '--config', config, '--heartbeat-interval', String(opts.interval ?? 1)]);
+  const res = await runCli([
+    'register',
+    '--control-plane',
+    cp.url,
+    '--token-file',
+    tokenFile,
+    '--config',
+    config,
+    '--heartbeat-interval',
+    String(opts.interval ?? 1),
+  ]);
   expect(res.code, res.stderr).toBe(0);
   const written = JSON.parse(await readFile(config, 'utf8')) as Record<string, unknown>;
   if (opts.extra) {
@@ -106,13 +116,25 @@ describe('run: heartbeats', () => {
   it('sends heartbeats the panel accepts, with numbers, seq, bootId; stops on SIGTERM within 5 s', async () => {
     const { config, workerId } = await registered();
     const agent = startAgent(config);
-    await waitFor(() => (cp.workers.get(workerId)?.heartbeats ?? 0) >= 2, 15_000, () => agent.output);
+    await waitFor(
+      () => (cp.workers.get(workerId)?.heartbeats ?? 0) >= 2,
+      15_000,
+      () => agent.output,
+    );
     const row = cp.workers.get(workerId)!;
     for (const k of ['cpuPercent', 'memoryPercent', 'diskPercent', 'containerCount'] as const) {
       expect(typeof row.currentLoad[k]).toBe('number');
     }
-    const bodies = beatsFor(workerId).filter((r) => r.status === 200).map((r) => r.body as Record<string, unknown>);
-    expect(bodies[0]).toMatchObject({ seq: 1, bootId: expect.any(String), sentAt: expect.any(String), agentVersion: expect.any(String), dockerHealthy: expect.any(Boolean) });
+    const bodies = beatsFor(workerId)
+      .filter((r) => r.status === 200)
+      .map((r) => r.body as Record<string, unknown>);
+    expect(bodies[0]).toMatchObject({
+      seq: 1,
+      bootId: expect.any(String),
+      sentAt: expect.any(String),
+      agentVersion: expect.any(String),
+      dockerHealthy: expect.any(Boolean),
+    });
     expect(bodies[1]!.seq).toBe(2);
     expect(bodies[1]!.bootId).toBe(bodies[0]!.bootId);
     const { code, ms } = await agent.stop('SIGTERM');
@@ -124,7 +146,11 @@ describe('run: heartbeats', () => {
     const { config, workerId } = await registered({ interval: 30 });
     const started = Date.now();
     const agent = startAgent(config);
-    await waitFor(() => beatsFor(workerId).some((r) => r.status === 200), 10_000, () => agent.output);
+    await waitFor(
+      () => beatsFor(workerId).some((r) => r.status === 200),
+      10_000,
+      () => agent.output,
+    );
     expect(Date.now() - started).toBeLessThan(10_000);
   });
 
@@ -132,16 +158,31 @@ describe('run: heartbeats', () => {
     const { config, workerId } = await registered({ extra: { backoffCapSec: 2 } });
     cp.setFault({ kind: 'status', status: 500, count: 3, pathEndsWith: '/heartbeat' });
     const agent = startAgent(config);
-    await waitFor(() => beatsFor(workerId).some((r) => r.status === 200), 15_000, () => agent.output);
+    await waitFor(
+      () => beatsFor(workerId).some((r) => r.status === 200),
+      15_000,
+      () => agent.output,
+    );
     expect(beatsFor(workerId).filter((r) => r.status === 500).length).toBeGreaterThanOrEqual(1);
     await agent.waitForLog((l) => l.msg === 'heartbeat accepted again after failures');
   });
 
   it('honours Retry-After on 429', async () => {
     const { config, workerId } = await registered({ extra: { backoffCapSec: 1 } });
-    cp.setFault({ kind: 'status', status: 429, retryAfter: '3', count: 1, body: '{"success":false,"error":"Too many requests"}', pathEndsWith: '/heartbeat' });
+    cp.setFault({
+      kind: 'status',
+      status: 429,
+      retryAfter: '3',
+      count: 1,
+      body: '{"success":false,"error":"Too many requests"}',
+      pathEndsWith: '/heartbeat',
+    });
     const agent = startAgent(config);
-    const accepted = await waitFor(() => beatsFor(workerId).find((r) => r.status === 200), 15_000, () => agent.output);
+    const accepted = await waitFor(
+      () => beatsFor(workerId).find((r) => r.status === 200),
+      15_000,
+      () => agent.output,
+    );
     const limited = beatsFor(workerId).find((r) => r.status === 429)!;
     expect(limited).toBeDefined();
     expect(accepted.at - limited.at).toBeGreaterThanOrEqual(3_000);
@@ -152,7 +193,11 @@ describe('run: heartbeats', () => {
     cp.setFault({ kind: 'delay', ms: 4_000, count: 1, pathEndsWith: '/heartbeat' });
     const agent = startAgent(config);
     await agent.waitForLog((l) => l.outcome === 'timeout');
-    await waitFor(() => beatsFor(workerId).some((r) => r.status === 200), 15_000, () => agent.output);
+    await waitFor(
+      () => beatsFor(workerId).some((r) => r.status === 200),
+      15_000,
+      () => agent.output,
+    );
   });
 
   it('treats a non-JSON 200 as a failure and retries', async () => {
@@ -160,7 +205,11 @@ describe('run: heartbeats', () => {
     cp.setFault({ kind: 'garbage', count: 1, pathEndsWith: '/heartbeat' });
     const agent = startAgent(config);
     await agent.waitForLog((l) => l.outcome === 'invalid-response');
-    await waitFor(() => (cp.workers.get(workerId)?.heartbeats ?? 0) >= 1, 15_000, () => agent.output);
+    await waitFor(
+      () => (cp.workers.get(workerId)?.heartbeats ?? 0) >= 1,
+      15_000,
+      () => agent.output,
+    );
   });
 
   it('does not hammer a control plane that refuses the token', async () => {
@@ -182,9 +231,17 @@ describe('run: heartbeats', () => {
     // `run` refreshes its registration at start without waiting for it: let that be answered first
     // (refcp records a request on arrival, its status when answered), or it would put the row back
     // before any heartbeat could meet the 404.
-    await waitFor(() => (cp.workers.get(workerId)?.heartbeats ?? 0) >= 1 && registers().length >= 1 && registers().every((r) => r.status !== 0), 15_000, () => agent.output);
+    await waitFor(
+      () => (cp.workers.get(workerId)?.heartbeats ?? 0) >= 1 && registers().length >= 1 && registers().every((r) => r.status !== 0),
+      15_000,
+      () => agent.output,
+    );
     cp.workers.delete(workerId);
-    await waitFor(() => (cp.workers.get(workerId)?.heartbeats ?? 0) >= 1, 15_000, () => agent.output);
+    await waitFor(
+      () => (cp.workers.get(workerId)?.heartbeats ?? 0) >= 1,
+      15_000,
+      () => agent.output,
+    );
     expect(beatsFor(workerId).some((r) => r.status === 404)).toBe(true);
     expect(registers().length).toBeGreaterThanOrEqual(2);
   });

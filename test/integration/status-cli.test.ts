@@ -11,7 +11,13 @@ import { FIXTURE, fakeSource } from '../helpers/status-fixture.js';
 const source = fakeSource();
 const healthyView = source.view;
 const logger = createLogger({ level: 'silent', pretty: false, destination: new Writable({ write: (_c, _e, cb) => cb() }) });
-const server = createStatusServer({ listen: '127.0.0.1:0', token: new Secret(FIXTURE.TOKEN), source, metrics: createAgentMetrics(), logger });
+const server = createStatusServer({
+  listen: '127.0.0.1:0',
+  token: new Secret(FIXTURE.TOKEN),
+  source,
+  metrics: createAgentMetrics(),
+  logger,
+});
 let url = '';
 const printed: string[] = [];
 
@@ -52,7 +58,9 @@ describe('skypanel-agent status', () => {
     expect(r.out).toMatch(/^heartbeat\s+accepted \(HTTP 200\) \d+s ago, rtt 42 ms$/m);
     expect(r.out).toMatch(/^ID\s+SLUG\s+DESIRED\s+OBSERVED\s+REPLICAS\s+URL\s+LAST ERROR$/m);
     expect(r.out).toMatch(/^6f1c2b7e\s+shop-frontend\s+running\s+running\s+2\/2\s+https:\/\/shop\.apps\.example\s+-$/m);
-    expect(r.out).toMatch(/^a0b1c2d3\s+billing-worker\s+running\s+failed\s+0\/1\s+-\s+pull failed: unauthorized for user ci with password \[redact…$/m);
+    expect(r.out).toMatch(
+      /^a0b1c2d3\s+billing-worker\s+running\s+failed\s+0\/1\s+-\s+pull failed: unauthorized for user ci with password \[redact…$/m,
+    );
     expect(r.out).not.toContain('unhealthy');
   });
 
@@ -74,13 +82,23 @@ describe('skypanel-agent status', () => {
       expect(down.out).toMatch(/^docker\s+DOWN, unix:\/\/\/var\/run\/docker\.sock \(default\)$/m);
       expect(down.out.split('\n').at(-1)).toBe('unhealthy: docker is down');
 
-      source.view = { ...healthyView, lastHeartbeat: { at: new Date().toISOString(), outcome: 'unauthorized', status: 401, rttMs: 9, message: 'token refused' } };
+      source.view = {
+        ...healthyView,
+        lastHeartbeat: { at: new Date().toISOString(), outcome: 'unauthorized', status: 401, rttMs: 9, message: 'token refused' },
+      };
       const refused = await status({ err: true });
       expect(refused.code).toBe(1);
       expect(refused.err).toBe('unhealthy: last heartbeat unauthorized (HTTP 401): token refused');
       expect(refused.out).not.toContain('unhealthy');
 
-      source.view = { ...healthyView, stateDir: { failing: [{ file: 'desired.json', error: 'ENOSPC', since: new Date().toISOString(), failures: 3 }], movedAside: [], writeFailuresTotal: 3 } };
+      source.view = {
+        ...healthyView,
+        stateDir: {
+          failing: [{ file: 'desired.json', error: 'ENOSPC', since: new Date().toISOString(), failures: 3 }],
+          movedAside: [],
+          writeFailuresTotal: 3,
+        },
+      };
       const full = await status();
       expect(full.code).toBe(1);
       expect(full.out).toMatch(/^state dir\s+CANNOT WRITE desired\.json \(ENOSPC\)$/m);
@@ -97,7 +115,11 @@ describe('skypanel-agent status', () => {
 
   it('says heartbeat-only mode on a line of its own; it is a mode, not unhealthy (exit 0)', async () => {
     try {
-      source.view = { ...healthyView, deploymentsApi: 'heartbeat-only', heartbeatOnly: 'the control plane has no deployments API (stock SkyPanelV2): deployments are neither fetched nor applied' };
+      source.view = {
+        ...healthyView,
+        deploymentsApi: 'heartbeat-only',
+        heartbeatOnly: 'the control plane has no deployments API (stock SkyPanelV2): deployments are neither fetched nor applied',
+      };
       const r = await status();
       expect(r.code).toBe(0);
       expect(r.out).toMatch(/^mode\s+HEARTBEAT-ONLY: the control plane has no deployments API/m);
@@ -111,7 +133,9 @@ describe('skypanel-agent status', () => {
   it('exits 3 (answered, unreadable) when the agent refuses the token, without printing it', async () => {
     const r = await status({ token: `${FIXTURE.TOKEN}x` });
     expect(r.code).toBe(3);
-    expect(r.out).toBe(`cannot read the status of the agent at ${url}: the agent refused the token (HTTP 401); use the worker token from the agent config`);
+    expect(r.out).toBe(
+      `cannot read the status of the agent at ${url}: the agent refused the token (HTTP 401); use the worker token from the agent config`,
+    );
   });
 
   it('exits 2 when nothing listens', async () => {

@@ -21,16 +21,31 @@ import { FIXTURE, fakeSource } from '../helpers/status-fixture.js';
 const { TOKEN, SECRETS } = FIXTURE;
 
 const logLines: string[] = [];
-const logger = createLogger({ level: 'debug', pretty: false, destination: new Writable({ write: (c, _e, cb) => (logLines.push(String(c)), cb()) }) });
+const logger = createLogger({
+  level: 'debug',
+  pretty: false,
+  destination: new Writable({ write: (c, _e, cb) => (logLines.push(String(c)), cb()) }),
+});
 const source = fakeSource();
-const metrics = createAgentMetrics({ deployments: () => source.status().deployments, dockerHealthy: () => true, reportQueueDepth: () => 0 });
+const metrics = createAgentMetrics({
+  deployments: () => source.status().deployments,
+  dockerHealthy: () => true,
+  reportQueueDepth: () => 0,
+});
 const server = createStatusServer({ listen: '127.0.0.1:0', token: new Secret(TOKEN), source, metrics, logger });
 let port = 0;
 
-interface Res { status: number; headers: IncomingHttpHeaders; body: string }
+interface Res {
+  status: number;
+  headers: IncomingHttpHeaders;
+  body: string;
+}
 const seen: Res[] = [];
 
-function req(path: string, opts: { token?: string | null; method?: string; headers?: Record<string, string>; body?: string } = {}): Promise<Res> {
+function req(
+  path: string,
+  opts: { token?: string | null; method?: string; headers?: Record<string, string>; body?: string } = {},
+): Promise<Res> {
   const token = opts.token === undefined ? TOKEN : opts.token;
   const headers: Record<string, string> = { ...opts.headers };
   if (token !== null) headers.authorization = `Bearer ${token}`;
@@ -169,7 +184,13 @@ describe('status API routes', () => {
 });
 
 describe('status API auth', () => {
-  const protectedPaths = ['/v1/status', '/v1/deployments', '/v1/deployments/6f1c2b7e-0d3a-4c59-a1f2-9e8d7c6b5a40?logs=2', '/metrics', '/v1/unknown'];
+  const protectedPaths = [
+    '/v1/status',
+    '/v1/deployments',
+    '/v1/deployments/6f1c2b7e-0d3a-4c59-a1f2-9e8d7c6b5a40?logs=2',
+    '/metrics',
+    '/v1/unknown',
+  ];
 
   it.each(protectedPaths)('%s: missing and wrong same-length token get the identical 401', async (path) => {
     const missing = await req(path, { token: null });
@@ -186,7 +207,10 @@ describe('status API auth', () => {
 
   it('logs one debug line per request without the query or the Authorization header', async () => {
     await req('/v1/deployments/6f1c2b7e-0d3a-4c59-a1f2-9e8d7c6b5a40?logs=1');
-    const line = logLines.map((l) => JSON.parse(l) as Record<string, unknown>).reverse().find((l) => l.msg === 'status api request');
+    const line = logLines
+      .map((l) => JSON.parse(l) as Record<string, unknown>)
+      .reverse()
+      .find((l) => l.msg === 'status api request');
     expect(line).toMatchObject({ method: 'GET', path: '/v1/deployments/6f1c2b7e-0d3a-4c59-a1f2-9e8d7c6b5a40', status: 200 });
     expect(typeof line!.ms).toBe('number');
     expect(logLines.join('')).not.toMatch(/authorization|Bearer/i);
@@ -195,14 +219,18 @@ describe('status API auth', () => {
 
 describe('status API limits', () => {
   it('answers 431 to a 16 KiB header', async () => {
-    const { response } = await raw(`GET /v1/status HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${TOKEN}\r\nX-Big: ${'a'.repeat(16 * 1024)}\r\n\r\n`);
+    const { response } = await raw(
+      `GET /v1/status HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${TOKEN}\r\nX-Big: ${'a'.repeat(16 * 1024)}\r\n\r\n`,
+    );
     expect(response).toMatch(/^HTTP\/1\.1 431 /);
   });
 
   it('refuses a request body on GET without waiting for it', async () => {
     // The declared body is never sent: a server that tried to read it would hang until requestTimeout.
     const started = Date.now();
-    const { response } = await raw(`GET /v1/status HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${TOKEN}\r\nContent-Length: 100000\r\n\r\nabc`);
+    const { response } = await raw(
+      `GET /v1/status HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${TOKEN}\r\nContent-Length: 100000\r\n\r\nabc`,
+    );
     expect(response).toMatch(/^HTTP\/1\.1 413 /);
     expect(Date.now() - started).toBeLessThan(3000);
     const chunked = await raw(`GET /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n`);
@@ -285,7 +313,7 @@ describe('status API limits', () => {
     }
   }, 20_000);
 
-  it('an idle status API keeps no repeating timer (node\'s server-wide timeout check would wake the agent twice a second)', async () => {
+  it("an idle status API keeps no repeating timer (node's server-wide timeout check would wake the agent twice a second)", async () => {
     const repeats: number[] = [];
     const hook = createHook({
       init(_id, type, _trigger, resource) {
@@ -333,17 +361,30 @@ describe.skipIf(!hasOpenssl)('status API over TLS', () => {
     const dir = mkdtempSync(join(tmpdir(), 'skp-tls-'));
     const certFile = join(dir, 'cert.pem');
     const keyFile = join(dir, 'key.pem');
-    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=localhost', '-days', '1', '-keyout', keyFile, '-out', certFile], { stdio: 'ignore' });
+    execFileSync(
+      'openssl',
+      ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=localhost', '-days', '1', '-keyout', keyFile, '-out', certFile],
+      { stdio: 'ignore' },
+    );
     expect(existsSync(certFile)).toBe(true);
-    const tlsServer = createStatusServer({ listen: '127.0.0.1:0', token: new Secret(TOKEN), source, metrics, logger, tls: { certFile, keyFile } });
+    const tlsServer = createStatusServer({
+      listen: '127.0.0.1:0',
+      token: new Secret(TOKEN),
+      source,
+      metrics,
+      logger,
+      tls: { certFile, keyFile },
+    });
     const { port: p } = await tlsServer.start();
     try {
       const body = await new Promise<string>((resolve, reject) => {
-        https.get({ host: '127.0.0.1', port: p, path: '/healthz', rejectUnauthorized: false, agent: false }, (res) => {
-          let b = '';
-          res.on('data', (d: Buffer) => (b += d));
-          res.on('end', () => resolve(b));
-        }).on('error', reject);
+        https
+          .get({ host: '127.0.0.1', port: p, path: '/healthz', rejectUnauthorized: false, agent: false }, (res) => {
+            let b = '';
+            res.on('data', (d: Buffer) => (b += d));
+            res.on('end', () => resolve(b));
+          })
+          .on('error', reject);
       });
       expect(JSON.parse(body)).toEqual({ status: 'ok' });
       // The headers deadline starts after the handshake, on the TLS connection.

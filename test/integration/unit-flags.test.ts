@@ -59,7 +59,11 @@ function modulesRunReaches(): string[] {
   return [...seen].sort();
 }
 
-function runNode(args: string[], env: NodeJS.ProcessEnv, timeoutMs = 30_000): Promise<{ code: number | null; signal: string | null; out: string }> {
+function runNode(
+  args: string[],
+  env: NodeJS.ProcessEnv,
+  timeoutMs = 30_000,
+): Promise<{ code: number | null; signal: string | null; out: string }> {
   return new Promise((done) => {
     const child = spawn(process.execPath, args, { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
@@ -104,7 +108,15 @@ describe("the agent under the unit's node flags", () => {
   it('loads every built module `run` can reach', async () => {
     const files = modulesRunReaches();
     // The walk must find the agent, not just main: the loops, the status API, the swarm adapter.
-    for (const f of ['cli/run.js', 'agent/agent.js', 'agent/status/status-server.js', 'agent/status/metrics-server.js', 'swarm/swarm-port.js', 'agent/usage/usage-loop.js', 'controlplane/control-plane-client.js']) {
+    for (const f of [
+      'cli/run.js',
+      'agent/agent.js',
+      'agent/status/status-server.js',
+      'agent/status/metrics-server.js',
+      'swarm/swarm-port.js',
+      'agent/usage/usage-loop.js',
+      'controlplane/control-plane-client.js',
+    ]) {
       expect(files, f).toContain(join(ROOT, 'dist', f));
     }
     expect(files).not.toContain(join(ROOT, 'dist/cli/dev.js'));
@@ -122,15 +134,29 @@ describe("the agent under the unit's node flags", () => {
     const config = join(dir, 'config.json');
     const tokenFile = join(dir, 'token');
     await writeFile(tokenFile, token, { mode: 0o600 });
-    expect((await runCli(['register', '--control-plane', cp.url, '--token-file', tokenFile, '--config', config, '--heartbeat-interval', '1'])).code).toBe(0);
+    expect(
+      (await runCli(['register', '--control-plane', cp.url, '--token-file', tokenFile, '--config', config, '--heartbeat-interval', '1']))
+        .code,
+    ).toBe(0);
     const env = { ...baseEnv(), SKYPANEL_AGENT_STATE_DIR: join(dir, 'state') };
-    const child = spawn(process.execPath, [...FLAGS, BIN, 'run', '--config', config], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [...FLAGS, BIN, 'run', '--config', config], {
+      cwd: ROOT,
+      env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let out = '';
     child.stdout.on('data', (d: Buffer) => (out += d));
     child.stderr.on('data', (d: Buffer) => (out += d));
-    const exited = new Promise<{ code: number | null; signal: string | null }>((r) => child.on('close', (code, signal) => r({ code, signal })));
+    const exited = new Promise<{ code: number | null; signal: string | null }>((r) =>
+      child.on('close', (code, signal) => r({ code, signal })),
+    );
     try {
-      await waitFor(() => (cp.workers.get(workerId)?.heartbeats ?? 0) >= 2 && cp.requests.some((r) => r.path === `/api/workers/${workerId}/deployments`), 20_000, () => out);
+      await waitFor(
+        () =>
+          (cp.workers.get(workerId)?.heartbeats ?? 0) >= 2 && cp.requests.some((r) => r.path === `/api/workers/${workerId}/deployments`),
+        20_000,
+        () => out,
+      );
       const port = (msg: string) => {
         const line = out.split('\n').find((l) => l.includes(`"msg":"${msg}"`));
         return line ? (JSON.parse(line) as { port: number }).port : NaN;

@@ -3,7 +3,8 @@ import { expandIpv6, localAddressToward, toPanelIp, addressScope } from '../../s
 
 // SkyPanelV2's own acceptance rule for ipAddress.
 const panelAccepts = (ip: string) =>
-  (/^(\d{1,3}\.){3}\d{1,3}$/.test(ip) && ip.split('.').every((p) => Number(p) <= 255)) || /^([0-9a-fA-F]{1,4}:){7}[0-9a-fA-F]{1,4}$/.test(ip);
+  (/^(\d{1,3}\.){3}\d{1,3}$/.test(ip) && ip.split('.').every((p) => Number(p) <= 255)) ||
+  /^([0-9a-fA-F]{1,4}:){7}[0-9a-fA-F]{1,4}$/.test(ip);
 
 describe('addresses the panel accepts', () => {
   it.each([
@@ -35,10 +36,21 @@ describe('addresses the panel accepts', () => {
 
 describe('addressScope: the warning at register', () => {
   it.each([
-    ['127.0.0.1', 'loopback'], ['127.8.9.10', 'loopback'], ['0000:0000:0000:0000:0000:0000:0000:0001', 'loopback'],
-    ['10.0.0.5', 'private'], ['172.16.0.1', 'private'], ['172.31.255.1', 'private'], ['192.168.1.20', 'private'], ['100.64.0.1', 'private'],
-    ['fd00:0000:0000:0000:0000:0000:0000:0005', 'private'], ['169.254.1.1', 'link-local'], ['fe80:0000:0000:0000:0000:0000:0000:0001', 'link-local'],
-    ['172.32.0.1', 'public'], ['8.8.8.8', 'public'], ['100.128.0.1', 'public'], ['2001:0db8:0000:0000:0000:0000:0000:0001', 'public'],
+    ['127.0.0.1', 'loopback'],
+    ['127.8.9.10', 'loopback'],
+    ['0000:0000:0000:0000:0000:0000:0000:0001', 'loopback'],
+    ['10.0.0.5', 'private'],
+    ['172.16.0.1', 'private'],
+    ['172.31.255.1', 'private'],
+    ['192.168.1.20', 'private'],
+    ['100.64.0.1', 'private'],
+    ['fd00:0000:0000:0000:0000:0000:0000:0005', 'private'],
+    ['169.254.1.1', 'link-local'],
+    ['fe80:0000:0000:0000:0000:0000:0000:0001', 'link-local'],
+    ['172.32.0.1', 'public'],
+    ['8.8.8.8', 'public'],
+    ['100.128.0.1', 'public'],
+    ['2001:0db8:0000:0000:0000:0000:0000:0001', 'public'],
   ])('%s is %s', (ip, scope) => {
     expect(addressScope(ip)).toBe(scope);
   });

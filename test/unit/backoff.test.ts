@@ -1,5 +1,12 @@
 import { describe, expect, it } from 'vitest';
-import { afterRetryAfter, delayAfterFailure, fullJitter, jitteredInterval, unauthorizedDelay, UNAUTHORIZED_RETRY_MS } from '../../src/controlplane/backoff.js';
+import {
+  afterRetryAfter,
+  delayAfterFailure,
+  fullJitter,
+  jitteredInterval,
+  unauthorizedDelay,
+  UNAUTHORIZED_RETRY_MS,
+} from '../../src/controlplane/backoff.js';
 import { MAX_SERVER_WAIT_MS, parseRateLimitReset, parseRetryAfter, serverRequestedWaitMs } from '../../src/controlplane/retry-after.js';
 import { MAX_TIMER_MS, TimerLoop, timerDelay } from '../../src/agent/timer-loop.js';
 
@@ -8,7 +15,9 @@ const policy = { baseMs: 1000, capMs: 60_000 };
 describe('full-jitter backoff', () => {
   it('doubles the ceiling each attempt up to the cap', () => {
     const top = () => 0.999999;
-    expect([0, 1, 2, 3, 4, 5, 6, 7, 20].map((a) => Math.round(fullJitter(a, policy, top) / 1000))).toEqual([1, 2, 4, 8, 16, 32, 60, 60, 60]);
+    expect([0, 1, 2, 3, 4, 5, 6, 7, 20].map((a) => Math.round(fullJitter(a, policy, top) / 1000))).toEqual([
+      1, 2, 4, 8, 16, 32, 60, 60, 60,
+    ]);
   });
 
   it('applies jitter after the cap too: delays at the cap spread over the whole window', () => {
@@ -113,7 +122,10 @@ describe('no wait can overflow a timer', () => {
   it('a loop whose step returns a delay past 2^31 ms waits instead of running again at once', async () => {
     // Real timers on purpose: node's own overflow (a 1 ms timer) is what made this a hot loop.
     let runs = 0;
-    const loop = new TimerLoop(async () => (++runs, 2 ** 31 + 5), () => 0);
+    const loop = new TimerLoop(
+      async () => (++runs, 2 ** 31 + 5),
+      () => 0,
+    );
     loop.start(0);
     await new Promise((r) => setTimeout(r, 150));
     await loop.stop();

@@ -281,7 +281,16 @@ describe('cgroupLayout', () => {
     expect(l.memoryFile(ID)).toBe(`${dir}/memory.current`);
     expect(l.memoryStatFile(ID)).toBe(`${dir}/memory.stat`);
     expect(l.idOf(`docker-${ID}.scope`)).toBe(ID);
-    for (const other of ['docker.service', 'containerd.service', 'docker.socket', ID, `docker-${ID}.mount`, `docker-${ID.slice(1)}.scope`, `docker-${ID}x.scope`, 'docker-.scope']) {
+    for (const other of [
+      'docker.service',
+      'containerd.service',
+      'docker.socket',
+      ID,
+      `docker-${ID}.mount`,
+      `docker-${ID.slice(1)}.scope`,
+      `docker-${ID}x.scope`,
+      'docker-.scope',
+    ]) {
       expect(l.idOf(other), other).toBeUndefined();
     }
   });
@@ -325,19 +334,27 @@ describe('cgroupLayout', () => {
     const weird = cgroupLayout({ CgroupDriver: 'weird', CgroupVersion: '2' }, ROOT, V2_FS);
     expect(weird).toEqual({ unusable: 'cgroup driver "weird" is not one this sampler knows' });
     expect(cgroupLayout({ CgroupVersion: '2' }, ROOT, V2_FS)).toHaveProperty('unusable');
-    expect(cgroupLayout({ CgroupDriver: 'systemd', CgroupVersion: '3' }, ROOT, V2_FS)).toEqual({ unusable: 'cgroup version "3" is not one this sampler knows' });
+    expect(cgroupLayout({ CgroupDriver: 'systemd', CgroupVersion: '3' }, ROOT, V2_FS)).toEqual({
+      unusable: 'cgroup version "3" is not one this sampler knows',
+    });
   });
 
   it('unusable: v2 without a cgroup2 filesystem at the root (an agent in a container without the host one)', () => {
-    expect(cgroupLayout({ CgroupDriver: 'systemd', CgroupVersion: '2' }, ROOT, existsFs([]))).toEqual({ unusable: `no cgroup v2 filesystem at ${ROOT}` });
+    expect(cgroupLayout({ CgroupDriver: 'systemd', CgroupVersion: '2' }, ROOT, existsFs([]))).toEqual({
+      unusable: `no cgroup v2 filesystem at ${ROOT}`,
+    });
     expect(cgroupLayout({ CgroupDriver: 'systemd', CgroupVersion: '2' }, ROOT, V1_FS)).toHaveProperty('unusable');
   });
 
   it('unusable: v1 without cpuacct, or without memory', () => {
     const expected = { unusable: `no cgroup v1 cpuacct and memory hierarchies under ${ROOT}` };
     expect(cgroupLayout({ CgroupDriver: 'cgroupfs', CgroupVersion: '1' }, ROOT, existsFs([]))).toEqual(expected);
-    expect(cgroupLayout({ CgroupDriver: 'cgroupfs', CgroupVersion: '1' }, ROOT, existsFs([`${ROOT}/memory/memory.usage_in_bytes`]))).toEqual(expected);
-    expect(cgroupLayout({ CgroupDriver: 'cgroupfs', CgroupVersion: '1' }, ROOT, existsFs([`${ROOT}/cpu,cpuacct/cpuacct.usage`]))).toEqual(expected);
+    expect(
+      cgroupLayout({ CgroupDriver: 'cgroupfs', CgroupVersion: '1' }, ROOT, existsFs([`${ROOT}/memory/memory.usage_in_bytes`])),
+    ).toEqual(expected);
+    expect(cgroupLayout({ CgroupDriver: 'cgroupfs', CgroupVersion: '1' }, ROOT, existsFs([`${ROOT}/cpu,cpuacct/cpuacct.usage`]))).toEqual(
+      expected,
+    );
     expect(cgroupLayout({ CgroupDriver: 'cgroupfs', CgroupVersion: '1' }, ROOT, V2_FS)).toEqual(expected);
   });
 });
@@ -509,10 +526,14 @@ describe('ContainerCounterFiles', () => {
 
     const garbled = v2Files();
     garbled.files.set(V2_LAYOUT.cpuFile(ID), 'user_usec 1\n'); // no usage_usec
-    expect(() => new ContainerCounterFiles(garbled, V2_LAYOUT, ID, undefined).read(io)).toThrowError(expect.objectContaining({ code: 'EBADMSG' }));
+    expect(() => new ContainerCounterFiles(garbled, V2_LAYOUT, ID, undefined).read(io)).toThrowError(
+      expect.objectContaining({ code: 'EBADMSG' }),
+    );
     const garbledMemory = v2Files();
     garbledMemory.files.set(V2_LAYOUT.memoryFile(ID), 'max\n');
-    expect(() => new ContainerCounterFiles(garbledMemory, V2_LAYOUT, ID, undefined).read(io)).toThrowError(expect.objectContaining({ code: 'EBADMSG' }));
+    expect(() => new ContainerCounterFiles(garbledMemory, V2_LAYOUT, ID, undefined).read(io)).toThrowError(
+      expect.objectContaining({ code: 'EBADMSG' }),
+    );
   });
 
   it('a file that cannot be opened: CounterFileError for that path, and the files opened before it are closed', () => {

@@ -11,7 +11,12 @@ import { buildProgram } from '../../src/cli/main.js';
  */
 const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
 const docsDir = new URL('../../docs/', import.meta.url);
-const docs = [readme, ...readdirSync(docsDir).filter((f) => f.endsWith('.md')).map((f) => readFileSync(new URL(f, docsDir), 'utf8'))];
+const docs = [
+  readme,
+  ...readdirSync(docsDir)
+    .filter((f) => f.endsWith('.md'))
+    .map((f) => readFileSync(new URL(f, docsDir), 'utf8')),
+];
 
 const program = buildProgram();
 const command = (name: string): Command => {
@@ -26,7 +31,11 @@ function sampleFor(opt: Option): string[] {
   const placeholder = /<([^>]+)>/.exec(opt.flags)?.[1] ?? '';
   if (opt.argChoices) return [opt.argChoices[0]!];
   const samples: Record<string, string> = {
-    seconds: '15', port: '3001', 'host:port': '127.0.0.1:9741', url: 'https://panel.example.com', level: 'debug',
+    seconds: '15',
+    port: '3001',
+    'host:port': '127.0.0.1:9741',
+    url: 'https://panel.example.com',
+    level: 'debug',
   };
   return [samples[placeholder] ?? '/tmp/x'];
 }
@@ -94,7 +103,10 @@ describe('every documented flag parses', () => {
         for (const flag of m[2]!.match(/(?<![\w-])--[a-z][a-z-]*/g) ?? []) {
           if (flag === '--help' || flag === '--version') continue;
           seen.push(`${name} ${flag}`);
-          expect(command(name).options.some((o) => o.long === flag), `docs write \`skypanel-agent ${name} ${flag}\`, which ${name} does not accept`).toBe(true);
+          expect(
+            command(name).options.some((o) => o.long === flag),
+            `docs write \`skypanel-agent ${name} ${flag}\`, which ${name} does not accept`,
+          ).toBe(true);
         }
       }
     }

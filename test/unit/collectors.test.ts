@@ -26,7 +26,11 @@ describe('cpu utilisation from /proc/stat samples', () => {
     let now = 0;
     let ownUs = 0;
     const reads: number[] = [];
-    const sampler = new CpuSampler(async () => (reads.push(now), texts.shift()!), { now: () => now, sleep: async (ms) => void (now += ms), ownCpuUs: () => ownUs });
+    const sampler = new CpuSampler(async () => (reads.push(now), texts.shift()!), {
+      now: () => now,
+      sleep: async (ms) => void (now += ms),
+      ownCpuUs: () => ownUs,
+    });
     return { sampler, reads, advance: (ms: number) => void (now += ms), spend: (us: number) => void (ownUs += us) };
   }
 

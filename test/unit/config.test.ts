@@ -17,7 +17,10 @@ async function writeRaw(content: string, mode = 0o600) {
 }
 
 async function expectConfigError(p: Promise<unknown>, pattern: RegExp, field?: string) {
-  const err = await p.then(() => undefined, (e: unknown) => e);
+  const err = await p.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
   expect(err).toBeInstanceOf(AgentError);
   expect((err as AgentError).message).toMatch(pattern);
   expect(exitCodeFor(err)).toBe(78);
@@ -45,7 +48,10 @@ describe('config precedence: flags > env > file > defaults', () => {
   });
 
   it('works from the environment alone when no file exists', async () => {
-    const { config, fileExisted } = await loadConfig({ path, env: { SKYPANEL_AGENT_CONTROL_PLANE_URL: 'https://panel.example.com/', SKYPANEL_AGENT_TOKEN: TOKEN } });
+    const { config, fileExisted } = await loadConfig({
+      path,
+      env: { SKYPANEL_AGENT_CONTROL_PLANE_URL: 'https://panel.example.com/', SKYPANEL_AGENT_TOKEN: TOKEN },
+    });
     expect(fileExisted).toBe(false);
     expect(config.controlPlaneUrl).toBe('https://panel.example.com');
   });
@@ -71,24 +77,33 @@ describe('bad config gets one clear error naming the key, exit code 78 (EX_CONFI
   });
 
   // As ssh's StrictModes: the owner must be the running user or root, the directory not writable by others.
-  it.skipIf(process.getuid?.() !== 0)('a file owned by another user is refused, naming the file and the fix (root only: needs chown)', async () => {
-    await writeRaw(JSON.stringify({ controlPlaneUrl: 'http://x', token: TOKEN }));
-    await chown(path, 12345, 12345);
-    await expectConfigError(loadConfig({ path, env: {} }), new RegExp(`config file ${path} is owned by uid 12345.*Fix: chown 0 ${path}`));
-    // The service user `install` hands the config to is trusted by root too; any other user is not.
-  });
+  it.skipIf(process.getuid?.() !== 0)(
+    'a file owned by another user is refused, naming the file and the fix (root only: needs chown)',
+    async () => {
+      await writeRaw(JSON.stringify({ controlPlaneUrl: 'http://x', token: TOKEN }));
+      await chown(path, 12345, 12345);
+      await expectConfigError(loadConfig({ path, env: {} }), new RegExp(`config file ${path} is owned by uid 12345.*Fix: chown 0 ${path}`));
+      // The service user `install` hands the config to is trusted by root too; any other user is not.
+    },
+  );
 
   it.skipIf(process.getuid?.() !== 0)('a file in a directory owned by another user is refused (root only: needs chown)', async () => {
     await writeRaw(JSON.stringify({ controlPlaneUrl: 'http://x', token: TOKEN }));
     await chown(dir, 12345, 12345);
-    await expectConfigError(loadConfig({ path, env: {} }), new RegExp(`config file ${path} is in ${dir}, owned by uid 12345.*Fix: chown 0 ${dir}`));
+    await expectConfigError(
+      loadConfig({ path, env: {} }),
+      new RegExp(`config file ${path} is in ${dir}, owned by uid 12345.*Fix: chown 0 ${dir}`),
+    );
   });
 
   it('a file in a group- or world-writable directory is refused, naming the directory and the fix', async () => {
     await writeRaw(JSON.stringify({ controlPlaneUrl: 'http://x', token: TOKEN }));
     for (const mode of [0o770, 0o777, 0o1777]) {
       await chmod(dir, mode);
-      await expectConfigError(loadConfig({ path, env: {} }), new RegExp(`is in ${dir}, which group or others can write \\(mode ${mode.toString(8).padStart(4, '0')}\\).*Fix: chmod go-w ${dir}`));
+      await expectConfigError(
+        loadConfig({ path, env: {} }),
+        new RegExp(`is in ${dir}, which group or others can write \\(mode ${mode.toString(8).padStart(4, '0')}\\).*Fix: chmod go-w ${dir}`),
+      );
     }
     await chmod(dir, 0o755);
     await expect(loadConfig({ path, env: {} })).resolves.toBeDefined();
@@ -114,17 +129,32 @@ describe('bad config gets one clear error naming the key, exit code 78 (EX_CONFI
 
   it('out-of-range value names key and source', async () => {
     await writeRaw(JSON.stringify({ controlPlaneUrl: 'http://x', token: TOKEN }));
-    await expectConfigError(loadConfig({ path, env: { SKYPANEL_AGENT_HEARTBEAT_INTERVAL: '0' } }), /"heartbeatIntervalSec" \(from SKYPANEL_AGENT_HEARTBEAT_INTERVAL\)/, 'heartbeatIntervalSec');
+    await expectConfigError(
+      loadConfig({ path, env: { SKYPANEL_AGENT_HEARTBEAT_INTERVAL: '0' } }),
+      /"heartbeatIntervalSec" \(from SKYPANEL_AGENT_HEARTBEAT_INTERVAL\)/,
+      'heartbeatIntervalSec',
+    );
   });
 
   it('allowedHostPorts: none by default, a list from the environment or an array in the file, a bad entry named', async () => {
     await writeRaw(JSON.stringify({ controlPlaneUrl: 'http://x', token: TOKEN }));
     expect((await loadConfig({ path, env: {} })).config.allowedHostPorts).toEqual([]);
     const fromEnv = await loadConfig({ path, env: { SKYPANEL_AGENT_ALLOWED_HOST_PORTS: '80,443,8000-8100' } });
-    expect(fromEnv.config.allowedHostPorts).toEqual([{ from: 80, to: 80 }, { from: 443, to: 443 }, { from: 8000, to: 8100 }]);
+    expect(fromEnv.config.allowedHostPorts).toEqual([
+      { from: 80, to: 80 },
+      { from: 443, to: 443 },
+      { from: 8000, to: 8100 },
+    ]);
     await writeRaw(JSON.stringify({ controlPlaneUrl: 'http://x', token: TOKEN, allowedHostPorts: [22, '2377'] }));
-    expect((await loadConfig({ path, env: {} })).config.allowedHostPorts).toEqual([{ from: 22, to: 22 }, { from: 2377, to: 2377 }]);
-    await expectConfigError(loadConfig({ path, env: { SKYPANEL_AGENT_ALLOWED_HOST_PORTS: '80,ssh' } }), /"allowedHostPorts" \(from SKYPANEL_AGENT_ALLOWED_HOST_PORTS\) entry "ssh" must be a port/, 'allowedHostPorts');
+    expect((await loadConfig({ path, env: {} })).config.allowedHostPorts).toEqual([
+      { from: 22, to: 22 },
+      { from: 2377, to: 2377 },
+    ]);
+    await expectConfigError(
+      loadConfig({ path, env: { SKYPANEL_AGENT_ALLOWED_HOST_PORTS: '80,ssh' } }),
+      /"allowedHostPorts" \(from SKYPANEL_AGENT_ALLOWED_HOST_PORTS\) entry "ssh" must be a port/,
+      'allowedHostPorts',
+    );
   });
 
   it('a non-http URL', async () => {

@@ -1,7 +1,13 @@
 import { describe, expect, it } from 'vitest';
 import type { CgroupFs } from '../../src/swarm/cgroup-files.js';
 import { createCgroupStatsSampler } from '../../src/swarm/container-stats-cgroup.js';
-import type { ContainerStatsOptions, ContainerStatsSampler, EngineStats, ListedContainer, StatsSnapshot } from '../../src/swarm/container-stats-engine.js';
+import type {
+  ContainerStatsOptions,
+  ContainerStatsSampler,
+  EngineStats,
+  ListedContainer,
+  StatsSnapshot,
+} from '../../src/swarm/container-stats-engine.js';
 import { EngineError, type EngineClient, type EngineRequest } from '../../src/swarm/docker-client.js';
 import { LABEL, ownershipFilter } from '../../src/domain/labels.js';
 
@@ -299,9 +305,15 @@ class Host {
     const c = { ...(this.#counters.get(id) ?? { cpuUsec: 0, memory: 0, inactive: 0, rx: 0, tx: 0 }), ...counters };
     this.#counters.set(id, c);
     const d = this.dir(id);
-    this.fs.files.set(`${d}/cpu.stat`, `usage_usec ${c.cpuUsec}\nuser_usec ${Math.floor(c.cpuUsec / 2)}\nsystem_usec ${Math.ceil(c.cpuUsec / 2)}\nnr_periods 0\nnr_throttled 0\nthrottled_usec 0\n`);
+    this.fs.files.set(
+      `${d}/cpu.stat`,
+      `usage_usec ${c.cpuUsec}\nuser_usec ${Math.floor(c.cpuUsec / 2)}\nsystem_usec ${Math.ceil(c.cpuUsec / 2)}\nnr_periods 0\nnr_throttled 0\nthrottled_usec 0\n`,
+    );
     this.fs.files.set(`${d}/memory.current`, `${c.memory}\n`);
-    this.fs.files.set(`${d}/memory.stat`, `anon 4096000\nfile 6000000\nfile_mapped 100\ninactive_anon 0\nactive_anon 4096000\ninactive_file ${c.inactive}\nactive_file 1000\nunevictable 0\n`);
+    this.fs.files.set(
+      `${d}/memory.stat`,
+      `anon 4096000\nfile 6000000\nfile_mapped 100\ninactive_anon 0\nactive_anon 4096000\ninactive_file ${c.inactive}\nactive_file 1000\nunevictable 0\n`,
+    );
     const fc = this.engine.containers.get(id);
     if (fc) {
       this.fs.files.set(`${PROC}/${fc.pid}/net/dev`, netDev(c.rx, c.tx));
@@ -331,15 +343,17 @@ class Host {
   }
 
   sampler(opts: Partial<ContainerStatsOptions> = {}): Required<ContainerStatsSampler> {
-    return closable(createCgroupStatsSampler(this.engine.client, {
-      workerId: () => this.workerId,
-      now: () => this.clock.wall,
-      mono: () => this.clock.mono,
-      cgroupRoot: ROOT,
-      procRoot: PROC,
-      fs: this.fs,
-      ...opts,
-    }));
+    return closable(
+      createCgroupStatsSampler(this.engine.client, {
+        workerId: () => this.workerId,
+        now: () => this.clock.wall,
+        mono: () => this.clock.mono,
+        cgroupRoot: ROOT,
+        procRoot: PROC,
+        fs: this.fs,
+        ...opts,
+      }),
+    );
   }
 
   /** Time passes between samples (less than the storage interval unless told). */
@@ -371,8 +385,17 @@ const F = idOf(0xf0);
 describe('cgroup stats sampler: steady state', () => {
   it('after the first sample, readings come from the open files with zero Engine calls', async () => {
     const host = new Host();
-    host.add({ id: A, labels: ours('dep-1'), startedAt: '2026-03-01T11:00:00.250Z', counters: { cpuUsec: 1_500_000, memory: 10_000_000, inactive: 2_000_000, rx: 5_000, tx: 3_000 } });
-    host.add({ id: B, labels: ours('dep-2', { [LABEL.serviceId]: 'svc-b', [LABEL.organizationId]: 'org-b' }), startedAt: '2026-03-01T11:30:00Z' });
+    host.add({
+      id: A,
+      labels: ours('dep-1'),
+      startedAt: '2026-03-01T11:00:00.250Z',
+      counters: { cpuUsec: 1_500_000, memory: 10_000_000, inactive: 2_000_000, rx: 5_000, tx: 3_000 },
+    });
+    host.add({
+      id: B,
+      labels: ours('dep-2', { [LABEL.serviceId]: 'svc-b', [LABEL.organizationId]: 'org-b' }),
+      startedAt: '2026-03-01T11:30:00Z',
+    });
     const sampler = host.sampler();
 
     const first = await sampler.sample();
@@ -398,7 +421,12 @@ describe('cgroup stats sampler: steady state', () => {
       networkBytes: 8_000,
       storageBytes: undefined,
     });
-    expect(byId(first).get(B)).toMatchObject({ deploymentId: 'dep-2', serviceId: 'svc-b', organizationId: 'org-b', startedAtMs: Date.parse('2026-03-01T11:30:00Z') });
+    expect(byId(first).get(B)).toMatchObject({
+      deploymentId: 'dep-2',
+      serviceId: 'svc-b',
+      organizationId: 'org-b',
+      startedAtMs: Date.parse('2026-03-01T11:30:00Z'),
+    });
 
     await settle();
     const before = host.engine.calls.length;
@@ -408,7 +436,12 @@ describe('cgroup stats sampler: steady state', () => {
       const s = await sampler.sample();
       expect(s.via).toEqual({ cgroup: 2, engine: 0 });
       expect(s.wallMs).toBe(host.clock.wall);
-      expect(byId(s).get(A)).toMatchObject({ cpuNs: (1_500_000 + i * 100_000) * 1000, networkBytes: 8_000 + i, memoryBytes: 9_000_000, storageBytes: 4096 });
+      expect(byId(s).get(A)).toMatchObject({
+        cpuNs: (1_500_000 + i * 100_000) * 1000,
+        networkBytes: 8_000 + i,
+        memoryBytes: 9_000_000,
+        storageBytes: 4096,
+      });
     }
     expect(host.engine.since(before)).toEqual([]);
     // Files opened once: 4 per container (cpu.stat, memory.current, memory.stat, net/dev).
@@ -450,17 +483,46 @@ describe('cgroup stats sampler: steady state', () => {
     const memDir = `${ROOT}/memory/docker/${A}`;
     fs.files.set(`${cpuDir}/cpuacct.usage`, '19975725123\n');
     fs.files.set(`${memDir}/memory.usage_in_bytes`, '4206592\n');
-    fs.files.set(`${memDir}/memory.stat`, 'cache 2461696\nrss 1744896\ninactive_file 1\ntotal_cache 2461696\ntotal_inactive_file 1900544\ntotal_active_file 557056\n');
+    fs.files.set(
+      `${memDir}/memory.stat`,
+      'cache 2461696\nrss 1744896\ninactive_file 1\ntotal_cache 2461696\ntotal_inactive_file 1900544\ntotal_active_file 557056\n',
+    );
     fs.files.set(`${PROC}/777/cgroup`, `12:memory:/docker/${A}\n4:cpu,cpuacct:/docker/${A}\n1:name=systemd:/docker/${A}\n`);
     fs.files.set(`${PROC}/777/net/dev`, netDev(100, 23));
     engine.containers.set(A, {
-      id: A, labels: ours('dep-v1'), running: true, startedAt: '2026-03-01T11:00:00Z', created: '2026-03-01T10:00:00Z', pid: 777,
-      networkMode: 'bridge', sizeRw: 0, stats: { cpuNs: 0, usage: 0, inactive: 0, rx: 0, tx: 0 },
+      id: A,
+      labels: ours('dep-v1'),
+      running: true,
+      startedAt: '2026-03-01T11:00:00Z',
+      created: '2026-03-01T10:00:00Z',
+      pid: 777,
+      networkMode: 'bridge',
+      sizeRw: 0,
+      stats: { cpuNs: 0, usage: 0, inactive: 0, rx: 0, tx: 0 },
     });
-    const sampler = closable(createCgroupStatsSampler(engine.client, { workerId: () => WORKER, now: () => 1, mono: () => 1, cgroupRoot: ROOT, procRoot: PROC, fs }));
+    const sampler = closable(
+      createCgroupStatsSampler(engine.client, {
+        workerId: () => WORKER,
+        now: () => 1,
+        mono: () => 1,
+        cgroupRoot: ROOT,
+        procRoot: PROC,
+        fs,
+      }),
+    );
     const s = await sampler.sample();
     expect(s.containers).toEqual([
-      { containerId: A, deploymentId: 'dep-v1', serviceId: 'svc-of-dep-v1', organizationId: 'org-7', startedAtMs: Date.parse('2026-03-01T11:00:00Z'), cpuNs: 19975725123, memoryBytes: 4206592 - 1900544, networkBytes: 123, storageBytes: undefined },
+      {
+        containerId: A,
+        deploymentId: 'dep-v1',
+        serviceId: 'svc-of-dep-v1',
+        organizationId: 'org-7',
+        startedAtMs: Date.parse('2026-03-01T11:00:00Z'),
+        cpuNs: 19975725123,
+        memoryBytes: 4206592 - 1900544,
+        networkBytes: 123,
+        storageBytes: undefined,
+      },
     ]);
     expect(s.via).toEqual({ cgroup: 1, engine: 0 });
     sampler.close();
@@ -546,7 +608,7 @@ describe('cgroup stats sampler: which containers are metered', () => {
     let release!: () => void;
     const stalled = new Promise<void>((r) => (release = r));
     const answer = host.engine.client.request.bind(host.engine.client);
-    (host.engine.client as unknown as { request: EngineClient['request'] }).request = async <T,>(req: EngineRequest): Promise<T> => {
+    (host.engine.client as unknown as { request: EngineClient['request'] }).request = async <T>(req: EngineRequest): Promise<T> => {
       if (req.path === '/containers/json') await stalled;
       return answer<T>(req);
     };
@@ -645,7 +707,12 @@ describe('cgroup stats sampler: containers that come and go', () => {
     before = host.engine.calls.length;
     const after = await sampler.sample();
     expect(host.engine.since(before)).toEqual(['GET /containers/json', `GET /containers/${A}/json`]);
-    expect(byId(after).get(A)).toMatchObject({ startedAtMs: Date.parse('2026-03-01T12:00:07Z'), cpuNs: 20_000_000, memoryBytes: 3_000_000, networkBytes: 30 });
+    expect(byId(after).get(A)).toMatchObject({
+      startedAtMs: Date.parse('2026-03-01T12:00:07Z'),
+      cpuNs: 20_000_000,
+      memoryBytes: 3_000_000,
+      networkBytes: 30,
+    });
     expect(host.fs.fds.size).toBe(8);
 
     host.tick();
@@ -659,7 +726,14 @@ describe('cgroup stats sampler: containers that come and go', () => {
     const host = new Host('cgroupfs'); // <root>/docker appears with the first container
     const sampler = host.sampler();
     const s = await sampler.sample();
-    expect(s).toEqual({ wallMs: host.clock.wall, monoMs: host.clock.mono, listedAtMs: host.clock.wall, containers: [], failed: { count: 0 }, via: { cgroup: 0, engine: 0 } });
+    expect(s).toEqual({
+      wallMs: host.clock.wall,
+      monoMs: host.clock.mono,
+      listedAtMs: host.clock.wall,
+      containers: [],
+      failed: { count: 0 },
+      via: { cgroup: 0, engine: 0 },
+    });
     // /info, and the first storage-size list (ownership labels only): nothing else.
     expect(host.engine.since(0)).toEqual(['GET /info', 'GET /containers/json']);
     expect(JSON.parse(host.engine.calls[1]!.query!.filters as string)).toEqual({ label: ownershipFilter(WORKER) });
@@ -693,11 +767,23 @@ describe('cgroup stats sampler: the Engine path, per container', () => {
     const host = new Host();
     host.add({ id: A });
     // The agent in its own pid namespace: pid 4242 here is some other process.
-    const b = host.add({ id: B, labels: ours('dep-2'), pid: 4242, procCgroupId: idOf(0x99), counters: { cpuUsec: 7_000_000, memory: 5_000, inactive: 1_000, rx: 1, tx: 2 } });
+    const b = host.add({
+      id: B,
+      labels: ours('dep-2'),
+      pid: 4242,
+      procCgroupId: idOf(0x99),
+      counters: { cpuUsec: 7_000_000, memory: 5_000, inactive: 1_000, rx: 1, tx: 2 },
+    });
     const sampler = host.sampler();
     const s = await sampler.sample();
     expect(s.via).toEqual({ cgroup: 1, engine: 1, note: `pid 4242 of ${B.slice(0, 12)} is not visible in ${PROC}` });
-    expect(byId(s).get(B)).toMatchObject({ deploymentId: 'dep-2', startedAtMs: Date.parse(b.startedAt), cpuNs: 7_000_000_000, memoryBytes: 4_000, networkBytes: 3 });
+    expect(byId(s).get(B)).toMatchObject({
+      deploymentId: 'dep-2',
+      startedAtMs: Date.parse(b.startedAt),
+      cpuNs: 7_000_000_000,
+      memoryBytes: 4_000,
+      networkBytes: 3,
+    });
     expect(host.fs.opened.filter((p) => p.includes(B) || p.startsWith(`${PROC}/4242/`))).toEqual([]);
     await settle();
 
@@ -801,7 +887,7 @@ describe('cgroup stats sampler: the Engine path, per container', () => {
     expect(s.failed).toEqual({ count: 1, error: 'HTTP 500: injected' });
   });
 
-  it('host network (or another container\'s): networkBytes 0 and no net/dev opened', async () => {
+  it("host network (or another container's): networkBytes 0 and no net/dev opened", async () => {
     const host = new Host();
     const a = host.add({ id: A, networkMode: 'host', counters: { rx: 999, tx: 999 } });
     const b = host.add({ id: B, labels: ours('dep-2'), networkMode: `container:${A}`, counters: { rx: 999, tx: 999 } });
@@ -900,7 +986,9 @@ describe('cgroup stats sampler: lifecycle', () => {
     expect(s.containers).toHaveLength(2);
     expect(host.fs.fds.size).toBe(8);
     // /info is not asked again: the layout is kept.
-    expect(host.engine.since(before).sort()).toEqual(['GET /containers/json', `GET /containers/${A}/json`, `GET /containers/${B}/json`].sort());
+    expect(host.engine.since(before).sort()).toEqual(
+      ['GET /containers/json', `GET /containers/${A}/json`, `GET /containers/${B}/json`].sort(),
+    );
     sampler.close();
   });
 

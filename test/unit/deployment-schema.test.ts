@@ -89,11 +89,21 @@ const hostile: [string, () => unknown, string, string][] = [
   ['env value is a number', with_((d) => (d.environmentVars = { A: 1 })), 'environmentVars.A', 'must be a string'],
   ['env value contains NUL', with_((d) => (d.environmentVars = { A: 'x\0y' })), 'environmentVars.A', 'without NUL'],
   ['env value over 32 KiB', with_((d) => (d.environmentVars = { A: 'x'.repeat(32 * 1024 + 1) })), 'environmentVars.A', '32 KiB'],
-  ['201 env vars', with_((d) => (d.environmentVars = Object.fromEntries(Array.from({ length: 201 }, (_, i) => [`V${i}`, 'x'])))), 'environmentVars', 'at most 200'],
+  [
+    '201 env vars',
+    with_((d) => (d.environmentVars = Object.fromEntries(Array.from({ length: 201 }, (_, i) => [`V${i}`, 'x'])))),
+    'environmentVars',
+    'at most 200',
+  ],
   ['cpuCores is 0', with_((d) => (d.resourceLimits.cpuCores = 0)), 'resourceLimits.cpuCores', 'at least 0.01'],
   ['cpuCores is negative', with_((d) => (d.resourceLimits.cpuCores = -2)), 'resourceLimits.cpuCores', 'at least 0.01'],
   // Rounds to 0 NanoCPUs, which Swarm reads as "no CPU limit at all".
-  ['cpuCores is 1e-10', with_((d) => (d.resourceLimits.cpuCores = 1e-10)), 'resourceLimits.cpuCores', 'smallest CPU limit Docker can enforce'],
+  [
+    'cpuCores is 1e-10',
+    with_((d) => (d.resourceLimits.cpuCores = 1e-10)),
+    'resourceLimits.cpuCores',
+    'smallest CPU limit Docker can enforce',
+  ],
   // A 0.5 ms CFS quota per 100 ms: the kernel refuses it, so every task would fail at start.
   ['cpuCores is 0.005', with_((d) => (d.resourceLimits.cpuCores = 0.005)), 'resourceLimits.cpuCores', 'at least 0.01'],
   ['cpuCores is 257', with_((d) => (d.resourceLimits.cpuCores = 257)), 'resourceLimits.cpuCores', 'at most 256'],
@@ -116,7 +126,12 @@ const hostile: [string, () => unknown, string, string][] = [
   ['command has NUL', with_((d) => (d.command = ['sh', 'a\0b'])), 'command[1]', 'without NUL'],
   ['command has a number', with_((d) => (d.command = ['sleep', 5])), 'command[1]', 'string'],
   ['secrets is an object', with_((d) => (d.secrets = { name: 'x', value: SECRET })), 'secrets', 'array'],
-  ['51 secrets', with_((d) => (d.secrets = Array.from({ length: 51 }, (_, i) => ({ name: `s${i}`, value: SECRET })))), 'secrets', 'at most 50'],
+  [
+    '51 secrets',
+    with_((d) => (d.secrets = Array.from({ length: 51 }, (_, i) => ({ name: `s${i}`, value: SECRET })))),
+    'secrets',
+    'at most 50',
+  ],
   ['secret name starts with a dot', with_((d) => (d.secrets[0].name = '.hidden')), 'secrets[0].name', 'must match'],
   ['secret name has a slash', with_((d) => (d.secrets[0].name = 'a/b')), 'secrets[0].name', 'must match'],
   ['secret name is 65 characters', with_((d) => (d.secrets[0].name = 'n'.repeat(65))), 'secrets[0].name', 'must match'],
@@ -131,11 +146,31 @@ const hostile: [string, () => unknown, string, string][] = [
   ['secret mountPath is a directory', with_((d) => (d.secrets[0].mountPath = '/run/secrets/')), 'secrets[0].mountPath', 'file path'],
   ['secret envVarName has a dash', with_((d) => (d.secrets[0].envVarName = 'DB-PASS')), 'secrets[0].envVarName', 'must match'],
   ['duplicate secret names', with_((d) => d.secrets.push({ name: 'db-password', value: 'other' })), 'secrets[1].name', 'duplicates'],
-  ['two secrets on one path', with_((d) => d.secrets.push({ name: 'other', value: 'v', mountPath: '/run/secrets/DB_PASSWORD' })), 'secrets[1]', 'same path'],
-  ['two secrets share an envVarName', with_((d) => d.secrets.push({ name: 'other', value: 'v', envVarName: 'DB_PASSWORD', mountPath: '/x/y' })), 'secrets[1].envVarName', 'duplicates'],
-  ['secret _FILE collides with env', with_((d) => (d.environmentVars.DB_PASSWORD_FILE = '/x')), 'secrets[0].envVarName', 'DB_PASSWORD_FILE'],
+  [
+    'two secrets on one path',
+    with_((d) => d.secrets.push({ name: 'other', value: 'v', mountPath: '/run/secrets/DB_PASSWORD' })),
+    'secrets[1]',
+    'same path',
+  ],
+  [
+    'two secrets share an envVarName',
+    with_((d) => d.secrets.push({ name: 'other', value: 'v', envVarName: 'DB_PASSWORD', mountPath: '/x/y' })),
+    'secrets[1].envVarName',
+    'duplicates',
+  ],
+  [
+    'secret _FILE collides with env',
+    with_((d) => (d.environmentVars.DB_PASSWORD_FILE = '/x')),
+    'secrets[0].envVarName',
+    'DB_PASSWORD_FILE',
+  ],
   ['registry password is a number', with_((d) => (d.registryAuth.password = 123456789)), 'registryAuth.password', 'must be a string'],
-  ['registry password is an object holding it', with_((d) => (d.registryAuth.password = { v: PASSWORD })), 'registryAuth.password', 'must be a string'],
+  [
+    'registry password is an object holding it',
+    with_((d) => (d.registryAuth.password = { v: PASSWORD })),
+    'registryAuth.password',
+    'must be a string',
+  ],
   ['registryAuth without serveraddress', with_((d) => delete d.registryAuth.serveraddress), 'registryAuth.serveraddress', 'is required'],
   ['registryAuth is a string', with_((d) => (d.registryAuth = `deployer:${PASSWORD}`)), 'registryAuth', 'must be an object'],
   ['deployment is null', () => null, 'deployment', 'must be an object'],
@@ -160,7 +195,9 @@ describe('parseDesiredSet: hostile deployments', () => {
   });
 
   it('reports the exact memory rule text', () => {
-    expect(rejectOne(with_((d) => (d.resourceLimits.memoryMb = 2))()).message).toBe('resourceLimits.memoryMb: must be an integer between 6 (the smallest memory limit Docker accepts) and 1048576');
+    expect(rejectOne(with_((d) => (d.resourceLimits.memoryMb = 2))()).message).toBe(
+      'resourceLimits.memoryMb: must be an integer between 6 (the smallest memory limit Docker accepts) and 1048576',
+    );
   });
 
   it('cuts hostile env names in the field path', () => {
@@ -187,7 +224,13 @@ describe('parseDesiredSet: envelope', () => {
 
   it('accepts an empty set and exactly 1000 entries', () => {
     expect(parseDesiredSet(body())).toEqual({ ok: true, deployments: [], rejected: [] });
-    const many = Array.from({ length: 1000 }, (_, i) => ({ ...base(), id: `d${i}`, serviceId: `s${i}`, externalPort: undefined, internalPort: undefined }));
+    const many = Array.from({ length: 1000 }, (_, i) => ({
+      ...base(),
+      id: `d${i}`,
+      serviceId: `s${i}`,
+      externalPort: undefined,
+      internalPort: undefined,
+    }));
     const r = parseDesiredSet(body(...many));
     expect(r.ok && r.deployments.length).toBe(1000);
   });
@@ -198,7 +241,9 @@ describe('parseDesiredSet: envelope', () => {
     expect(r.ok).toBe(true);
     if (!r.ok) return;
     expect(r.deployments.map((d) => d.id)).toEqual(['dep_1']);
-    expect(r.rejected).toEqual([{ id: 'dep_bad', serviceId: 'svc_bad', field: 'imageTag', message: expect.stringContaining('imageTag: ') }]);
+    expect(r.rejected).toEqual([
+      { id: 'dep_bad', serviceId: 'svc_bad', field: 'imageTag', message: expect.stringContaining('imageTag: ') },
+    ]);
   });
 });
 
@@ -212,7 +257,10 @@ describe('parseDesiredSet: cross-deployment rules', () => {
   it('rejects every repeat of an id after the first', () => {
     const r = parse(base(), { ...base(), serviceId: 'svc_2', externalPort: 30081 }, { ...base(), serviceId: 'svc_3', externalPort: 30082 });
     expect(r.deployments.map((d) => d.serviceId)).toEqual(['svc_1']);
-    expect(r.rejected.map((x) => [x.id, x.field])).toEqual([['dep_1', 'id'], ['dep_1', 'id']]);
+    expect(r.rejected.map((x) => [x.id, x.field])).toEqual([
+      ['dep_1', 'id'],
+      ['dep_1', 'id'],
+    ]);
   });
 
   it('rejects a second deployment for one serviceId', () => {
@@ -274,27 +322,49 @@ describe('parseDesiredSet: what is accepted', () => {
 
   it('keeps an env var named __proto__ as a plain own key', () => {
     const d = one({ ...base(), environmentVars: JSON.parse('{"__proto__":"x","A":"1"}') });
-    expect(Object.entries(d.environmentVars)).toEqual([['__proto__', 'x'], ['A', '1']]);
+    expect(Object.entries(d.environmentVars)).toEqual([
+      ['__proto__', 'x'],
+      ['A', '1'],
+    ]);
   });
 
   it('accepts secrets by mount path or env name, and odd but legal names', () => {
-    const d = one({ ...base(), secrets: [{ name: 'A.b_c-1', value: 'v', mountPath: '/etc/app/key.pem' }, { name: '9', value: 'w' }] });
+    const d = one({
+      ...base(),
+      secrets: [
+        { name: 'A.b_c-1', value: 'v', mountPath: '/etc/app/key.pem' },
+        { name: '9', value: 'w' },
+      ],
+    });
     expect(d.secrets!.map((s) => s.name)).toEqual(['A.b_c-1', '9']);
   });
 });
 
-describe('parseDesiredSet: limits at the engine\'s minimums', () => {
+describe("parseDesiredSet: limits at the engine's minimums", () => {
   it('accepts exactly the smallest CPU and memory limits Docker can run', () => {
     const r = parseDesiredSet(body({ ...base(), resourceLimits: { cpuCores: 0.01, memoryMb: 6 } }));
     expect(r.ok && r.deployments.map((d) => d.resourceLimits)).toEqual([{ cpuCores: 0.01, memoryMb: 6 }]);
   });
 });
 
-describe('parseDesiredSet: CPU limit above the host\'s CPUs', () => {
-  it('is refused per deployment when the host\'s CPU count is known (dockerd would refuse every task)', () => {
-    const r = parseDesiredSet(body({ ...base(), resourceLimits: { cpuCores: 2.5, memoryMb: 64 } }, { ...base(), id: 'dep_2', serviceId: 'svc_2', externalPort: 30081, resourceLimits: { cpuCores: 2, memoryMb: 64 } }), { hostCpus: 2 });
+describe("parseDesiredSet: CPU limit above the host's CPUs", () => {
+  it("is refused per deployment when the host's CPU count is known (dockerd would refuse every task)", () => {
+    const r = parseDesiredSet(
+      body(
+        { ...base(), resourceLimits: { cpuCores: 2.5, memoryMb: 64 } },
+        { ...base(), id: 'dep_2', serviceId: 'svc_2', externalPort: 30081, resourceLimits: { cpuCores: 2, memoryMb: 64 } },
+      ),
+      { hostCpus: 2 },
+    );
     expect(r.ok && r.deployments.map((d) => d.id)).toEqual(['dep_2']);
-    expect(r.ok && r.rejected).toEqual([{ id: 'dep_1', serviceId: 'svc_1', field: 'resourceLimits.cpuCores', message: 'resourceLimits.cpuCores: must be at most 2 (the CPUs this host has; Docker refuses a larger limit)' }]);
+    expect(r.ok && r.rejected).toEqual([
+      {
+        id: 'dep_1',
+        serviceId: 'svc_1',
+        field: 'resourceLimits.cpuCores',
+        message: 'resourceLimits.cpuCores: must be at most 2 (the CPUs this host has; Docker refuses a larger limit)',
+      },
+    ]);
     expect(parseDesiredSet(body({ ...base(), resourceLimits: { cpuCores: 2.5, memoryMb: 64 } }))).toMatchObject({ ok: true, rejected: [] });
   });
 });
@@ -307,7 +377,9 @@ describe('parseDesiredSet: nesting depth', () => {
     const r = parseDesiredSet(body(hostile, base()));
     if (!r.ok) throw new Error(r.error);
     expect(r.deployments.map((d) => d.id)).toEqual(['dep_1']);
-    expect(r.rejected).toEqual([{ id: 'dep_deep', serviceId: 'svc_deep', field: 'extra', message: 'extra: is nested deeper than 64 levels' }]);
+    expect(r.rejected).toEqual([
+      { id: 'dep_deep', serviceId: 'svc_deep', field: 'extra', message: 'extra: is nested deeper than 64 levels' },
+    ]);
     // What is kept for a restart serialises (the raw body would not: JSON.stringify runs out of stack) and reads back alike.
     expect(() => JSON.stringify(body(hostile))).toThrow(RangeError);
     const again = parseDesiredSet(JSON.parse(JSON.stringify(storableDesiredSet(body(hostile, base())))));
@@ -317,7 +389,11 @@ describe('parseDesiredSet: nesting depth', () => {
   it('accepts unknown fields up to the bound and rejects one level more', () => {
     // The deployment is level 1, so a field may hold 63 levels.
     expect(parseDesiredSet(body({ ...base(), extra: deep(63) }))).toMatchObject({ ok: true, rejected: [] });
-    expect(parseDesiredSet(body({ ...base(), extra: deep(64) }))).toMatchObject({ ok: true, deployments: [], rejected: [{ field: 'extra' }] });
+    expect(parseDesiredSet(body({ ...base(), extra: deep(64) }))).toMatchObject({
+      ok: true,
+      deployments: [],
+      rejected: [{ field: 'extra' }],
+    });
   });
 
   it('keeps only data.deployments for a restart: a deep sibling of it changes nothing', () => {
@@ -327,26 +403,42 @@ describe('parseDesiredSet: nesting depth', () => {
   });
 
   it('refuses the whole answer when a too-deep entry is not even an object (a malformed list, not a bad deployment)', () => {
-    expect(parseDesiredSet(body(deep(10_000), base()))).toEqual({ ok: false, error: 'data.deployments[0] is nested deeper than 64 levels' });
+    expect(parseDesiredSet(body(deep(10_000), base()))).toEqual({
+      ok: false,
+      error: 'data.deployments[0] is nested deeper than 64 levels',
+    });
   });
 });
 
 describe('parseDesiredSet: host ports', () => {
-  const policy = { statusPort: 9740, allowed: [{ from: 80, to: 80 }, { from: 7946, to: 7946 }] };
-  const withPort = (externalPort: number, extra: Raw = {}) => ({ ...base(), id: `dep_${externalPort}`, serviceId: `svc_${externalPort}`, externalPort, ...extra });
+  const policy = {
+    statusPort: 9740,
+    allowed: [
+      { from: 80, to: 80 },
+      { from: 7946, to: 7946 },
+    ],
+  };
+  const withPort = (externalPort: number, extra: Raw = {}) => ({
+    ...base(),
+    id: `dep_${externalPort}`,
+    serviceId: `svc_${externalPort}`,
+    externalPort,
+    ...extra,
+  });
   const verdicts = (...ports: number[]) => {
     const r = parseDesiredSet(body(...ports.map((p) => withPort(p))), { hostPorts: policy });
     if (!r.ok) throw new Error(r.error);
     return { ran: r.deployments.map((d) => d.externalPort), refused: Object.fromEntries(r.rejected.map((x) => [x.id, x.message])) };
   };
 
-  it('refuses the status port, the host\'s reserved ports and the privileged range, per deployment, naming the field', () => {
+  it("refuses the status port, the host's reserved ports and the privileged range, per deployment, naming the field", () => {
     const v = verdicts(9740, 22, 443, 1023, 2375, 2376, 2377, 4789, 30080);
     expect(v.ran).toEqual([30080]);
     expect(v.refused).toEqual({
       dep_9740: "externalPort: port 9740 is this agent's status API port (statusListen)",
       dep_22: 'externalPort: port 22 is reserved for SSH on this host; an operator may allow it with allowedHostPorts',
-      dep_443: "externalPort: port 443 is below 1024 (reserved for the host's own services); an operator may allow it with allowedHostPorts",
+      dep_443:
+        "externalPort: port 443 is below 1024 (reserved for the host's own services); an operator may allow it with allowedHostPorts",
       dep_1023: expect.stringContaining('below 1024'),
       dep_2375: expect.stringContaining('Docker Engine API'),
       dep_2376: expect.stringContaining('Docker Engine API over TLS'),
@@ -362,8 +454,12 @@ describe('parseDesiredSet: host ports', () => {
   });
 
   it("never publishes the agent's metrics port either", () => {
-    const r = parseDesiredSet(body(withPort(9741)), { hostPorts: { statusPort: 9740, metricsPort: 9741, allowed: [{ from: 1, to: 65535 }] } });
-    expect(r.ok && r.rejected.map((x) => [x.field, x.message])).toEqual([['externalPort', expect.stringContaining("this agent's metrics port (metricsListen)")]]);
+    const r = parseDesiredSet(body(withPort(9741)), {
+      hostPorts: { statusPort: 9740, metricsPort: 9741, allowed: [{ from: 1, to: 65535 }] },
+    });
+    expect(r.ok && r.rejected.map((x) => [x.field, x.message])).toEqual([
+      ['externalPort', expect.stringContaining("this agent's metrics port (metricsListen)")],
+    ]);
   });
 
   it('refuses a stopped deployment naming a reserved port too (starting it is one scale away)', () => {
@@ -379,8 +475,15 @@ describe('parseDesiredSet: host ports', () => {
 
 describe('parsePortRanges (allowedHostPorts)', () => {
   it('reads lists and ranges from a string or an array, and names a bad entry', () => {
-    expect(parsePortRanges('80, 443,8000-8100')).toEqual([{ from: 80, to: 80 }, { from: 443, to: 443 }, { from: 8000, to: 8100 }]);
-    expect(parsePortRanges([22, '2377'])).toEqual([{ from: 22, to: 22 }, { from: 2377, to: 2377 }]);
+    expect(parsePortRanges('80, 443,8000-8100')).toEqual([
+      { from: 80, to: 80 },
+      { from: 443, to: 443 },
+      { from: 8000, to: 8100 },
+    ]);
+    expect(parsePortRanges([22, '2377'])).toEqual([
+      { from: 22, to: 22 },
+      { from: 2377, to: 2377 },
+    ]);
     expect(parsePortRanges('')).toEqual([]);
     expect(parsePortRanges('80,http')).toBe('entry "http" must be a port (1-65535) or a range "from-to"');
     expect(parsePortRanges('0')).toMatch(/must be a port/);
@@ -404,18 +507,34 @@ describe('isValidImageReference', () => {
     'my--app',
   ])('accepts %s', (ref) => expect(isValidImageReference(ref)).toBe(true));
 
-  it.each(['', 'App', 'app:', 'app:-x', 'app@sha256:ABC', `app@sha512:${'a'.repeat(128)}`, 'reg.io:0/app', 'app/', '/app', 'a..b', 'a_-b', 'app:1:2', 'app tag', 'reg_io.com/app'])(
-    'rejects %j',
-    (ref) => expect(isValidImageReference(ref)).toBe(false),
-  );
+  it.each([
+    '',
+    'App',
+    'app:',
+    'app:-x',
+    'app@sha256:ABC',
+    `app@sha512:${'a'.repeat(128)}`,
+    'reg.io:0/app',
+    'app/',
+    '/app',
+    'a..b',
+    'a_-b',
+    'app:1:2',
+    'app tag',
+    'reg_io.com/app',
+  ])('rejects %j', (ref) => expect(isValidImageReference(ref)).toBe(false));
 });
 
 describe('unmappable: a panel row that cannot become a deployment', () => {
   it("is rejected with the panel's reason, keeping id and serviceId so the service is left alone", () => {
-    const r = parseDesiredSet(body({ id: 'dep_9', serviceId: 'svc_9', unmappable: 'container_services.resource_limits.memory_mb: must be at least 4' }, base()));
+    const r = parseDesiredSet(
+      body({ id: 'dep_9', serviceId: 'svc_9', unmappable: 'container_services.resource_limits.memory_mb: must be at least 4' }, base()),
+    );
     if (!r.ok) throw new Error(r.error);
     expect(r.deployments.map((d) => d.id)).toEqual(['dep_1']);
-    expect(r.rejected).toEqual([{ id: 'dep_9', serviceId: 'svc_9', field: 'unmappable', message: 'container_services.resource_limits.memory_mb: must be at least 4' }]);
+    expect(r.rejected).toEqual([
+      { id: 'dep_9', serviceId: 'svc_9', field: 'unmappable', message: 'container_services.resource_limits.memory_mb: must be at least 4' },
+    ]);
   });
 
   it('wins over otherwise valid fields, escapes control characters and caps the length', () => {

@@ -8,21 +8,37 @@ import { redact } from '../../src/secret.js';
 
 function dep(over: Record<string, unknown> = {}): Deployment {
   const r = parseDeployment({
-    id: 'd1', serviceId: 's1', organizationId: 'o1', slug: 'app', imageTag: 'nginx:1', desiredState: 'running',
-    environmentVars: {}, resourceLimits: { cpuCores: 1, memoryMb: 64 }, internalPort: 80, ...over,
+    id: 'd1',
+    serviceId: 's1',
+    organizationId: 'o1',
+    slug: 'app',
+    imageTag: 'nginx:1',
+    desiredState: 'running',
+    environmentVars: {},
+    resourceLimits: { cpuCores: 1, memoryMb: 64 },
+    internalPort: 80,
+    ...over,
   });
   if (!r.ok) throw new Error(r.rejected.message);
   return r.deployment;
 }
 const svc = { id: 'svc1', replicas: 1 };
 const task = (state: string, over: Partial<TaskObservation> = {}): TaskObservation => ({
-  serviceId: 'svc1', desiredState: state === 'running' ? 'running' : 'shutdown', state, timestamp: '2026-11-25T10:00:00Z', hostPorts: [], ...over,
+  serviceId: 'svc1',
+  desiredState: state === 'running' ? 'running' : 'shutdown',
+  state,
+  timestamp: '2026-11-25T10:00:00Z',
+  hostPorts: [],
+  ...over,
 });
 
 describe('deriveStatus', () => {
   it('deploying while no service exists yet, failed when creating it failed', () => {
     expect(deriveStatus(dep(), undefined, []).status).toBe('deploying');
-    expect(deriveStatus(dep(), undefined, [], 'creating service: boom')).toMatchObject({ status: 'failed', message: 'creating service: boom' });
+    expect(deriveStatus(dep(), undefined, [], 'creating service: boom')).toMatchObject({
+      status: 'failed',
+      message: 'creating service: boom',
+    });
   });
 
   it('running when the desired replicas run, with container id and the port Docker chose', () => {
@@ -32,12 +48,18 @@ describe('deriveStatus', () => {
 
   it('a single failed task is not yet failed (restarts happen); two are', () => {
     expect(deriveStatus(dep(), svc, [task('failed', { err: 'x' })]).status).toBe('deploying');
-    const d = deriveStatus(dep(), svc, [task('failed', { err: 'task: non-zero exit (3)', exitCode: 3, timestamp: '2026-11-25T10:00:02Z' }), task('failed', { err: 'older' })]);
+    const d = deriveStatus(dep(), svc, [
+      task('failed', { err: 'task: non-zero exit (3)', exitCode: 3, timestamp: '2026-11-25T10:00:02Z' }),
+      task('failed', { err: 'older' }),
+    ]);
     expect(d).toMatchObject({ status: 'failed', message: 'task: non-zero exit (3) (exit code 3)' });
   });
 
   it('a rejected task (missing image) is failed at once, with the reason', () => {
-    expect(deriveStatus(dep(), svc, [task('rejected', { err: 'No such image: x:1' })])).toMatchObject({ status: 'failed', message: 'No such image: x:1' });
+    expect(deriveStatus(dep(), svc, [task('rejected', { err: 'No such image: x:1' })])).toMatchObject({
+      status: 'failed',
+      message: 'No such image: x:1',
+    });
   });
 
   it('stopped when desiredState is stopped and nothing runs', () => {
@@ -46,7 +68,9 @@ describe('deriveStatus', () => {
   });
 
   it('rolled_back when Swarm rolled the update back', () => {
-    expect(deriveStatus(dep(), { ...svc, updateState: 'rollback_completed', updateMessage: 'rollback completed' }, [task('running')])).toMatchObject({ status: 'rolled_back', message: 'rollback completed' });
+    expect(
+      deriveStatus(dep(), { ...svc, updateState: 'rollback_completed', updateMessage: 'rollback completed' }, [task('running')]),
+    ).toMatchObject({ status: 'rolled_back', message: 'rollback completed' });
   });
 
   it('ignores tasks of other services', () => {
@@ -59,7 +83,9 @@ describe('public URL', () => {
     const v = { ipAddress: '192.0.2.1', externalPort: 8080, slug: 'a b', serviceId: 's' };
     expect(renderPublicUrl('http://{ipAddress}:{externalPort}', v)).toBe('http://192.0.2.1:8080');
     expect(renderPublicUrl('https://{slug}.apps.example.com', v)).toBe('https://a%20b.apps.example.com');
-    expect(renderPublicUrl('http://{ipAddress}:{externalPort}', { ...v, ipAddress: 'fd00:0000:0000:0000:0000:0000:0000:0005' })).toBe('http://[fd00:0000:0000:0000:0000:0000:0000:0005]:8080');
+    expect(renderPublicUrl('http://{ipAddress}:{externalPort}', { ...v, ipAddress: 'fd00:0000:0000:0000:0000:0000:0000:0005' })).toBe(
+      'http://[fd00:0000:0000:0000:0000:0000:0000:0005]:8080',
+    );
     expect(renderPublicUrl('http://{ipAddress}:{externalPort}', { ...v, externalPort: null })).toBeNull();
   });
 });

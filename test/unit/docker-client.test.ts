@@ -137,7 +137,11 @@ describe('EngineClient over a unix socket', () => {
   });
 
   it('sends a body as JSON with its content type and length', async () => {
-    const r = await client().request<{ method: string; body: unknown }>({ method: 'POST', path: '/echo', body: { Name: 'svc', Labels: { a: 'b' } } });
+    const r = await client().request<{ method: string; body: unknown }>({
+      method: 'POST',
+      path: '/echo',
+      body: { Name: 'svc', Labels: { a: 'b' } },
+    });
     expect(r).toMatchObject({ method: 'POST', body: { Name: 'svc', Labels: { a: 'b' } } });
     expect(seen[0]!.headers['content-type']).toBe('application/json');
     expect(Number(seen[0]!.headers['content-length'])).toBe(Buffer.byteLength(seen[0]!.body));
@@ -194,7 +198,12 @@ describe('EngineClient over a unix socket', () => {
     const encoded = JSON.stringify(auth);
     // Padding is what Go's base64.URLEncoding wants; make sure this case has some.
     expect(Buffer.byteLength(encoded) % 3).not.toBe(0);
-    await client().request({ method: 'POST', path: '/echo', query: { fromImage: 'registry.example:5000/app', tag: '1' }, registryAuth: auth });
+    await client().request({
+      method: 'POST',
+      path: '/echo',
+      query: { fromImage: 'registry.example:5000/app', tag: '1' },
+      registryAuth: auth,
+    });
     const got = seen[0]!;
     const header = got.headers['x-registry-auth'];
     expect(typeof header).toBe('string');

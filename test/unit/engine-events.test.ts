@@ -180,7 +180,10 @@ async function startEngine(socketPath = nextSocketPath()): Promise<{ engine: Fak
 }
 
 /** A stream whose callbacks record into `log`, `events` and `delays`; not started. */
-function recordingStream(socketPath: string, { delayMs, timeoutMs, ...opts }: Partial<EngineEventStreamOptions> & { delayMs?: number; timeoutMs?: number } = {}) {
+function recordingStream(
+  socketPath: string,
+  { delayMs, timeoutMs, ...opts }: Partial<EngineEventStreamOptions> & { delayMs?: number; timeoutMs?: number } = {},
+) {
   const client = createDockerClient({ socketPath, timeoutMs: timeoutMs ?? CLIENT_TIMEOUT_MS });
   clients.push(client);
   const log: string[] = [];
@@ -223,7 +226,11 @@ describe('parseEngineEvent', () => {
   it('keeps an action with a detail, and a service event', () => {
     const health = parseEngineEvent(JSON.stringify({ ...dockerEvent('health_status: healthy', 'c1'), Action: 'health_status: healthy' }));
     expect(health?.action).toBe('health_status: healthy');
-    expect(parseEngineEvent('{"Type":"service","Action":"update","Actor":{"ID":"svc9","Attributes":{"name":"web","updatestate.new":"updating"}},"scope":"swarm","time":1,"timeNano":1}')).toEqual({
+    expect(
+      parseEngineEvent(
+        '{"Type":"service","Action":"update","Actor":{"ID":"svc9","Attributes":{"name":"web","updatestate.new":"updating"}},"scope":"swarm","time":1,"timeNano":1}',
+      ),
+    ).toEqual({
       type: 'service',
       action: 'update',
       id: 'svc9',
@@ -233,7 +240,11 @@ describe('parseEngineEvent', () => {
 
   it('drops attribute values that are not strings', () => {
     const e = parseEngineEvent(
-      JSON.stringify({ Type: 'container', Action: 'start', Actor: { ID: 'c1', Attributes: { name: 'web', exitCode: 137, flag: true, none: null, nested: { a: 'b' }, list: ['x'] } } }),
+      JSON.stringify({
+        Type: 'container',
+        Action: 'start',
+        Actor: { ID: 'c1', Attributes: { name: 'web', exitCode: 137, flag: true, none: null, nested: { a: 'b' }, list: ['x'] } },
+      }),
     );
     expect(e?.attributes).toEqual({ name: 'web' });
   });
@@ -246,7 +257,12 @@ describe('parseEngineEvent', () => {
       id: '',
       attributes: {},
     });
-    expect(parseEngineEvent('{"Type":"container","Action":"start","Actor":null}')).toEqual({ type: 'container', action: 'start', id: '', attributes: {} });
+    expect(parseEngineEvent('{"Type":"container","Action":"start","Actor":null}')).toEqual({
+      type: 'container',
+      action: 'start',
+      id: '',
+      attributes: {},
+    });
   });
 
   it.each([
@@ -328,7 +344,9 @@ describe('EngineEventStream', () => {
     const { stream, log, events } = recordingStream(socketPath);
     stream.start();
     await waitUntil(() => log.includes('connected'), 'onConnected');
-    const bytes = Buffer.from(`${JSON.stringify({ Type: 'container', Action: 'start', Actor: { ID: 'c1', Attributes: { name: 'café-☃' } } })}\n`);
+    const bytes = Buffer.from(
+      `${JSON.stringify({ Type: 'container', Action: 'start', Actor: { ID: 'c1', Attributes: { name: 'café-☃' } } })}\n`,
+    );
     const at = bytes.indexOf(Buffer.from('☃')) + 1; // inside the snowman's three bytes
     engine.last.write(bytes.subarray(0, at));
     await sleep(50);
@@ -413,33 +431,36 @@ describe('EngineEventStream', () => {
   it.each([
     ['a socket that does not exist', 'ENOENT', async (_path: string) => {}],
     ['a socket path nobody listens on', 'ECONNREFUSED', (path: string) => writeFile(path, '')],
-  ])('%s: onDisconnected once, retries keep going with growing failures, and it connects once the Engine is up', async (_what, code, prepare) => {
-    const socketPath = nextSocketPath();
-    await prepare(socketPath);
-    const { stream, log, delays } = recordingStream(socketPath, { delayMs: 10 });
-    stream.start();
-    await waitUntil(() => delays.length >= 6, 'six retries');
-    expect(delays.slice(0, 6)).toEqual([0, 1, 2, 3, 4, 5]);
-    expect(log).toHaveLength(1);
-    expect(log[0]).toMatch(new RegExp(`^disconnected: .*${code}`));
-    expect(stream.connected).toBe(false);
+  ])(
+    '%s: onDisconnected once, retries keep going with growing failures, and it connects once the Engine is up',
+    async (_what, code, prepare) => {
+      const socketPath = nextSocketPath();
+      await prepare(socketPath);
+      const { stream, log, delays } = recordingStream(socketPath, { delayMs: 10 });
+      stream.start();
+      await waitUntil(() => delays.length >= 6, 'six retries');
+      expect(delays.slice(0, 6)).toEqual([0, 1, 2, 3, 4, 5]);
+      expect(log).toHaveLength(1);
+      expect(log[0]).toMatch(new RegExp(`^disconnected: .*${code}`));
+      expect(stream.connected).toBe(false);
 
-    await rm(socketPath, { force: true });
-    const { engine } = await startEngine(socketPath);
-    await waitUntil(() => log.includes('connected'), 'the connect once the Engine is up');
-    expect(log.filter((l) => l.startsWith('disconnected'))).toHaveLength(1);
-    expect(stream.connected).toBe(true);
-    // The failures went on counting until then (only a minute-long stream resets them).
-    expect(delays).toEqual(delays.map((_d, i) => i));
-    const before = delays.length;
-    // A stream that was up is reported lost again, and retried with the next failure count.
-    engine.last.end();
-    await waitUntil(() => count(log, 'disconnected') === 2, 'the second disconnect');
-    await waitUntil(() => delays.length === before + 1, 'the retry');
-    expect(delays.at(-1)).toBe(before);
-  });
+      await rm(socketPath, { force: true });
+      const { engine } = await startEngine(socketPath);
+      await waitUntil(() => log.includes('connected'), 'the connect once the Engine is up');
+      expect(log.filter((l) => l.startsWith('disconnected'))).toHaveLength(1);
+      expect(stream.connected).toBe(true);
+      // The failures went on counting until then (only a minute-long stream resets them).
+      expect(delays).toEqual(delays.map((_d, i) => i));
+      const before = delays.length;
+      // A stream that was up is reported lost again, and retried with the next failure count.
+      engine.last.end();
+      await waitUntil(() => count(log, 'disconnected') === 2, 'the second disconnect');
+      await waitUntil(() => delays.length === before + 1, 'the retry');
+      expect(delays.at(-1)).toBe(before);
+    },
+  );
 
-  it('a non-2xx answer is a failed attempt, reported with the Engine\'s message and retried', async () => {
+  it("a non-2xx answer is a failed attempt, reported with the Engine's message and retried", async () => {
     const { engine, socketPath } = await startEngine();
     engine.failWith = { status: 500, body: { message: 'daemon is shutting down' } };
     const { stream, log, delays } = recordingStream(socketPath, { delayMs: 10 });

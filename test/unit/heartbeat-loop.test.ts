@@ -6,8 +6,23 @@ import type { HeartbeatRequest } from '../../src/protocol/worker.js';
 
 const silent = pino({ level: 'silent' });
 const ok: CallResult = { ok: true, status: 200, body: { success: true }, headers: {}, rttMs: 1 };
-const http = (status: number, retryAfterMs?: number): CallResult => ({ ok: false, kind: 'http', status, retryAfterMs, message: `HTTP ${status}`, rttMs: 1 });
-const payload = { cpuPercent: 1, memoryPercent: 2, diskPercent: 3, containerCount: 0, agentVersion: 't', swarmNodeId: null, dockerHealthy: true };
+const http = (status: number, retryAfterMs?: number): CallResult => ({
+  ok: false,
+  kind: 'http',
+  status,
+  retryAfterMs,
+  message: `HTTP ${status}`,
+  rttMs: 1,
+});
+const payload = {
+  cpuPercent: 1,
+  memoryPercent: 2,
+  diskPercent: 3,
+  containerCount: 0,
+  agentVersion: 't',
+  swarmNodeId: null,
+  dockerHealthy: true,
+};
 
 function loop(answers: CallResult[], extra: Partial<HeartbeatLoopDeps> = {}) {
   const sent: HeartbeatRequest[] = [];
@@ -112,7 +127,10 @@ describe('heartbeat loop', () => {
     vi.useFakeTimers();
     const reregister = vi.fn(async () => true);
     // A panel that accepts every register and still answers every heartbeat 404.
-    const { l, sent, records } = loop(Array.from({ length: 50 }, () => http(404)), { reregister });
+    const { l, sent, records } = loop(
+      Array.from({ length: 50 }, () => http(404)),
+      { reregister },
+    );
     l.start();
     await vi.advanceTimersByTimeAsync(0);
     await vi.advanceTimersByTimeAsync(1);
@@ -132,7 +150,11 @@ describe('heartbeat loop', () => {
     l.start();
     await vi.advanceTimersByTimeAsync(0);
     await vi.advanceTimersByTimeAsync(10_500);
-    expect(records.slice(0, 3).map((r) => [r.outcome, r.nextInMs === 0])).toEqual([['not-found', true], ['accepted', false], ['not-found', true]]);
+    expect(records.slice(0, 3).map((r) => [r.outcome, r.nextInMs === 0])).toEqual([
+      ['not-found', true],
+      ['accepted', false],
+      ['not-found', true],
+    ]);
     await l.stop();
   });
 

@@ -13,7 +13,8 @@ describe('worker identity', () => {
   it("reads the JWT token's workerId without the key", () => {
     expect(tokenWorkerId(jwt(W))).toBe(W);
     expect(tokenWorkerId(`${b64({ alg: 'HS256' })}.${b64({ type: 'worker' })}.sig`)).toBeUndefined();
-    for (const opaque of ['wt_opaque-token', 'a.b.c', 'a.%%%.c', `x.${Buffer.from('[1]').toString('base64url')}.y`]) expect(tokenWorkerId(opaque)).toBeUndefined();
+    for (const opaque of ['wt_opaque-token', 'a.b.c', 'a.%%%.c', `x.${Buffer.from('[1]').toString('base64url')}.y`])
+      expect(tokenWorkerId(opaque)).toBeUndefined();
   });
 
   it("refuses a register answer naming another worker than the token's", () => {

@@ -8,7 +8,9 @@ import { createLogger } from '../../src/agent/logger.js';
 
 describe('journald priorities', () => {
   it('maps each pino level word to its syslog priority; anything else is info', () => {
-    expect(['fatal', 'error', 'warn', 'info', 'debug', 'trace'].map((l) => priorityOf(`{"level":"${l}","msg":"x"}\n`))).toEqual([2, 3, 4, 6, 7, 7]);
+    expect(['fatal', 'error', 'warn', 'info', 'debug', 'trace'].map((l) => priorityOf(`{"level":"${l}","msg":"x"}\n`))).toEqual([
+      2, 3, 4, 6, 7, 7,
+    ]);
     expect(priorityOf('{"level":40,"msg":"x"}')).toBe(6);
     expect(priorityOf('not json')).toBe(6);
     expect(priorityOf('{"level":"')).toBe(6);
@@ -17,7 +19,15 @@ describe('journald priorities', () => {
   it('the logger writes level words, and the journald sink prefixes every line', () => {
     const lines: string[] = [];
     const sink = withJournalPriority({ write: (l: string) => lines.push(l) });
-    const logger = createLogger({ level: 'debug', destination: new Writable({ write: (c, _e, cb) => { sink.write(String(c)); cb(); } }) });
+    const logger = createLogger({
+      level: 'debug',
+      destination: new Writable({
+        write: (c, _e, cb) => {
+          sink.write(String(c));
+          cb();
+        },
+      }),
+    });
     logger.warn('w');
     logger.error('e');
     logger.debug('d');

@@ -88,7 +88,10 @@ describe('Registry rendering (text format 0.0.4)', () => {
 
   it('uses a gauge collect callback as the source of truth at each render', () => {
     const r = new Registry({ processMetrics: false });
-    let counts: { labels: { s: string }; value: number }[] = [{ labels: { s: 'a' }, value: 1 }, { labels: { s: 'b' }, value: 2 }];
+    let counts: { labels: { s: string }; value: number }[] = [
+      { labels: { s: 'a' }, value: 1 },
+      { labels: { s: 'b' }, value: 2 },
+    ];
     r.gauge<'s'>({ name: 'by_s', help: 'x', labelNames: ['s'], collect: () => counts });
     expect(sampleValue(parsePrometheusText(r.render()), 'by_s', { s: 'b' })).toBe(2);
     counts = [{ labels: { s: 'a' }, value: 5 }];
@@ -113,10 +116,18 @@ describe('process metrics', () => {
   it("uses prom-client's standard names and types, so stock Node dashboards work", () => {
     const fams = parsePrometheusText(renderProcessMetrics());
     const expected: Record<string, string> = {
-      process_cpu_user_seconds_total: 'counter', process_cpu_system_seconds_total: 'counter', process_cpu_seconds_total: 'counter',
-      process_start_time_seconds: 'gauge', process_resident_memory_bytes: 'gauge', nodejs_heap_size_total_bytes: 'gauge',
-      nodejs_heap_size_used_bytes: 'gauge', nodejs_external_memory_bytes: 'gauge', nodejs_version_info: 'gauge',
-      ...(process.platform === 'linux' ? { process_virtual_memory_bytes: 'gauge', process_heap_bytes: 'gauge', process_open_fds: 'gauge', process_max_fds: 'gauge' } : {}),
+      process_cpu_user_seconds_total: 'counter',
+      process_cpu_system_seconds_total: 'counter',
+      process_cpu_seconds_total: 'counter',
+      process_start_time_seconds: 'gauge',
+      process_resident_memory_bytes: 'gauge',
+      nodejs_heap_size_total_bytes: 'gauge',
+      nodejs_heap_size_used_bytes: 'gauge',
+      nodejs_external_memory_bytes: 'gauge',
+      nodejs_version_info: 'gauge',
+      ...(process.platform === 'linux'
+        ? { process_virtual_memory_bytes: 'gauge', process_heap_bytes: 'gauge', process_open_fds: 'gauge', process_max_fds: 'gauge' }
+        : {}),
     };
     for (const [name, type] of Object.entries(expected)) expect(fams.get(name)?.type, name).toBe(type);
     expect(fams.get('nodejs_version_info')!.samples[0]!.labels).toMatchObject({ version: `v${process.versions.node}` });
@@ -128,7 +139,11 @@ describe('createAgentMetrics', () => {
 
   it('exposes the agent metric set, parseable, with every heartbeat result pre-created', () => {
     let depth = 3;
-    const m = createAgentMetrics({ deployments: () => ({ running: 2, failed: 1, 'Weird Status!': 4 }), reportQueueDepth: () => depth, dockerHealthy: () => true });
+    const m = createAgentMetrics({
+      deployments: () => ({ running: 2, failed: 1, 'Weird Status!': 4 }),
+      reportQueueDepth: () => depth,
+      dockerHealthy: () => true,
+    });
     m.recordHeartbeat(beat({ status: 200, rttMs: 40 }));
     m.recordHeartbeat(beat({ outcome: 'timeout', rttMs: 10_000 }));
     m.recordHeartbeat(beat({ outcome: 'unauthorized', status: 401, rttMs: 20 }));
@@ -148,7 +163,12 @@ describe('createAgentMetrics', () => {
     expect(sampleValue(fams, 'skypanel_agent_deployments', { status: 'other' })).toBe(4);
     expect(sampleValue(fams, 'skypanel_agent_report_queue_depth')).toBe(5);
     expect(sampleValue(fams, 'skypanel_agent_docker_healthy')).toBe(1);
-    for (const name of ['process_resident_memory_bytes', 'process_cpu_seconds_total', 'process_start_time_seconds', 'nodejs_heap_size_used_bytes']) {
+    for (const name of [
+      'process_resident_memory_bytes',
+      'process_cpu_seconds_total',
+      'process_start_time_seconds',
+      'nodejs_heap_size_used_bytes',
+    ]) {
       expect(fams.has(name), name).toBe(true);
     }
   });
@@ -157,8 +177,11 @@ describe('createAgentMetrics', () => {
     let dropped = 2;
     let connected: boolean | undefined = true;
     const m = createAgentMetrics({
-      usageUnsent: () => 7, usageDropped: () => dropped, engineEventsConnected: () => connected,
-      rejectedDeployments: () => ({ imageTag: 2, 'bad field!': 1 }), heartbeatOnly: () => true,
+      usageUnsent: () => 7,
+      usageDropped: () => dropped,
+      engineEventsConnected: () => connected,
+      rejectedDeployments: () => ({ imageTag: 2, 'bad field!': 1 }),
+      heartbeatOnly: () => true,
     });
     const at = Date.UTC(2026, 0, 1, 12);
     m.recordHeartbeat(beat({ at, status: 200, rttMs: 5 }));

@@ -53,15 +53,25 @@ describe('subnets', () => {
 
   it('spreads different organizations over different slots', () => {
     const pool = parseCidr(DEFAULT_ORG_NETWORK_POOL)!;
-    const picks = new Set(Array.from({ length: 50 }, (_, i) => formatCidr(pickSubnet(pool, DEFAULT_ORG_NETWORK_PREFIX, [], `sp-org-${i}`)!)));
+    const picks = new Set(
+      Array.from({ length: 50 }, (_, i) => formatCidr(pickSubnet(pool, DEFAULT_ORG_NETWORK_PREFIX, [], `sp-org-${i}`)!)),
+    );
     expect(picks.size).toBeGreaterThan(45);
   });
 });
 
 describe('endpoint mode dnsrr without restarting what runs', () => {
   const r = parseDeployment({
-    id: 'dep_1', serviceId: 'svc_1', organizationId: 'org_1', slug: 'My App', imageTag: 'ghcr.io/acme/app:1.0', desiredState: 'running', replicas: 1,
-    environmentVars: { A: 'b' }, resourceLimits: { cpuCores: 0.5, memoryMb: 512 }, internalPort: 8080,
+    id: 'dep_1',
+    serviceId: 'svc_1',
+    organizationId: 'org_1',
+    slug: 'My App',
+    imageTag: 'ghcr.io/acme/app:1.0',
+    desiredState: 'running',
+    replicas: 1,
+    environmentVars: { A: 'b' },
+    resourceLimits: { cpuCores: 0.5, memoryMb: 512 },
+    internalPort: 8080,
   });
   if (!r.ok) throw new Error(r.rejected.message);
   const built = buildServiceSpec(r.deployment, { workerId: 'w1', nodeId: 'node-abc' });

@@ -12,7 +12,9 @@ function skypanelEncrypt(plaintext: string, keySeed: string): string {
   const iv = randomBytes(12);
   const c = createCipheriv('aes-256-gcm', key, iv);
   const ct = Buffer.concat([c.update(plaintext, 'utf8'), c.final()]);
-  return Buffer.from(JSON.stringify({ iv: iv.toString('base64'), tag: c.getAuthTag().toString('base64'), ciphertext: ct.toString('base64') })).toString('base64');
+  return Buffer.from(
+    JSON.stringify({ iv: iv.toString('base64'), tag: c.getAuthTag().toString('base64'), ciphertext: ct.toString('base64') }),
+  ).toString('base64');
 }
 
 describe('SkyPanelV2 secret format', () => {

@@ -26,20 +26,43 @@ describe('report order', () => {
 describe('what a heartbeat says by itself', () => {
   const beat = { cpuPercent: 10, memoryPercent: 10, diskPercent: 10, dockerHealthy: true, draining: false };
   it('thresholds use > like SkyPanelV2; the recovery margin lies below them', () => {
-    expect(beatVerdict({ ...beat, memoryPercent: 95 }, DEFAULT_HEALTH)).toEqual({ agentDraining: false, dockerUnhealthy: false, over: false, overWithMargin: true });
+    expect(beatVerdict({ ...beat, memoryPercent: 95 }, DEFAULT_HEALTH)).toEqual({
+      agentDraining: false,
+      dockerUnhealthy: false,
+      over: false,
+      overWithMargin: true,
+    });
     expect(beatVerdict({ ...beat, memoryPercent: 95.1 }, DEFAULT_HEALTH)).toMatchObject({ over: true, overWithMargin: true });
     expect(beatVerdict({ ...beat, diskPercent: 86 }, DEFAULT_HEALTH)).toMatchObject({ over: false, overWithMargin: true });
     expect(beatVerdict({ ...beat, diskPercent: 85 }, DEFAULT_HEALTH)).toMatchObject({ over: false, overWithMargin: false });
   });
   it('only an explicit false is an unhealthy Docker, only an explicit true a drain', () => {
-    expect(beatVerdict({ ...beat, dockerHealthy: undefined, draining: undefined }, DEFAULT_HEALTH)).toMatchObject({ dockerUnhealthy: false, agentDraining: false });
-    expect(beatVerdict({ ...beat, dockerHealthy: false, draining: true }, DEFAULT_HEALTH)).toMatchObject({ dockerUnhealthy: true, agentDraining: true });
+    expect(beatVerdict({ ...beat, dockerHealthy: undefined, draining: undefined }, DEFAULT_HEALTH)).toMatchObject({
+      dockerUnhealthy: false,
+      agentDraining: false,
+    });
+    expect(beatVerdict({ ...beat, dockerHealthy: false, draining: true }, DEFAULT_HEALTH)).toMatchObject({
+      dockerUnhealthy: true,
+      agentDraining: true,
+    });
   });
 });
 
 it('total_amount sums every deployment of the period at the configured prices', () => {
-  const r = { workerId: 'w', periodEnd: '2026-12-04T11:00:00.000Z', cpuHours: 1, memoryGbHours: 2, storageGbHours: 3, networkGb: 4, samples: 60, complete: true };
-  const t = totalAmount({ a: r, b: { ...r, periodEnd: '2026-12-04T11:30:00.000Z' } }, { cpuCoreHour: 1, memoryGbHour: 10, storageGbHour: 100, networkGb: 1000 });
+  const r = {
+    workerId: 'w',
+    periodEnd: '2026-12-04T11:00:00.000Z',
+    cpuHours: 1,
+    memoryGbHours: 2,
+    storageGbHours: 3,
+    networkGb: 4,
+    samples: 60,
+    complete: true,
+  };
+  const t = totalAmount(
+    { a: r, b: { ...r, periodEnd: '2026-12-04T11:30:00.000Z' } },
+    { cpuCoreHour: 1, memoryGbHour: 10, storageGbHour: 100, networkGb: 1000 },
+  );
   expect(t.total).toBe(2 * (1 + 20 + 300 + 4000));
   expect(t.periodEnd).toBe('2026-12-04T11:30:00.000Z');
 });

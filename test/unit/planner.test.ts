@@ -60,11 +60,33 @@ function actualFor(c: ActualCase, d: Deployment): ActualService[] {
 const create = (d: Deployment): Action => ({ kind: 'create', deploymentId: d.id, serviceId: d.serviceId, specHash: hashOf(d) });
 const expectations: Record<ActualCase, Record<DesiredCase, Action[]>> = {
   absent: { absent: [], running: [create(running)], stopped: [create(stopped)] },
-  'same-hash': { absent: [{ kind: 'remove', swarmServiceId: 'x1', deploymentId: 'dep_1', reason: 'not-desired' }], running: [], stopped: [] },
+  'same-hash': {
+    absent: [{ kind: 'remove', swarmServiceId: 'x1', deploymentId: 'dep_1', reason: 'not-desired' }],
+    running: [],
+    stopped: [],
+  },
   'different-hash': {
     absent: [{ kind: 'remove', swarmServiceId: 'x1', deploymentId: 'dep_0', reason: 'not-desired' }],
-    running: [{ kind: 'update', deploymentId: 'dep_1', serviceId: 'svc_1', swarmServiceId: 'x1', specHash: hashOf(running), reason: 'spec-changed' }],
-    stopped: [{ kind: 'update', deploymentId: 'dep_1', serviceId: 'svc_1', swarmServiceId: 'x1', specHash: hashOf(stopped), reason: 'spec-changed' }],
+    running: [
+      {
+        kind: 'update',
+        deploymentId: 'dep_1',
+        serviceId: 'svc_1',
+        swarmServiceId: 'x1',
+        specHash: hashOf(running),
+        reason: 'spec-changed',
+      },
+    ],
+    stopped: [
+      {
+        kind: 'update',
+        deploymentId: 'dep_1',
+        serviceId: 'svc_1',
+        swarmServiceId: 'x1',
+        specHash: hashOf(stopped),
+        reason: 'spec-changed',
+      },
+    ],
   },
   'wrong-replicas': {
     absent: [{ kind: 'remove', swarmServiceId: 'x1', deploymentId: 'dep_1', reason: 'not-desired' }],
@@ -118,7 +140,10 @@ describe('plan: special cases', () => {
   });
 
   it('does not fight a rollback in progress, but still removes duplicates', () => {
-    const actual = [svc(oldVersion, 'x1', { updateState: 'rollback_started' }), svc(oldVersion, 'x2', { labels: { ...svc(oldVersion, 'x2').labels, [LABEL.deploymentId]: 'zz' } })];
+    const actual = [
+      svc(oldVersion, 'x1', { updateState: 'rollback_started' }),
+      svc(oldVersion, 'x2', { labels: { ...svc(oldVersion, 'x2').labels, [LABEL.deploymentId]: 'zz' } }),
+    ];
     expect(plan([running], actual, ctx)).toEqual([{ kind: 'remove', swarmServiceId: 'x2', deploymentId: 'dep_1', reason: 'duplicate' }]);
   });
 
@@ -127,8 +152,14 @@ describe('plan: special cases', () => {
     const b = svc(running, 'b');
     expect(plan([running], [a, b], ctx).map((x) => x.kind === 'remove' && x.swarmServiceId)).toEqual(['a']);
     const c = svc(oldVersion, 'c', { labels: { ...svc(oldVersion, 'c').labels, [LABEL.deploymentId]: 'dep_1' } });
-    expect(plan([running], [svc(oldVersion, 'a'), c], ctx).filter((x) => x.kind === 'remove').map((x) => (x as { swarmServiceId: string }).swarmServiceId)).toEqual(['a']);
-    expect(plan([running], [svc(running, 'q'), svc(running, 'p')], ctx)).toEqual([{ kind: 'remove', swarmServiceId: 'q', deploymentId: 'dep_1', reason: 'duplicate' }]);
+    expect(
+      plan([running], [svc(oldVersion, 'a'), c], ctx)
+        .filter((x) => x.kind === 'remove')
+        .map((x) => (x as { swarmServiceId: string }).swarmServiceId),
+    ).toEqual(['a']);
+    expect(plan([running], [svc(running, 'q'), svc(running, 'p')], ctx)).toEqual([
+      { kind: 'remove', swarmServiceId: 'q', deploymentId: 'dep_1', reason: 'duplicate' },
+    ]);
   });
 
   it('does nothing for a deployment under backoff, and resumes once it expires', () => {
@@ -169,8 +200,18 @@ describe('plan: special cases', () => {
   it('sorts by deployment id, then remove < create < update < scale', () => {
     const d2 = dep({ id: 'dep_2', serviceId: 'svc_2' });
     const d3 = dep({ id: 'dep_3', serviceId: 'svc_3' });
-    const actual = [svc(d3, 'y', { replicas: 9 }), svc(dep({ id: 'dep_0x', serviceId: 'svc_gone' }), 'g'), svc(oldVersion, 'x0'), svc(running, 'x1')];
-    expect(plan([d3, d2, running], actual, ctx).map((a) => `${a.deploymentId}:${a.kind}`)).toEqual(['dep_0x:remove', 'dep_1:remove', 'dep_2:create', 'dep_3:scale']);
+    const actual = [
+      svc(d3, 'y', { replicas: 9 }),
+      svc(dep({ id: 'dep_0x', serviceId: 'svc_gone' }), 'g'),
+      svc(oldVersion, 'x0'),
+      svc(running, 'x1'),
+    ];
+    expect(plan([d3, d2, running], actual, ctx).map((a) => `${a.deploymentId}:${a.kind}`)).toEqual([
+      'dep_0x:remove',
+      'dep_1:remove',
+      'dep_2:create',
+      'dep_3:scale',
+    ]);
   });
 });
 
@@ -187,7 +228,17 @@ function mulberry32(seed: number): () => number {
   };
 }
 
-const STATES: (UpdateState | undefined)[] = [undefined, undefined, undefined, 'updating', 'paused', 'completed', 'rollback_started', 'rollback_paused', 'rollback_completed'];
+const STATES: (UpdateState | undefined)[] = [
+  undefined,
+  undefined,
+  undefined,
+  'updating',
+  'paused',
+  'completed',
+  'rollback_started',
+  'rollback_paused',
+  'rollback_completed',
+];
 
 function randomWorld(seed: number) {
   const rnd = mulberry32(seed);
@@ -198,7 +249,15 @@ function randomWorld(seed: number) {
     if (rnd() < 0.4) continue;
     const n = rnd() < 0.1 ? 2 : 1; // occasionally two for one service: the planner must cope
     for (let k = 0; k < n; k++) {
-      desired.push(dep({ id: `dep_${sid}_${Math.floor(rnd() * 3)}${k}`, serviceId: sid, desiredState: pick(['running', 'running', 'stopped']), replicas: Math.floor(rnd() * 4), imageTag: pick(['nginx:1', 'nginx:2', 'redis:7']) }));
+      desired.push(
+        dep({
+          id: `dep_${sid}_${Math.floor(rnd() * 3)}${k}`,
+          serviceId: sid,
+          desiredState: pick(['running', 'running', 'stopped']),
+          replicas: Math.floor(rnd() * 4),
+          imageTag: pick(['nginx:1', 'nginx:2', 'redis:7']),
+        }),
+      );
     }
   }
   const now = 5000;
@@ -211,7 +270,13 @@ function randomWorld(seed: number) {
   for (const sid of [...serviceIds, 'svc_x']) {
     const copies = Math.floor(rnd() * 3);
     for (let k = 0; k < copies; k++) {
-      const template = dep({ id: `dep_${sid}_${Math.floor(rnd() * 3)}0`, serviceId: sid, imageTag: pick(['nginx:1', 'nginx:2', 'redis:7']), desiredState: pick(['running', 'stopped']), replicas: Math.floor(rnd() * 4) });
+      const template = dep({
+        id: `dep_${sid}_${Math.floor(rnd() * 3)}0`,
+        serviceId: sid,
+        imageTag: pick(['nginx:1', 'nginx:2', 'redis:7']),
+        desiredState: pick(['running', 'stopped']),
+        replicas: Math.floor(rnd() * 4),
+      });
       const s = svc(template, `s${String(next++).padStart(3, '0')}`, { replicas: Math.floor(rnd() * 4), updateState: pick(STATES) }, c);
       const owner = rnd();
       if (owner < 0.1) s.labels = {};
@@ -240,7 +305,12 @@ function apply(actions: Action[], actual: ActualService[], desired: Deployment[]
       expect(built.specHash).toBe(a.specHash);
       const fresh = { name: built.spec.Name, labels: { ...built.spec.Labels }, replicas: desiredReplicas(d), specHash: built.specHash };
       if (a.kind === 'create') state.push({ id: `new-${a.deploymentId}`, ...fresh });
-      else Object.assign(state.find((s) => s.id === a.swarmServiceId)!, fresh, { updateState: 'updating' });
+      else
+        Object.assign(
+          state.find((s) => s.id === a.swarmServiceId)!,
+          fresh,
+          { updateState: 'updating' },
+        );
     }
   }
   return state;

@@ -15,13 +15,25 @@ function setUp() {
   const { port } = memorySwarm();
   let passes = 0;
   const r = new Reconciler({
-    port, workerId: WORKER, nodeId: () => NODE, ipAddress: '127.0.0.1', publicUrlTemplate: 'http://{ipAddress}:{externalPort}',
-    resyncMs: RESYNC_MS, logger, onStatus: noop, onPass: () => void passes++,
+    port,
+    workerId: WORKER,
+    nodeId: () => NODE,
+    ipAddress: '127.0.0.1',
+    publicUrlTemplate: 'http://{ipAddress}:{externalPort}',
+    resyncMs: RESYNC_MS,
+    logger,
+    onStatus: noop,
+    onPass: () => void passes++,
   });
   return { r, port, passes: () => passes };
 }
 
-const containerEvent = (action: string, labels: Record<string, string>): EngineEvent => ({ type: 'container', action, id: randomUUID(), attributes: { name: 'x', ...labels } });
+const containerEvent = (action: string, labels: Record<string, string>): EngineEvent => ({
+  type: 'container',
+  action,
+  id: randomUUID(),
+  attributes: { name: 'x', ...labels },
+});
 const ours = { [LABEL.managed]: 'true', [LABEL.workerId]: WORKER };
 
 describe('reconcile passes on Docker events', () => {
@@ -83,7 +95,7 @@ describe('reconcile passes on Docker events', () => {
     await r.stop();
   });
 
-  it('runs a pass for an event about a service it owns, not for anyone else\'s service', async () => {
+  it("runs a pass for an event about a service it owns, not for anyone else's service", async () => {
     const { r, passes, base, serviceId } = await steady();
     r.noteEngineEvent({ type: 'service', action: 'update', id: 'someone-elses-service', attributes: { name: 'x' } });
     await vi.advanceTimersByTimeAsync(3 * EVENT_COALESCE_MS);

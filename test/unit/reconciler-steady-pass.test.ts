@@ -14,8 +14,14 @@ function reconcilerOn(port: SwarmPort) {
   const passes: ReconcilePassView[] = [];
   let waiter: ((p: ReconcilePassView) => void) | undefined;
   const r = new Reconciler({
-    port, workerId: WORKER, nodeId: () => NODE, ipAddress: '127.0.0.1', publicUrlTemplate: 'http://{ipAddress}:{externalPort}',
-    resyncMs: 3_600_000, logger, onStatus: noop,
+    port,
+    workerId: WORKER,
+    nodeId: () => NODE,
+    ipAddress: '127.0.0.1',
+    publicUrlTemplate: 'http://{ipAddress}:{externalPort}',
+    resyncMs: 3_600_000,
+    logger,
+    onStatus: noop,
     onPass: (p) => {
       passes.push(p);
       waiter?.(p);

@@ -6,13 +6,27 @@ import { RejectionLog } from '../../src/agent/deployments/rejection-log.js';
 
 function capture() {
   const lines: Record<string, unknown>[] = [];
-  const logger = pino({ level: 'debug' }, new Writable({ write(chunk: Buffer, _e, cb) { lines.push(JSON.parse(chunk.toString())); cb(); } }));
+  const logger = pino(
+    { level: 'debug' },
+    new Writable({
+      write(chunk: Buffer, _e, cb) {
+        lines.push(JSON.parse(chunk.toString()));
+        cb();
+      },
+    }),
+  );
   return { logger, warnings: () => lines.filter((l) => l.level === 40) };
 }
 
 const bad = (i: number, memoryMb = -1) => ({
-  id: `d-${i}`, serviceId: `s-${i}`, organizationId: 'o', slug: 'x', imageTag: 'registry.example.com/app:1', desiredState: 'running',
-  environmentVars: {}, resourceLimits: { cpuCores: 0.1, memoryMb },
+  id: `d-${i}`,
+  serviceId: `s-${i}`,
+  organizationId: 'o',
+  slug: 'x',
+  imageTag: 'registry.example.com/app:1',
+  desiredState: 'running',
+  environmentVars: {},
+  resourceLimits: { cpuCores: 0.1, memoryMb },
 });
 
 function poll(log: RejectionLog, list: unknown[], logger: ReturnType<typeof capture>['logger']) {

@@ -11,7 +11,9 @@ import { parseDeployment, type Deployment } from '../../src/protocol/deployment.
 import { logger, memorySwarm, NODE, noop, WORKER } from '../helpers/memory-swarm.js';
 
 const mine = { [LABEL.managed]: 'true', [LABEL.workerId]: WORKER };
-const spec = (...names: string[]) => ({ TaskTemplate: { ContainerSpec: { Secrets: names.map((n) => ({ SecretName: n, SecretID: `id-${n}` })) } } });
+const spec = (...names: string[]) => ({
+  TaskTemplate: { ContainerSpec: { Secrets: names.map((n) => ({ SecretName: n, SecretID: `id-${n}` })) } },
+});
 
 describe('secretsInUse / unusedSecrets', () => {
   it('counts live service specs, tasks that have not ended, and the desired set', () => {
@@ -29,7 +31,7 @@ describe('secretsInUse / unusedSecrets', () => {
     expect([...inUse].sort()).toEqual(['new-desired', 'old-running', 'old-starting', 'svc-a']);
   });
 
-  it('offers only this worker\'s own secrets for removal, never another worker\'s or an unlabelled one', () => {
+  it("offers only this worker's own secrets for removal, never another worker's or an unlabelled one", () => {
     const secrets = [
       { id: '1', name: 'used', labels: mine },
       { id: '2', name: 'unused', labels: mine },
@@ -94,20 +96,34 @@ describe('SecretSweeper: when it looks', () => {
 describe('a reconciler removes the secrets it no longer needs', () => {
   function withSecret(value: string, base?: Deployment): Deployment {
     const r = parseDeployment({
-      id: base?.id ?? 'dep-gc', serviceId: base?.serviceId ?? 'svc-gc', organizationId: 'org-1', slug: 'app', imageTag: 'img:1', desiredState: 'running',
-      environmentVars: {}, resourceLimits: { cpuCores: 0.5, memoryMb: 64 }, secrets: [{ name: 'db', value }],
+      id: base?.id ?? 'dep-gc',
+      serviceId: base?.serviceId ?? 'svc-gc',
+      organizationId: 'org-1',
+      slug: 'app',
+      imageTag: 'img:1',
+      desiredState: 'running',
+      environmentVars: {},
+      resourceLimits: { cpuCores: 0.5, memoryMb: 64 },
+      secrets: [{ name: 'db', value }],
     });
     if (!r.ok) throw new Error(r.rejected.message);
     return r.deployment;
   }
 
-  it('after a rotation and after a removal, once nothing references the old secret; others\' secrets stay', async () => {
+  it("after a rotation and after a removal, once nothing references the old secret; others' secrets stay", async () => {
     const swarm = memorySwarm();
     swarm.secrets.set('foreign', { id: 'secret-foreign', name: 'foreign', labels: { ...mine, [LABEL.workerId]: 'w-other' } });
     let waiter: ((p: ReconcilePassView) => void) | undefined;
     const r = new Reconciler({
-      port: swarm.port, workerId: WORKER, nodeId: () => NODE, ipAddress: '127.0.0.1', publicUrlTemplate: 'http://{ipAddress}:{externalPort}',
-      resyncMs: 3_600_000, logger, onStatus: noop, onPass: (p) => waiter?.(p),
+      port: swarm.port,
+      workerId: WORKER,
+      nodeId: () => NODE,
+      ipAddress: '127.0.0.1',
+      publicUrlTemplate: 'http://{ipAddress}:{externalPort}',
+      resyncMs: 3_600_000,
+      logger,
+      onStatus: noop,
+      onPass: (p) => waiter?.(p),
     });
     const pass = (set?: Deployment[]) =>
       new Promise<ReconcilePassView>((resolve) => {

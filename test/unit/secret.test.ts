@@ -15,7 +15,12 @@ const SECRET = 'p@ss"word\\with\nquotes-and-ünïcödé';
 
 /** Every 10-character run of every spelling: none may survive redaction. */
 function runsOf(value: string): string[] {
-  const forms = [value, JSON.stringify(value).slice(1, -1), Buffer.from(value).toString('base64'), Buffer.from(value).toString('base64url')];
+  const forms = [
+    value,
+    JSON.stringify(value).slice(1, -1),
+    Buffer.from(value).toString('base64'),
+    Buffer.from(value).toString('base64url'),
+  ];
   const out: string[] = [];
   for (const f of forms) for (let i = 0; i + 10 <= f.length; i++) out.push(f.slice(i, i + 10));
   return out;
@@ -48,13 +53,21 @@ describe('redact: the one rule', () => {
     }
   });
 
-  it('finds a value inside a longer base64 text at any offset (X-Registry-Auth, a Swarm secret\'s data)', () => {
+  it("finds a value inside a longer base64 text at any offset (X-Registry-Auth, a Swarm secret's data)", () => {
     for (const prefix of ['', 'a', 'ab', 'abc', '{"username":"u","password":"']) {
       const encoded = Buffer.from(`${prefix}${SECRET}","serveraddress":"r"}`).toString('base64');
       const out = redact(`X-Registry-Auth: ${encoded}`, [SECRET]);
       expect(out, prefix).toContain(REDACTED);
       // What is left of the value is at most the few characters it shares with its neighbours.
-      expect(Buffer.from(out.replace(/^X-Registry-Auth: /, '').split(REDACTED).join(''), 'base64').toString('latin1')).not.toMatch(/ss"word/);
+      expect(
+        Buffer.from(
+          out
+            .replace(/^X-Registry-Auth: /, '')
+            .split(REDACTED)
+            .join(''),
+          'base64',
+        ).toString('latin1'),
+      ).not.toMatch(/ss"word/);
     }
   });
 
@@ -85,8 +98,16 @@ describe('every output path uses it', () => {
     known.add(TOKEN);
     const held = [SECRET];
     known.add(() => held);
-    const logger = createLogger({ level: 'debug', pretty: false, secrets: known, destination: new Writable({ write: (c, _e, cb) => (lines.push(String(c)), cb()) }) });
-    logger.warn({ err: `request failed: ${TOKEN}`, detail: { nested: SECRET }, b64: Buffer.from(SECRET).toString('base64') }, `echo ${SECRET}`);
+    const logger = createLogger({
+      level: 'debug',
+      pretty: false,
+      secrets: known,
+      destination: new Writable({ write: (c, _e, cb) => (lines.push(String(c)), cb()) }),
+    });
+    logger.warn(
+      { err: `request failed: ${TOKEN}`, detail: { nested: SECRET }, b64: Buffer.from(SECRET).toString('base64') },
+      `echo ${SECRET}`,
+    );
     logger.child({ deploymentId: 'd' }).error(`401: bad token Bearer ${TOKEN}`);
     expect(lines).toHaveLength(2);
     for (const l of lines) {
@@ -105,7 +126,16 @@ describe('every output path uses it', () => {
     const outbox = { lastReported: () => undefined, offer: (_id: string, c: ReportContent) => offered.push(c) } as unknown as ReportOutbox;
     const reporter = new StatusReporter(outbox, () => [TOKEN, SECRET]);
     const message = `${'m'.repeat(4090)}${TOKEN}`;
-    reporter.publish([{ deploymentId: 'd', derived: { status: 'failed', message, swarmServiceId: null, containerId: null, externalPort: null, desiredReplicas: 1 }, logs: [`boot ${SECRET}`, `auth ${Buffer.from(SECRET).toString('base64')}`] } as never], []);
+    reporter.publish(
+      [
+        {
+          deploymentId: 'd',
+          derived: { status: 'failed', message, swarmServiceId: null, containerId: null, externalPort: null, desiredReplicas: 1 },
+          logs: [`boot ${SECRET}`, `auth ${Buffer.from(SECRET).toString('base64')}`],
+        } as never,
+      ],
+      [],
+    );
     expect(offered[0]!.message!.length).toBeLessThanOrEqual(4096);
     expectClean(JSON.stringify(offered), TOKEN, SECRET);
   });
@@ -113,7 +143,11 @@ describe('every output path uses it', () => {
   it('panel and Docker error texts: redacted, then cut', () => {
     const panel = describeErrorBody({ error: { code: 'X', message: `${'p'.repeat(280)}${TOKEN}` } }, [new Secret(TOKEN)]);
     expectClean(panel.message!, TOKEN);
-    const docker = toSwarmError('creating service', { statusCode: 400, json: { message: `${'d'.repeat(490)}invalid ${Buffer.from(SECRET).toString('base64')}` } }, [SECRET]);
+    const docker = toSwarmError(
+      'creating service',
+      { statusCode: 400, json: { message: `${'d'.repeat(490)}invalid ${Buffer.from(SECRET).toString('base64')}` } },
+      [SECRET],
+    );
     expectClean(docker.message, SECRET);
   });
 

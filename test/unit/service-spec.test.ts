@@ -123,7 +123,8 @@ describe('buildServiceSpec: shape', () => {
 });
 
 describe('buildServiceSpec: spec hash', () => {
-  const h = (over: Record<string, unknown> = {}, c: typeof ctx & { publicUrlTemplate?: string } = ctx) => buildServiceSpec(dep(over), c).specHash;
+  const h = (over: Record<string, unknown> = {}, c: typeof ctx & { publicUrlTemplate?: string } = ctx) =>
+    buildServiceSpec(dep(over), c).specHash;
   const baseHash = h();
 
   it('is sha256 hex of the spec minus its own label, and reproducible', () => {
@@ -172,7 +173,8 @@ describe('buildServiceSpec: spec hash', () => {
 });
 
 describe('buildServiceSpec: public URL label', () => {
-  const url = (tpl: string, over: Record<string, unknown> = {}) => buildServiceSpec(dep(over), { ...ctx, publicUrlTemplate: tpl }).spec.Labels[LABEL.publicUrl];
+  const url = (tpl: string, over: Record<string, unknown> = {}) =>
+    buildServiceSpec(dep(over), { ...ctx, publicUrlTemplate: tpl }).spec.Labels[LABEL.publicUrl];
 
   it('renders placeholders', () => {
     expect(url('https://{slug}.apps.example.com')).toBe('https://my-app.apps.example.com');

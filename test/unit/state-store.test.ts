@@ -17,7 +17,11 @@ const isRoot = process.getuid?.() === 0;
 
 function capture() {
   const lines: Record<string, unknown>[] = [];
-  const logger = createLogger({ level: 'debug', pretty: false, destination: new Writable({ write: (c, _e, cb) => (lines.push(JSON.parse(String(c)) as Record<string, unknown>), cb()) }) });
+  const logger = createLogger({
+    level: 'debug',
+    pretty: false,
+    destination: new Writable({ write: (c, _e, cb) => (lines.push(JSON.parse(String(c)) as Record<string, unknown>), cb()) }),
+  });
   return { lines, logger };
 }
 
@@ -29,12 +33,28 @@ describe('StateStore: every file is checked by shape on load', () => {
     ['desired.json: an ETag with CR/LF', JSON.stringify({ ...validDesired, etag: '"a"\r\nx-injected: 1' }), storedDesiredSchema],
     ['desired.json: an ETag above Latin-1', JSON.stringify({ ...validDesired, etag: '"\u0100\u4e2d"' }), storedDesiredSchema],
     ['outbox.json: pending is a string', JSON.stringify({ pending: 'abc', lastSent: {} }), storedOutboxSchema],
-    ['outbox.json: an entry without content', JSON.stringify({ pending: [{ deploymentId: 'd', bootId: 'b', seq: 1, reportedAt: 'x' }], lastSent: {} }), storedOutboxSchema],
+    [
+      'outbox.json: an entry without content',
+      JSON.stringify({ pending: [{ deploymentId: 'd', bootId: 'b', seq: 1, reportedAt: 'x' }], lastSent: {} }),
+      storedOutboxSchema,
+    ],
     ['outbox.json: lastSent is an array', JSON.stringify({ pending: [], lastSent: [1, 2] }), storedOutboxSchema],
     ['usage-outbox.json: pending is an object', JSON.stringify({ version: 1, closedThrough: null, pending: {} }), storedUsageOutboxSchema],
-    ['usage-outbox.json: closedThrough is a string', JSON.stringify({ version: 1, closedThrough: 'yesterday', pending: [] }), storedUsageOutboxSchema],
-    ['usage-meter.json: containers is an array', JSON.stringify({ version: 1, periodMs: 3600000, lastAt: null, historyStart: null, closedThrough: null, containers: [1], open: [] }), meterStateSchema],
-    ['usage-meter.json: periodMs 0', JSON.stringify({ version: 1, periodMs: 0, lastAt: null, historyStart: null, closedThrough: null, containers: {}, open: [] }), meterStateSchema],
+    [
+      'usage-outbox.json: closedThrough is a string',
+      JSON.stringify({ version: 1, closedThrough: 'yesterday', pending: [] }),
+      storedUsageOutboxSchema,
+    ],
+    [
+      'usage-meter.json: containers is an array',
+      JSON.stringify({ version: 1, periodMs: 3600000, lastAt: null, historyStart: null, closedThrough: null, containers: [1], open: [] }),
+      meterStateSchema,
+    ],
+    [
+      'usage-meter.json: periodMs 0',
+      JSON.stringify({ version: 1, periodMs: 0, lastAt: null, historyStart: null, closedThrough: null, containers: {}, open: [] }),
+      meterStateSchema,
+    ],
     ['any file: JSON null', 'null', storedOutboxSchema],
     ['any file: not JSON', '{"pending": [', storedOutboxSchema],
   ];
@@ -100,7 +120,7 @@ describe('StateStore: links are never followed', () => {
     expect(await readFile(outside, 'utf8')).toBe(JSON.stringify(validDesired));
   });
 
-  it('a FIFO in a document\'s place does not hang the load', async () => {
+  it("a FIFO in a document's place does not hang the load", async () => {
     const dir = await mkdtemp(join(tmpdir(), 'skp-store-'));
     execFileSync('mkfifo', [join(dir, 'outbox.json')]);
     const store = new StateStore(dir);
@@ -108,22 +128,25 @@ describe('StateStore: links are never followed', () => {
     expect(store.health().movedAside[0]!.reason).toBe('is not a regular file');
   });
 
-  it.skipIf(!isRoot)('writing over a link replaces the link: the target keeps its content and owner, the new file takes the directory\'s owner (root only)', async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'skp-store-'));
-    const outsideDir = await mkdtemp(join(tmpdir(), 'skp-outside-'));
-    const target = join(outsideDir, 'someone-elses.json');
-    await writeFile(target, 'theirs');
-    await chown(target, 12345, 12345);
-    await symlink(target, join(dir, 'outbox.json'));
-    const store = new StateStore(dir);
-    await expect(store.write('outbox.json', { pending: [], lastSent: {} })).resolves.toBe(true);
-    const st = await lstat(join(dir, 'outbox.json'));
-    expect(st.isFile()).toBe(true);
-    // Before: stat() followed the link and the new file was chowned to the target's owner (12345).
-    expect([st.uid, st.gid]).toEqual([0, 0]);
-    expect(await readFile(target, 'utf8')).toBe('theirs');
-    expect((await stat(target)).uid).toBe(12345);
-  });
+  it.skipIf(!isRoot)(
+    "writing over a link replaces the link: the target keeps its content and owner, the new file takes the directory's owner (root only)",
+    async () => {
+      const dir = await mkdtemp(join(tmpdir(), 'skp-store-'));
+      const outsideDir = await mkdtemp(join(tmpdir(), 'skp-outside-'));
+      const target = join(outsideDir, 'someone-elses.json');
+      await writeFile(target, 'theirs');
+      await chown(target, 12345, 12345);
+      await symlink(target, join(dir, 'outbox.json'));
+      const store = new StateStore(dir);
+      await expect(store.write('outbox.json', { pending: [], lastSent: {} })).resolves.toBe(true);
+      const st = await lstat(join(dir, 'outbox.json'));
+      expect(st.isFile()).toBe(true);
+      // Before: stat() followed the link and the new file was chowned to the target's owner (12345).
+      expect([st.uid, st.gid]).toEqual([0, 0]);
+      expect(await readFile(target, 'utf8')).toBe('theirs');
+      expect((await stat(target)).uid).toBe(12345);
+    },
+  );
 });
 
 describe.skipIf(!isRoot)('StateStore on a full disk (a real 64 KiB tmpfs; root only)', () => {

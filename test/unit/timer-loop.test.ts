@@ -7,11 +7,14 @@ afterEach(() => vi.useRealTimers());
 function loopBlockingRun(blockedRun: number) {
   let runs = 0;
   let release: () => void = () => {};
-  const loop = new TimerLoop(async () => {
-    runs++;
-    if (runs === blockedRun) await new Promise<void>((r) => (release = r));
-    return 60_000;
-  }, () => 0);
+  const loop = new TimerLoop(
+    async () => {
+      runs++;
+      if (runs === blockedRun) await new Promise<void>((r) => (release = r));
+      return 60_000;
+    },
+    () => 0,
+  );
   return { loop, runs: () => runs, release: () => release() };
 }
 
@@ -19,7 +22,10 @@ describe('TimerLoop', () => {
   it('runs, waits the delay the step returns, runs again; stop() ends it', async () => {
     vi.useFakeTimers();
     let runs = 0;
-    const loop = new TimerLoop(async () => (++runs, 1_000), () => 5_000);
+    const loop = new TimerLoop(
+      async () => (++runs, 1_000),
+      () => 5_000,
+    );
     loop.start(0);
     await vi.advanceTimersByTimeAsync(0);
     await vi.advanceTimersByTimeAsync(2_500);
@@ -32,10 +38,13 @@ describe('TimerLoop', () => {
   it('a throwing step is retried after the onError delay', async () => {
     vi.useFakeTimers();
     let runs = 0;
-    const loop = new TimerLoop(async () => {
-      runs++;
-      throw new Error('boom');
-    }, () => 3_000);
+    const loop = new TimerLoop(
+      async () => {
+        runs++;
+        throw new Error('boom');
+      },
+      () => 3_000,
+    );
     loop.start(0);
     await vi.advanceTimersByTimeAsync(0);
     await vi.advanceTimersByTimeAsync(2_999);
@@ -49,7 +58,10 @@ describe('TimerLoop', () => {
     vi.useFakeTimers();
     const answers: (number | undefined)[] = [undefined, 60_000];
     let runs = 0;
-    const loop = new TimerLoop(async () => (runs++, answers.shift()), () => 0);
+    const loop = new TimerLoop(
+      async () => (runs++, answers.shift()),
+      () => 0,
+    );
     loop.start(0);
     await vi.advanceTimersByTimeAsync(0);
     expect(runs).toBe(1); // went idle
@@ -85,7 +97,10 @@ describe('TimerLoop', () => {
     it('shortens a pending wait that ends later to ms', async () => {
       vi.useFakeTimers();
       let runs = 0;
-      const loop = new TimerLoop(async () => (runs++, 60_000), () => 0);
+      const loop = new TimerLoop(
+        async () => (runs++, 60_000),
+        () => 0,
+      );
       loop.start(0);
       await vi.advanceTimersByTimeAsync(0);
       expect(runs).toBe(1); // now waiting 60 s
@@ -106,7 +121,10 @@ describe('TimerLoop', () => {
     it('keeps a pending wait that ends sooner (never postpones it)', async () => {
       vi.useFakeTimers();
       let runs = 0;
-      const loop = new TimerLoop(async () => (runs++, 1_000), () => 0);
+      const loop = new TimerLoop(
+        async () => (runs++, 1_000),
+        () => 0,
+      );
       loop.start(0);
       await vi.advanceTimersByTimeAsync(0);
       expect(runs).toBe(1); // next run at t=1000
@@ -124,7 +142,10 @@ describe('TimerLoop', () => {
     it('keeps a pending wait that ends exactly at the same time', async () => {
       vi.useFakeTimers();
       let runs = 0;
-      const loop = new TimerLoop(async () => (runs++, 1_000), () => 0);
+      const loop = new TimerLoop(
+        async () => (runs++, 1_000),
+        () => 0,
+      );
       loop.start(0);
       await vi.advanceTimersByTimeAsync(0);
       await vi.advanceTimersByTimeAsync(500);
@@ -140,7 +161,10 @@ describe('TimerLoop', () => {
       vi.useFakeTimers();
       const answers: (number | undefined)[] = [undefined, undefined];
       let runs = 0;
-      const loop = new TimerLoop(async () => (runs++, answers.shift()), () => 0);
+      const loop = new TimerLoop(
+        async () => (runs++, answers.shift()),
+        () => 0,
+      );
       loop.start(0);
       await vi.advanceTimersByTimeAsync(0);
       expect(runs).toBe(1); // idle
@@ -157,7 +181,10 @@ describe('TimerLoop', () => {
     it('a burst of calls coalesces into one run, due ms after the first call', async () => {
       vi.useFakeTimers();
       let runs = 0;
-      const loop = new TimerLoop(async () => (runs++, 60_000), () => 0);
+      const loop = new TimerLoop(
+        async () => (runs++, 60_000),
+        () => 0,
+      );
       loop.start(0);
       await vi.advanceTimersByTimeAsync(0);
       expect(runs).toBe(1);
@@ -218,7 +245,10 @@ describe('TimerLoop', () => {
     it('does nothing after stop(), nor before start()', async () => {
       vi.useFakeTimers();
       let runs = 0;
-      const loop = new TimerLoop(async () => (runs++, 60_000), () => 0);
+      const loop = new TimerLoop(
+        async () => (runs++, 60_000),
+        () => 0,
+      );
       loop.runWithin(100);
       await vi.advanceTimersByTimeAsync(1_000);
       expect(runs).toBe(0);

@@ -12,15 +12,21 @@ import { deployment, logger, memorySwarm, NODE, WORKER } from '../helpers/memory
 const T0 = Date.parse('2026-12-04T12:00:00Z');
 const svc = { id: 'svc-1', replicas: 1 };
 const task = (over: Partial<TaskObservation>): TaskObservation => ({
-  serviceId: 'svc-1', desiredState: 'running', state: 'pending', message: 'pending task scheduling', timestamp: new Date(T0).toISOString(),
-  createdAt: new Date(T0).toISOString(), hostPorts: [], ...over,
+  serviceId: 'svc-1',
+  desiredState: 'running',
+  state: 'pending',
+  message: 'pending task scheduling',
+  timestamp: new Date(T0).toISOString(),
+  createdAt: new Date(T0).toISOString(),
+  hostPorts: [],
+  ...over,
 });
 
 describe('a task Swarm does not place', () => {
   const d = deployment();
   const bound = (afterMs: number) => ({ now: T0 + afterMs, failAfterMs: 60_000 });
 
-  it('is deploying within the bound and failed after it, with Swarm\'s own reason', () => {
+  it("is deploying within the bound and failed after it, with Swarm's own reason", () => {
     const t = task({ err: 'no suitable node (insufficient resources on 1 node)' });
     expect(deriveStatus(d, svc, [t], undefined, bound(59_000)).status).toBe('deploying');
     const after = deriveStatus(d, svc, [t], undefined, bound(61_000));
@@ -67,7 +73,11 @@ describe('a deployment already placed by SkyPanelV2', () => {
 
   it('matches an older deployment of the same panel service too', () => {
     const actions = plan([d], [], { workerId: WORKER, nodeId: NODE, now: T0 });
-    const held = heldElsewhere(actions, [d], [{ id: 'x', name: 'org-1-app', labels: { ...skypanelLabels, [LABEL.deploymentId]: 'older' } }]);
+    const held = heldElsewhere(
+      actions,
+      [d],
+      [{ id: 'x', name: 'org-1-app', labels: { ...skypanelLabels, [LABEL.deploymentId]: 'older' } }],
+    );
     expect(held.get(d.id)!.message).toContain('deployment older');
   });
 
@@ -80,8 +90,14 @@ describe('a deployment already placed by SkyPanelV2', () => {
       swarm.unmanaged.push({ id: 'sp-holder', name: 'org-1-app', labels: skypanelLabels, replicas: 1 });
       const reports: StatusChange[][] = [];
       const r = new Reconciler({
-        port: swarm.port, workerId: WORKER, nodeId: () => NODE, ipAddress: '127.0.0.1', publicUrlTemplate: 'http://{ipAddress}:{externalPort}',
-        resyncMs: 10_000, logger, onStatus: (c) => void reports.push(c),
+        port: swarm.port,
+        workerId: WORKER,
+        nodeId: () => NODE,
+        ipAddress: '127.0.0.1',
+        publicUrlTemplate: 'http://{ipAddress}:{externalPort}',
+        resyncMs: 10_000,
+        logger,
+        onStatus: (c) => void reports.push(c),
       });
       r.setDesired({ deployments: [d], rejected: [], etag: null, source: 'control-plane', receivedAt: Date.now() });
       r.start();
@@ -110,18 +126,36 @@ describe('observe mode hears about tasks SkyPanelV2 placed', () => {
     let passes = 0;
     const d = deployment();
     const r = new Reconciler({
-      port: swarm.port, workerId: WORKER, nodeId: () => NODE, ipAddress: '127.0.0.1', publicUrlTemplate: 'http://{ipAddress}:{externalPort}',
-      resyncMs: 600_000, logger, onStatus: () => {}, onPass: () => void passes++, readOnly: true,
+      port: swarm.port,
+      workerId: WORKER,
+      nodeId: () => NODE,
+      ipAddress: '127.0.0.1',
+      publicUrlTemplate: 'http://{ipAddress}:{externalPort}',
+      resyncMs: 600_000,
+      logger,
+      onStatus: () => {},
+      onPass: () => void passes++,
+      readOnly: true,
     });
     r.setDesired({ deployments: [d], rejected: [], etag: null, source: 'control-plane', receivedAt: Date.now() });
     r.start();
     r.setEventsLive(true);
     await vi.advanceTimersByTimeAsync(70_000);
     const base = passes;
-    r.noteEngineEvent({ type: 'container', action: 'die', id: 'c1', attributes: { [LABEL.serviceId]: 'someone-else', [LABEL.deploymentId]: 'x' } });
+    r.noteEngineEvent({
+      type: 'container',
+      action: 'die',
+      id: 'c1',
+      attributes: { [LABEL.serviceId]: 'someone-else', [LABEL.deploymentId]: 'x' },
+    });
     await vi.advanceTimersByTimeAsync(1_000);
     expect(passes).toBe(base);
-    r.noteEngineEvent({ type: 'container', action: 'die', id: 'c2', attributes: { [LABEL.serviceId]: d.serviceId, [LABEL.deploymentId]: d.id, 'skypanel.slug': 'app' } });
+    r.noteEngineEvent({
+      type: 'container',
+      action: 'die',
+      id: 'c2',
+      attributes: { [LABEL.serviceId]: d.serviceId, [LABEL.deploymentId]: d.id, 'skypanel.slug': 'app' },
+    });
     await vi.advanceTimersByTimeAsync(1_000);
     expect(passes).toBe(base + 1);
     await r.stop();

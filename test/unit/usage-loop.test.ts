@@ -21,7 +21,15 @@ let logger: pino.Logger;
 beforeEach(async () => {
   dir = await mkdtemp(join(tmpdir(), 'usage-loop-'));
   logLines = [];
-  logger = pino({ level: 'debug' }, new Writable({ write(chunk, _e, cb) { logLines.push(String(chunk)); cb(); } }));
+  logger = pino(
+    { level: 'debug' },
+    new Writable({
+      write(chunk, _e, cb) {
+        logLines.push(String(chunk));
+        cb();
+      },
+    }),
+  );
 });
 
 afterEach(async () => {
@@ -31,7 +39,14 @@ afterEach(async () => {
 type Responder = (body: { records: UsageRecord[] }, path: string) => CallResult | Promise<CallResult>;
 
 const ok = (): CallResult => ({ ok: true, status: 200, body: { success: true }, headers: {}, rttMs: 1 });
-const fail = (status: number, extra: Partial<Extract<CallResult, { ok: false }>> = {}): CallResult => ({ ok: false, kind: 'http', status, message: `HTTP ${status}`, rttMs: 1, ...extra });
+const fail = (status: number, extra: Partial<Extract<CallResult, { ok: false }>> = {}): CallResult => ({
+  ok: false,
+  kind: 'http',
+  status,
+  message: `HTTP ${status}`,
+  rttMs: 1,
+  ...extra,
+});
 
 function fakeClient(respond: Responder = ok) {
   const calls: { path: string; records: UsageRecord[]; bytes: number }[] = [];
@@ -51,9 +66,18 @@ function fakeClient(respond: Responder = ok) {
 function record(i: number, over: Partial<UsageRecord> = {}): UsageRecord {
   const start = T + Math.floor(i / 10) * 3_600_000;
   return {
-    deploymentId: `dep-${i % 10}`, serviceId: 's', organizationId: 'o',
-    periodStart: new Date(start).toISOString(), periodEnd: new Date(start + 3_600_000).toISOString(),
-    cpuHours: 0.1, memoryGbHours: 0.2, storageGbHours: 0.3, networkGb: 0.4, samples: 240, complete: true, ...over,
+    deploymentId: `dep-${i % 10}`,
+    serviceId: 's',
+    organizationId: 'o',
+    periodStart: new Date(start).toISOString(),
+    periodEnd: new Date(start + 3_600_000).toISOString(),
+    cpuHours: 0.1,
+    memoryGbHours: 0.2,
+    storageGbHours: 0.3,
+    networkGb: 0.4,
+    samples: 240,
+    complete: true,
+    ...over,
   };
 }
 
@@ -85,8 +109,15 @@ function fakeSampler() {
 }
 
 const burner = (cpuSec: number, over: Partial<MeterReading> = {}): MeterReading => ({
-  containerId: 'c1', deploymentId: 'd1', serviceId: 's1', organizationId: 'o1', startedAtMs: T - 1_000,
-  cpuNs: cpuSec * SEC, memoryBytes: 64 * 1024 * 1024, networkBytes: cpuSec * 1000, ...over,
+  containerId: 'c1',
+  deploymentId: 'd1',
+  serviceId: 's1',
+  organizationId: 'o1',
+  startedAtMs: T - 1_000,
+  cpuNs: cpuSec * SEC,
+  memoryBytes: 64 * 1024 * 1024,
+  networkBytes: cpuSec * 1000,
+  ...over,
 });
 
 describe('UsageOutbox', () => {
@@ -94,7 +125,9 @@ describe('UsageOutbox', () => {
     const client = fakeClient();
     const box = outbox(client);
     const long = 'x'.repeat(128);
-    const records = Array.from({ length: 450 }, (_, i) => record(i, { serviceId: long, organizationId: long, deploymentId: `${long.slice(0, 120)}-${i % 10}` }));
+    const records = Array.from({ length: 450 }, (_, i) =>
+      record(i, { serviceId: long, organizationId: long, deploymentId: `${long.slice(0, 120)}-${i % 10}` }),
+    );
     await box.add(records, null);
     expect(await box.flush()).toBeUndefined();
     expect(client.calls.length).toBeGreaterThanOrEqual(4); // 450 × ~560 bytes: the byte bound binds before the count
@@ -176,12 +209,19 @@ describe('UsageOutbox', () => {
   });
 
   it('a 413 halves the batch until it fits; a record refused on its own (400) is dropped with an error', async () => {
-    const client = fakeClient((b) => (b.records.length > 2 ? fail(413) : b.records.some((r) => r.deploymentId === 'dep-3') ? fail(400, { message: 'cpuHours: bad' }) : ok()));
+    const client = fakeClient((b) =>
+      b.records.length > 2 ? fail(413) : b.records.some((r) => r.deploymentId === 'dep-3') ? fail(400, { message: 'cpuHours: bad' }) : ok(),
+    );
     const box = outbox(client);
-    await box.add(Array.from({ length: 7 }, (_, i) => record(i)), null);
+    await box.add(
+      Array.from({ length: 7 }, (_, i) => record(i)),
+      null,
+    );
     expect(await box.flush()).toBeUndefined();
     expect(box.depth).toBe(0);
-    const delivered = client.calls.filter((c) => c.records.length <= 2 && !c.records.some((r) => r.deploymentId === 'dep-3')).flatMap((c) => c.records.map((r) => r.deploymentId));
+    const delivered = client.calls
+      .filter((c) => c.records.length <= 2 && !c.records.some((r) => r.deploymentId === 'dep-3'))
+      .flatMap((c) => c.records.map((r) => r.deploymentId));
     expect(delivered.sort()).toEqual(['dep-0', 'dep-1', 'dep-2', 'dep-4', 'dep-5', 'dep-6']);
     expect(box.delivery().droppedRecords).toBe(1);
     expect(logLines.join('')).toContain('refused a usage record; dropped');
@@ -190,7 +230,10 @@ describe('UsageOutbox', () => {
   it('is bounded: beyond the limit whole oldest periods are dropped, with an error', async () => {
     const client = fakeClient(() => fail(503));
     const box = outbox(client, { maxRecords: 25 });
-    await box.add(Array.from({ length: 30 }, (_, i) => record(i)), null); // 3 periods of 10
+    await box.add(
+      Array.from({ length: 30 }, (_, i) => record(i)),
+      null,
+    ); // 3 periods of 10
     expect(box.depth).toBe(20);
     expect(box.records()[0]!.periodStart).toBe(new Date(T + 3_600_000).toISOString());
     expect(logLines.join('')).toMatch(/"level":50.*usage outbox full/);
@@ -215,7 +258,16 @@ describe('UsageLoop', () => {
   const P = 10; // s
 
   function loop(sampler: UsageSampler, client: ReturnType<typeof fakeClient>) {
-    return new UsageLoop({ sampler, client, workerId: () => 'w-1', stateDir: dir, sampleIntervalSec: 1, periodSec: P, logger, random: () => 0.5 });
+    return new UsageLoop({
+      sampler,
+      client,
+      workerId: () => 'w-1',
+      stateDir: dir,
+      sampleIntervalSec: 1,
+      periodSec: P,
+      logger,
+      random: () => 0.5,
+    });
   }
 
   it('writes a closed period to the state directory before sending it', async () => {
@@ -237,11 +289,22 @@ describe('UsageLoop', () => {
     expect(client.calls).toHaveLength(1);
     expect(seenOnDisk[0]!.map(usageKey)).toEqual(client.calls[0]!.records.map(usageKey));
     const r = client.calls[0]!.records[0]!;
-    expect(r).toMatchObject({ deploymentId: 'd1', periodStart: new Date(T).toISOString(), periodEnd: new Date(T + 10_000).toISOString(), samples: 10, complete: true });
+    expect(r).toMatchObject({
+      deploymentId: 'd1',
+      periodStart: new Date(T).toISOString(),
+      periodEnd: new Date(T + 10_000).toISOString(),
+      samples: 10,
+      complete: true,
+    });
     expect(r.cpuHours * 3600).toBeCloseTo(5, 6);
     expect((await storedOutbox()).pending).toEqual([]);
     const view = l.view();
-    expect(view.open[0]).toMatchObject({ deploymentId: 'd1', periodStart: new Date(T + 10_000).toISOString(), samples: 1, periodOpen: true });
+    expect(view.open[0]).toMatchObject({
+      deploymentId: 'd1',
+      periodStart: new Date(T + 10_000).toISOString(),
+      samples: 1,
+      periodOpen: true,
+    });
     expect(view.unsent.count).toBe(0);
   });
 
@@ -304,7 +367,8 @@ describe('UsageLoop', () => {
     const sampler = fakeSampler();
     const l = loop(sampler, fakeClient());
     await l.restore();
-    const stored = async () => JSON.parse(await readFile(join(dir, 'usage-meter.json'), 'utf8')) as { open: { periodStart: number; samples: number }[] };
+    const stored = async () =>
+      JSON.parse(await readFile(join(dir, 'usage-meter.json'), 'utf8')) as { open: { periodStart: number; samples: number }[] };
     for (let s = 0; s < 5; s++) {
       sampler.containers = [burner(s * 0.5)];
       await l.tick();
@@ -324,7 +388,11 @@ describe('UsageLoop', () => {
 
   it('says once (per change) when some counters come through the Engine API instead of the files, and why', async () => {
     const sampler = fakeSampler();
-    let via: { cgroup: number; engine: number; note?: string } | undefined = { cgroup: 1, engine: 1, note: 'pid 42 is not visible in /proc' };
+    let via: { cgroup: number; engine: number; note?: string } | undefined = {
+      cgroup: 1,
+      engine: 1,
+      note: 'pid 42 is not visible in /proc',
+    };
     const withVia: UsageSampler = { sample: async () => ({ ...(await sampler.sample()), via }) };
     const l = loop(withVia, fakeClient());
     await l.restore();
@@ -344,8 +412,22 @@ describe('UsageLoop', () => {
   it('start() samples at once and on the interval; stop() leaves the open period on disk', async () => {
     const sampler = fakeSampler();
     let samples = 0;
-    const counting: UsageSampler = { sample: async () => { samples++; sampler.advance(50); return sampler.sample(); } };
-    const l = new UsageLoop({ sampler: counting, client: fakeClient(), workerId: () => 'w-1', stateDir: dir, sampleIntervalSec: 0.05, periodSec: 3600, logger });
+    const counting: UsageSampler = {
+      sample: async () => {
+        samples++;
+        sampler.advance(50);
+        return sampler.sample();
+      },
+    };
+    const l = new UsageLoop({
+      sampler: counting,
+      client: fakeClient(),
+      workerId: () => 'w-1',
+      stateDir: dir,
+      sampleIntervalSec: 0.05,
+      periodSec: 3600,
+      logger,
+    });
     sampler.containers = [burner(1)];
     await l.start();
     await new Promise((r) => setTimeout(r, 400));

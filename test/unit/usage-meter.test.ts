@@ -15,13 +15,24 @@ function meter(extra: Partial<ConstructorParameters<typeof UsageMeter>[0]> = {})
 
 function c(over: Partial<MeterReading> & { containerId?: string }): MeterReading {
   return {
-    containerId: 'c1', deploymentId: 'd1', serviceId: 's1', organizationId: 'o1',
-    startedAtMs: T - 3_600_000, cpuNs: 0, memoryBytes: 0, networkBytes: 0, ...over,
+    containerId: 'c1',
+    deploymentId: 'd1',
+    serviceId: 's1',
+    organizationId: 'o1',
+    startedAtMs: T - 3_600_000,
+    cpuNs: 0,
+    memoryBytes: 0,
+    networkBytes: 0,
+    ...over,
   };
 }
 
 /** Sample at wall time t (ms after T), with a monotonic clock that agrees unless given. */
-const at = (t: number, containers: MeterReading[], mono: number | undefined = t): MeterSample => ({ wallMs: T + t, ...(mono === undefined ? {} : { monoMs: mono }), containers });
+const at = (t: number, containers: MeterReading[], mono: number | undefined = t): MeterSample => ({
+  wallMs: T + t,
+  ...(mono === undefined ? {} : { monoMs: mono }),
+  containers,
+});
 
 /** Feeds samples and collects every closed record. */
 function run(m: UsageMeter, samples: MeterSample[]): UsageRecord[] {
@@ -30,8 +41,11 @@ function run(m: UsageMeter, samples: MeterSample[]): UsageRecord[] {
   return out;
 }
 
-const sum = (records: UsageRecord[], f: keyof Pick<UsageRecord, 'cpuHours' | 'memoryGbHours' | 'storageGbHours' | 'networkGb'>, dep?: string) =>
-  records.filter((r) => dep === undefined || r.deploymentId === dep).reduce((a, r) => a + r[f], 0);
+const sum = (
+  records: UsageRecord[],
+  f: keyof Pick<UsageRecord, 'cpuHours' | 'memoryGbHours' | 'storageGbHours' | 'networkGb'>,
+  dep?: string,
+) => records.filter((r) => dep === undefined || r.deploymentId === dep).reduce((a, r) => a + r[f], 0);
 
 describe('UsageMeter', () => {
   it('integrates cpu and network deltas, memory and storage as time integrals, and closes a period at its end', () => {
@@ -39,13 +53,23 @@ describe('UsageMeter', () => {
     const samples: MeterSample[] = [];
     // baseline at T+0 (running before the meter: large counters are not usage of this period)
     for (let s = 0; s <= 10; s++) {
-      samples.push(at(s * 1000, [c({ cpuNs: 1000 * SEC + s * 0.5 * SEC, networkBytes: 1e6 + s * 1000, memoryBytes: 512 * 1024 * 1024, storageBytes: 1 * GIB })]));
+      samples.push(
+        at(s * 1000, [
+          c({ cpuNs: 1000 * SEC + s * 0.5 * SEC, networkBytes: 1e6 + s * 1000, memoryBytes: 512 * 1024 * 1024, storageBytes: 1 * GIB }),
+        ]),
+      );
     }
     const closed = run(m, samples);
     expect(closed).toHaveLength(1);
     const r = closed[0]!;
     expect(usageRecordSchema.safeParse(r).success).toBe(true);
-    expect(r).toMatchObject({ deploymentId: 'd1', serviceId: 's1', organizationId: 'o1', periodStart: new Date(T).toISOString(), periodEnd: new Date(T + P).toISOString() });
+    expect(r).toMatchObject({
+      deploymentId: 'd1',
+      serviceId: 's1',
+      organizationId: 'o1',
+      periodStart: new Date(T).toISOString(),
+      periodEnd: new Date(T + P).toISOString(),
+    });
     expect(r.cpuHours * 3600).toBeCloseTo(5, 6); // 0.5 core for 10 s
     expect(r.networkGb * GIB).toBeCloseTo(10_000, 0);
     expect(r.memoryGbHours * 3600).toBeCloseTo(0.5 * 10, 6); // 0.5 GiB for 10 s
@@ -68,7 +92,11 @@ describe('UsageMeter', () => {
     const samples: MeterSample[] = [];
     for (let i = 0; i <= 45; i++) {
       const st = sto(i);
-      samples.push(at(i * 500 + 250, [c({ cpuNs: cpu(i), memoryBytes: mem(i), networkBytes: 10 * i * i, ...(st === undefined ? {} : { storageBytes: st }) })]));
+      samples.push(
+        at(i * 500 + 250, [
+          c({ cpuNs: cpu(i), memoryBytes: mem(i), networkBytes: 10 * i * i, ...(st === undefined ? {} : { storageBytes: st }) }),
+        ]),
+      );
     }
     const closed = run(m, samples);
     expect(closed.map((r) => r.periodStart)).toEqual([new Date(T).toISOString(), new Date(T + P).toISOString()]);
@@ -145,12 +173,14 @@ describe('UsageMeter', () => {
     const old = (t: number, cpu: number) => c({ containerId: 'old', cpuNs: cpu * SEC, networkBytes: cpu * 1000, memoryBytes: GIB });
     run(m, [at(0, [old(0, 100)]), at(1000, [old(1000, 101)]), at(2000, [old(2000, 102)])]);
     // the old one died after T+2; the new one started at T+2.5 and used 0.5 s by T+3
-    const fresh = (cpu: number) => c({ containerId: 'new', startedAtMs: T + 2_500, cpuNs: cpu * SEC, networkBytes: cpu * 1000, memoryBytes: GIB });
+    const fresh = (cpu: number) =>
+      c({ containerId: 'new', startedAtMs: T + 2_500, cpuNs: cpu * SEC, networkBytes: cpu * 1000, memoryBytes: GIB });
     const closed = run(m, [at(3000, [fresh(0.5)]), at(4000, [fresh(1.5)]), at(10_000, [fresh(1.5)])]);
     const r = closed[0]!;
     expect(r.cpuHours * 3600).toBeCloseTo(1 + 1 + 0.5 + 1, 9);
     expect(r.networkGb * GIB).toBeCloseTo(3500, 3);
-    // memory: old [0,2] = 2 GiB·s, nothing after its last reading; new from its start 2.5 → 4 at 1 GiB, then 4 → 10 (6 s gap > 3 s: not integrated)
+    // memory: old [0,2] = 2 GiB·s, nothing after its last reading; new from its start 2.5 → 4
+    // at 1 GiB, then 4 → 10 (6 s gap > 3 s: not integrated)
     expect(r.memoryGbHours * 3600).toBeCloseTo(2 + 1.5, 9);
     expect(r.complete).toBe(false); // the new container was not read for 6 s
   });
@@ -168,7 +198,11 @@ describe('UsageMeter', () => {
 
   it('a counter that goes down without a new start time is a reset too: never negative', () => {
     const m = meter();
-    run(m, [at(0, [c({ cpuNs: 10 * SEC, networkBytes: 5000 })]), at(1000, [c({ cpuNs: 3 * SEC, networkBytes: 100 })]), at(2000, [c({ cpuNs: 4 * SEC, networkBytes: 200 })])]);
+    run(m, [
+      at(0, [c({ cpuNs: 10 * SEC, networkBytes: 5000 })]),
+      at(1000, [c({ cpuNs: 3 * SEC, networkBytes: 100 })]),
+      at(2000, [c({ cpuNs: 4 * SEC, networkBytes: 200 })]),
+    ]);
     const r = run(m, [at(10_000, [c({ cpuNs: 4 * SEC, networkBytes: 200 })])])[0]!;
     expect(r.cpuHours * 3600).toBeCloseTo(3 + 1, 9);
     expect(r.networkGb * GIB).toBeCloseTo(200, 6);
@@ -194,8 +228,14 @@ describe('UsageMeter', () => {
         c({ containerId: 'early', cpuNs: 99 * SEC }), // running since an hour: 6 s of this period unseen
         c({ containerId: 'late', deploymentId: 'd2', startedAtMs: T + 5_500, cpuNs: 0.4 * SEC }), // 0.5 s unseen: within the bound
       ]),
-      at(7_000, [c({ containerId: 'early', cpuNs: 100 * SEC }), c({ containerId: 'late', deploymentId: 'd2', startedAtMs: T + 5_500, cpuNs: 0.9 * SEC })]),
-      at(10_000, [c({ containerId: 'early', cpuNs: 100 * SEC }), c({ containerId: 'late', deploymentId: 'd2', startedAtMs: T + 5_500, cpuNs: 0.9 * SEC })]),
+      at(7_000, [
+        c({ containerId: 'early', cpuNs: 100 * SEC }),
+        c({ containerId: 'late', deploymentId: 'd2', startedAtMs: T + 5_500, cpuNs: 0.9 * SEC }),
+      ]),
+      at(10_000, [
+        c({ containerId: 'early', cpuNs: 100 * SEC }),
+        c({ containerId: 'late', deploymentId: 'd2', startedAtMs: T + 5_500, cpuNs: 0.9 * SEC }),
+      ]),
     ]);
     expect(closed.map((r) => [r.deploymentId, r.complete, Math.round(r.cpuHours * 3600 * 1e6) / 1e6])).toEqual([
       ['d1', false, 1],
@@ -225,7 +265,11 @@ describe('UsageMeter', () => {
 
   it('resumes from its persisted state across a short stop: complete, nothing lost or doubled', () => {
     const m1 = meter();
-    run(m1, [at(0, [c({ cpuNs: 0, memoryBytes: GIB })]), at(1000, [c({ cpuNs: 1 * SEC, memoryBytes: GIB })]), at(2000, [c({ cpuNs: 2 * SEC, memoryBytes: GIB })])]);
+    run(m1, [
+      at(0, [c({ cpuNs: 0, memoryBytes: GIB })]),
+      at(1000, [c({ cpuNs: 1 * SEC, memoryBytes: GIB })]),
+      at(2000, [c({ cpuNs: 2 * SEC, memoryBytes: GIB })]),
+    ]);
     const state = JSON.parse(JSON.stringify(m1.snapshot()));
     const m2 = meter();
     expect(m2.restore(state)).toEqual([]);
@@ -244,7 +288,11 @@ describe('UsageMeter', () => {
 
   it('after a long gap: cpu and network from the counters cover it, memory is not invented, every overlapped period is incomplete', () => {
     const m1 = meter();
-    run(m1, [at(0, [c({ cpuNs: 0, memoryBytes: GIB })]), at(1000, [c({ cpuNs: 0.5 * SEC, memoryBytes: GIB })]), at(2000, [c({ cpuNs: 1 * SEC, memoryBytes: GIB })])]);
+    run(m1, [
+      at(0, [c({ cpuNs: 0, memoryBytes: GIB })]),
+      at(1000, [c({ cpuNs: 0.5 * SEC, memoryBytes: GIB })]),
+      at(2000, [c({ cpuNs: 1 * SEC, memoryBytes: GIB })]),
+    ]);
     const m2 = meter();
     m2.restore(JSON.parse(JSON.stringify(m1.snapshot())));
     // down from T+2 to T+26: 24 s at 0.5 core = 12 s of CPU across [2,10) [10,20) [20,26)
@@ -253,7 +301,15 @@ describe('UsageMeter', () => {
       at(27_000, [c({ cpuNs: 13.5 * SEC, memoryBytes: GIB })]),
       at(30_000, [c({ cpuNs: 15 * SEC, memoryBytes: GIB })]),
     ]);
-    expect(r.map((x) => [x.periodStart, x.complete, x.samples, Math.round(x.cpuHours * 3600 * 1e6) / 1e6, Math.round(x.memoryGbHours * 3600 * 1e6) / 1e6])).toEqual([
+    expect(
+      r.map((x) => [
+        x.periodStart,
+        x.complete,
+        x.samples,
+        Math.round(x.cpuHours * 3600 * 1e6) / 1e6,
+        Math.round(x.memoryGbHours * 3600 * 1e6) / 1e6,
+      ]),
+    ).toEqual([
       [new Date(T).toISOString(), false, 3, 1 + 4, 2],
       [new Date(T + P).toISOString(), false, 0, 5, 0],
       [new Date(T + 2 * P).toISOString(), false, 2, 3 + 0.5 + 1.5, 1 + 3],

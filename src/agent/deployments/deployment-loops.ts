@@ -64,7 +64,12 @@ export class DeploymentLoops {
     const { logger } = opts;
     this.#store = opts.store ?? new StateStore(opts.stateDir, { logger });
     this.#outbox = new ReportOutbox({
-      client: opts.client, workerId: opts.workerId, bootId: opts.bootId, store: this.#store, backoff: opts.backoff, logger: logger.child({ loop: 'reports' }),
+      client: opts.client,
+      workerId: opts.workerId,
+      bootId: opts.bootId,
+      store: this.#store,
+      backoff: opts.backoff,
+      logger: logger.child({ loop: 'reports' }),
     });
     this.#reporter = new StatusReporter(this.#outbox, opts.knownSecrets ?? (() => this.secretValues()));
     this.#reconciler = opts.swarm
@@ -85,16 +90,19 @@ export class DeploymentLoops {
         })
       : undefined;
     const reconciler = this.#reconciler;
-    this.#events = reconciler && opts.watchEngineEvents?.({
-      onEvent: (e) => reconciler.noteEngineEvent(e),
-      onLive: (live, reason) => {
-        reconciler.setEventsLive(live);
-        // Said once per loss and once per recovery: a daemon restart is two lines, not a stream of them.
-        if (!live && !this.#eventsLost) logger.warn({ err: reason }, 'docker event stream lost: reconcile passes every minute until it is back');
-        else if (live && this.#eventsLost) logger.info('docker event stream back');
-        this.#eventsLost = !live;
-      },
-    });
+    this.#events =
+      reconciler &&
+      opts.watchEngineEvents?.({
+        onEvent: (e) => reconciler.noteEngineEvent(e),
+        onLive: (live, reason) => {
+          reconciler.setEventsLive(live);
+          // Said once per loss and once per recovery: a daemon restart is two lines, not a stream of them.
+          if (!live && !this.#eventsLost)
+            logger.warn({ err: reason }, 'docker event stream lost: reconcile passes every minute until it is back');
+          else if (live && this.#eventsLost) logger.info('docker event stream back');
+          this.#eventsLost = !live;
+        },
+      });
     this.#poller = new DesiredStatePoller({
       client: opts.client,
       workerId: opts.workerId,
@@ -132,7 +140,11 @@ export class DeploymentLoops {
   #setDesired(set: DesiredSet): void {
     this.#desired = set;
     if (this.#reconciler) this.#reconciler.setDesired(set);
-    else if (set.deployments.length > 0) this.#opts.logger.warn({ deployments: set.deployments.length }, 'deployments assigned, but this engine is not in a swarm; not applied');
+    else if (set.deployments.length > 0)
+      this.#opts.logger.warn(
+        { deployments: set.deployments.length },
+        'deployments assigned, but this engine is not in a swarm; not applied',
+      );
   }
 
   /** The desired set's ETag as a heartbeat answer gave it (undefined: no hint). */
@@ -170,11 +182,25 @@ export class DeploymentLoops {
     const applied = this.#reconciler?.views() ?? [];
     const shown = new Set(applied.map((v) => v.id));
     const rejected = this.#reportedRejected().flatMap((r): DeploymentView[] =>
-      r.id === null || shown.has(r.id) ? [] : [{
-        id: r.id, serviceId: r.serviceId ?? '', slug: '-', imageTag: '-', desiredState: 'running', observedStatus: 'failed', swarmServiceId: null,
-        replicas: { running: 0, desired: 0 }, publicUrl: null, lastError: `invalid deployment: ${r.message}`, environmentVarNames: [], secretNames: [],
-        rejected: { field: r.field, message: r.message },
-      }],
+      r.id === null || shown.has(r.id)
+        ? []
+        : [
+            {
+              id: r.id,
+              serviceId: r.serviceId ?? '',
+              slug: '-',
+              imageTag: '-',
+              desiredState: 'running',
+              observedStatus: 'failed',
+              swarmServiceId: null,
+              replicas: { running: 0, desired: 0 },
+              publicUrl: null,
+              lastError: `invalid deployment: ${r.message}`,
+              environmentVarNames: [],
+              secretNames: [],
+              rejected: { field: r.field, message: r.message },
+            },
+          ],
     );
     return [...applied, ...rejected];
   }

@@ -1,4 +1,10 @@
-import { parseDesiredSet, storableDesiredSet, type Deployment, type ParseOptions, type RejectedDeployment } from '../../protocol/deployment.js';
+import {
+  parseDesiredSet,
+  storableDesiredSet,
+  type Deployment,
+  type ParseOptions,
+  type RejectedDeployment,
+} from '../../protocol/deployment.js';
 import { classifyResponse } from '../../controlplane/classify.js';
 import { TimerLoop } from '../timer-loop.js';
 import { DEFAULT_BACKOFF, delayAfterFailure, jitteredInterval, type BackoffPolicy, type Random } from '../../controlplane/backoff.js';
@@ -114,7 +120,13 @@ export class DesiredStatePoller {
     const parsed = parseDesiredSet(stored.body, this.#deps.parse);
     if (!parsed.ok) return undefined;
     this.#etag = stored.etag;
-    return { deployments: parsed.deployments, rejected: parsed.rejected, etag: stored.etag, source: 'state-dir', receivedAt: stored.savedAt };
+    return {
+      deployments: parsed.deployments,
+      rejected: parsed.rejected,
+      etag: stored.etag,
+      source: 'state-dir',
+      receivedAt: stored.savedAt,
+    };
   }
 
   start(): void {
@@ -132,8 +144,14 @@ export class DesiredStatePoller {
   /** Whether a heartbeat answer since the last due poll vouched for the set held. */
   #vouched(now: number): boolean {
     const hint = this.#hint;
-    return this.#mode === 'available' && this.#failures === 0 && hint !== undefined && hint.at > this.#checkedAt
-      && sameEtag(hint.etag, this.#etag) && now - (this.#lastPollAt ?? 0) < (this.#deps.hintedPollMaxMs ?? HINTED_POLL_MAX_MS);
+    return (
+      this.#mode === 'available' &&
+      this.#failures === 0 &&
+      hint !== undefined &&
+      hint.at > this.#checkedAt &&
+      sameEtag(hint.etag, this.#etag) &&
+      now - (this.#lastPollAt ?? 0) < (this.#deps.hintedPollMaxMs ?? HINTED_POLL_MAX_MS)
+    );
   }
 
   /**
@@ -149,7 +167,13 @@ export class DesiredStatePoller {
 
   /** Whether the next call 3 is a held one. */
   #blocking(now: number): boolean {
-    return this.#waitSec !== undefined && this.#mode === 'available' && this.#failures === 0 && this.#etag !== null && now >= this.#suspendedUntil;
+    return (
+      this.#waitSec !== undefined &&
+      this.#mode === 'available' &&
+      this.#failures === 0 &&
+      this.#etag !== null &&
+      now >= this.#suspendedUntil
+    );
   }
 
   stop(): Promise<void> {
@@ -175,12 +199,18 @@ export class DesiredStatePoller {
     } else {
       const holding = (this.#holding = new AbortController());
       // The panel may hold up to wait + wait/16 (its spread); the client adds its normal bound on top.
-      res = await client.getJson(`${path}?wait=${waitSec}`, this.#etag ?? undefined, { holdMs: Math.ceil((waitSec * 1000 * 17) / 16), signal: holding.signal });
+      res = await client.getJson(`${path}?wait=${waitSec}`, this.#etag ?? undefined, {
+        holdMs: Math.ceil((waitSec * 1000 * 17) / 16),
+        signal: holding.signal,
+      });
       this.#holding = undefined;
       if (holding.signal.aborted) return this.#interval(); // stop() ended it: nothing to report
       if (!res.ok) {
         this.#suspendedUntil = Date.now() + BLOCKING_SUSPEND_MS;
-        logger.warn({ kind: res.kind, status: res.status }, `held desired-state call failed: ${res.message}; polling instead for 10 minutes`);
+        logger.warn(
+          { kind: res.kind, status: res.status },
+          `held desired-state call failed: ${res.message}; polling instead for 10 minutes`,
+        );
       }
     }
     if (res.ok) {
@@ -207,7 +237,13 @@ export class DesiredStatePoller {
       // Only a usable, stored set ends a failure streak: a 200 with an unusable body backs off like any failure.
       this.#failures = 0;
       this.#rejections.note(parsed.rejected, deploymentList(res.body), logger);
-      this.#deps.onDesired({ deployments: parsed.deployments, rejected: parsed.rejected, etag, source: 'control-plane', receivedAt: Date.now() });
+      this.#deps.onDesired({
+        deployments: parsed.deployments,
+        rejected: parsed.rejected,
+        etag,
+        source: 'control-plane',
+        receivedAt: Date.now(),
+      });
       return next ?? this.#afterPoll();
     }
     if (classifyResponse(res) === 'extension-missing') {

@@ -7,14 +7,18 @@ import type { ServiceObservation, TaskObservation } from '../../domain/deploymen
 import type { Logger } from '../logger.js';
 import type { SwarmPort } from '../../ports.js';
 
-
 export type ActionHandlers = { [K in Action['kind']]: (a: Extract<Action, { kind: K }>) => Promise<void> };
 
 /**
  * One executor per action kind, so adding an action without an executor does not compile.
  * Executors are idempotent: "already exists" and "not found" count as done (handled in the port).
  */
-export function createActionHandlers(port: SwarmPort, desired: ReadonlyMap<string, Deployment>, ctx: SpecContext, logger: Logger): ActionHandlers {
+export function createActionHandlers(
+  port: SwarmPort,
+  desired: ReadonlyMap<string, Deployment>,
+  ctx: SpecContext,
+  logger: Logger,
+): ActionHandlers {
   const needDeployment = (id: string): Deployment => {
     const d = desired.get(id);
     if (!d) throw new Error(`deployment ${id} is not in the desired set`);
@@ -31,7 +35,12 @@ export function createActionHandlers(port: SwarmPort, desired: ReadonlyMap<strin
       ids.set(s.name, await port.ensureSecret(s.name, value, s.labels));
     }
     const refs = built.spec.TaskTemplate.ContainerSpec.Secrets?.map((r) => ({ ...r, SecretID: ids.get(r.SecretName) }));
-    return refs ? { ...built.spec, TaskTemplate: { ...built.spec.TaskTemplate, ContainerSpec: { ...built.spec.TaskTemplate.ContainerSpec, Secrets: refs } } } : built.spec;
+    return refs
+      ? {
+          ...built.spec,
+          TaskTemplate: { ...built.spec.TaskTemplate, ContainerSpec: { ...built.spec.TaskTemplate.ContainerSpec, Secrets: refs } },
+        }
+      : built.spec;
   };
   return {
     create: async (a) => {
@@ -43,7 +52,10 @@ export function createActionHandlers(port: SwarmPort, desired: ReadonlyMap<strin
       const d = needDeployment(a.deploymentId);
       await port.updateService(a.swarmServiceId, await prepare(d), d.registryAuth);
       const log = a.reason === 'drift' ? logger.warn.bind(logger) : logger.info.bind(logger);
-      log({ deploymentId: d.id, swarmServiceId: a.swarmServiceId, specHash: a.specHash, reason: a.reason }, a.reason === 'drift' ? 'service changed outside the agent; put back' : 'service updated');
+      log(
+        { deploymentId: d.id, swarmServiceId: a.swarmServiceId, specHash: a.specHash, reason: a.reason },
+        a.reason === 'drift' ? 'service changed outside the agent; put back' : 'service updated',
+      );
     },
     scale: async (a) => {
       await port.scaleService(a.swarmServiceId, a.replicas);

@@ -3,7 +3,13 @@ import { heldElsewhere, plan, type Action, type HeldCreate, type ActualService, 
 import { buildServiceSpec, type ServiceSpec } from '../../domain/service-spec.js';
 import { hasDrifted } from '../../domain/drift.js';
 import { secretsInUse } from '../../domain/secret-gc.js';
-import { deriveStatus, nextSchedulingDeadline, renderPublicUrl, type DerivedStatus, type TaskObservation } from '../../domain/deployment-status.js';
+import {
+  deriveStatus,
+  nextSchedulingDeadline,
+  renderPublicUrl,
+  type DerivedStatus,
+  type TaskObservation,
+} from '../../domain/deployment-status.js';
 import type { Deployment } from '../../protocol/deployment.js';
 import type { EngineEvent, ObservedServiceLite, SwarmPort } from '../../ports.js';
 import { mapLimited } from '../../util/map-limited.js';
@@ -72,7 +78,10 @@ const CONTAINER_ACTIONS: ReadonlySet<string> = new Set(['start', 'die', 'oom']);
  * What the reconciler asks Docker's event stream for. Docker ANDs filter keys, and service events
  * carry no labels, so ownership is checked here (noteEngineEvent), not by a label filter.
  */
-export const RECONCILE_EVENT_FILTERS: Record<string, string[]> = { type: ['container', 'service'], event: [...CONTAINER_ACTIONS, 'update', 'remove'] };
+export const RECONCILE_EVENT_FILTERS: Record<string, string[]> = {
+  type: ['container', 'service'],
+  event: [...CONTAINER_ACTIONS, 'update', 'remove'],
+};
 const FAILED_LOG_LINES = 100;
 /**
  * How long a create may wait for its service name to be freed before it counts as failed. Names
@@ -117,7 +126,10 @@ export class Reconciler {
   constructor(deps: ReconcilerDeps) {
     this.#deps = deps;
     this.#secrets = new SecretSweeper(deps.port, deps.workerId, deps.logger);
-    this.#loop = new TimerLoop(() => this.#step(), () => this.#resyncMs());
+    this.#loop = new TimerLoop(
+      () => this.#step(),
+      () => this.#resyncMs(),
+    );
   }
 
   /** Whether Docker's event stream is open. Going live looks at once (events may have been missed while it was down). */
@@ -133,7 +145,8 @@ export class Reconciler {
     if (this.#stopped || !this.#desired) return;
     const ours =
       e.type === 'container'
-        ? CONTAINER_ACTIONS.has(e.action) && (ownedBy(e.attributes, this.#deps.workerId) || this.#desiredServiceIds.has(e.attributes[LABEL.serviceId] ?? ''))
+        ? CONTAINER_ACTIONS.has(e.action) &&
+          (ownedBy(e.attributes, this.#deps.workerId) || this.#desiredServiceIds.has(e.attributes[LABEL.serviceId] ?? ''))
         : e.type === 'service' && this.#ownedServiceIds.has(e.id);
     if (ours) this.#loop.runWithin(EVENT_COALESCE_MS);
   }
@@ -198,7 +211,10 @@ export class Reconciler {
     }
     const deploying = [...this.#states.values()].some((st) => st.derived.status === 'deploying');
     if (!deploying) return this.#resyncMs();
-    const next = Math.min(this.#settleMs, this.#schedulingDeadline === undefined ? Infinity : Math.max(SETTLE_MIN_MS, this.#schedulingDeadline - Date.now()));
+    const next = Math.min(
+      this.#settleMs,
+      this.#schedulingDeadline === undefined ? Infinity : Math.max(SETTLE_MIN_MS, this.#schedulingDeadline - Date.now()),
+    );
     this.#settleMs = Math.min(EVENTLESS_RESYNC_MS, this.#resyncMs(), this.#settleMs * 2);
     return next;
   }
@@ -247,7 +263,9 @@ export class Reconciler {
     this.#ownedServiceIds = live;
     const planned = this.#deps.readOnly ? [] : plan(desired, actual, { ...ctx, now, backoff, retainServiceIds });
     // Creates a service no agent placed holds back; one more Engine call, only in a pass that would create.
-    const held = planned.some((a) => a.kind === 'create') ? heldElsewhere(planned, desired, await port.listUnmanagedServices()) : new Map<string, HeldCreate>();
+    const held = planned.some((a) => a.kind === 'create')
+      ? heldElsewhere(planned, desired, await port.listUnmanagedServices())
+      : new Map<string, HeldCreate>();
     for (const h of held.values()) live.add(h.holderId); // its removal (a service event) should start a pass
     const actions = planned.filter((a) => a.kind !== 'create' || (!held.has(a.deploymentId) && !this.#deps.isDraining?.()));
     const results = await this.#apply(actions, byId);
@@ -267,7 +285,13 @@ export class Reconciler {
       const waiting = b?.waiting === true;
       const heldError = held.get(d.id)?.message;
       const derived0 = deriveStatus(d, svc, (svc && tasksOf.get(svc.id)) || [], heldError ?? (waiting ? undefined : b?.error), scheduling);
-      const derived = waiting && !svc ? { ...derived0, message: `waiting for the service name (held by a service this worker does not own, e.g. the previous worker's copy of a moved deployment): ${b!.error}` } : derived0;
+      const derived =
+        waiting && !svc
+          ? {
+              ...derived0,
+              message: `waiting for the service name (held by a service this worker does not own, e.g. the previous worker's copy of a moved deployment): ${b!.error}`,
+            }
+          : derived0;
       const publicUrl = renderPublicUrl(this.#deps.publicUrlTemplate, {
         ipAddress: this.#deps.ipAddress,
         externalPort: derived.externalPort,
@@ -287,7 +311,18 @@ export class Reconciler {
       this.#states.delete(id);
       this.#backoff.delete(id);
       this.#rolledBack.delete(id);
-      changes.push({ deploymentId: id, derived: { ...st.derived, status: 'stopped', runningReplicas: 0, desiredReplicas: 0, containerId: null, message: 'no longer assigned to this worker' }, publicUrl: null });
+      changes.push({
+        deploymentId: id,
+        derived: {
+          ...st.derived,
+          status: 'stopped',
+          runningReplicas: 0,
+          desiredReplicas: 0,
+          containerId: null,
+          message: 'no longer assigned to this worker',
+        },
+        publicUrl: null,
+      });
     }
     await Promise.all(
       failedNow.map(async (c) => {
@@ -296,7 +331,10 @@ export class Reconciler {
       }),
     );
     // A rejected later copy of a deployment that is valid here (same id listed twice) must not report it failed.
-    this.#deps.onStatus(changes, desiredSet.rejected.filter((r) => r.id === null || !byId.has(r.id)));
+    this.#deps.onStatus(
+      changes,
+      desiredSet.rejected.filter((r) => r.id === null || !byId.has(r.id)),
+    );
     if (!this.#deps.readOnly) {
       // What this pass saw before acting: a secret an update or removal just let go of is still held by the old task.
       const desiredSecrets = [...built.values()].flatMap((b) => b.secrets.map((x) => x.name));
@@ -305,7 +343,12 @@ export class Reconciler {
     this.#lastPass = {
       at: new Date(now).toISOString(),
       durationMs: Math.round(performance.now() - started),
-      actions: actions.map((a, i) => ({ kind: a.kind, deploymentId: a.deploymentId, ok: results[i]!.status === 'fulfilled', ...(results[i]!.status === 'rejected' ? { error: errorText(results[i]) } : {}) })),
+      actions: actions.map((a, i) => ({
+        kind: a.kind,
+        deploymentId: a.deploymentId,
+        ok: results[i]!.status === 'fulfilled',
+        ...(results[i]!.status === 'rejected' ? { error: errorText(results[i]) } : {}),
+      })),
     };
     this.#deps.onPass?.(this.#lastPass);
     if (actions.length > 0) logger.debug({ actions: actions.length, ms: this.#lastPass.durationMs }, 'reconcile pass applied actions');
@@ -313,7 +356,12 @@ export class Reconciler {
 
   /** Removals first (they may free the host port a create needs), then the rest concurrently. */
   async #apply(actions: Action[], byId: ReadonlyMap<string, Deployment>): Promise<PromiseSettledResult<void>[]> {
-    const handlers = createActionHandlers(this.#deps.port, byId, { workerId: this.#deps.workerId, nodeId: this.#deps.nodeId()! }, this.#deps.logger);
+    const handlers = createActionHandlers(
+      this.#deps.port,
+      byId,
+      { workerId: this.#deps.workerId, nodeId: this.#deps.nodeId()! },
+      this.#deps.logger,
+    );
     const limit = this.#deps.concurrency ?? 4;
     const order = actions.map((a, i) => ({ a, i })).sort((x, y) => Number(x.a.kind !== 'remove') - Number(y.a.kind !== 'remove'));
     const removes = order.filter((o) => o.a.kind === 'remove');
@@ -337,7 +385,11 @@ export class Reconciler {
       const nameTakenSince = isNameTaken(a, r.reason) ? (prev?.nameTakenSince ?? now) : undefined;
       if (nameTakenSince !== undefined && now - nameTakenSince < NAME_TAKEN_WAIT_MS) {
         this.#backoff.set(id, { until: now + NAME_TAKEN_RETRY_MS, attempts: prev?.attempts ?? 0, error, nameTakenSince, waiting: true });
-        if (prev?.nameTakenSince === undefined) this.#deps.logger.info({ deploymentId: id, waitMs: NAME_TAKEN_WAIT_MS }, `service name taken, waiting for it to be freed: ${error}`);
+        if (prev?.nameTakenSince === undefined)
+          this.#deps.logger.info(
+            { deploymentId: id, waitMs: NAME_TAKEN_WAIT_MS },
+            `service name taken, waiting for it to be freed: ${error}`,
+          );
         return;
       }
       const attempts = (prev?.attempts ?? 0) + 1;
@@ -373,7 +425,10 @@ export class Reconciler {
       if (!dep || !desiredHash || desiredHash === s.labels[LABEL.specHash]) continue;
       if (this.#rolledBack.get(dep.id) !== desiredHash) {
         this.#rolledBack.set(dep.id, desiredHash);
-        this.#deps.logger.warn({ deploymentId: dep.id, message: s.updateMessage }, 'update rolled back by Swarm; not retried until the deployment changes');
+        this.#deps.logger.warn(
+          { deploymentId: dep.id, message: s.updateMessage },
+          'update rolled back by Swarm; not retried until the deployment changes',
+        );
       }
     }
   }

@@ -35,7 +35,9 @@ export class RejectionLog {
 
 function fingerprint(raw: unknown): string {
   try {
-    return createHash('sha256').update(JSON.stringify(raw) ?? '').digest('base64url');
+    return createHash('sha256')
+      .update(JSON.stringify(raw) ?? '')
+      .digest('base64url');
   } catch {
     // Too deep or too big to serialise: the rejection's field and message still tell changes apart.
     return '';

@@ -8,7 +8,6 @@ import type { StateStore } from '../state/state-store.js';
 import { EXTENSION_PROBE_MS } from './desired-state-poller.js';
 import { storedOutboxSchema, type StoredOutbox } from '../state/state-schemas.js';
 
-
 /** The body of POST …/deployments/{deploymentId}/status minus seq, bootId and reportedAt. */
 export type ReportContent = StatusReportContent;
 
@@ -113,7 +112,13 @@ export class ReportOutbox {
     const reference = queued?.content ?? this.#lastSent.get(deploymentId);
     if (reference && sameReport(reference, content)) return;
     this.#pending.delete(deploymentId);
-    this.#pending.set(deploymentId, { deploymentId, content, bootId: this.#deps.bootId, seq: ++this.#seq, reportedAt: new Date().toISOString() });
+    this.#pending.set(deploymentId, {
+      deploymentId,
+      content,
+      bootId: this.#deps.bootId,
+      seq: ++this.#seq,
+      reportedAt: new Date().toISOString(),
+    });
     this.#trim();
     this.#persist();
     this.#loop.kick();
@@ -136,7 +141,10 @@ export class ReportOutbox {
     for (const entry of this.#pending.values()) {
       if (this.#stopped) return undefined;
       const body = { ...entry.content, seq: entry.seq, bootId: entry.bootId, reportedAt: entry.reportedAt };
-      const res = await client.postJson(`/api/workers/${encodeURIComponent(this.#deps.workerId())}/deployments/${encodeURIComponent(entry.deploymentId)}/status`, body);
+      const res = await client.postJson(
+        `/api/workers/${encodeURIComponent(this.#deps.workerId())}/deployments/${encodeURIComponent(entry.deploymentId)}/status`,
+        body,
+      );
       if (res.ok) {
         this.#failures = 0;
         this.#done(entry, true);
@@ -149,14 +157,23 @@ export class ReportOutbox {
         return EXTENSION_PROBE_MS;
       }
       if (answer === 'refused') {
-        if (res.status === 404) logger.warn({ deploymentId: entry.deploymentId }, 'control plane does not know this deployment; report dropped');
-        else logger.error({ deploymentId: entry.deploymentId, message: res.message }, 'control plane rejected a status report as invalid; dropped');
+        if (res.status === 404)
+          logger.warn({ deploymentId: entry.deploymentId }, 'control plane does not know this deployment; report dropped');
+        else
+          logger.error(
+            { deploymentId: entry.deploymentId, message: res.message },
+            'control plane rejected a status report as invalid; dropped',
+          );
         this.#done(entry, false);
         continue;
       }
       // worker-gone, retry-after, failed: kept and retried with backoff (the heartbeat registers a lost worker again).
       const next = delayAfterFailure(res, this.#failures++, this.#deps.backoff ?? DEFAULT_BACKOFF, this.#deps.random);
-      if (this.#failures === 1) logger.warn({ kind: res.kind, status: res.status, queued: this.#pending.size, retryInMs: next }, `status report failed: ${res.message}; kept in the outbox`);
+      if (this.#failures === 1)
+        logger.warn(
+          { kind: res.kind, status: res.status, queued: this.#pending.size, retryInMs: next },
+          `status report failed: ${res.message}; kept in the outbox`,
+        );
       return next;
     }
     return undefined;

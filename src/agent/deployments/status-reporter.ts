@@ -74,13 +74,17 @@ export class StatusReporter {
       if (t.logs) content.deploymentLogs = t.logs;
       if (t.deployedAt) content.deployedAt = t.deployedAt;
       if (t.stoppedAt) content.stoppedAt = t.stoppedAt;
-      if (c.derived.status === 'stopped' && c.derived.desiredReplicas === 0 && c.derived.swarmServiceId === null) this.#times.delete(c.deploymentId);
+      if (c.derived.status === 'stopped' && c.derived.desiredReplicas === 0 && c.derived.swarmServiceId === null)
+        this.#times.delete(c.deploymentId);
       this.#outbox.offer(c.deploymentId, content);
     }
     // A deployment the agent cannot even parse is failed, with the field and rule that broke it.
     for (const r of rejected) {
       if (r.id === null) continue;
-      this.#outbox.offer(r.id, { status: 'failed', message: redact(`invalid deployment: ${r.message}`, this.#secrets(), { maxLength: MAX_MESSAGE_CHARS }) });
+      this.#outbox.offer(r.id, {
+        status: 'failed',
+        message: redact(`invalid deployment: ${r.message}`, this.#secrets(), { maxLength: MAX_MESSAGE_CHARS }),
+      });
     }
   }
 }

@@ -17,7 +17,10 @@ const octal = (mode: number) => (mode & 0o7777).toString(8).padStart(4, '0');
  */
 export async function assertPrivateFile(path: string, st: Stats, label: string): Promise<void> {
   if ((st.mode & 0o077) !== 0) {
-    throw new AgentError('SKP_ERR_CONFIG_INSECURE', `${label} ${path} has mode ${octal(st.mode)} and holds the worker token; refusing it. Fix: chmod 600 ${path}`);
+    throw new AgentError(
+      'SKP_ERR_CONFIG_INSECURE',
+      `${label} ${path} has mode ${octal(st.mode)} and holds the worker token; refusing it. Fix: chmod 600 ${path}`,
+    );
   }
   const me = process.getuid?.();
   if (me === undefined) return;

@@ -194,7 +194,10 @@ export class StateStore {
       this.#opts.onWriteFailure?.(slot.name);
       if (!slot.failure) {
         slot.failure = { file: slot.name, since: new Date().toISOString(), failures: 0, error };
-        logger?.error({ file: slot.name, dir: this.dir, err: (err as Error).message }, 'cannot write a state file; working from memory and retrying');
+        logger?.error(
+          { file: slot.name, dir: this.dir, err: (err as Error).message },
+          'cannot write a state file; working from memory and retrying',
+        );
       }
       slot.failure.failures++;
       slot.failure.error = error;

@@ -35,7 +35,11 @@ function expandV6(address: string): string[] {
  * any byte is read, so a refused socket costs nothing but its accept. The count drops as each
  * socket closes; the map holds only clients with a connection open.
  */
-export function limitConnectionsPerAddress(server: Server, max: number = MAX_CONNECTIONS_PER_ADDRESS, onRefused?: (key: string) => void): void {
+export function limitConnectionsPerAddress(
+  server: Server,
+  max: number = MAX_CONNECTIONS_PER_ADDRESS,
+  onRefused?: (key: string) => void,
+): void {
   const open = new Map<string, number>();
   server.on('connection', (socket: Socket) => {
     const key = clientKey(socket.remoteAddress);

@@ -35,14 +35,20 @@ export function createMetricsServer(opts: MetricsServerOptions): MetricsServer {
   let server: http.Server | undefined;
 
   const answer = (res: ServerResponse, status: number, body: string, extra: Record<string, string> = {}) => {
-    res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-store', 'content-length': Buffer.byteLength(body), ...extra });
+    res.writeHead(status, {
+      'content-type': 'text/plain; charset=utf-8',
+      'cache-control': 'no-store',
+      'content-length': Buffer.byteLength(body),
+      ...extra,
+    });
     res.end(body);
   };
 
   const onRequest = (req: IncomingMessage, res: ServerResponse) => {
     if (digest) {
       const m = /^Bearer +(\S+) *$/i.exec(req.headers.authorization ?? '');
-      if (!timingSafeEqual(sha256(m?.[1] ?? ''), digest) || !m) return answer(res, 401, 'unauthorized\n', { 'www-authenticate': 'Bearer realm="skypanel-agent metrics"' });
+      if (!timingSafeEqual(sha256(m?.[1] ?? ''), digest) || !m)
+        return answer(res, 401, 'unauthorized\n', { 'www-authenticate': 'Bearer realm="skypanel-agent metrics"' });
     }
     const path = (req.url ?? '').split('?')[0];
     if (path !== '/metrics') return answer(res, 404, 'not found: GET /metrics\n');
@@ -54,7 +60,11 @@ export function createMetricsServer(opts: MetricsServerOptions): MetricsServer {
       opts.logger.warn({ err: (err as Error).message }, 'metrics render failed');
       return answer(res, 500, 'internal error\n');
     }
-    res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8', 'cache-control': 'no-store', 'content-length': Buffer.byteLength(text) });
+    res.writeHead(200, {
+      'content-type': 'text/plain; version=0.0.4; charset=utf-8',
+      'cache-control': 'no-store',
+      'content-length': Buffer.byteLength(text),
+    });
     res.end(text);
   };
 
@@ -63,7 +73,10 @@ export function createMetricsServer(opts: MetricsServerOptions): MetricsServer {
       if (server) throw new Error('metrics server already started');
       // Node's own header and request timeouts run one server-wide interval timer for as long as
       // the server exists; the per-connection deadline below costs a timer only while a client is connected.
-      const s = http.createServer({ maxHeaderSize: 8 * 1024, headersTimeout: 0, requestTimeout: 0, connectionsCheckingInterval: 3_600_000, keepAliveTimeout: 5_000 }, onRequest);
+      const s = http.createServer(
+        { maxHeaderSize: 8 * 1024, headersTimeout: 0, requestTimeout: 0, connectionsCheckingInterval: 3_600_000, keepAliveTimeout: 5_000 },
+        onRequest,
+      );
       s.maxConnections = MAX_CONNECTIONS;
       s.on('connection', (socket: Socket) => {
         const deadline = setTimeout(() => socket.destroy(), CONNECTION_DEADLINE_MS).unref();
@@ -71,7 +84,9 @@ export function createMetricsServer(opts: MetricsServerOptions): MetricsServer {
       });
       s.on('clientError', (_err, socket) => socket.destroy());
       await new Promise<void>((resolve, reject) => {
-        s.once('error', (err: NodeJS.ErrnoException) => reject(new Error(`metrics listener cannot listen on ${opts.listen}: ${err.code ?? err.message}`, { cause: err })));
+        s.once('error', (err: NodeJS.ErrnoException) =>
+          reject(new Error(`metrics listener cannot listen on ${opts.listen}: ${err.code ?? err.message}`, { cause: err })),
+        );
         s.listen({ host, port }, () => {
           s.removeAllListeners('error');
           s.on('error', (err) => opts.logger.error({ err: err.message }, 'metrics server error'));

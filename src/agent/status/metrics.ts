@@ -56,7 +56,8 @@ abstract class Metric<L extends string, S> {
   constructor(opts: MetricOptions<L>, reserved: readonly string[] = []) {
     if (!METRIC_NAME.test(opts.name)) throw new Error(`invalid metric name ${JSON.stringify(opts.name)}`);
     for (const l of opts.labelNames ?? []) {
-      if (!LABEL_NAME.test(l) || l.startsWith('__') || reserved.includes(l)) throw new Error(`invalid label name ${JSON.stringify(l)} on ${opts.name}`);
+      if (!LABEL_NAME.test(l) || l.startsWith('__') || reserved.includes(l))
+        throw new Error(`invalid label name ${JSON.stringify(l)} on ${opts.name}`);
     }
     this.name = opts.name;
     this.help = opts.help;
@@ -276,8 +277,16 @@ export function renderProcessMetrics(): string {
 
 /** Exhaustive on purpose: a new outcome fails to compile here, so every result series is pre-created. */
 const OUTCOMES: Record<HeartbeatOutcome, true> = {
-  accepted: true, rejected: true, unauthorized: true, 'not-found': true, 'rate-limited': true,
-  unavailable: true, timeout: true, network: true, 'invalid-response': true, 'collect-failed': true,
+  accepted: true,
+  rejected: true,
+  unauthorized: true,
+  'not-found': true,
+  'rate-limited': true,
+  unavailable: true,
+  timeout: true,
+  network: true,
+  'invalid-response': true,
+  'collect-failed': true,
 };
 
 /** Deployment statuses come from Docker and the panel; anything odd collapses to "other" to keep cardinality bounded. */
@@ -320,57 +329,86 @@ export interface AgentMetrics {
 export function createAgentMetrics(sources: AgentMetricsSources = {}): AgentMetrics {
   const registry = new Registry();
   const heartbeats = registry.counter<'result'>({
-    name: 'skypanel_agent_heartbeats_total', help: 'Heartbeat attempts by result.', labelNames: ['result'],
+    name: 'skypanel_agent_heartbeats_total',
+    help: 'Heartbeat attempts by result.',
+    labelNames: ['result'],
   });
   for (const result of Object.keys(OUTCOMES)) heartbeats.init({ result });
   const heartbeatRtt = registry.histogram({
-    name: 'skypanel_agent_heartbeat_rtt_seconds', help: 'Round trip of heartbeats that got an HTTP response.',
+    name: 'skypanel_agent_heartbeat_rtt_seconds',
+    help: 'Round trip of heartbeats that got an HTTP response.',
     buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
   });
   const reconcilePass = registry.histogram({
-    name: 'skypanel_agent_reconcile_pass_seconds', help: 'Duration of one reconcile pass.',
+    name: 'skypanel_agent_reconcile_pass_seconds',
+    help: 'Duration of one reconcile pass.',
     buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
   });
   const desiredToApplied = registry.histogram({
-    name: 'skypanel_agent_desired_to_applied_seconds', help: 'Time from a desired-state change being seen to it being applied.',
+    name: 'skypanel_agent_desired_to_applied_seconds',
+    help: 'Time from a desired-state change being seen to it being applied.',
     buckets: [0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600],
   });
   const deploymentsSource = sources.deployments;
   const deployments = registry.gauge<'status'>({
-    name: 'skypanel_agent_deployments', help: 'Deployments on this worker by observed status.', labelNames: ['status'], maxSeries: 32,
+    name: 'skypanel_agent_deployments',
+    help: 'Deployments on this worker by observed status.',
+    labelNames: ['status'],
+    maxSeries: 32,
     ...(deploymentsSource ? { collect: () => countsToSamples(deploymentsSource()) } : {}),
   });
   const queueSource = sources.reportQueueDepth;
   const reportQueueDepth = registry.gauge({
-    name: 'skypanel_agent_report_queue_depth', help: 'Reports waiting to be sent to the control plane.',
+    name: 'skypanel_agent_report_queue_depth',
+    help: 'Reports waiting to be sent to the control plane.',
     ...(queueSource ? { collect: queueSource } : {}),
   });
   const lastHeartbeatOk = registry.gauge({
-    name: 'skypanel_agent_last_heartbeat_success_timestamp_seconds', help: 'Unix time of the last heartbeat the control plane accepted; 0 before the first.',
+    name: 'skypanel_agent_last_heartbeat_success_timestamp_seconds',
+    help: 'Unix time of the last heartbeat the control plane accepted; 0 before the first.',
   });
   registerStateGauges(registry, sources);
   const dockerSource = sources.dockerHealthy;
   const dockerHealthy = registry.gauge({
-    name: 'skypanel_agent_docker_healthy', help: '1 when the Docker Engine answered the last check, else 0.',
+    name: 'skypanel_agent_docker_healthy',
+    help: '1 when the Docker Engine answered the last check, else 0.',
     ...(dockerSource ? { collect: () => (dockerSource() ? 1 : 0) } : {}),
   });
 
   // Label values are the agent's own file names (a handful), so the series stay bounded.
   const stateWriteFailures = registry.counter<'file'>({
-    name: 'skypanel_agent_state_write_failures_total', help: 'Failed writes to the state directory, by file (the agent works from memory and retries).', labelNames: ['file'], maxSeries: 16,
+    name: 'skypanel_agent_state_write_failures_total',
+    help: 'Failed writes to the state directory, by file (the agent works from memory and retries).',
+    labelNames: ['file'],
+    maxSeries: 16,
   });
   const failingSource = sources.stateWriteFailing;
   const stateWriteFailing = registry.gauge<'file'>({
-    name: 'skypanel_agent_state_write_failing', help: '1 per state file whose newest content could not be written yet.', labelNames: ['file'], maxSeries: 16,
+    name: 'skypanel_agent_state_write_failing',
+    help: '1 per state file whose newest content could not be written yet.',
+    labelNames: ['file'],
+    maxSeries: 16,
     ...(failingSource ? { collect: () => failingSource().map((f) => ({ labels: { file: f.file }, value: 1 })) } : {}),
   });
   const stateFilesMovedAside = registry.counter<'file'>({
-    name: 'skypanel_agent_state_files_moved_aside_total', help: 'State files found unusable at load and moved aside, by file.', labelNames: ['file'], maxSeries: 16,
+    name: 'skypanel_agent_state_files_moved_aside_total',
+    help: 'State files found unusable at load and moved aside, by file.',
+    labelNames: ['file'],
+    maxSeries: 16,
   });
 
   return {
-    registry, heartbeats, heartbeatRtt, reconcilePass, desiredToApplied, deployments, reportQueueDepth, dockerHealthy,
-    stateWriteFailures, stateWriteFailing, stateFilesMovedAside,
+    registry,
+    heartbeats,
+    heartbeatRtt,
+    reconcilePass,
+    desiredToApplied,
+    deployments,
+    reportQueueDepth,
+    dockerHealthy,
+    stateWriteFailures,
+    stateWriteFailing,
+    stateFilesMovedAside,
     recordHeartbeat(record) {
       heartbeats.inc({ result: record.outcome in OUTCOMES ? record.outcome : 'other' });
       if (record.outcome === 'accepted') lastHeartbeatOk.set(undefined, Math.round(record.at / 1000));

@@ -46,7 +46,12 @@ export function renderProcessMetrics(formatValue: (n: number) => string): string
     ['process_cpu_user_seconds_total', 'counter', 'Total user CPU time spent in seconds.', cpu.user / 1e6],
     ['process_cpu_system_seconds_total', 'counter', 'Total system CPU time spent in seconds.', cpu.system / 1e6],
     ['process_cpu_seconds_total', 'counter', 'Total user and system CPU time spent in seconds.', (cpu.user + cpu.system) / 1e6],
-    ['process_start_time_seconds', 'gauge', 'Start time of the process since unix epoch in seconds.', Math.round(Date.now() / 1000 - process.uptime())],
+    [
+      'process_start_time_seconds',
+      'gauge',
+      'Start time of the process since unix epoch in seconds.',
+      Math.round(Date.now() / 1000 - process.uptime()),
+    ],
     ['process_resident_memory_bytes', 'gauge', 'Resident memory size in bytes.', mem.rss],
     ['process_virtual_memory_bytes', 'gauge', 'Virtual memory size in bytes.', procStatusBytes(status, 'VmSize')],
     ['process_heap_bytes', 'gauge', 'Process heap size in bytes.', procStatusBytes(status, 'VmData')],
@@ -55,7 +60,13 @@ export function renderProcessMetrics(formatValue: (n: number) => string): string
     ['nodejs_heap_size_total_bytes', 'gauge', 'Process heap size from Node.js in bytes.', mem.heapTotal],
     ['nodejs_heap_size_used_bytes', 'gauge', 'Process heap size used from Node.js in bytes.', mem.heapUsed],
     ['nodejs_external_memory_bytes', 'gauge', 'Node.js external memory size in bytes.', mem.external],
-    ['nodejs_version_info', 'gauge', 'Node.js version info.', 1, `{version="v${process.versions.node}",major="${major}",minor="${minor}",patch="${patch}"}`],
+    [
+      'nodejs_version_info',
+      'gauge',
+      'Node.js version info.',
+      1,
+      `{version="v${process.versions.node}",major="${major}",minor="${minor}",patch="${patch}"}`,
+    ],
   ];
   return rows
     .filter((r): r is [string, 'gauge' | 'counter', string, number, string?] => r[3] !== undefined)

@@ -21,23 +21,37 @@ export interface StateGaugeSources {
  */
 export function registerStateGauges(registry: Registry, sources: StateGaugeSources): void {
   registry.gauge<'version' | 'node_version'>({
-    name: 'skypanel_agent_build_info', help: 'Always 1; the labels name the agent and Node.js versions.', labelNames: ['version', 'node_version'],
+    name: 'skypanel_agent_build_info',
+    help: 'Always 1; the labels name the agent and Node.js versions.',
+    labelNames: ['version', 'node_version'],
     collect: () => [{ labels: { version: AGENT_VERSION, node_version: process.versions.node }, value: 1 }],
   });
   const { usageUnsent, usageDropped, engineEventsConnected, rejectedDeployments, heartbeatOnly } = sources;
-  registry.gauge({ name: 'skypanel_agent_usage_outbox_records', help: 'Usage records waiting to be sent to the control plane.', ...(usageUnsent ? { collect: usageUnsent } : {}) });
-  registry.counter({ name: 'skypanel_agent_usage_records_dropped_total', help: 'Usage records dropped since start: outbox full, or refused by the control plane.', ...(usageDropped ? { collect: usageDropped } : {}) });
   registry.gauge({
-    name: 'skypanel_agent_docker_events_connected', help: "1 while Docker's event stream is connected, 0 while it is lost (reconcile passes then run every minute).",
+    name: 'skypanel_agent_usage_outbox_records',
+    help: 'Usage records waiting to be sent to the control plane.',
+    ...(usageUnsent ? { collect: usageUnsent } : {}),
+  });
+  registry.counter({
+    name: 'skypanel_agent_usage_records_dropped_total',
+    help: 'Usage records dropped since start: outbox full, or refused by the control plane.',
+    ...(usageDropped ? { collect: usageDropped } : {}),
+  });
+  registry.gauge({
+    name: 'skypanel_agent_docker_events_connected',
+    help: "1 while Docker's event stream is connected, 0 while it is lost (reconcile passes then run every minute).",
     ...(engineEventsConnected ? { collect: () => (engineEventsConnected() === false ? 0 : 1) } : {}),
   });
   registry.gauge<'field'>({
-    name: 'skypanel_agent_deployments_rejected', help: 'Deployments the panel sent that failed validation (reported failed), by the field that broke them.',
-    labelNames: ['field'], maxSeries: 32,
+    name: 'skypanel_agent_deployments_rejected',
+    help: 'Deployments the panel sent that failed validation (reported failed), by the field that broke them.',
+    labelNames: ['field'],
+    maxSeries: 32,
     ...(rejectedDeployments ? { collect: () => fieldSamples(rejectedDeployments()) } : {}),
   });
   registry.gauge({
-    name: 'skypanel_agent_heartbeat_only', help: '1 while deployments are not applied here: the panel has no deployments API, or the engine is in no swarm.',
+    name: 'skypanel_agent_heartbeat_only',
+    help: '1 while deployments are not applied here: the panel has no deployments API, or the engine is in no swarm.',
     ...(heartbeatOnly ? { collect: () => (heartbeatOnly() ? 1 : 0) } : {}),
   });
 }

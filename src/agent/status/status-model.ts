@@ -50,7 +50,8 @@ export interface StatusView {
 
 /** Why this agent only heartbeats, or null; `mode` is undefined while Docker has not answered. */
 export function heartbeatOnlyReason(api: StatusView['deploymentsApi'], mode: string | undefined): string | null {
-  if (api === 'heartbeat-only') return 'the control plane has no deployments API (stock SkyPanelV2): deployments are neither fetched nor applied';
+  if (api === 'heartbeat-only')
+    return 'the control plane has no deployments API (stock SkyPanelV2): deployments are neither fetched nor applied';
   if (mode === 'none') return 'this engine is in no swarm: deployments are fetched but cannot run here';
   return null;
 }

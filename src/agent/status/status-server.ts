@@ -40,14 +40,22 @@ export function parseListen(listen: string): { host: string; port: number } {
   const m = /^\[([0-9a-fA-F:.]+)\]:(\d{1,5})$/.exec(listen) ?? /^([^:[\]\s]+):(\d{1,5})$/.exec(listen);
   const port = m ? Number(m[2]) : NaN;
   if (!m || port > 65535) {
-    throw new AgentError('SKP_ERR_CONFIG_INVALID', `status listen address ${JSON.stringify(listen)} must be host:port or [ipv6]:port`, { field: 'statusListen' });
+    throw new AgentError('SKP_ERR_CONFIG_INVALID', `status listen address ${JSON.stringify(listen)} must be host:port or [ipv6]:port`, {
+      field: 'statusListen',
+    });
   }
   return { host: m[1]!, port };
 }
 
 const sha256 = (s: string) => createHash('sha256').update(s, 'utf8').digest();
 
-type Route = { kind: 'healthz' } | { kind: 'status' } | { kind: 'deployments' } | { kind: 'deployment'; id: string } | { kind: 'metrics' } | { kind: 'usage' };
+type Route =
+  | { kind: 'healthz' }
+  | { kind: 'status' }
+  | { kind: 'deployments' }
+  | { kind: 'deployment'; id: string }
+  | { kind: 'metrics' }
+  | { kind: 'usage' };
 
 function route(path: string): Route | undefined {
   if (path === '/healthz') return { kind: 'healthz' };
@@ -67,7 +75,10 @@ function route(path: string): Route | undefined {
 }
 
 class HttpError extends Error {
-  constructor(readonly status: number, message: string) {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
     super(message);
   }
 }
@@ -199,7 +210,10 @@ export function createStatusServer(opts: StatusServerOptions): StatusServer {
     res.on('close', () => {
       // statusCode defaults to 200 before anything is sent; a client that left early must not look served.
       const status = res.headersSent ? res.statusCode : 'aborted';
-      logger.debug({ method: req.method, path: path.slice(0, 200), status, ms: Math.round(performance.now() - started) }, 'status api request');
+      logger.debug(
+        { method: req.method, path: path.slice(0, 200), status, ms: Math.round(performance.now() - started) },
+        'status api request',
+      );
     });
     handle(req, res, path, url).catch((err: unknown) => {
       if (res.headersSent) return void res.destroy();
@@ -244,7 +258,9 @@ export function createStatusServer(opts: StatusServerOptions): StatusServer {
       s.maxRequestsPerSocket = 100;
       s.maxConnections = 64;
       // One client cannot take all 64: slow sockets from one address would shut the panel out.
-      limitConnectionsPerAddress(s, undefined, (client) => logger.debug({ client }, 'status api refused a connection: too many from one address'));
+      limitConnectionsPerAddress(s, undefined, (client) =>
+        logger.debug({ client }, 'status api refused a connection: too many from one address'),
+      );
       // Idle bound for a socket whose request was read but whose client stopped reading the answer.
       s.setTimeout(30_000);
       s.on('clientError', onClientError);
@@ -285,13 +301,20 @@ export function createStatusServer(opts: StatusServerOptions): StatusServer {
  * routes take no body, so complete headers are a complete request. A timer exists only while a
  * connection waits for a request.
  */
-function trackHeaderDeadlines(server: http.Server | https.Server, event: 'connection' | 'secureConnection', expire: (err: NodeJS.ErrnoException, socket: Duplex) => void): void {
+function trackHeaderDeadlines(
+  server: http.Server | https.Server,
+  event: 'connection' | 'secureConnection',
+  expire: (err: NodeJS.ErrnoException, socket: Duplex) => void,
+): void {
   const waiting = new WeakMap<Duplex, { timer?: NodeJS.Timeout; inFlight: number }>();
   const arm = (socket: Duplex, ms: number) => {
     const state = waiting.get(socket);
     if (!state || state.inFlight > 0 || socket.destroyed) return;
     clearTimeout(state.timer);
-    state.timer = setTimeout(() => expire(Object.assign(new Error('request headers timed out'), { code: 'ERR_HTTP_REQUEST_TIMEOUT' }), socket), ms).unref();
+    state.timer = setTimeout(
+      () => expire(Object.assign(new Error('request headers timed out'), { code: 'ERR_HTTP_REQUEST_TIMEOUT' }), socket),
+      ms,
+    ).unref();
   };
   server.on(event, (socket: Duplex) => {
     waiting.set(socket, { inFlight: 0 });

@@ -27,7 +27,6 @@ const MAX_LISTED_RECORDS = 1_000;
  */
 const METER_SAVE_EVERY_MS = 60_000;
 
-
 export interface UsageLoopOptions {
   sampler: UsageSampler;
   client: Pick<ControlPlaneClient, 'postJson'>;
@@ -127,13 +126,25 @@ export class UsageLoop {
     await this.#store.init();
     await this.#outbox.restore();
     const state = await this.#store.read(METER_FILE, meterStateSchema);
-    const fallback: MeterState = { version: 1, periodMs: this.#meter.periodMs, lastAt: null, historyStart: null, closedThrough: null, containers: {}, open: [] };
+    const fallback: MeterState = {
+      version: 1,
+      periodMs: this.#meter.periodMs,
+      lastAt: null,
+      historyStart: null,
+      closedThrough: null,
+      containers: {},
+      open: [],
+    };
     const late = this.#meter.restore(state ?? fallback, this.#outbox.closedThrough);
     if (late.length > 0) {
       logger.warn({ records: late.length }, 'usage period length changed: the open periods were closed as incomplete');
       await this.#outbox.add(late, this.#meter.closedThrough);
     }
-    if (state?.lastAt) logger.info({ since: new Date(state.lastAt).toISOString(), open: state.open?.length ?? 0, unsent: this.#outbox.depth }, 'usage metering resumed from the state directory');
+    if (state?.lastAt)
+      logger.info(
+        { since: new Date(state.lastAt).toISOString(), open: state.open?.length ?? 0, unsent: this.#outbox.depth },
+        'usage metering resumed from the state directory',
+      );
     this.#restored = true;
   }
 
@@ -205,24 +216,38 @@ export class UsageLoop {
       sample = await sampler.sample();
     } catch (err) {
       this.#lastError = (err as Error).message;
-      if (!this.#failing) logger.warn({ err: this.#lastError }, 'usage sample failed; the meter waits for the next one (a long outage marks the period incomplete)');
+      if (!this.#failing)
+        logger.warn(
+          { err: this.#lastError },
+          'usage sample failed; the meter waits for the next one (a long outage marks the period incomplete)',
+        );
       this.#failing = true;
       return;
     }
     if (this.#failing) logger.info('usage sampling recovered');
     this.#failing = false;
-    this.#lastError = sample.failed && sample.failed.count > 0 ? `${sample.failed.count} container(s) not read: ${sample.failed.error ?? ''}` : null;
+    this.#lastError =
+      sample.failed && sample.failed.count > 0 ? `${sample.failed.count} container(s) not read: ${sample.failed.error ?? ''}` : null;
     if (this.#lastError) logger.debug({ err: this.#lastError }, 'usage sample incomplete');
     this.#containers = sample.containers.length;
     const note = sample.via && sample.via.engine > 0 ? sample.via.note : undefined;
     if (note !== this.#engineNote) {
       // Said once per change: the Engine path works, it only costs more (a stats call per container per sample).
-      if (note !== undefined) logger.info({ viaEngine: sample.via!.engine, viaFiles: sample.via!.cgroup, why: note }, 'usage counters of some containers are read through the Engine API');
+      if (note !== undefined)
+        logger.info(
+          { viaEngine: sample.via!.engine, viaFiles: sample.via!.cgroup, why: note },
+          'usage counters of some containers are read through the Engine API',
+        );
       this.#engineNote = note;
     }
     const result = this.#meter.observe(sample);
-    if (result.gap) logger.info({ gapSec: Math.round(result.elapsedMs / 1000) }, 'usage sampling resumed after a gap; the periods it overlaps are marked incomplete');
-    if (result.dropped.cpuSec > 0 || result.dropped.networkBytes > 0) logger.debug({ ...result.dropped }, 'usage that fell into closed periods was not counted');
+    if (result.gap)
+      logger.info(
+        { gapSec: Math.round(result.elapsedMs / 1000) },
+        'usage sampling resumed after a gap; the periods it overlaps are marked incomplete',
+      );
+    if (result.dropped.cpuSec > 0 || result.dropped.networkBytes > 0)
+      logger.debug({ ...result.dropped }, 'usage that fell into closed periods was not counted');
     // Closed records reach the disk before anything is sent, and before the meter forgets them.
     if (result.closed.length > 0) {
       await this.#outbox.add(result.closed, this.#meter.closedThrough);

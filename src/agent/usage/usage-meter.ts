@@ -48,8 +48,6 @@ export interface UsageMeterOptions {
   forgetAfterMs?: number;
 }
 
-
-
 interface Tracked {
   deploymentId: string;
   serviceId: string;
@@ -247,7 +245,8 @@ export class UsageMeter {
         const from = tr.lastAt + shift;
         this.#spread(ids, from, t1, r.cpuNs - tr.cpuNs, r.networkBytes - tr.networkBytes, floor, dropped);
         // Unread for longer than a gap (its stats failed meanwhile): the same as a gap, for this deployment.
-        if (t1 - from > this.#gapMs) for (const p of this.#pieces(from, t1)) if (p.start + this.#periodMs > floor) this.#acc(ids, p.start).incomplete = true;
+        if (t1 - from > this.#gapMs)
+          for (const p of this.#pieces(from, t1)) if (p.start + this.#periodMs > floor) this.#acc(ids, p.start).incomplete = true;
         if (t1 - from <= this.#gapMs) {
           this.#integrate(ids, from, t1, tr.memoryBytes, r.memoryBytes, 'memoryGiBSec', floor);
           const sa = tr.storageBytes ?? r.storageBytes;
@@ -265,9 +264,17 @@ export class UsageMeter {
       } else {
         // Baseline only: it ran before the meter watched. Whatever it did in this period unseen makes the period incomplete.
         const unseenFrom = Math.max(r.startedAtMs, this.periodStartOf(t1));
-        if (t1 - unseenFrom > this.#gapMs && this.periodStartOf(t1) + this.#periodMs > floor) this.#acc(ids, this.periodStartOf(t1)).incomplete = true;
+        if (t1 - unseenFrom > this.#gapMs && this.periodStartOf(t1) + this.#periodMs > floor)
+          this.#acc(ids, this.periodStartOf(t1)).incomplete = true;
       }
-      const kept: Tracked = { ...ids, startedAtMs: r.startedAtMs, cpuNs: r.cpuNs, networkBytes: r.networkBytes, memoryBytes: r.memoryBytes, lastAt: t1 };
+      const kept: Tracked = {
+        ...ids,
+        startedAtMs: r.startedAtMs,
+        cpuNs: r.cpuNs,
+        networkBytes: r.networkBytes,
+        memoryBytes: r.memoryBytes,
+        lastAt: t1,
+      };
       const storage = r.storageBytes ?? (continuing ? tr.storageBytes : undefined);
       if (storage !== undefined) kept.storageBytes = storage;
       this.#containers.set(r.containerId, kept);
@@ -330,9 +337,17 @@ export class UsageMeter {
     let a = this.#open.get(key);
     if (!a) {
       a = {
-        deploymentId: ids.deploymentId, serviceId: ids.serviceId, organizationId: ids.organizationId,
-        periodStart, periodEnd: periodStart + this.#periodMs,
-        cpuSec: 0, memoryGiBSec: 0, storageGiBSec: 0, networkBytes: 0, samples: 0, incomplete: false,
+        deploymentId: ids.deploymentId,
+        serviceId: ids.serviceId,
+        organizationId: ids.organizationId,
+        periodStart,
+        periodEnd: periodStart + this.#periodMs,
+        cpuSec: 0,
+        memoryGiBSec: 0,
+        storageGiBSec: 0,
+        networkBytes: 0,
+        samples: 0,
+        incomplete: false,
       };
       this.#open.set(key, a);
     }
@@ -350,7 +365,15 @@ export class UsageMeter {
     }
   }
 
-  #spread(ids: Pick<MeterReading, 'deploymentId' | 'serviceId' | 'organizationId'>, from: number, to: number, cpuNs: number, netBytes: number, floor: number, dropped: ObserveResult['dropped']): void {
+  #spread(
+    ids: Pick<MeterReading, 'deploymentId' | 'serviceId' | 'organizationId'>,
+    from: number,
+    to: number,
+    cpuNs: number,
+    netBytes: number,
+    floor: number,
+    dropped: ObserveResult['dropped'],
+  ): void {
     if (cpuNs <= 0 && netBytes <= 0) return;
     const span = to - from;
     for (const p of this.#pieces(from, to)) {
@@ -369,7 +392,15 @@ export class UsageMeter {
   }
 
   /** ∫ of the line from (from, va) to (to, vb), bytes·ms → GiB·s, split at period boundaries. */
-  #integrate(ids: Pick<MeterReading, 'deploymentId' | 'serviceId' | 'organizationId'>, from: number, to: number, va: number, vb: number, field: 'memoryGiBSec' | 'storageGiBSec', floor: number): void {
+  #integrate(
+    ids: Pick<MeterReading, 'deploymentId' | 'serviceId' | 'organizationId'>,
+    from: number,
+    to: number,
+    va: number,
+    vb: number,
+    field: 'memoryGiBSec' | 'storageGiBSec',
+    floor: number,
+  ): void {
     if (to <= from || (va <= 0 && vb <= 0)) return;
     const at = lineThrough(from, to, va, vb);
     for (const p of this.#pieces(from, to)) {
@@ -400,7 +431,10 @@ function keyOf(deploymentId: string, periodStart: number): string {
   return `${deploymentId}|${periodStart}`;
 }
 
-function byPeriodThenDeployment(a: Pick<Accumulator, 'periodStart' | 'deploymentId'> | Pick<UsageRecord, 'periodStart' | 'deploymentId'>, b: typeof a): number {
+function byPeriodThenDeployment(
+  a: Pick<Accumulator, 'periodStart' | 'deploymentId'> | Pick<UsageRecord, 'periodStart' | 'deploymentId'>,
+  b: typeof a,
+): number {
   const pa = typeof a.periodStart === 'number' ? a.periodStart : Date.parse(a.periodStart);
   const pb = typeof b.periodStart === 'number' ? b.periodStart : Date.parse(b.periodStart);
   return pa - pb || (a.deploymentId < b.deploymentId ? -1 : a.deploymentId > b.deploymentId ? 1 : 0);

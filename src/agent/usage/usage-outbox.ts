@@ -127,7 +127,15 @@ export class UsageOutbox {
     for (const r of records) {
       const parsed = usageRecordSchema.safeParse(r);
       if (!parsed.success) {
-        logger.error({ deploymentId: r.deploymentId, periodStart: r.periodStart, issue: parsed.error.issues[0]?.message, path: parsed.error.issues[0]?.path }, 'usage record does not fit the protocol; dropped');
+        logger.error(
+          {
+            deploymentId: r.deploymentId,
+            periodStart: r.periodStart,
+            issue: parsed.error.issues[0]?.message,
+            path: parsed.error.issues[0]?.path,
+          },
+          'usage record does not fit the protocol; dropped',
+        );
         this.#droppedRecords++;
         continue;
       }
@@ -164,7 +172,10 @@ export class UsageOutbox {
     const wasStopped = this.#stopped;
     this.#stopped = false;
     const drained = this.#drain();
-    this.#sending = drained.then(() => undefined, () => undefined);
+    this.#sending = drained.then(
+      () => undefined,
+      () => undefined,
+    );
     let next: number | undefined;
     try {
       next = await drained;
@@ -217,7 +228,8 @@ export class UsageOutbox {
       this.#lastAttemptAt = Date.now();
       const res = await client.postJson(`/api/workers/${encodeURIComponent(this.#deps.workerId())}/usage`, { records: batch });
       if (res.ok) {
-        if (this.#failures > 0 || this.#apiMissing) logger.info({ failures: this.#failures, unsent: this.#pending.size - batch.length }, 'usage delivery recovered');
+        if (this.#failures > 0 || this.#apiMissing)
+          logger.info({ failures: this.#failures, unsent: this.#pending.size - batch.length }, 'usage delivery recovered');
         this.#failures = 0;
         this.#apiMissing = false;
         this.#lastOutcome = `accepted ${batch.length}`;
@@ -233,25 +245,39 @@ export class UsageOutbox {
       const answer = classifyResponse(res);
       if (answer === 'extension-missing') {
         // A stock panel without the usage API: keep everything (bounded) and ask again later.
-        if (!this.#apiMissing) logger.info({ unsent: this.#pending.size }, 'control plane has no usage API (404 API not found); usage kept and offered again every 10 minutes');
+        if (!this.#apiMissing)
+          logger.info(
+            { unsent: this.#pending.size },
+            'control plane has no usage API (404 API not found); usage kept and offered again every 10 minutes',
+          );
         this.#apiMissing = true;
         return this.#deps.extensionProbeMs ?? EXTENSION_PROBE_MS;
       }
       if (answer === 'refused') {
         if (batch.length > 1) {
           this.#batchLimit = Math.ceil(batch.length / 2);
-          logger.warn({ status: res.status, records: batch.length, message: res.message }, 'control plane refused a usage batch; retrying in smaller batches');
+          logger.warn(
+            { status: res.status, records: batch.length, message: res.message },
+            'control plane refused a usage batch; retrying in smaller batches',
+          );
           continue;
         }
         const [r] = batch;
-        logger.error({ status: res.status, deploymentId: r!.deploymentId, periodStart: r!.periodStart, message: res.message }, 'control plane refused a usage record; dropped');
+        logger.error(
+          { status: res.status, deploymentId: r!.deploymentId, periodStart: r!.periodStart, message: res.message },
+          'control plane refused a usage record; dropped',
+        );
         this.#pending.delete(usageKey(r!));
         this.#droppedRecords++;
         await this.#persist();
         continue;
       }
       const next = delayAfterFailure(res, this.#failures++, this.#deps.backoff ?? DEFAULT_BACKOFF, this.#deps.random);
-      if (this.#failures === 1) logger.warn({ kind: res.kind, status: res.status, unsent: this.#pending.size, retryInMs: next }, `usage delivery failed: ${res.message}; kept in the outbox`);
+      if (this.#failures === 1)
+        logger.warn(
+          { kind: res.kind, status: res.status, unsent: this.#pending.size, retryInMs: next },
+          `usage delivery failed: ${res.message}; kept in the outbox`,
+        );
       return next;
     }
     this.#batchLimit = this.#deps.maxBatchRecords ?? MAX_USAGE_BATCH_RECORDS;
