@@ -33,6 +33,8 @@ fi
 echo "package: the agent and its production dependencies"
 mkdir -p "$lib"
 cp -r bin dist systemd package.json package-lock.json README.md "$lib/"
+# The reference control plane is the test suite's and the benchmarks' harness: no command uses it.
+rm -rf "$lib/dist/refcp"
 # Only what the agent runs with: no dev dependencies, no install scripts.
 (cd "$lib" && npm ci --omit=dev --ignore-scripts --no-audit --no-fund --loglevel=error)
 rm -f "$lib/package-lock.json"

@@ -4,7 +4,7 @@
 // sends a usage batch at the agent's rate (one per hourly period). Plain node:http, no agent code:
 // what is measured is the panel.
 import http from 'node:http';
-import { signWorkerToken } from '../../dist/refcp/jwt.js';
+import { signWorkerToken } from '../../dist/skypanel/jwt.js';
 
 const { PANEL_URL, JWT_SECRET } = process.env;
 const HB_MS = Number(process.env.HB_MS);

@@ -19,7 +19,7 @@ import {
 } from '../panel/dev-seed.js';
 import { ensureSchema, openEmbeddedDatabase } from '../panel/embedded.js';
 import { startPanelServer } from '../panel/server.js';
-import { signWorkerToken } from '../refcp/jwt.js';
+import { signWorkerToken } from '../skypanel/jwt.js';
 import type { KnownSecrets } from '../secret.js';
 import { Secret } from '../secret.js';
 import { createDockerClient } from '../swarm/docker-client.js';

@@ -1,5 +1,5 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
-import { verify, type JwtPayload } from '../refcp/jwt.js';
+import { verify, type JwtPayload } from '../skypanel/jwt.js';
 import { UUID_RE, type Queryable } from './db.js';
 import { failure, unauthorized, type PanelReply } from './reply.js';
 

@@ -1,5 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { readJsonBody, requestPath } from '../refcp/http.js';
+import { readJsonBody, requestPath } from '../skypanel/express.js';
 import { parseWait } from './blocking-query.js';
 import { createPanelHandler, matchPanelRoute, type PanelHandler, type PanelOptions } from './handler.js';
 import type { PanelReply } from './reply.js';

@@ -1,6 +1,6 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { sendJson } from '../refcp/http.js';
+import { sendJson } from '../skypanel/express.js';
 import type { Database } from './db.js';
 import { DesiredFeed, type ListenConnector } from './desired-feed.js';
 import type { PanelLogger, PanelOptions } from './handler.js';

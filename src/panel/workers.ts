@@ -6,7 +6,7 @@ import {
   registerFieldsError,
   validateMetrics,
   validateWorkerInfo,
-} from '../refcp/skypanel-validation.js';
+} from '../skypanel/validation.js';
 import { checkToken, hashToken, REVOKED, tokenMatchesHash, type WorkerRow } from './auth.js';
 import { toDate, type Database } from './db.js';
 import { beatVerdict, beatVerdictParams, statusAfterHeartbeatSql, type HealthOptions } from './health.js';

@@ -1,7 +1,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { ExtensionStore } from './extension-store.js';
-import { readJsonBody, sendJson } from './http.js';
+import { readJsonBody, sendJson } from '../skypanel/express.js';
 import type { WorkerRow } from './types.js';
 
 /**

@@ -3,10 +3,10 @@ import type { z } from 'zod';
 import { etagMatches } from '../protocol/etag.js';
 import { describeIssue, statusReportSchema } from '../protocol/status-report.js';
 import { usageBatchSchema } from '../protocol/usage.js';
-import { sendJson } from './http.js';
-import type { JwtPayload } from './jwt.js';
+import { sendJson } from '../skypanel/express.js';
+import type { JwtPayload } from '../skypanel/jwt.js';
 import { workerKey, type ExtensionStore, type WorkerExtensionState } from './extension-store.js';
-import { rejection } from './skypanel-validation.js';
+import { rejection } from '../skypanel/validation.js';
 import type { WorkerRow } from './types.js';
 import { authenticateWorker, type Reply } from './worker-routes.js';
 

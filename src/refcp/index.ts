@@ -11,7 +11,7 @@ export {
   type VerifyOptions,
   type VerifyResult,
   type WorkerTokenClaims,
-} from './jwt.js';
+} from '../skypanel/jwt.js';
 export type {
   Fault,
   RateLimitOptions,
@@ -25,4 +25,4 @@ export type {
 export type { DeploymentsControl } from './extension-store.js';
 export { etagMatches, strongEtag } from '../protocol/etag.js';
 export { adminTokenMatches } from './admin-routes.js';
-export { isValidIpAddress, validateMetrics, validateWorkerInfo } from './skypanel-validation.js';
+export { isValidIpAddress, validateMetrics, validateWorkerInfo } from '../skypanel/validation.js';

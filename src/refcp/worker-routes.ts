@@ -1,4 +1,4 @@
-import { hashToken, verify, type JwtPayload } from './jwt.js';
+import { hashToken, verify, type JwtPayload } from '../skypanel/jwt.js';
 import { PgError, pgInet, pgJsonb, pgUuid, pgVarchar } from './pg-columns.js';
 import {
   METRIC_KEYS,
@@ -12,7 +12,7 @@ import {
   validateMetrics,
   validateWorkerInfo,
   type WorkerInfo,
-} from './skypanel-validation.js';
+} from '../skypanel/validation.js';
 import type { WorkerRow } from './types.js';
 
 /**

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LABEL } from '../../src/domain/labels.js';
-import { signWorkerToken } from '../../src/refcp/jwt.js';
+import { signWorkerToken } from '../../src/skypanel/jwt.js';
 import { AgentProcess, runCli, waitFor } from '../helpers/cli.js';
 import { dockerode, ensureDocker, removeWorkerLeftovers, TEST_IMAGE } from '../helpers/docker.js';
 import { insertOrg, JWT_SECRET, SSH_CRED_SECRET } from '../helpers/panel-fixtures.js';

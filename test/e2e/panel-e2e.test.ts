@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LABEL } from '../../src/domain/labels.js';
 import { encryptSecret, secretKey } from '../../src/panel/crypto.js';
-import { signWorkerToken } from '../../src/refcp/jwt.js';
+import { signWorkerToken } from '../../src/skypanel/jwt.js';
 import { AgentProcess, capturedOutput, runCli, waitFor } from '../helpers/cli.js';
 import { dockerode, ensureDocker, removeWorkerLeftovers, TEST_IMAGE } from '../helpers/docker.js';
 import { call, insertOrg, JWT_SECRET, pick, SSH_CRED_SECRET } from '../helpers/panel-fixtures.js';

@@ -3,7 +3,7 @@ import type pg from 'pg';
 import { afterAll, beforeAll, expect } from 'vitest';
 import { startPanelServer, type PanelServer, type PanelServerOptions } from '../../src/panel/server.js';
 import { startPostgres, type TestPostgres } from './postgres.js';
-import { signWorkerToken } from '../../src/refcp/jwt.js';
+import { signWorkerToken } from '../../src/skypanel/jwt.js';
 
 /** Rows a SkyPanelV2 installation would hold, inserted the way its own code would. */
 

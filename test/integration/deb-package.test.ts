@@ -90,6 +90,7 @@ describe('the Debian package', () => {
     // Production dependencies only.
     expect(contents).toContain(`.${LIB}/node_modules/pino/`);
     expect(contents).not.toMatch(/node_modules\/(vitest|typescript|dockerode)\//);
+    expect(contents, 'the reference control plane is a test harness').not.toContain('/dist/refcp/');
     const control = (await run('dpkg-deb', ['--field', deb])).stdout;
     expect(control).toMatch(new RegExp(`^Package: ${PKG}$`, 'm'));
     expect(control).toMatch(new RegExp(`^Version: ${version.replace(/\./g, '\\.')}$`, 'm'));

@@ -1,6 +1,6 @@
 import { beforeAll, describe, expect, test } from 'vitest';
 import type { PanelServer } from '../../src/panel/server.js';
-import { signJwt } from '../../src/refcp/jwt.js';
+import { signJwt } from '../../src/skypanel/jwt.js';
 import type { TestPostgres } from '../helpers/postgres.js';
 import { createHash } from 'node:crypto';
 import { call, heartbeatBody, JWT_SECRET, newWorkerToken, panelOnPostgres, pick, REGISTER_BODY } from '../helpers/panel-fixtures.js';

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { AgentError } from '../../src/errors.js';
 import { Secret } from '../../src/secret.js';
 import { assertOwnWorkerId, tokenWorkerId } from '../../src/controlplane/identity.js';
-import { signWorkerToken } from '../../src/refcp/jwt.js';
+import { signWorkerToken } from '../../src/skypanel/jwt.js';
 
 const W = '2b1f0c7e-5d4a-4e3b-9c2d-1a0f9e8d7c6b';
 const OTHER = '9e8d7c6b-1a0f-4e3b-9c2d-2b1f0c7e5d4a';

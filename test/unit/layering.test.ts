@@ -41,6 +41,25 @@ describe('layering', () => {
     expect(crossings('agent', 'swarm')).toEqual([]);
   });
 
+  // The reference control plane is a test harness (tests, bench, soak): production code never
+  // needs it. What it shares with the panel half (SkyPanelV2's JWT, request validation, Express
+  // body rules) lives in src/skypanel, which both import.
+  it('nothing outside src/refcp imports it', () => {
+    const outside = readdirSync(SRC, { withFileTypes: true })
+      .filter((e) => e.isDirectory() && e.name !== 'refcp')
+      .flatMap((e) => crossings(e.name, 'refcp'));
+    expect(outside).toEqual([]);
+  });
+
+  it('src/skypanel imports from no other folder of src', () => {
+    const bad = tsFiles(join(SRC, 'skypanel')).flatMap((file) =>
+      importsOf(file, readFileSync(file, 'utf8'))
+        .filter((t) => !t.startsWith('skypanel/'))
+        .map((t) => `${relative(SRC, file)} -> ${t}`),
+    );
+    expect(bad).toEqual([]);
+  });
+
   it('src/ports.ts imports from neither layer', () => {
     const file = join(SRC, 'ports.ts');
     const bad = importsOf(file, readFileSync(file, 'utf8')).filter((t) => /^(agent|swarm)(\/|$)/.test(t));

@@ -2,7 +2,8 @@ import { createHash, createHmac, randomUUID, timingSafeEqual } from 'node:crypto
 
 /**
  * HS256 JWTs compatible with the `jsonwebtoken` package SkyPanelV2 uses, written against
- * node:crypto so the reference control plane needs no JWT library.
+ * node:crypto: the panel half (src/panel) verifies them and the reference control plane (src/refcp)
+ * mints and verifies them, neither with a JWT library.
  */
 
 /** jsonwebtoken's `expiresIn: '10y'` goes through `ms`, where a year is 365.25 days. */

@@ -1,6 +1,6 @@
 import { createHash, createHmac } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { WORKER_TOKEN_LIFETIME_SECONDS, hashToken, signJwt, signWorkerToken, verify } from '../../src/refcp/jwt.js';
+import { WORKER_TOKEN_LIFETIME_SECONDS, hashToken, signJwt, signWorkerToken, verify } from '../../src/skypanel/jwt.js';
 
 const SECRET = 'test-secret-0123456789abcdef';
 const WORKER_ID = '3f2b8c1e-6a4d-4f0e-9b7a-1c2d3e4f5a6b';
