@@ -19,7 +19,7 @@ import { deploymentsEtagHint, deploymentsWaitHint, panelWorkerStatus, type Swarm
 import { DeploymentLoops, type EngineEventWatch } from './deployments/deployment-loops.js';
 import { readDrain } from './drain.js';
 import { UsageLoop } from './usage/usage-loop.js';
-import type { EngineProbe, EngineSnapshot, EngineSummary, SwarmPort, UsageSampler } from '../ports.js';
+import type { EngineProbe, EngineSnapshot, SwarmPort, UsageSampler } from '../ports.js';
 import { localAddressToward, toPanelIp } from '../collectors/address.js';
 
 /**

@@ -5,7 +5,6 @@ import {
   cgroupLayout,
   newReadBuffer,
   nodeCgroupFs,
-  type CgroupFs,
   type CgroupLayout,
 } from './cgroup-files.js';
 import {

@@ -1,10 +1,10 @@
 import { randomUUID } from 'node:crypto';
-import { access, mkdtemp, readFile, writeFile } from 'node:fs/promises';
+import { access, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { startReferenceControlPlane } from '../../src/refcp/index.js';
-import { AgentProcess, capturedOutput, runCli, waitFor } from '../helpers/cli.js';
+import { describe, expect, it } from 'vitest';
+import { AgentProcess, runCli, waitFor } from '../helpers/cli.js';
+import { useReferencePanel } from '../helpers/reference-panel.js';
 
 /**
  * A hostile control plane, played by the reference control plane's fault injection against the
@@ -14,67 +14,22 @@ import { AgentProcess, capturedOutput, runCli, waitFor } from '../helpers/cli.js
  * worker's identity, and does not flood its log with the same rejections.
  */
 
-type RefCp = Awaited<ReturnType<typeof startReferenceControlPlane>>;
-
-let cp: RefCp;
-let dir: string;
-const agents: AgentProcess[] = [];
-const tokens: string[] = [];
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const NO_DOCKER = () => ({ SKYPANEL_AGENT_DOCKER_SOCKET: join(tmpdir(), `no-docker-${randomUUID()}`, 'docker.sock') });
 const RATE_LIMITED_BODY = '{"success":false,"error":"Too many requests from this IP, please try again later."}';
 /** retry-after.ts MAX_SERVER_WAIT_MS, plus the spread of at most one backoff cap (60 s by default). */
 const MAX_WAIT_MS = 15 * 60_000 + 60_000;
 
-beforeAll(async () => {
-  cp = await startReferenceControlPlane({ host: '127.0.0.1', port: 0 });
-  dir = await mkdtemp(join(tmpdir(), 'skp-hostile-panel-'));
-});
-
-afterEach(async () => {
-  cp.setFault(null);
-  await Promise.all(agents.splice(0).map((a) => a.stop('SIGKILL')));
-});
-
-afterAll(async () => {
-  await cp.close();
-  const all = capturedOutput.join('\n') + JSON.stringify(cp.requests);
-  for (const t of tokens) expect(all).not.toContain(t);
-});
-
-async function registered(workerId = randomUUID()) {
-  const token = cp.mintToken(workerId);
-  tokens.push(token);
-  const config = join(dir, `${randomUUID()}.json`);
-  const tokenFile = join(dir, `${randomUUID()}.token`);
-  await writeFile(tokenFile, `${token}\n`, { mode: 0o600 });
-  const res = await runCli([
-    'register',
-    '--control-plane',
-    cp.url,
-    '--token-file',
-    tokenFile,
-    '--config',
-    config,
-    '--heartbeat-interval',
-    '1',
-  ]);
-  expect(res.code, res.stderr).toBe(0);
-  return { token, tokenFile, config, workerId };
-}
-
-function startAgent(config: string, env: NodeJS.ProcessEnv = {}) {
-  const a = new AgentProcess(['run', '--config', config], { ...NO_DOCKER(), ...env });
-  agents.push(a);
-  return a;
-}
+const panel = useReferencePanel({ tmpPrefix: 'skp-hostile-panel-', agentEnv: NO_DOCKER });
+const registered = (workerId?: string) => panel.register({ workerId });
+const startAgent = (config: string, env: NodeJS.ProcessEnv = {}) => panel.startAgent(config, env);
 
 async function statusApi(agent: AgentProcess): Promise<string> {
   const started = await agent.waitForLog((l) => l.msg === 'agent started');
   return `http://${String(started.statusApi)}`;
 }
 
-const since = (at: number) => cp.requests.filter((r) => r.at >= at);
+const since = (at: number) => panel.cp.requests.filter((r) => r.at >= at);
 
 describe('every wait the panel asks for is capped, and no loop spins', () => {
   const cases: [string, () => string][] = [
@@ -88,7 +43,7 @@ describe('every wait the panel asks for is capped, and no loop spins', () => {
     async (_name, retryAfter) => {
       const { config, token } = await registered();
       // Every /api/ request is refused, from the first one on.
-      cp.setFault({ kind: 'status', status: 429, retryAfter: retryAfter(), body: RATE_LIMITED_BODY });
+      panel.cp.setFault({ kind: 'status', status: 429, retryAfter: retryAfter(), body: RATE_LIMITED_BODY });
       const from = Date.now();
       const agent = startAgent(config);
       const api = await statusApi(agent);
@@ -130,7 +85,7 @@ describe('every wait the panel asks for is capped, and no loop spins', () => {
   it("honours SkyPanelV2's RateLimit-Reset when the window ends before its 15-minute Retry-After", async () => {
     const { config, workerId } = await registered();
     // What express-rate-limit sends: Retry-After is always the whole window, RateLimit-Reset the time left in it.
-    cp.setFault({
+    panel.cp.setFault({
       kind: 'status',
       status: 429,
       retryAfter: '900',
@@ -140,7 +95,7 @@ describe('every wait the panel asks for is capped, and no loop spins', () => {
       headers: { 'RateLimit-Limit': '200', 'RateLimit-Remaining': '0', 'RateLimit-Reset': '2' },
     });
     const agent = startAgent(config);
-    const beats = () => cp.requests.filter((r) => r.path === `/api/workers/${workerId}/heartbeat`);
+    const beats = () => panel.cp.requests.filter((r) => r.path === `/api/workers/${workerId}/heartbeat`);
     const accepted = await waitFor(
       () => beats().find((r) => r.status === 200),
       15_000,
@@ -156,7 +111,7 @@ describe('every wait the panel asks for is capped, and no loop spins', () => {
 
   it('a panel that accepts every re-register but answers every heartbeat 404 gets a backing-off trickle, not a loop', async () => {
     const { config, workerId } = await registered();
-    cp.setFault({
+    panel.cp.setFault({
       kind: 'status',
       status: 404,
       pathEndsWith: '/heartbeat',
@@ -182,15 +137,15 @@ describe('identity: a register answer naming another worker is refused', () => {
 
   it('register: exits non-zero with a clear error and writes no config', async () => {
     const workerId = randomUUID();
-    const token = cp.mintToken(workerId);
-    tokens.push(token);
-    const tokenFile = join(dir, `${randomUUID()}.token`);
+    const token = panel.cp.mintToken(workerId);
+    panel.mustNotLeak(token);
+    const tokenFile = join(panel.dir, `${randomUUID()}.token`);
     await writeFile(tokenFile, `${token}\n`, { mode: 0o600 });
-    const config = join(dir, `${randomUUID()}.json`);
+    const config = join(panel.dir, `${randomUUID()}.json`);
     const body = otherWorker();
     const other = (JSON.parse(body) as { data: { id: string } }).data.id;
-    cp.setFault({ kind: 'status', status: 201, body, pathEndsWith: '/register' });
-    const res = await runCli(['register', '--control-plane', cp.url, '--token-file', tokenFile, '--config', config]);
+    panel.cp.setFault({ kind: 'status', status: 201, body, pathEndsWith: '/register' });
+    const res = await runCli(['register', '--control-plane', panel.cp.url, '--token-file', tokenFile, '--config', config]);
     expect(res.code).toBe(1);
     expect(res.stderr).toContain(
       `the control plane answered register with worker id ${other}, but the token's workerId is ${workerId}: refused`,
@@ -203,7 +158,7 @@ describe('identity: a register answer naming another worker is refused', () => {
     const before = await readFile(config, 'utf8');
     const body = otherWorker();
     const other = (JSON.parse(body) as { data: { id: string } }).data.id;
-    cp.setFault({ kind: 'status', status: 201, body, pathEndsWith: '/register' });
+    panel.cp.setFault({ kind: 'status', status: 201, body, pathEndsWith: '/register' });
     const agent = startAgent(config);
     // The registration refresh at start gets the foreign answer.
     const refused = await agent.waitForLog((l) => l.code === 'SKP_ERR_WORKER_ID_MISMATCH');
@@ -211,11 +166,11 @@ describe('identity: a register answer naming another worker is refused', () => {
     expect(String(refused.msg)).toContain(`worker id ${other}, but`);
     const mark = Date.now();
     await waitFor(
-      () => cp.requests.some((r) => r.at >= mark && r.path === `/api/workers/${workerId}/heartbeat` && r.status === 200),
+      () => panel.cp.requests.some((r) => r.at >= mark && r.path === `/api/workers/${workerId}/heartbeat` && r.status === 200),
       10_000,
       () => agent.output,
     );
-    expect(cp.requests.some((r) => r.path.includes(other))).toBe(false);
+    expect(panel.cp.requests.some((r) => r.path.includes(other))).toBe(false);
     expect(await readFile(config, 'utf8')).toBe(before);
     expect(agent.logs().some((l) => l.msg === 'control plane assigned a new worker id')).toBe(false);
   }, 30_000);
@@ -235,7 +190,7 @@ describe('rejected deployments and the first heartbeat', () => {
       resourceLimits: { cpuCores: 0.1, memoryMb: -1 },
     }));
     // A 200 with the whole set at every poll, whatever If-None-Match says: no 304 ever spares the parse.
-    cp.setFault({
+    panel.cp.setFault({
       kind: 'status',
       status: 200,
       pathEndsWith: '/deployments',
@@ -262,7 +217,7 @@ describe('rejected deployments and the first heartbeat', () => {
     const agent = startAgent(config);
     const started = await agent.waitForLog((l) => l.msg === 'agent started');
     const first = await waitFor(
-      () => cp.requests.find((r) => r.path === `/api/workers/${workerId}/heartbeat`),
+      () => panel.cp.requests.find((r) => r.path === `/api/workers/${workerId}/heartbeat`),
       10_000,
       () => agent.output,
     );

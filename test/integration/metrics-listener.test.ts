@@ -1,14 +1,14 @@
 import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { Writable } from 'node:stream';
 import { createLogger } from '../../src/agent/logger.js';
 import { createMetricsServer } from '../../src/agent/status/metrics-server.js';
 import { startReferenceControlPlane } from '../../src/refcp/index.js';
-import { AgentProcess, capturedOutput, runCli, waitFor } from '../helpers/cli.js';
+import { useReferencePanel, type RefCp } from '../helpers/reference-panel.js';
+import { runCli, waitFor } from '../helpers/cli.js';
 import { parsePrometheusText, sampleValue } from '../helpers/prom-text.js';
 
 /**
@@ -16,53 +16,17 @@ import { parsePrometheusText, sampleValue } from '../helpers/prom-text.js';
  * an operator must see: rejected deployments and heartbeat-only mode in /v1/status,
  * /v1/deployments, `status` and the metrics. No Docker needed: the agent runs without it.
  */
-type RefCp = Awaited<ReturnType<typeof startReferenceControlPlane>>;
 
-let cp: RefCp;
-let dir: string;
-const agents: AgentProcess[] = [];
-const tokens: string[] = [];
+const panel = useReferencePanel({ tmpPrefix: 'skp-metrics-' });
 
-beforeAll(async () => {
-  cp = await startReferenceControlPlane({ host: '127.0.0.1', port: 0 });
-  dir = await mkdtemp(join(tmpdir(), 'skp-metrics-'));
-});
-
-afterEach(async () => {
-  await Promise.all(agents.splice(0).map((a) => a.stop('SIGKILL')));
-});
-
-afterAll(async () => {
-  await cp.close();
-  const all = capturedOutput.join('\n');
-  for (const t of tokens) expect(all).not.toContain(t);
-});
-
-async function startAgent(panel: RefCp, env: NodeJS.ProcessEnv = {}) {
-  const workerId = randomUUID();
-  const token = panel.mintToken(workerId);
-  tokens.push(token);
-  const config = join(dir, `${workerId}.json`);
-  const reg = await runCli([
-    'register',
-    '--control-plane',
-    panel.url,
-    '--token',
-    token,
-    '--config',
-    config,
-    '--heartbeat-interval',
-    '1',
-    '--docker-socket',
-    join(dir, 'no-docker.sock'),
-  ]);
-  expect(reg.code, reg.stderr).toBe(0);
-  const agent = new AgentProcess(['run', '--config', config], env);
-  agents.push(agent);
+/** Registers a worker with `on` (no Docker here: the socket does not exist) and runs it. */
+async function startAgent(on: RefCp, env: NodeJS.ProcessEnv = {}) {
+  const { config, token, workerId } = await panel.register({ on, args: ['--docker-socket', join(panel.dir, 'no-docker.sock')] });
+  const agent = panel.startAgent(config, env);
   const metrics = await agent.waitForLog((l) => l.msg === 'metrics listening');
   const status = await agent.waitForLog((l) => l.msg === 'status api listening');
   await waitFor(
-    () => (panel.workers.get(workerId)?.heartbeats ?? 0) >= 1,
+    () => (on.workers.get(workerId)?.heartbeats ?? 0) >= 1,
     15_000,
     () => agent.output,
   );
@@ -95,7 +59,7 @@ async function promtool(): Promise<string | undefined> {
 
 describe('metrics listener', () => {
   it('serves /metrics without the worker token on its own loopback listener; promtool accepts it', async (ctx) => {
-    const { metricsUrl, statusUrl, token } = await startAgent(cp);
+    const { metricsUrl, statusUrl, token } = await startAgent(panel.cp);
     // The status API still wants the worker token for everything.
     expect((await get(`${statusUrl}/metrics`)).status).toBe(401);
     const res = await get(metricsUrl);
@@ -122,7 +86,7 @@ describe('metrics listener', () => {
 
     const tool = await promtool();
     if (!tool) return ctx.skip();
-    const file = join(dir, `${randomUUID()}.prom`);
+    const file = join(panel.dir, `${randomUUID()}.prom`);
     await writeFile(file, res.text);
     const out = await new Promise<{ code: number; text: string }>((resolve) => {
       const child = execFile('sh', ['-c', `"${tool}" check metrics < "${file}"`], (err, stdout, stderr) =>
@@ -136,8 +100,8 @@ describe('metrics listener', () => {
 
   it('with metricsToken it wants that token, and the worker token is not it', async () => {
     const metricsToken = `mt-${randomUUID()}`;
-    tokens.push(metricsToken);
-    const { metricsUrl, token } = await startAgent(cp, { SKYPANEL_AGENT_METRICS_TOKEN: metricsToken });
+    panel.mustNotLeak(metricsToken);
+    const { metricsUrl, token } = await startAgent(panel.cp, { SKYPANEL_AGENT_METRICS_TOKEN: metricsToken });
     expect((await get(metricsUrl)).status).toBe(401);
     expect((await get(metricsUrl, token)).status).toBe(401);
     const ok = await get(metricsUrl, metricsToken);
@@ -168,9 +132,9 @@ describe('metrics listener, in process', () => {
 
 describe('visibility', () => {
   it('a deployment the panel sent malformed shows in /v1/deployments, status and the metrics, with its reason', async () => {
-    const { agent, config, token, workerId, metricsUrl, statusUrl } = await startAgent(cp);
+    const { agent, config, token, workerId, metricsUrl, statusUrl } = await startAgent(panel.cp);
     const id = randomUUID();
-    cp.setDeployments(workerId, [{ id, serviceId: randomUUID(), slug: 'broken-app', imageTag: 42 }]);
+    panel.cp.setDeployments(workerId, [{ id, serviceId: randomUUID(), slug: 'broken-app', imageTag: 42 }]);
     const body = await waitFor(
       async () => {
         const r = await get(`${statusUrl}/v1/deployments`, token);

@@ -3,54 +3,13 @@ import { randomUUID } from 'node:crypto';
 import { mkdtemp, open, readFile, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { startReferenceControlPlane } from '../../src/refcp/index.js';
+import { describe, expect, it } from 'vitest';
 import { AgentProcess, BIN, capturedOutput, runCli, waitFor } from '../helpers/cli.js';
+import { useReferencePanel } from '../helpers/reference-panel.js';
 
 /** What an operator meets first: exit codes, flags that parse, where `status` looks, SIGHUP, journald. */
-type RefCp = Awaited<ReturnType<typeof startReferenceControlPlane>>;
-
-let cp: RefCp;
-let dir: string;
-const agents: AgentProcess[] = [];
-const tokens: string[] = [];
-
-beforeAll(async () => {
-  cp = await startReferenceControlPlane({ host: '127.0.0.1', port: 0 });
-  dir = await mkdtemp(join(tmpdir(), 'skp-operator-'));
-});
-
-afterEach(async () => {
-  await Promise.all(agents.splice(0).map((a) => a.stop('SIGKILL')));
-});
-
-afterAll(async () => {
-  await cp.close();
-  const all = capturedOutput.join('\n');
-  for (const t of tokens) expect(all).not.toContain(t);
-});
-
-async function register(extra: string[] = []) {
-  const token = cp.mintToken(randomUUID());
-  tokens.push(token);
-  const config = join(dir, `${randomUUID()}.json`);
-  const tokenFile = join(dir, `${randomUUID()}.token`);
-  await writeFile(tokenFile, token, { mode: 0o600 });
-  const res = await runCli([
-    'register',
-    '--control-plane',
-    cp.url,
-    '--token-file',
-    tokenFile,
-    '--config',
-    config,
-    '--heartbeat-interval',
-    '1',
-    ...extra,
-  ]);
-  expect(res.code, res.stderr).toBe(0);
-  return { config, res, workerId: (JSON.parse(await readFile(config, 'utf8')) as { workerId: string }).workerId };
-}
+const panel = useReferencePanel({ tmpPrefix: 'skp-operator-' });
+const register = (args: string[] = []) => panel.register({ args });
 
 describe('exit codes', () => {
   it('a bad flag value is a usage error (64) with a clear message: dev --port abc', async () => {
@@ -78,7 +37,7 @@ describe('exit codes', () => {
   });
 
   it('a configuration error exits 78 (EX_CONFIG), the code the unit does not restart on', async () => {
-    const res = await runCli(['run', '--config', join(dir, 'absent.json')]);
+    const res = await runCli(['run', '--config', join(panel.dir, 'absent.json')]);
     expect(res.code).toBe(78);
     const unit = await readFile(new URL('../../systemd/skypanel-agent.service', import.meta.url), 'utf8');
     expect(unit).toMatch(/^RestartPreventExitStatus=78$/m);
@@ -87,7 +46,7 @@ describe('exit codes', () => {
 
 describe('register', () => {
   it('writes --state-dir and --status-listen into the config, and warns that a loopback address only works from this host', async () => {
-    const stateDir = join(dir, 'state-from-register');
+    const stateDir = join(panel.dir, 'state-from-register');
     const { config, res } = await register(['--state-dir', stateDir, '--status-listen', '127.0.0.1:9799']);
     const written = JSON.parse(await readFile(config, 'utf8')) as Record<string, unknown>;
     expect(written).toMatchObject({ stateDir, statusListen: '127.0.0.1:9799' });
@@ -96,23 +55,23 @@ describe('register', () => {
   });
 
   it('refuses a bad --status-listen before registering (64)', async () => {
-    const before = cp.workers.size;
-    const token = cp.mintToken(randomUUID());
-    tokens.push(token);
+    const before = panel.cp.workers.size;
+    const token = panel.cp.mintToken(randomUUID());
+    panel.mustNotLeak(token);
     const res = await runCli([
       'register',
       '--control-plane',
-      cp.url,
+      panel.cp.url,
       '--token',
       token,
       '--config',
-      join(dir, 'never.json'),
+      join(panel.dir, 'never.json'),
       '--status-listen',
       'nohost',
     ]);
     expect(res.code).toBe(64);
     expect(res.stderr).toMatch(/--status-listen must be host:port/);
-    expect(cp.workers.size).toBe(before);
+    expect(panel.cp.workers.size).toBe(before);
   });
 });
 
@@ -125,7 +84,7 @@ describe('run --status-listen is found by status and doctor', () => {
       SKYPANEL_AGENT_STATE_DIR: stateDir,
       SKYPANEL_AGENT_STATUS_LISTEN: '',
     });
-    agents.push(agent);
+    panel.adopt(agent);
     const line = await agent.waitForLog((l) => l.msg === 'status api listening');
     const remembered = await waitFor(() =>
       readFile(join(stateDir, 'status-api.json'), 'utf8').then(
@@ -153,10 +112,10 @@ describe('dev --status-listen', () => {
     const config = join(await mkdtemp(join(tmpdir(), 'skp-dev-listen-')), 'config.json');
     // No state dir from the environment: dev's own, beside its config, written into that config.
     const dev = new AgentProcess(
-      ['dev', '--port', '0', '--status-listen', '127.0.0.1:0', '--config', config, '--docker-socket', join(dir, 'none.sock')],
+      ['dev', '--port', '0', '--status-listen', '127.0.0.1:0', '--config', config, '--docker-socket', join(panel.dir, 'none.sock')],
       { SKYPANEL_AGENT_STATE_DIR: '', SKYPANEL_AGENT_STATUS_LISTEN: '' },
     );
-    agents.push(dev);
+    panel.adopt(dev);
     const line = await dev.waitForLog((l) => l.msg === 'status api listening', 20_000);
     expect(line.address).toBe('127.0.0.1');
     expect(JSON.parse(await readFile(config, 'utf8'))).toMatchObject({
@@ -175,7 +134,7 @@ describe('SIGHUP', () => {
   it('re-reads the config and restarts the agent in-process; a config that does not load changes nothing', async () => {
     const { config, workerId } = await register();
     const agent = new AgentProcess(['run', '--config', config]);
-    agents.push(agent);
+    panel.adopt(agent);
     await agent.waitForLog((l) => l.msg === 'agent started');
     const pid = agent.child.pid;
 
@@ -192,7 +151,7 @@ describe('SIGHUP', () => {
     const refused = await agent.waitForLog((l) => /config does not load/.test(String(l.msg)));
     expect(refused).toMatchObject({ level: 'error', err: expect.stringMatching(/heartbeatIntervalSec/) });
     // Still the same process, still beating.
-    const beats = () => cp.requests.filter((r) => r.path === `/api/workers/${workerId}/heartbeat`).length;
+    const beats = () => panel.cp.requests.filter((r) => r.path === `/api/workers/${workerId}/heartbeat`).length;
     const before = beats();
     await waitFor(() => beats() >= before + 2, 10_000);
     expect(agent.child.pid).toBe(pid);
@@ -204,7 +163,7 @@ describe('SIGHUP', () => {
 describe('logs', () => {
   it('levels are words; under journald (JOURNAL_STREAM is stdout) each line starts with its syslog priority', async () => {
     const { config } = await register();
-    const logFile = join(dir, `${randomUUID()}.log`);
+    const logFile = join(panel.dir, `${randomUUID()}.log`);
     const fh = await open(logFile, 'w');
     const st = await stat(logFile);
     const env: NodeJS.ProcessEnv = {
@@ -214,7 +173,7 @@ describe('logs', () => {
     };
     env.JOURNAL_STREAM = `${st.dev}:${st.ino}`;
     // No Docker here: the agent warns about it, so a warning and info lines both appear.
-    const child = spawn(process.execPath, [BIN, 'run', '--config', config, '--docker-socket', join(dir, 'no-docker.sock')], {
+    const child = spawn(process.execPath, [BIN, 'run', '--config', config, '--docker-socket', join(panel.dir, 'no-docker.sock')], {
       env,
       stdio: ['ignore', fh.fd, 'pipe'],
     });

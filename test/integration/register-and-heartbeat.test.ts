@@ -1,73 +1,22 @@
 import { randomUUID } from 'node:crypto';
-import { mkdtemp, readFile, stat, writeFile, chmod } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile, stat, writeFile, chmod } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { startReferenceControlPlane } from '../../src/refcp/index.js';
-import { AgentProcess, capturedOutput, runCli, waitFor } from '../helpers/cli.js';
+import { describe, expect, it } from 'vitest';
+import { runCli, waitFor } from '../helpers/cli.js';
+import { useReferencePanel } from '../helpers/reference-panel.js';
 
-type RefCp = Awaited<ReturnType<typeof startReferenceControlPlane>>;
+const panel = useReferencePanel({ tmpPrefix: 'skp-int-' });
+const registered = (opts: { interval?: number; extra?: Record<string, unknown> } = {}) =>
+  panel.register({ interval: opts.interval, configExtra: opts.extra });
+const startAgent = (config: string, env: NodeJS.ProcessEnv = {}) => panel.startAgent(config, env);
 
-let cp: RefCp;
-let dir: string;
-const agents: AgentProcess[] = [];
-const tokens: string[] = [];
-
-beforeAll(async () => {
-  cp = await startReferenceControlPlane({ host: '127.0.0.1', port: 0 });
-  dir = await mkdtemp(join(tmpdir(), 'skp-int-'));
-});
-
-afterEach(async () => {
-  cp.setFault(null);
-  await Promise.all(agents.splice(0).map((a) => a.stop('SIGKILL')));
-});
-
-afterAll(async () => {
-  await cp.close();
-  // No token ever reaches any output of any command in this file.
-  const all = capturedOutput.join('\n');
-  for (const t of tokens) expect(all).not.toContain(t);
-});
-
-async function registered(opts: { interval?: number; extra?: Record<string, unknown> } = {}) {
-  const token = cp.mintToken(randomUUID());
-  tokens.push(token);
-  const config = join(dir, `${randomUUID()}.json`);
-  const tokenFile = join(dir, `${randomUUID()}.token`);
-  await writeFile(tokenFile, `${token}\n`, { mode: 0o600 });
-  const res = await runCli([
-    'register',
-    '--control-plane',
-    cp.url,
-    '--token-file',
-    tokenFile,
-    '--config',
-    config,
-    '--heartbeat-interval',
-    String(opts.interval ?? 1),
-  ]);
-  expect(res.code, res.stderr).toBe(0);
-  const written = JSON.parse(await readFile(config, 'utf8')) as Record<string, unknown>;
-  if (opts.extra) {
-    await writeFile(config, JSON.stringify({ ...written, ...opts.extra }), { mode: 0o600 });
-  }
-  return { token, config, workerId: written.workerId as string };
-}
-
-function startAgent(config: string, env: NodeJS.ProcessEnv = {}) {
-  const a = new AgentProcess(['run', '--config', config], env);
-  agents.push(a);
-  return a;
-}
-
-const beatsFor = (workerId: string) => cp.requests.filter((r) => r.path === `/api/workers/${workerId}/heartbeat`);
+const beatsFor = (workerId: string) => panel.cp.requests.filter((r) => r.path === `/api/workers/${workerId}/heartbeat`);
 
 describe('register', () => {
   it('registers with a JWT, writes the config 0600 and the panel row holds real capacity', async () => {
     const { config, workerId, token } = await registered();
     expect((await stat(config)).mode & 0o777).toBe(0o600);
-    const row = cp.workers.get(workerId)!;
+    const row = panel.cp.workers.get(workerId)!;
     expect(row).toBeDefined();
     expect(row.ipAddress).toBe('127.0.0.1');
     expect(row.status).toBe('active');
@@ -81,32 +30,48 @@ describe('register', () => {
   });
 
   it('takes the token from stdin', async () => {
-    const token = cp.mintToken(randomUUID());
-    tokens.push(token);
-    const config = join(dir, 'stdin.json');
-    const res = await runCli(['register', '--control-plane', cp.url, '--config', config], { input: token });
+    const token = panel.cp.mintToken(randomUUID());
+    panel.mustNotLeak(token);
+    const config = join(panel.dir, 'stdin.json');
+    const res = await runCli(['register', '--control-plane', panel.cp.url, '--config', config], { input: token });
     expect(res.code, res.stderr).toBe(0);
   });
 
   it('refuses a token file others can read (exit 78, EX_CONFIG)', async () => {
-    const tokenFile = join(dir, 'open.token');
-    await writeFile(tokenFile, cp.mintToken(randomUUID()));
+    const tokenFile = join(panel.dir, 'open.token');
+    await writeFile(tokenFile, panel.cp.mintToken(randomUUID()));
     await chmod(tokenFile, 0o644);
-    const res = await runCli(['register', '--control-plane', cp.url, '--token-file', tokenFile, '--config', join(dir, 'x.json')]);
+    const res = await runCli([
+      'register',
+      '--control-plane',
+      panel.cp.url,
+      '--token-file',
+      tokenFile,
+      '--config',
+      join(panel.dir, 'x.json'),
+    ]);
     expect(res.code).toBe(78);
     expect(res.stderr).toMatch(/mode 0644.*chmod 600/);
   });
 
   it('a token the panel refuses fails with a clear message and exit 1', async () => {
     const bad = 'eyJhbGciOiJIUzI1NiJ9.eyJ3b3JrZXJJZCI6IngifQ.bm90LWEtc2lnbmF0dXJl';
-    tokens.push(bad);
-    const res = await runCli(['register', '--control-plane', cp.url, '--token', bad, '--config', join(dir, 'bad.json')]);
+    panel.mustNotLeak(bad);
+    const res = await runCli(['register', '--control-plane', panel.cp.url, '--token', bad, '--config', join(panel.dir, 'bad.json')]);
     expect(res.code).toBe(1);
     expect(res.stderr).toMatch(/refused the worker token \(401/);
   });
 
   it('an unreachable control plane fails within the timeout', async () => {
-    const res = await runCli(['register', '--control-plane', 'http://127.0.0.1:9', '--token', 'x', '--config', join(dir, 'down.json')]);
+    const res = await runCli([
+      'register',
+      '--control-plane',
+      'http://127.0.0.1:9',
+      '--token',
+      'x',
+      '--config',
+      join(panel.dir, 'down.json'),
+    ]);
     expect(res.code).toBe(1);
     expect(res.stderr).toMatch(/register failed: .*ECONNREFUSED/);
   });
@@ -117,11 +82,11 @@ describe('run: heartbeats', () => {
     const { config, workerId } = await registered();
     const agent = startAgent(config);
     await waitFor(
-      () => (cp.workers.get(workerId)?.heartbeats ?? 0) >= 2,
+      () => (panel.cp.workers.get(workerId)?.heartbeats ?? 0) >= 2,
       15_000,
       () => agent.output,
     );
-    const row = cp.workers.get(workerId)!;
+    const row = panel.cp.workers.get(workerId)!;
     for (const k of ['cpuPercent', 'memoryPercent', 'diskPercent', 'containerCount'] as const) {
       expect(typeof row.currentLoad[k]).toBe('number');
     }
@@ -156,7 +121,7 @@ describe('run: heartbeats', () => {
 
   it('retries 5xx with backoff and recovers', async () => {
     const { config, workerId } = await registered({ extra: { backoffCapSec: 2 } });
-    cp.setFault({ kind: 'status', status: 500, count: 3, pathEndsWith: '/heartbeat' });
+    panel.cp.setFault({ kind: 'status', status: 500, count: 3, pathEndsWith: '/heartbeat' });
     const agent = startAgent(config);
     await waitFor(
       () => beatsFor(workerId).some((r) => r.status === 200),
@@ -169,7 +134,7 @@ describe('run: heartbeats', () => {
 
   it('honours Retry-After on 429', async () => {
     const { config, workerId } = await registered({ extra: { backoffCapSec: 1 } });
-    cp.setFault({
+    panel.cp.setFault({
       kind: 'status',
       status: 429,
       retryAfter: '3',
@@ -190,7 +155,7 @@ describe('run: heartbeats', () => {
 
   it('times out a control plane that does not answer, then recovers', async () => {
     const { config, workerId } = await registered({ extra: { requestTimeoutSec: 1, backoffCapSec: 1 } });
-    cp.setFault({ kind: 'delay', ms: 4_000, count: 1, pathEndsWith: '/heartbeat' });
+    panel.cp.setFault({ kind: 'delay', ms: 4_000, count: 1, pathEndsWith: '/heartbeat' });
     const agent = startAgent(config);
     await agent.waitForLog((l) => l.outcome === 'timeout');
     await waitFor(
@@ -202,11 +167,11 @@ describe('run: heartbeats', () => {
 
   it('treats a non-JSON 200 as a failure and retries', async () => {
     const { config, workerId } = await registered({ extra: { backoffCapSec: 1 } });
-    cp.setFault({ kind: 'garbage', count: 1, pathEndsWith: '/heartbeat' });
+    panel.cp.setFault({ kind: 'garbage', count: 1, pathEndsWith: '/heartbeat' });
     const agent = startAgent(config);
     await agent.waitForLog((l) => l.outcome === 'invalid-response');
     await waitFor(
-      () => (cp.workers.get(workerId)?.heartbeats ?? 0) >= 1,
+      () => (panel.cp.workers.get(workerId)?.heartbeats ?? 0) >= 1,
       15_000,
       () => agent.output,
     );
@@ -214,7 +179,7 @@ describe('run: heartbeats', () => {
 
   it('does not hammer a control plane that refuses the token', async () => {
     const { config, workerId } = await registered({ extra: { backoffCapSec: 1 } });
-    cp.setFault({ kind: 'status', status: 401, body: '{"error":"Unauthorized","message":"Invalid or expired worker token"}' });
+    panel.cp.setFault({ kind: 'status', status: 401, body: '{"error":"Unauthorized","message":"Invalid or expired worker token"}' });
     const agent = startAgent(config);
     const line = await agent.waitForLog((l) => l.outcome === 'unauthorized' && l.loop === 'heartbeat');
     expect(String(line.msg)).toMatch(/token refused/);
@@ -224,21 +189,21 @@ describe('run: heartbeats', () => {
 
   it('registers again when the panel lost the worker row (404), keeping the same id', async () => {
     const { config, workerId } = await registered({ extra: { backoffCapSec: 1 } });
-    // cp.requests holds every test's requests (registrations carry no worker id in the path): count from here.
-    const since = cp.requests.length;
+    // panel.cp.requests holds every test's requests (registrations carry no worker id in the path): count from here.
+    const since = panel.cp.requests.length;
     const agent = startAgent(config);
-    const registers = () => cp.requests.slice(since).filter((r) => r.path === '/api/workers/register');
+    const registers = () => panel.cp.requests.slice(since).filter((r) => r.path === '/api/workers/register');
     // `run` refreshes its registration at start without waiting for it: let that be answered first
     // (refcp records a request on arrival, its status when answered), or it would put the row back
     // before any heartbeat could meet the 404.
     await waitFor(
-      () => (cp.workers.get(workerId)?.heartbeats ?? 0) >= 1 && registers().length >= 1 && registers().every((r) => r.status !== 0),
+      () => (panel.cp.workers.get(workerId)?.heartbeats ?? 0) >= 1 && registers().length >= 1 && registers().every((r) => r.status !== 0),
       15_000,
       () => agent.output,
     );
-    cp.workers.delete(workerId);
+    panel.cp.workers.delete(workerId);
     await waitFor(
-      () => (cp.workers.get(workerId)?.heartbeats ?? 0) >= 1,
+      () => (panel.cp.workers.get(workerId)?.heartbeats ?? 0) >= 1,
       15_000,
       () => agent.output,
     );
@@ -249,7 +214,7 @@ describe('run: heartbeats', () => {
 
 describe('run: bad local input', () => {
   it('a missing config exits 78 (EX_CONFIG) and says to register', async () => {
-    const res = await runCli(['run', '--config', join(dir, 'nope.json')]);
+    const res = await runCli(['run', '--config', join(panel.dir, 'nope.json')]);
     expect(res.code).toBe(78);
     expect(res.stderr).toMatch(/"controlPlaneUrl".*register/);
   });

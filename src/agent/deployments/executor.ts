@@ -1,9 +1,6 @@
 import type { Action } from '../../domain/planner.js';
-import type { OwnedSecret } from '../../domain/secret-gc.js';
 import { buildNetworkSpec, buildServiceSpec, type ServiceSpec, type SpecContext } from '../../domain/service-spec.js';
-import type { Deployment, RegistryAuth } from '../../protocol/deployment.js';
-import type { Secret } from '../../secret.js';
-import type { ServiceObservation, TaskObservation } from '../../domain/deployment-status.js';
+import type { Deployment } from '../../protocol/deployment.js';
 import type { Logger } from '../logger.js';
 import type { SwarmPort } from '../../ports.js';
 
