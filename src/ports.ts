@@ -5,7 +5,8 @@
  */
 import type { buildNetworkSpec, ServiceSpec } from './domain/service-spec.js';
 import type { OwnedSecret } from './domain/secret-gc.js';
-import type { ServiceObservation, TaskObservation } from './domain/deployment-status.js';
+import type { TaskObservation } from './domain/deployment-status.js';
+import type { ObservedService } from './domain/observed-service.js';
 import type { RegistryAuth } from './protocol/deployment.js';
 import type { SwarmRole } from './protocol/worker.js';
 import type { Secret } from './secret.js';
@@ -14,24 +15,15 @@ export type { Logger } from 'pino';
 
 // ---- Swarm: what the reconciler reads and changes ----
 
-export interface ObservedServiceLite extends ServiceObservation {
-  name: string;
-  labels: Record<string, string>;
-  /** The live ServiceSpec as Docker returns it, for drift detection. */
-  spec?: unknown;
-  /** Swarm's version of the service object; it changes with every change to the service. */
-  version?: number;
-}
-
 /** What the reconciler needs from Swarm; src/swarm implements it over the Engine API. */
 export interface SwarmPort {
-  /** Services carrying this worker's ownership labels: one Engine API call. */
-  listServices(): Promise<ObservedServiceLite[]>;
+  /** Services carrying this worker's ownership labels, each with its live spec and version: one Engine API call. */
+  listServices(): Promise<ObservedService[]>;
   /**
    * Services carrying a deployment id but placed by something other than an agent (SkyPanelV2's
    * own orchestrator, or by hand): one Engine API call, made only when a pass would create.
    */
-  listUnmanagedServices(): Promise<ObservedServiceLite[]>;
+  listUnmanagedServices(): Promise<ObservedService[]>;
   /** Tasks of those services: one Engine API call. */
   listTasks(): Promise<TaskObservation[]>;
   createService(spec: ServiceSpec, auth?: RegistryAuth): Promise<string>;

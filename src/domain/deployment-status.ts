@@ -1,17 +1,9 @@
 import type { Deployment } from '../protocol/deployment.js';
 import { desiredReplicas } from './service-spec.js';
+import type { ObservedService } from './observed-service.js';
 
 /** Statuses the agent reports, exactly the `container_deployments.status` values it may set. */
 export type ReportedStatus = 'deploying' | 'running' | 'stopped' | 'failed' | 'rolled_back';
-
-/** The minimum the derivation needs from Swarm, so it stays pure and testable without Docker. */
-export interface ServiceObservation {
-  id: string;
-  replicas: number;
-  specHash?: string;
-  updateState?: string;
-  updateMessage?: string;
-}
 
 export interface TaskObservation {
   serviceId: string;
@@ -93,7 +85,8 @@ const TERMINAL_FAILURES = new Set(['failed', 'rejected']);
  */
 export function deriveStatus(
   d: Deployment,
-  service: ServiceObservation | undefined,
+  /** Only what the derivation reads, so it stays testable without a whole service. */
+  service: Pick<ObservedService, 'id' | 'replicas' | 'updateState' | 'updateMessage'> | undefined,
   tasks: readonly TaskObservation[],
   executorError?: string,
   scheduling?: SchedulingBound,

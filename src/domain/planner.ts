@@ -1,5 +1,6 @@
 import type { Deployment } from '../protocol/deployment.js';
 import { LABEL, ownedBy } from './labels.js';
+import type { ObservedService } from './observed-service.js';
 import { buildServiceSpec, desiredReplicas, type SpecContext } from './service-spec.js';
 
 /**
@@ -14,22 +15,18 @@ import { buildServiceSpec, desiredReplicas, type SpecContext } from './service-s
  * 3. A deployment under backoff gets no action at all, including removal of its duplicates.
  */
 
-export type UpdateState = 'updating' | 'paused' | 'completed' | 'rollback_started' | 'rollback_paused' | 'rollback_completed';
-
-export interface ActualService {
-  /** Swarm service id. */
-  id: string;
-  name: string;
-  labels: Record<string, string>;
-  replicas: number;
-  /** Usually the spec-hash label; falls back to reading it from labels. */
-  specHash?: string;
-  updateState?: UpdateState;
-}
-
 export type Action =
   | { kind: 'create'; deploymentId: string; serviceId: string; specHash: string }
-  | { kind: 'update'; deploymentId: string; serviceId: string; swarmServiceId: string; specHash: string; reason: 'spec-changed' | 'drift' }
+  | {
+      kind: 'update';
+      deploymentId: string;
+      serviceId: string;
+      swarmServiceId: string;
+      specHash: string;
+      reason: 'spec-changed' | 'drift';
+      /** With reason drift, when known: the field paths that changed by hand (never their values). */
+      drifted?: readonly string[];
+    }
   | { kind: 'scale'; deploymentId: string; swarmServiceId: string; replicas: number }
   | { kind: 'remove'; swarmServiceId: string; deploymentId?: string; reason: 'not-desired' | 'duplicate' };
 
@@ -44,8 +41,13 @@ export interface PlanContext extends SpecContext {
 // Removals first within a deployment: a duplicate may hold the host port its replacement needs.
 const KIND_ORDER: Record<Action['kind'], number> = { remove: 0, create: 1, update: 2, scale: 3 };
 
-function hashOf(s: ActualService): string | undefined {
-  return s.specHash ?? s.labels[LABEL.specHash];
+function hashOf(s: ObservedService): string | undefined {
+  return s.labels[LABEL.specHash];
+}
+
+/** Carries the desired spec as the agent built it: the right hash label and nothing changed by hand since. */
+function inStep(s: ObservedService, specHash: string): boolean {
+  return hashOf(s) === specHash && !s.drifted?.length;
 }
 
 function underBackoff(ctx: PlanContext, deploymentId: string | undefined): boolean {
@@ -58,12 +60,12 @@ function underBackoff(ctx: PlanContext, deploymentId: string | undefined): boole
  * Among several owned services for one serviceId, keep the one closest to desired (same hash,
  * then same deployment id), then the lowest Swarm id so every pass keeps the same one.
  */
-function pickKeeper(candidates: ActualService[], deploymentId: string, specHash: string): ActualService {
-  const score = (s: ActualService): number => (hashOf(s) === specHash ? 2 : 0) + (s.labels[LABEL.deploymentId] === deploymentId ? 1 : 0);
+function pickKeeper(candidates: ObservedService[], deploymentId: string, specHash: string): ObservedService {
+  const score = (s: ObservedService): number => (inStep(s, specHash) ? 2 : 0) + (s.labels[LABEL.deploymentId] === deploymentId ? 1 : 0);
   return [...candidates].sort((a, b) => score(b) - score(a) || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))[0]!;
 }
 
-function planOne(d: Deployment, services: ActualService[], ctx: PlanContext): Action[] {
+function planOne(d: Deployment, services: ObservedService[], ctx: PlanContext): Action[] {
   const { specHash } = buildServiceSpec(d, ctx);
   if (services.length === 0) return [{ kind: 'create', deploymentId: d.id, serviceId: d.serviceId, specHash }];
 
@@ -80,6 +82,9 @@ function planOne(d: Deployment, services: ActualService[], ctx: PlanContext): Ac
   if (actual !== specHash) {
     // No hash label on an owned service means someone rewrote it outside the agent.
     actions.push({ kind: 'update', ...base, reason: actual === undefined ? 'drift' : 'spec-changed' });
+  } else if (keeper.drifted?.length) {
+    // Right hash label, but the spec was changed by hand since: put it back.
+    actions.push({ kind: 'update', ...base, reason: 'drift', drifted: keeper.drifted });
   } else if (keeper.updateState === 'paused' || keeper.updateState === 'rollback_paused') {
     // Right spec, stuck rollout: re-sending the spec resumes it.
     actions.push({ kind: 'update', ...base, reason: 'drift' });
@@ -89,9 +94,9 @@ function planOne(d: Deployment, services: ActualService[], ctx: PlanContext): Ac
   return actions;
 }
 
-export function plan(desired: readonly Deployment[], actual: readonly ActualService[], ctx: PlanContext): Action[] {
-  const owned = new Map<string, ActualService[]>();
-  const unidentified: ActualService[] = [];
+export function plan(desired: readonly Deployment[], actual: readonly ObservedService[], ctx: PlanContext): Action[] {
+  const owned = new Map<string, ObservedService[]>();
+  const unidentified: ObservedService[] = [];
   for (const s of actual) {
     if (!ownedBy(s.labels, ctx.workerId)) continue;
     const sid = s.labels[LABEL.serviceId];
@@ -132,13 +137,6 @@ function compareActions(a: Action, b: Action): number {
   return sa < sb ? -1 : sa > sb ? 1 : 0;
 }
 
-/** A service that carries a deployment's labels but that no agent placed (SkyPanelV2's orchestrator, or a hand). */
-export interface UnmanagedService {
-  id: string;
-  name: string;
-  labels: Record<string, string>;
-}
-
 /**
  * The creates that would put a second live service beside one placed by someone else: a service
  * without `skypanel.managed` carries the deployment's id, or its serviceId (the same app from an
@@ -156,7 +154,8 @@ export interface HeldCreate {
 export function heldElsewhere(
   actions: readonly Action[],
   desired: readonly Deployment[],
-  unmanaged: readonly UnmanagedService[],
+  /** Services that carry a deployment's labels but that no agent placed (SkyPanelV2's orchestrator, or a hand). */
+  unmanaged: readonly Pick<ObservedService, 'id' | 'name' | 'labels'>[],
 ): Map<string, HeldCreate> {
   const held = new Map<string, HeldCreate>();
   if (unmanaged.length === 0) return held;

@@ -235,6 +235,13 @@ function buildFresh(d: Deployment, ctx: SpecContext): BuiltService {
 
 /** sha256 of the canonical JSON of the spec minus what the hash must not cover (see top). */
 export function hashSpec(spec: ServiceSpec): string {
+  return createHash('sha256')
+    .update(canonicalJson(hashedView(spec)), 'utf8')
+    .digest('hex');
+}
+
+/** The part of a spec its hash covers: two specs hash alike exactly when their views have the same canonical JSON. */
+export function hashedView(spec: ServiceSpec): unknown {
   const { [LABEL.specHash]: _s1, ...labels } = spec.Labels;
   const { [LABEL.specHash]: _s2, ...containerLabels } = spec.TaskTemplate.ContainerSpec.Labels;
   const secretRefs = spec.TaskTemplate.ContainerSpec.Secrets?.map(({ SecretName, File }) => ({ SecretName, File }));
@@ -251,7 +258,7 @@ export function hashSpec(spec: ServiceSpec): string {
     // which sends dnsrr; a hand-made change of the mode alone is not seen as drift.
     EndpointSpec: { ...spec.EndpointSpec, Mode: 'vip' },
   };
-  return createHash('sha256').update(canonicalJson(hashed), 'utf8').digest('hex');
+  return hashed;
 }
 
 /** JSON with object keys sorted at every level and undefined members dropped; array order kept. */

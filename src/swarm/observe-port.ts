@@ -1,6 +1,7 @@
 import { LABEL } from '../domain/labels.js';
 import type { TaskObservation } from '../domain/deployment-status.js';
-import type { ObservedServiceLite, SwarmPort } from '../ports.js';
+import type { ObservedService } from '../domain/observed-service.js';
+import type { SwarmPort } from '../ports.js';
 import type { EngineClient } from './docker-client.js';
 import { demuxDockerLogs } from './logs.js';
 import { SwarmError } from './observed.js';
@@ -34,7 +35,7 @@ export function createObservePort(docker: EngineClient): SwarmPort {
   const refuse = (what: string) => () =>
     Promise.reject(new SwarmError('not-manager', `observe mode: ${what} refused (this agent has no manager endpoint)`));
   return {
-    async listServices(): Promise<ObservedServiceLite[]> {
+    async listServices(): Promise<ObservedService[]> {
       try {
         containers = await engineCall<ContainerInfo[]>(docker, {
           method: 'GET',
@@ -46,7 +47,7 @@ export function createObservePort(docker: EngineClient): SwarmPort {
       } catch (err) {
         throw new SwarmError('unavailable', `listing task containers: ${(err as Error).message}`);
       }
-      const byService = new Map<string, ObservedServiceLite>();
+      const byService = new Map<string, ObservedService>();
       for (const c of containers) {
         const labels = c.Labels ?? {};
         const id = labels[SWARM_SERVICE_ID]!;

@@ -2,6 +2,7 @@
  * What the Swarm adapter (swarm-reader.ts, swarm-writer.ts) hands to the reconciler: plain data
  * decoupled from Docker's JSON, and one error type for everything that goes wrong.
  */
+import type { ObservedService } from '../domain/observed-service.js';
 import { redact } from '../secret.js';
 
 /** Swarm's task states, in lifecycle order (Engine API TaskState). */
@@ -34,17 +35,11 @@ export interface ObservedPort {
   mode: 'host' | 'ingress';
 }
 
-export interface ObservedService {
-  id: string;
+/** A service as seen (the domain's ObservedService) with the details a listing shows and the reconciler does not need. */
+export interface ObservedServiceDetail extends ObservedService {
   /** Swarm's object version: an update must name the version it was based on. */
   version: number;
-  name: string;
-  labels: Record<string, string>;
   image: string;
-  /** 0 for a service that is not replicated (global/job modes): the agent only creates replicated ones. */
-  replicas: number;
-  updateState?: string;
-  updateMessage?: string;
   publishedPorts: ObservedPort[];
   createdAt: string;
   updatedAt: string;

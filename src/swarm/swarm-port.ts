@@ -4,7 +4,8 @@ import type { ServiceSpec } from '../domain/service-spec.js';
 import type { TaskObservation } from '../domain/deployment-status.js';
 import type { RegistryAuth } from '../protocol/deployment.js';
 import type { Secret } from '../secret.js';
-import type { Logger, ObservedServiceLite, SwarmPort } from '../ports.js';
+import type { ObservedService } from '../domain/observed-service.js';
+import type { Logger, SwarmPort } from '../ports.js';
 import type { EngineClient } from './docker-client.js';
 import { toSwarmError } from './observed.js';
 import { engineCall, listTasks, serviceLogs, toObservedService } from './swarm-reader.js';
@@ -30,7 +31,7 @@ export function createSwarmPort(
   const networksInFlight = new Map<string, Promise<void>>();
   const warnedNetworks = new Set<string>();
   return {
-    async listServices(): Promise<ObservedServiceLite[]> {
+    async listServices(): Promise<ObservedService[]> {
       // The raw list (not swarm-reader's listServices) because drift detection needs each live Spec.
       let raw: Parameters<typeof toObservedService>[0][];
       try {
@@ -38,22 +39,10 @@ export function createSwarmPort(
       } catch (err) {
         throw toSwarmError('listing services', err);
       }
-      return raw.map((s) => {
-        const o = toObservedService(s);
-        return {
-          id: o.id,
-          name: o.name,
-          labels: o.labels,
-          replicas: o.replicas,
-          updateState: o.updateState,
-          updateMessage: o.updateMessage,
-          spec: s.Spec,
-          version: o.version,
-        };
-      });
+      return raw.map(toObservedService);
     },
 
-    async listUnmanagedServices(): Promise<ObservedServiceLite[]> {
+    async listUnmanagedServices(): Promise<ObservedService[]> {
       // Services placed by SkyPanelV2's own orchestrator carry the deployment labels but not
       // skypanel.managed; Docker cannot filter on a missing label, so that is checked here.
       let raw: Parameters<typeof toObservedService>[0][];
@@ -69,7 +58,7 @@ export function createSwarmPort(
       return raw
         .map(toObservedService)
         .filter((s) => s.labels[LABEL.managed] !== 'true')
-        .map((s) => ({ id: s.id, name: s.name, labels: s.labels, replicas: s.replicas }));
+        .map(({ id, name, labels, replicas }) => ({ id, name, labels, replicas }));
     },
 
     async listTasks(): Promise<TaskObservation[]> {

@@ -1,6 +1,7 @@
 import type { IncomingMessage } from 'node:http';
 import { StringDecoder } from 'node:string_decoder';
 import type { EngineClient, EngineRequest } from './docker-client.js';
+import type { ObservedService, UpdateState } from '../domain/observed-service.js';
 import {
   SwarmError,
   TASK_STATES,
@@ -8,7 +9,7 @@ import {
   toSwarmError,
   type LocalTaskContainer,
   type ObservedPort,
-  type ObservedService,
+  type ObservedServiceDetail,
   type ObservedTask,
   type TaskState,
 } from './observed.js';
@@ -68,18 +69,30 @@ interface TaskJson {
 
 const labelFilter = (labels: readonly string[]) => JSON.stringify({ label: labels });
 
+/** What the reconciler reads of a service, its live spec included (drift detection compares it with the desired one). */
 export function toObservedService(s: ServiceJson): ObservedService {
+  return {
+    id: s.ID,
+    name: s.Spec?.Name ?? '',
+    labels: s.Spec?.Labels ?? {},
+    replicas: s.Spec?.Mode?.Replicated?.Replicas ?? 0,
+    // Docker's UpdateStatus.State enum; the planner and status derivation compare it with the values they know.
+    ...(s.UpdateStatus?.State ? { updateState: s.UpdateStatus.State as UpdateState } : {}),
+    ...(s.UpdateStatus?.Message ? { updateMessage: s.UpdateStatus.Message } : {}),
+    spec: s.Spec,
+    version: s.Version?.Index ?? 0,
+  };
+}
+
+/** A service with what a listing shows besides (image, ports, times), without the raw spec. */
+export function toObservedServiceDetail(s: ServiceJson): ObservedServiceDetail {
+  const { spec: _spec, ...seen } = toObservedService(s);
   // Endpoint.Ports carries the ports Swarm allocated (ingress); before allocation only the spec has them.
   const ports = s.Endpoint?.Ports ?? s.Spec?.EndpointSpec?.Ports ?? [];
   return {
-    id: s.ID,
+    ...seen,
     version: s.Version?.Index ?? 0,
-    name: s.Spec?.Name ?? '',
-    labels: s.Spec?.Labels ?? {},
     image: s.Spec?.TaskTemplate?.ContainerSpec?.Image ?? '',
-    replicas: s.Spec?.Mode?.Replicated?.Replicas ?? 0,
-    ...(s.UpdateStatus?.State ? { updateState: s.UpdateStatus.State } : {}),
-    ...(s.UpdateStatus?.Message ? { updateMessage: s.UpdateStatus.Message } : {}),
     publishedPorts: ports
       .filter((p) => typeof p.TargetPort === 'number')
       .map((p): ObservedPort => ({
@@ -133,14 +146,14 @@ export function toObservedTask(t: TaskJson): ObservedTask {
 }
 
 /** Services carrying all of `labelFilters` (`key=value` or `key`): one Engine API call. */
-export async function listServices(docker: EngineClient, labelFilters: readonly string[]): Promise<ObservedService[]> {
+export async function listServices(docker: EngineClient, labelFilters: readonly string[]): Promise<ObservedServiceDetail[]> {
   try {
     const list = await engineCall<ServiceJson[]>(docker, {
       method: 'GET',
       path: '/services',
       query: { filters: labelFilter(labelFilters) },
     });
-    return list.map(toObservedService);
+    return list.map(toObservedServiceDetail);
   } catch (err) {
     throw toSwarmError('listing services', err);
   }

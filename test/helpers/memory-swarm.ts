@@ -1,7 +1,8 @@
 // An in-memory Swarm for the reconciler's unit tests: services made from the specs the reconciler
 // sends, each with one running task, plus the fixtures those tests share.
 import { randomUUID } from 'node:crypto';
-import type { ObservedServiceLite, SwarmPort } from '../../src/ports.js';
+import type { ObservedService } from '../../src/domain/observed-service.js';
+import type { SwarmPort } from '../../src/ports.js';
 import type { ServiceSpec } from '../../src/domain/service-spec.js';
 import type { TaskObservation } from '../../src/domain/deployment-status.js';
 import { parseDeployment, type Deployment } from '../../src/protocol/deployment.js';
@@ -28,11 +29,11 @@ export function deployment(): Deployment {
 
 /** Swarm as a map: services made from the specs the reconciler sends, one running task each. */
 export function memorySwarm() {
-  const services = new Map<string, ObservedServiceLite & { spec: ServiceSpec; version: number }>();
+  const services = new Map<string, ObservedService & { spec: ServiceSpec; version: number }>();
   const updates: string[] = [];
   const secrets = new Map<string, { id: string; name: string; labels: Record<string, string> }>();
   /** Services placed by something other than an agent (SkyPanelV2's orchestrator): listed, never written. */
-  const unmanaged: ObservedServiceLite[] = [];
+  const unmanaged: ObservedService[] = [];
   const port: SwarmPort = {
     listUnmanagedServices: async () => unmanaged.map((s) => ({ ...s })),
     listServices: async () => [...services.values()].map((s) => ({ ...s, spec: structuredClone(s.spec) })),

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { deriveStatus, renderPublicUrl, type TaskObservation } from '../../src/domain/deployment-status.js';
-import { hasDrifted, projectOnto } from '../../src/domain/drift.js';
+import { driftedPaths, projectOnto, WHOLE_SPEC } from '../../src/domain/drift.js';
 import { buildServiceSpec } from '../../src/domain/service-spec.js';
 import { parseDeployment, type Deployment } from '../../src/protocol/deployment.js';
 import { tailBytes } from '../../src/agent/deployments/status-reporter.js';
@@ -108,20 +108,40 @@ describe('drift', () => {
   };
 
   it('Docker defaults, network ids and replica counts are not drift', () => {
-    expect(hasDrifted(built.spec, asDocker(), built.specHash)).toBe(false);
+    expect(driftedPaths(built.spec, asDocker())).toEqual([]);
   });
 
-  it('an env var added by hand is drift', () => {
+  it('an env var added by hand is drift at ContainerSpec.Env, named without its value', () => {
     const live = asDocker();
-    live.TaskTemplate.ContainerSpec.Env.push('HACKED=1');
-    expect(hasDrifted(built.spec, live, built.specHash)).toBe(true);
+    live.TaskTemplate.ContainerSpec.Env.push('HACKED=s3cr3t-value');
+    const paths = driftedPaths(built.spec, live);
+    expect(paths).toEqual(['TaskTemplate.ContainerSpec.Env']);
+    expect(JSON.stringify(paths)).not.toContain('s3cr3t');
   });
 
-  it('a changed limit is drift; a missing spec is drift', () => {
+  it('names every drifted field, label keys quoted; a missing spec is drift of the whole spec', () => {
     const live = asDocker();
     live.TaskTemplate.Resources.Limits.MemoryBytes = 1;
-    expect(hasDrifted(built.spec, live, built.specHash)).toBe(true);
-    expect(hasDrifted(built.spec, undefined, built.specHash)).toBe(true);
+    live.TaskTemplate.ContainerSpec.Image = 'other:1';
+    live.Labels['skypanel.organization.id'] = 'someone-else';
+    expect(driftedPaths(built.spec, live)).toEqual([
+      'Labels["skypanel.organization.id"]',
+      'TaskTemplate.ContainerSpec.Image',
+      'TaskTemplate.Resources.Limits.MemoryBytes',
+    ]);
+    expect(driftedPaths(built.spec, undefined)).toEqual([WHOLE_SPEC]);
+    const noTemplate = asDocker();
+    delete noTemplate.TaskTemplate;
+    expect(driftedPaths(built.spec, noTemplate)).toEqual(['TaskTemplate']);
+  });
+
+  it('a list nulled or emptied by hand is drift', () => {
+    const live = asDocker();
+    live.TaskTemplate.ContainerSpec.Env = null;
+    expect(driftedPaths(built.spec, live)).toEqual(['TaskTemplate.ContainerSpec.Env']);
+    const cleared = asDocker();
+    cleared.TaskTemplate.ContainerSpec.Env = [];
+    expect(driftedPaths(built.spec, cleared)).toEqual(['TaskTemplate.ContainerSpec.Env']);
   });
 
   it('projection keeps only the keys the agent set', () => {

@@ -4,7 +4,7 @@
 import { describe, expect, it } from 'vitest';
 import { formatCidr, overlaps, parseCidr, parseSubnet, pickSubnet, usableAddresses } from '../../src/domain/subnets.js';
 import { buildServiceSpec, hashSpec } from '../../src/domain/service-spec.js';
-import { hasDrifted } from '../../src/domain/drift.js';
+import { driftedPaths } from '../../src/domain/drift.js';
 import { parseDeployment } from '../../src/protocol/deployment.js';
 import { DEFAULT_ORG_NETWORK_POOL, DEFAULT_ORG_NETWORK_PREFIX } from '../../src/agent/config-schema.js';
 
@@ -90,6 +90,6 @@ describe('endpoint mode dnsrr without restarting what runs', () => {
   it('does not take a service created in vip mode for drift', () => {
     const live = structuredClone(built.spec) as unknown as { EndpointSpec: { Mode: string } };
     live.EndpointSpec.Mode = 'vip';
-    expect(hasDrifted(built.spec, live, built.specHash)).toBe(false);
+    expect(driftedPaths(built.spec, live)).toEqual([]);
   });
 });

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { LABEL } from '../../src/domain/labels.js';
-import { plan, type Action, type ActualService, type PlanContext, type UpdateState } from '../../src/domain/planner.js';
+import type { ObservedService, UpdateState } from '../../src/domain/observed-service.js';
+import { plan, type Action, type PlanContext } from '../../src/domain/planner.js';
 import { buildServiceSpec, desiredReplicas } from '../../src/domain/service-spec.js';
 import { parseDeployment, type Deployment } from '../../src/protocol/deployment.js';
 
@@ -25,9 +26,9 @@ function dep(over: Record<string, unknown> = {}): Deployment {
 }
 
 /** What Swarm would report after the agent created `d` (optionally with changes). */
-function svc(d: Deployment, id: string, over: Partial<ActualService> = {}, c: PlanContext = ctx): ActualService {
+function svc(d: Deployment, id: string, over: Partial<ObservedService> = {}, c: PlanContext = ctx): ObservedService {
   const built = buildServiceSpec(d, c);
-  return { id, name: built.spec.Name, labels: { ...built.spec.Labels }, replicas: desiredReplicas(d), specHash: built.specHash, ...over };
+  return { id, name: built.spec.Name, labels: { ...built.spec.Labels }, replicas: desiredReplicas(d), ...over };
 }
 
 const running = dep();
@@ -38,7 +39,7 @@ const hashOf = (d: Deployment) => buildServiceSpec(d, ctx).specHash;
 type DesiredCase = 'absent' | 'running' | 'stopped';
 type ActualCase = 'absent' | 'same-hash' | 'different-hash' | 'wrong-replicas' | 'duplicate' | 'foreign-owned' | 'unlabelled';
 
-function actualFor(c: ActualCase, d: Deployment): ActualService[] {
+function actualFor(c: ActualCase, d: Deployment): ObservedService[] {
   switch (c) {
     case 'absent':
       return [];
@@ -120,15 +121,28 @@ describe('plan: desired × actual', () => {
 describe('plan: special cases', () => {
   it('treats an owned service without a hash label as drift', () => {
     const s = svc(running, 'x1');
-    delete s.specHash;
     delete s.labels[LABEL.specHash];
     expect(plan([running], [s], ctx)).toMatchObject([{ kind: 'update', reason: 'drift', swarmServiceId: 'x1' }]);
   });
 
-  it('reads the hash from labels when specHash is not given', () => {
-    const s = svc(running, 'x1');
-    delete s.specHash;
-    expect(plan([running], [s], ctx)).toEqual([]);
+  it('puts back a service with the right hash label that drifted, naming the drifted fields', () => {
+    const drifted = ['TaskTemplate.ContainerSpec.Env', 'TaskTemplate.Resources.Limits.MemoryBytes'];
+    expect(plan([running], [svc(running, 'x1', { drifted })], ctx)).toEqual([
+      {
+        kind: 'update',
+        deploymentId: 'dep_1',
+        serviceId: 'svc_1',
+        swarmServiceId: 'x1',
+        specHash: hashOf(running),
+        reason: 'drift',
+        drifted,
+      },
+    ]);
+    // An empty list is no drift; a drifted copy loses to one in step when duplicates are sorted out.
+    expect(plan([running], [svc(running, 'x1', { drifted: [] })], ctx)).toEqual([]);
+    expect(plan([running], [svc(running, 'a', { drifted }), svc(running, 'b')], ctx)).toEqual([
+      { kind: 'remove', swarmServiceId: 'a', deploymentId: 'dep_1', reason: 'duplicate' },
+    ]);
   });
 
   it.each<UpdateState>(['paused', 'rollback_paused'])('re-sends the spec of a %s rollout', (state) => {
@@ -265,7 +279,7 @@ function randomWorld(seed: number) {
   const retainServiceIds = new Set(serviceIds.filter(() => rnd() < 0.1));
   const c: PlanContext = { workerId: 'w1', nodeId: pick(['n1', 'n1', 'n2']), now, backoff, retainServiceIds };
 
-  const actual: ActualService[] = [];
+  const actual: ObservedService[] = [];
   let next = 0;
   for (const sid of [...serviceIds, 'svc_x']) {
     const copies = Math.floor(rnd() * 3);
@@ -283,17 +297,15 @@ function randomWorld(seed: number) {
       else if (owner < 0.2) s.labels[LABEL.workerId] = 'w2';
       else if (owner < 0.25) s.labels[LABEL.managed] = 'false';
       else if (owner < 0.3) delete s.labels[LABEL.serviceId];
-      if (rnd() < 0.1) {
-        delete s.specHash;
-        delete s.labels[LABEL.specHash];
-      }
+      if (rnd() < 0.1) delete s.labels[LABEL.specHash];
+      else if (rnd() < 0.1) s.drifted = ['TaskTemplate.ContainerSpec.Env'];
       actual.push(s);
     }
   }
   return { desired, actual, c, rnd };
 }
 
-function apply(actions: Action[], actual: ActualService[], desired: Deployment[], c: PlanContext): ActualService[] {
+function apply(actions: Action[], actual: ObservedService[], desired: Deployment[], c: PlanContext): ObservedService[] {
   let state = actual.map((s) => ({ ...s, labels: { ...s.labels } }));
   const byId = new Map(desired.map((d) => [d.id, d]));
   for (const a of actions) {
@@ -303,7 +315,7 @@ function apply(actions: Action[], actual: ActualService[], desired: Deployment[]
       const d = byId.get(a.deploymentId)!;
       const built = buildServiceSpec(d, c);
       expect(built.specHash).toBe(a.specHash);
-      const fresh = { name: built.spec.Name, labels: { ...built.spec.Labels }, replicas: desiredReplicas(d), specHash: built.specHash };
+      const fresh = { name: built.spec.Name, labels: { ...built.spec.Labels }, replicas: desiredReplicas(d), drifted: undefined };
       if (a.kind === 'create') state.push({ id: `new-${a.deploymentId}`, ...fresh });
       else
         Object.assign(
@@ -349,7 +361,7 @@ describe('plan: random worlds (seeded)', () => {
       const after = apply(actions, actual, desired, c);
       expect(plan(desired, after, c), `seed ${seed}: not converged`).toEqual([]);
       // And foreign services are exactly as they were.
-      const foreign = (xs: ActualService[]) => xs.filter((s) => !owned.has(s.id) && !s.id.startsWith('new-'));
+      const foreign = (xs: ObservedService[]) => xs.filter((s) => !owned.has(s.id) && !s.id.startsWith('new-'));
       expect(foreign(after)).toEqual(foreign(actual));
     }
   });
@@ -366,7 +378,8 @@ describe('plan: random worlds (seeded)', () => {
       for (const d of firstPerService) {
         const s = mine.filter((x) => x.labels[LABEL.serviceId] === d.serviceId);
         expect(s, `seed ${seed} ${d.serviceId}`).toHaveLength(1);
-        expect(s[0]!.specHash).toBe(buildServiceSpec(d, free).specHash);
+        expect(s[0]!.labels[LABEL.specHash]).toBe(buildServiceSpec(d, free).specHash);
+        expect(s[0]!.drifted).toBeUndefined();
         expect(s[0]!.replicas).toBe(desiredReplicas(d));
       }
     }

@@ -48,11 +48,10 @@ export function createActionHandlers(
     update: async (a) => {
       const d = needDeployment(a.deploymentId);
       await port.updateService(a.swarmServiceId, await prepare(d), d.registryAuth);
-      const log = a.reason === 'drift' ? logger.warn.bind(logger) : logger.info.bind(logger);
-      log(
-        { deploymentId: d.id, swarmServiceId: a.swarmServiceId, specHash: a.specHash, reason: a.reason },
-        a.reason === 'drift' ? 'service changed outside the agent; put back' : 'service updated',
-      );
+      const fields = { deploymentId: d.id, swarmServiceId: a.swarmServiceId, specHash: a.specHash, reason: a.reason };
+      if (a.reason !== 'drift') logger.info(fields, 'service updated');
+      // Which fields were changed by hand, as balena's isEqualConfig logs its diff; paths only, as env values may be secrets.
+      else logger.warn({ ...fields, ...(a.drifted ? { drifted: a.drifted } : {}) }, 'service changed outside the agent; put back');
     },
     scale: async (a) => {
       await port.scaleService(a.swarmServiceId, a.replicas);
