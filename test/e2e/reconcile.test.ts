@@ -1,5 +1,7 @@
+import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { Writable } from 'node:stream';
+import { promisify } from 'node:util';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Reconciler, type StatusChange } from '../../src/agent/deployments/reconciler.js';
@@ -13,6 +15,7 @@ import { waitFor } from '../helpers/cli.js';
 import { dockerode, ensureDocker, TEST_IMAGE } from '../helpers/docker.js';
 
 const dockerReady = await ensureDocker();
+const run = promisify(execFile);
 /** The agent's client, for the code under test; `docker` is the test's own look at Docker. */
 const engine = createDockerClient({ timeoutMs: 30_000 });
 const docker = dockerode({ timeoutMs: 30_000 });
@@ -166,20 +169,27 @@ describe.skipIf(!dockerReady.ok)('reconciling against a real swarm', () => {
     expect(svc!.Spec.TaskTemplate.ContainerSpec.Env).toContain('GREETING=changed');
   });
 
-  it('puts back a service changed by hand (drift)', async () => {
+  it('puts back a service changed by hand with docker service update, logging the drifted fields and not their values', async () => {
     const [svc] = await ownServices();
-    const full = (await docker.getService(svc!.ID).inspect()) as {
-      Version: { Index: number };
-      Spec: { TaskTemplate: { ContainerSpec: { Env: string[] } } };
-    };
-    full.Spec.TaskTemplate.ContainerSpec.Env = [...full.Spec.TaskTemplate.ContainerSpec.Env, 'HACKED=1'];
-    await docker.getService(svc!.ID).update({ _query: { version: full.Version.Index }, _body: full.Spec } as never);
+    const handValue = `hand-${randomUUID()}`;
+    // As an operator would; --detach returns once Swarm has the new spec, without waiting for the rollout.
+    await run('docker', ['service', 'update', '--detach', '--env-add', `HACKED=${handValue}`, '--limit-memory', '48M', svc!.ID]);
     await waitFor(
-      async () => !(await ownServices())[0]!.Spec.TaskTemplate.ContainerSpec.Env?.includes('HACKED=1'),
+      async () => !(await ownServices())[0]!.Spec.TaskTemplate.ContainerSpec.Env?.some((e) => e.startsWith('HACKED=')),
       30_000,
       () => 'drift to be reverted',
     );
-    expect(logLines.join('')).toContain('service changed outside the agent; put back');
+    const repairs = logLines
+      .map((l) => JSON.parse(l) as Record<string, unknown>)
+      .filter((l) => l.msg === 'service changed outside the agent; put back');
+    expect(repairs).toHaveLength(1);
+    expect(repairs[0]).toMatchObject({
+      level: 40,
+      swarmServiceId: svc!.ID,
+      reason: 'drift',
+      drifted: ['TaskTemplate.ContainerSpec.Env', 'TaskTemplate.Resources.Limits.MemoryBytes'],
+    });
+    expect(logLines.join('')).not.toContain(handValue);
   });
 
   it('stopped scales to zero and keeps the service; removed from the list removes it', async () => {
