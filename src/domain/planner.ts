@@ -6,6 +6,8 @@ import { buildServiceSpec, desiredReplicas, type SpecContext } from './service-s
 /**
  * Desired set + what Swarm reports → the actions that close the gap. Pure and total: no I/O, no
  * clock (ctx.now), output sorted, so a pass can be replayed from a log and tested exhaustively.
+ * Drift comes in as data: the reconciler compares live specs before planning and marks a service
+ * changed by hand with its drifted field paths (ObservedService.drifted).
  *
  * Safety rules, in order of importance:
  * 1. A service without this worker's labels does not exist for the planner (never updated, never removed).
@@ -57,8 +59,8 @@ function underBackoff(ctx: PlanContext, deploymentId: string | undefined): boole
 }
 
 /**
- * Among several owned services for one serviceId, keep the one closest to desired (same hash,
- * then same deployment id), then the lowest Swarm id so every pass keeps the same one.
+ * Among several owned services for one serviceId, keep the one closest to desired (in step: same
+ * hash, not drifted; then same deployment id), then the lowest Swarm id so every pass keeps the same one.
  */
 function pickKeeper(candidates: ObservedService[], deploymentId: string, specHash: string): ObservedService {
   const score = (s: ObservedService): number => (inStep(s, specHash) ? 2 : 0) + (s.labels[LABEL.deploymentId] === deploymentId ? 1 : 0);
@@ -94,10 +96,10 @@ function planOne(d: Deployment, services: ObservedService[], ctx: PlanContext): 
   return actions;
 }
 
-export function plan(desired: readonly Deployment[], actual: readonly ObservedService[], ctx: PlanContext): Action[] {
+export function plan(desired: readonly Deployment[], observed: readonly ObservedService[], ctx: PlanContext): Action[] {
   const owned = new Map<string, ObservedService[]>();
   const unidentified: ObservedService[] = [];
-  for (const s of actual) {
+  for (const s of observed) {
     if (!ownedBy(s.labels, ctx.workerId)) continue;
     const sid = s.labels[LABEL.serviceId];
     if (sid === undefined || sid === '') unidentified.push(s);

@@ -233,17 +233,16 @@ export class Reconciler {
       const desired = [...built.values()].flatMap((b) => b.secrets.map((x) => x.name));
       await this.#secrets.sweep(secretsInUse({ serviceSpecs: services.map((s) => s.spec), tasks, desired }), now);
     }
-    const { actions } = planned;
-    this.#lastPass = {
-      at: new Date(observed.now).toISOString(),
-      durationMs: Math.round(performance.now() - started),
-      actions: actions.map((a, i) => ({
+    const actions = planned.actions.map((a, i) => {
+      const r = results[i]!;
+      return {
         kind: a.kind,
         deploymentId: a.deploymentId,
-        ok: results[i]!.status === 'fulfilled',
-        ...(results[i]!.status === 'rejected' ? { error: errorText(results[i]) } : {}),
-      })),
-    };
+        ok: r.status === 'fulfilled',
+        ...(r.status === 'rejected' ? { error: errorText(r) } : {}),
+      };
+    });
+    this.#lastPass = { at: new Date(observed.now).toISOString(), durationMs: Math.round(performance.now() - started), actions };
     this.#deps.onPass?.(this.#lastPass);
     if (actions.length > 0)
       this.#deps.logger.debug({ actions: actions.length, ms: this.#lastPass.durationMs }, 'reconcile pass applied actions');
