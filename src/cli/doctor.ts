@@ -17,6 +17,7 @@ import { createDockerClient, type EngineClient } from '../swarm/docker-client.js
 import { getEngineFacts, type EngineFacts } from '../swarm/engine.js';
 import { engineCall } from '../swarm/swarm-reader.js';
 import { boundedGet, statusUrlFromListen, transportMessage } from './status.js';
+import { HttpTimeoutError } from '../http/errors.js';
 import { UNIT_DIR, UNIT_NAME, lookupUser, unitUser } from './system.js';
 
 export type CheckStatus = 'pass' | 'warn' | 'fail' | 'skip';
@@ -281,7 +282,7 @@ async function checkControlPlane(config: AgentConfig | undefined, timeoutMs: num
   } catch (err) {
     const code = errCode(err);
     const detail =
-      code === 'TimeoutError' || code === 'AbortError' || /Timeout/.test(code)
+      err instanceof HttpTimeoutError || code === 'ABORT_ERR'
         ? `no answer within ${timeoutMs / 1000} s`
         : `${code}: ${oneLine(transportMessage(err as Error), 120)}`;
     return fail(

@@ -1,10 +1,11 @@
-import { request as httpRequest, type ClientRequest, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http';
-import { request as httpsRequest } from 'node:https';
+import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
 import { z } from 'zod';
 import type { Secret } from '../secret.js';
 import type { AgentConfig } from '../agent/config-schema.js';
 import { boundListen, readStatusAddress } from '../agent/status/status-address.js';
 import { parseListen } from '../agent/status/status-server.js';
+import { HttpPool, targetFromUrl, type HttpTarget } from '../http/pool.js';
+import { HttpTimeoutError } from '../http/errors.js';
 
 /**
  * `status` exit codes, for scripts and monitoring checks; none is shared with the CLI's usage (64)
@@ -136,93 +137,37 @@ function namedError(name: string, message: string, code?: string): Error {
 }
 
 /**
- * One GET over node:http(s) on a connection of its own (closed after, so nothing holds the CLI
- * process open), bounded as a whole by `timeoutMs` and in size by `maxBodyBytes`. Rejects with the
- * socket error (its `code` kept), a TimeoutError, or an AbortError when `signal` fires. Request
- * headers (a bearer token) never appear in what it rejects with.
+ * One GET through the HTTP core on a connection of its own (closed after, so nothing holds the CLI
+ * process open), bounded as a whole by `timeoutMs` and in size by `maxBodyBytes` (past it the body
+ * is cut, not refused). Rejects with the core's typed errors (src/http/errors.ts): a SocketError
+ * (the socket's `code` kept), an HttpTimeoutError, a RequestAbortedError (name AbortError) when
+ * `signal` fires. Request headers (a bearer token) never appear in what it rejects with.
  */
-export function boundedGet(url: string, opts: BoundedGetOptions): Promise<BoundedGetResult> {
-  return new Promise((resolve, reject) => {
-    let target: URL;
-    try {
-      target = new URL(url);
-    } catch {
-      reject(namedError('TypeError', 'invalid URL', 'ERR_INVALID_URL'));
-      return;
-    }
-    const tls = target.protocol === 'https:';
-    if (!tls && target.protocol !== 'http:') {
-      reject(namedError('TypeError', `unsupported protocol ${target.protocol} (http or https)`, 'ERR_INVALID_PROTOCOL'));
-      return;
-    }
-    const { signal } = opts;
-    if (signal?.aborted) {
-      reject(namedError('AbortError', 'the request was aborted', 'ABORT_ERR'));
-      return;
-    }
-    let settled = false;
-    const finish = (err: Error | undefined, result?: BoundedGetResult) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      signal?.removeEventListener('abort', onAbort);
-      // agent: false, so this closes the one socket the call had; a no-op once it is done.
-      req.destroy();
-      if (err) reject(err);
-      else resolve(result!);
-    };
-    const onAbort = () => finish(namedError('AbortError', 'the request was aborted', 'ABORT_ERR'));
-    const send = tls ? httpsRequest : httpRequest;
-    let req: ClientRequest;
-    try {
-      req = send(target, {
-        method: 'GET',
-        agent: false,
-        headers: opts.headers,
-        ...(tls && opts.rejectUnauthorized === false ? { rejectUnauthorized: false } : {}),
-      });
-    } catch (err) {
-      // A header Node refuses (a token with a newline): its message names the header, not the value.
-      reject(err as Error);
-      return;
-    }
-    const timer = setTimeout(() => finish(namedError('TimeoutError', `no answer within ${opts.timeoutMs} ms`)), opts.timeoutMs);
-    req.on('error', (err) => finish(err));
-    req.on('response', (res) => {
-      const headersAt = Date.now();
-      const chunks: Buffer[] = [];
-      let size = 0;
-      let truncated = false;
-      const done = () =>
-        finish(undefined, {
-          statusCode: res.statusCode ?? 0,
-          headers: res.headers,
-          body: Buffer.concat(chunks, size),
-          truncated,
-          headersAt,
-        });
-      if (opts.maxBodyBytes <= 0) return done();
-      if (Number(res.headers['content-length']) > opts.maxBodyBytes) {
-        truncated = true;
-        return done();
-      }
-      res.on('data', (chunk: Buffer) => {
-        const room = opts.maxBodyBytes - size;
-        if (chunk.length > room) {
-          chunks.push(chunk.subarray(0, room));
-          size += room;
-          truncated = true;
-          return done();
-        }
-        chunks.push(chunk);
-        size += chunk.length;
-      });
-      res.on('end', done);
-      res.on('error', (err) => finish(err));
-    });
-    signal?.addEventListener('abort', onAbort, { once: true });
-    req.end();
+export async function boundedGet(url: string, opts: BoundedGetOptions): Promise<BoundedGetResult> {
+  let target: URL;
+  try {
+    target = new URL(url);
+  } catch {
+    throw namedError('TypeError', 'invalid URL', 'ERR_INVALID_URL');
+  }
+  let where: HttpTarget;
+  try {
+    where = targetFromUrl(target);
+  } catch (err) {
+    throw namedError('TypeError', (err as Error).message, 'ERR_INVALID_PROTOCOL');
+  }
+  const t = opts.timeoutMs;
+  const pool = new HttpPool(where, { keepAlive: false, tls: { rejectUnauthorized: opts.rejectUnauthorized !== false } });
+  const res = await pool.request({
+    method: 'GET',
+    path: target.pathname + target.search,
+    headers: opts.headers,
+    timeouts: { connectMs: t, headersMs: t, bodyMs: t, deadlineMs: t },
+    maxResponseBytes: Math.max(0, opts.maxBodyBytes),
+    overflow: 'truncate',
+    signal: opts.signal,
   });
+  return { statusCode: res.status, headers: res.headers, body: res.body, truncated: res.truncated, headersAt: res.headersAt };
 }
 
 /** A socket error's text; Node's happy-eyeballs AggregateError has an empty message of its own. */
@@ -245,7 +190,7 @@ async function getJson(base: string, path: string, opts: StatusCliOptions, signa
     const e = err as Error & { code?: string; cause?: { code?: string } };
     const code = e.code ?? e.cause?.code;
     throw new Unreachable(
-      e.name === 'TimeoutError' ? `no answer within ${opts.timeoutMs} ms` : `${code ? `${code}: ` : ''}${transportMessage(e)}`,
+      err instanceof HttpTimeoutError ? `no answer within ${opts.timeoutMs} ms` : `${code ? `${code}: ` : ''}${transportMessage(e)}`,
     );
   }
   if (res.truncated) throw unreadable(`${path} answered more than ${MAX_BODY_BYTES} bytes`);

@@ -1,4 +1,4 @@
-import type { ClientRequest, IncomingHttpHeaders, IncomingMessage, RequestOptions } from 'node:http';
+import type { ClientRequest, IncomingHttpHeaders, IncomingMessage, OutgoingHttpHeaders, RequestOptions } from 'node:http';
 import type { Socket } from 'node:net';
 import {
   BodyTimeoutError,
@@ -29,7 +29,7 @@ export interface HttpCallSpec {
   method: string;
   /** Path and query string. */
   path: string;
-  headers?: Readonly<Record<string, string | number>>;
+  headers?: Readonly<OutgoingHttpHeaders>;
   /** Sent with Content-Length, never chunked: some proxies and body parsers refuse chunked request bodies. */
   body?: string;
   timeouts: HttpTimeouts;

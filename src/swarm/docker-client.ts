@@ -1,18 +1,12 @@
-import {
-  Agent,
-  request as httpRequest,
-  type ClientRequest,
-  type IncomingMessage,
-  type OutgoingHttpHeaders,
-  type RequestOptions,
-} from 'node:http';
-import { Agent as TlsAgent, request as httpsRequest } from 'node:https';
+import { HttpPool } from '../http/pool.js';
+import { HttpTimeoutError, ResponseTooLargeError } from '../http/errors.js';
 
 /**
  * The Docker Engine API client: HTTP/1.1 over node:http, on the unix socket or (remote-manager
  * mode) TCP with TLS. Replaces dockerode, whose import alone cost ~23 MiB of RSS (grpc-js and
  * protobufjs, for features this agent never uses). Everything goes through one function,
- * `request`, so timeouts, size limits, error shapes and call counting live in one place.
+ * `request`, so call counting and error shapes live in one place; timeouts, the size cap and the
+ * connection pool are the HTTP core's (src/http).
  */
 
 import { DEFAULT_DOCKER_SOCKET, defaultSocketPath } from '../util/docker-host.js';
@@ -29,7 +23,6 @@ const IDLE_SOCKET_MS = 90_000;
 // The usage sampler asks for the stats of every container at once; dockerd answers those on its
 // shared collector tick, so they are worth running side by side, but not unboundedly.
 const DEFAULT_MAX_SOCKETS = 32;
-const OPEN_ENDED_KEEPALIVE_MS = 30_000;
 
 export interface DockerClientOptions {
   /** Unix socket of the Engine API; ignored when `host` is set. */
@@ -92,14 +85,6 @@ function codedError(code: string, message: string): NodeJS.ErrnoException {
   return err;
 }
 
-/** Shaped like Node's own AbortError (name and code), so callers test one thing whoever aborted. */
-function abortError(signal: AbortSignal): Error {
-  const err = new Error('The operation was aborted', { cause: signal.reason }) as NodeJS.ErrnoException;
-  err.name = 'AbortError';
-  err.code = 'ABORT_ERR';
-  return err;
-}
-
 function queryString(query: Record<string, QueryValue> | undefined): string {
   let out = '';
   if (!query) return out;
@@ -128,9 +113,7 @@ export class EngineClient {
   readonly endpoint: string;
   /** Inactivity bound of every call: no byte from the Engine for this long fails it. */
   readonly timeoutMs: number;
-  readonly #agent: Agent;
-  readonly #send: typeof httpRequest;
-  readonly #target: RequestOptions;
+  readonly #pool: HttpPool;
   readonly #explain: DockerClientOptions['explainTransportError'];
   #listeners: Set<CallListener> | undefined;
 
@@ -139,14 +122,8 @@ export class EngineClient {
     if (!(timeout > 0) || !Number.isFinite(timeout)) throw new RangeError(`timeoutMs must be a positive number, got ${timeout}`);
     this.timeoutMs = timeout;
     this.#explain = opts.explainTransportError;
-    // 'lifo' hands out the most recently used socket, so surplus ones go idle and close.
-    const pool = {
-      keepAlive: true,
-      maxSockets: opts.maxSockets ?? DEFAULT_MAX_SOCKETS,
-      maxFreeSockets: 4,
-      timeout: IDLE_SOCKET_MS,
-      scheduling: 'lifo' as const,
-    };
+    // dockerd sends no Keep-Alive hint and never closes an idle connection: no Connection: close on sparse calls.
+    const pool = { keepAlive: true, maxSockets: opts.maxSockets ?? DEFAULT_MAX_SOCKETS, maxFreeSockets: 4, idleSocketMs: IDLE_SOCKET_MS };
     if (opts.host) {
       let host = opts.host;
       let port = opts.port;
@@ -157,23 +134,14 @@ export class EngineClient {
       }
       const tls = Boolean(opts.ca || opts.cert || opts.key);
       port ??= tls ? 2376 : 2375;
-      this.#target = { host, port };
       this.endpoint = `${tls ? 'https' : 'http'}://${host.includes(':') ? `[${host}]` : host}:${port}`;
-      if (tls) {
-        // Server verification stays on (rejectUnauthorized defaults to true): the CA given is the only trust root.
-        this.#agent = new TlsAgent({ ...pool, ca: opts.ca, cert: opts.cert, key: opts.key });
-        this.#send = httpsRequest;
-      } else {
-        this.#agent = new Agent(pool);
-        this.#send = httpRequest;
-      }
+      // Server verification stays on (rejectUnauthorized defaults to true): the CA given is the only trust root.
+      this.#pool = new HttpPool({ tls, host, port }, { ...pool, tls: { ca: opts.ca, cert: opts.cert, key: opts.key } });
     } else {
       // DOCKER_HOST and friends are deliberately not read here: a client configured for a socket talks to that socket.
       const socketPath = opts.socketPath ?? defaultSocketPath();
-      this.#target = { socketPath };
       this.endpoint = `unix://${socketPath}`;
-      this.#agent = new Agent(pool);
-      this.#send = httpRequest;
+      this.#pool = new HttpPool({ socketPath }, pool);
     }
   }
 
@@ -185,107 +153,76 @@ export class EngineClient {
 
   /** Closes the pooled sockets; calls in flight fail. */
   close(): void {
-    this.#agent.destroy();
+    this.#pool.close();
   }
 
   /**
    * One Engine API call. Resolves with the parsed JSON for application/json answers, undefined for
    * empty ones (204 included), the raw bytes otherwise, or the response stream when `stream` is
-   * set. Rejects with EngineError for a non-2xx answer, or a transport error carrying `code`.
-   * The path is sent without an API version prefix, as dockerode did: the Engine serves its own
-   * newest version, and the agent's requests are valid from API 1.41 on.
+   * set. Rejects with EngineError for a non-2xx answer, or a transport error carrying `code`:
+   * ETIMEDOUT (no byte for timeoutMs), ETOOLARGE, EBADRESPONSE, ABORT_ERR (name AbortError) or the
+   * socket's own (ENOENT, ECONNREFUSED, ...). The path is sent without an API version prefix, as
+   * dockerode did: the Engine serves its own newest version, and the agent's requests are valid
+   * from API 1.41 on.
    */
-  request<T>(req: EngineRequest): Promise<T> {
+  async request<T>(req: EngineRequest): Promise<T> {
     if (this.#listeners) for (const fn of this.#listeners) fn(req.method, req.path);
-    const { signal } = req;
-    if (signal?.aborted) return Promise.reject(abortError(signal));
-    return new Promise<T>((resolve, reject) => {
-      const headers: OutgoingHttpHeaders = {};
-      let payload: string | undefined;
-      if (req.body !== undefined) {
-        payload = JSON.stringify(req.body);
-        headers['content-type'] = 'application/json';
-        headers['content-length'] = Buffer.byteLength(payload);
-      }
-      if (req.registryAuth) headers['x-registry-auth'] = registryAuthHeader(req.registryAuth);
-      const started = this.#explain ? Date.now() : 0;
-      let settled = false;
-      let streaming: IncomingMessage | undefined;
-
-      const done = () => {
-        settled = true;
-        signal?.removeEventListener('abort', onAbort);
-      };
-      const fail = (err: Error) => {
-        if (settled) return;
-        done();
-        outgoing.destroy();
-        reject(this.#explain && !(err instanceof EngineError) ? this.#explain(err, Date.now() - started) : err);
-      };
-      // A stream already handed over fails through itself, so its reader sees why.
-      const cut = (err: Error) => (streaming ? streaming.destroy(err) : fail(err));
-      const onAbort = () => cut(abortError(signal!));
-
-      const outgoing: ClientRequest = this.#send({
-        ...this.#target,
-        agent: this.#agent,
+    const headers: Record<string, string> = {};
+    let payload: string | undefined;
+    if (req.body !== undefined) {
+      payload = JSON.stringify(req.body);
+      headers['content-type'] = 'application/json';
+    }
+    if (req.registryAuth) headers['x-registry-auth'] = registryAuthHeader(req.registryAuth);
+    const started = this.#explain ? Date.now() : 0;
+    const t = this.timeoutMs;
+    let res;
+    try {
+      // Every phase bounded by inactivity, as with dockerode: no hard deadline here, engine.ts adds one where needed.
+      res = await this.#pool.send({
         method: req.method,
         path: req.path + queryString(req.query),
         headers,
+        body: payload,
+        timeouts: { connectMs: t, headersMs: t, bodyMs: t },
+        maxResponseBytes: MAX_ENGINE_RESPONSE_BYTES,
+        streamIf: req.stream ? (status) => status >= 200 && status < 300 : undefined,
+        // An event stream is silent for as long as nothing happens; over TCP, keepalive probes notice a peer that vanished.
+        streamIdleMs: req.openEnded ? 0 : t,
+        signal: req.signal,
       });
-      // Socket inactivity, as with dockerode: a stream that keeps delivering is not cut;
-      // engine.ts adds a hard deadline where one is needed.
-      outgoing.setTimeout(this.timeoutMs, () => cut(codedError('ETIMEDOUT', `Docker Engine sent nothing for ${this.timeoutMs} ms`)));
-      outgoing.on('error', fail);
-      signal?.addEventListener('abort', onAbort, { once: true });
-      outgoing.on('response', (res) => {
-        const status = res.statusCode ?? 0;
-        if (req.stream && status >= 200 && status < 300) {
-          settled = true;
-          streaming = res;
-          if (req.openEnded) {
-            outgoing.setTimeout(0);
-            res.socket.setKeepAlive(true, OPEN_ENDED_KEEPALIVE_MS);
-          }
-          res.once('close', () => signal?.removeEventListener('abort', onAbort));
-          return resolve(res as T);
+    } catch (err) {
+      const e = this.#engineTransportError(err as Error);
+      throw this.#explain ? this.#explain(e, Date.now() - started) : e;
+    }
+    if (res.streamed) return res.stream as T;
+    const { status, body } = res;
+    let json: unknown;
+    if (body.length > 0 && isJson(res.headers['content-type'])) {
+      try {
+        json = JSON.parse(body.toString('utf8'));
+      } catch {
+        if (status < 300) {
+          const e = codedError('EBADRESPONSE', `${req.method} ${req.path}: the Engine sent malformed JSON`);
+          throw this.#explain ? this.#explain(e, Date.now() - started) : e;
         }
-        this.#readBody(res, fail, (body) => {
-          if (settled) return;
-          const type = res.headers['content-type'];
-          let json: unknown;
-          if (body.length > 0 && isJson(type)) {
-            try {
-              json = JSON.parse(body.toString('utf8'));
-            } catch {
-              if (status < 300) return fail(codedError('EBADRESPONSE', `${req.method} ${req.path}: the Engine sent malformed JSON`));
-            }
-          }
-          done();
-          if (status >= 200 && status < 300)
-            return resolve((status === 204 || body.length === 0 ? undefined : json !== undefined ? json : body) as T);
-          const m = (json as { message?: unknown } | undefined)?.message;
-          const text =
-            typeof m === 'string' ? m : body.length > 0 && json === undefined ? body.toString('utf8', 0, 1000) : (res.statusMessage ?? '');
-          reject(new EngineError(status, json, text.trim()));
-        });
-      });
-      outgoing.end(payload);
-    });
+      }
+    }
+    if (status >= 200 && status < 300) return (status === 204 || body.length === 0 ? undefined : json !== undefined ? json : body) as T;
+    const m = (json as { message?: unknown } | undefined)?.message;
+    const text = typeof m === 'string' ? m : body.length > 0 && json === undefined ? body.toString('utf8', 0, 1000) : res.statusMessage;
+    throw new EngineError(status, json, text.trim());
   }
 
-  #readBody(res: IncomingMessage, fail: (err: Error) => void, then: (body: Buffer) => void): void {
-    const tooLarge = () => fail(codedError('ETOOLARGE', `the Engine's answer exceeds ${MAX_ENGINE_RESPONSE_BYTES} bytes`));
-    if (Number(res.headers['content-length']) > MAX_ENGINE_RESPONSE_BYTES) return tooLarge();
-    const chunks: Buffer[] = [];
-    let size = 0;
-    res.on('data', (chunk: Buffer) => {
-      size += chunk.length;
-      if (size > MAX_ENGINE_RESPONSE_BYTES) return tooLarge();
-      chunks.push(chunk);
-    });
-    res.on('end', () => then(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size)));
-    res.on('error', fail);
+  /**
+   * The core's typed errors in the Node-style codes this client has always given (engine.ts, doctor and the
+   * manager client read them): every phase bound is "sent nothing for timeoutMs".
+   */
+  #engineTransportError(err: Error): Error {
+    if (err instanceof HttpTimeoutError) return codedError('ETIMEDOUT', `Docker Engine sent nothing for ${this.timeoutMs} ms`);
+    if (err instanceof ResponseTooLargeError)
+      return codedError('ETOOLARGE', `the Engine's answer exceeds ${MAX_ENGINE_RESPONSE_BYTES} bytes`);
+    return err;
   }
 }
 
