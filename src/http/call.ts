@@ -93,8 +93,8 @@ const OPEN_STREAM_KEEPALIVE_MS = 30_000;
 
 /**
  * One request, from send to settle: each event of node:http has its named handler below, and the
- * call's state lives in its fields. One timer covers every phase: entering a phase restarts it,
- * unless that would pass the deadline, from when on it fires at the deadline.
+ * call's state lives in its fields. One timer covers every phase: entering a phase (or a body
+ * chunk) restarts it for that phase's bound, or sets it for the deadline when that comes first.
  */
 export class HttpCall {
   readonly #ctx: CallContext;
@@ -107,7 +107,8 @@ export class HttpCall {
   #phase: HttpPhase = 'connect';
   #timer: NodeJS.Timeout | undefined;
   #timerMs = 0;
-  #pinned = false;
+  /** Whether the running timer is set for the deadline rather than for the phase. */
+  #byDeadline = false;
   #retried = false;
   #done = false;
   #headersAt = 0;
@@ -225,7 +226,7 @@ export class HttpCall {
   readonly onTimeout = (): void => {
     const status = this.#res?.statusCode;
     const { timeouts } = this.#spec;
-    if (this.#pinned) return this.#fail(new DeadlineError(timeouts.deadlineMs!, status));
+    if (this.#byDeadline) return this.#fail(new DeadlineError(timeouts.deadlineMs!, status));
     if (this.#phase === 'connect') return this.#fail(new ConnectTimeoutError(timeouts.connectMs));
     if (this.#phase === 'headers') return this.#fail(new HeadersTimeoutError(timeouts.headersMs));
     this.#fail(new BodyTimeoutError(timeouts.bodyMs, status ?? 0));
@@ -241,24 +242,27 @@ export class HttpCall {
 
   #enter(next: HttpPhase): void {
     this.#phase = next;
-    if (this.#pinned) return;
     const now = performance.now();
     const t = this.#spec.timeouts;
     const ms = next === 'connect' ? t.connectMs : next === 'headers' ? t.headersMs : t.bodyMs;
-    if (now + ms <= this.#deadlineAt) {
-      // refresh() re-arms the same timer: a chunk costs no new timer.
-      if (this.#timer !== undefined && ms === this.#timerMs) {
-        this.#timer.refresh();
-        return;
+    if (now + ms > this.#deadlineAt) {
+      // The deadline comes first; a timer already set for it stays as it is.
+      if (!this.#byDeadline) {
+        clearTimeout(this.#timer);
+        this.#timer = setTimeout(this.onTimeout, Math.max(0, this.#deadlineAt - now));
+        this.#byDeadline = true;
       }
-      clearTimeout(this.#timer);
-      this.#timer = setTimeout(this.onTimeout, ms);
-      this.#timerMs = ms;
-    } else {
-      clearTimeout(this.#timer);
-      this.#timer = setTimeout(this.onTimeout, Math.max(0, this.#deadlineAt - now));
-      this.#pinned = true;
+      return;
     }
+    // refresh() re-arms the same timer: a chunk costs no new timer.
+    if (this.#timer !== undefined && !this.#byDeadline && ms === this.#timerMs) {
+      this.#timer.refresh();
+      return;
+    }
+    clearTimeout(this.#timer);
+    this.#timer = setTimeout(this.onTimeout, ms);
+    this.#timerMs = ms;
+    this.#byDeadline = false;
   }
 
   /** The stream is the caller's from here: the core's timer goes, the socket's inactivity bound (if any) stays. */
