@@ -166,6 +166,17 @@ describe('HTTP core: phase bounds, each with its typed error', () => {
     expect(err.status).toBeUndefined();
   });
 
+  it('a phase bound shorter than what is left of the deadline fires, even after a phase that ran up to the deadline', async () => {
+    // The connect bound equals the deadline, so the timer first runs for the deadline; the headers bound must replace it.
+    const { target } = await serve(() => undefined);
+    const started = performance.now();
+    const err = await failure(
+      pool(target).request(get({ timeouts: { connectMs: 5_000, headersMs: T, bodyMs: 5_000, deadlineMs: 5_000 } })),
+    );
+    expect(err).toBeInstanceOf(HeadersTimeoutError);
+    expect(performance.now() - started).toBeLessThan(2 * T);
+  });
+
   it('a body that stalls: BodyTimeoutError carrying the status', async () => {
     const { target } = await serve((_req, res) => {
       res.writeHead(200, { 'content-length': '100' });
