@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
-import { secretMountTarget, type Deployment } from '../protocol/deployment.js';
+import type { Deployment } from '../protocol/deployment.js';
+import { secretMountTarget } from '../protocol/deployment-schema.js';
 import { SWARM_MIN_MEMORY_BYTES } from '../protocol/resource-limits.js';
 import { LABEL } from './labels.js';
 import { networkName, sanitizeDnsPart, secretName, serviceName } from './naming.js';

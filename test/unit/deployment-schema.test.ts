@@ -1,7 +1,8 @@
 import { inspect } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { parsePortRanges } from '../../src/domain/host-ports.js';
-import { isValidImageReference, parseDesiredSet, storableDesiredSet, type Deployment } from '../../src/protocol/deployment.js';
+import { parseDesiredSet, storableDesiredSet, type Deployment } from '../../src/protocol/deployment.js';
+import { isValidImageReference } from '../../src/protocol/image-reference.js';
 import { Secret } from '../../src/secret.js';
 
 const SECRET = 'hunter2-S3CRET-value-9f8e7d';
