@@ -5,7 +5,7 @@ import { mkdtempSync, readFileSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { UNIT_TEMPLATE_PATH, unitNodeArgs } from '../dist/cli/install.js';
+import { UNIT_TEMPLATE_PATH, unitNodeArgs } from '../dist/cli/unit-file.js';
 
 export const ROOT = fileURLToPath(new URL('..', import.meta.url));
 export const BIN = join(ROOT, 'bin', 'skypanel-agent');

@@ -61,7 +61,7 @@ node --input-type=module -e '
   const { readFileSync, writeFileSync } = await import("node:fs");
   const { renderUnit } = await import(process.argv[1]);
   writeFileSync(process.argv[2], renderUnit(readFileSync("systemd/skypanel-agent.service", "utf8"), "/usr/lib/skypanel-agent/node/bin/node", "/usr/lib/skypanel-agent/bin/skypanel-agent"));
-' "$ROOT/dist/cli/install.js" "$stage/lib/systemd/system/skypanel-agent.service"
+' "$ROOT/dist/cli/unit-file.js" "$stage/lib/systemd/system/skypanel-agent.service"
 chmod 0644 "$stage/lib/systemd/system/skypanel-agent.service"
 for script in postinst prerm postrm; do
   install -m 0755 "scripts/debian/$script" "$stage/DEBIAN/$script"

@@ -7,7 +7,7 @@ import { join, relative } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startReferenceControlPlane } from '../../src/refcp/index.js';
-import { renderUnit, systemdQuote, unitNodeArgs, UNIT_TEMPLATE_PATH } from '../../src/cli/install.js';
+import { renderUnit, systemdQuote, unitNodeArgs, UNIT_TEMPLATE_PATH } from '../../src/cli/unit-file.js';
 import { BIN, capturedOutput, runCli } from '../helpers/cli.js';
 
 const run = promisify(execFile);

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { unitNodeArgs } from '../../src/cli/install.js';
+import { unitNodeArgs } from '../../src/cli/unit-file.js';
 import { startReferenceControlPlane } from '../../src/refcp/index.js';
 import { BIN, capturedOutput, runCli, waitFor } from '../helpers/cli.js';
 
