@@ -32,6 +32,7 @@ import {
 import { createActionHandlers, runAction } from './executor.js';
 import type { Logger } from '../logger.js';
 import { SecretSweeper } from './secret-sweeper.js';
+import { StartWatch } from './start-watch.js';
 import { TimerLoop } from '../timer-loop.js';
 import type { DeploymentView, ReconcilePassView } from '../status/status-model.js';
 
@@ -73,9 +74,9 @@ const SETTLE_MIN_MS = 1_000;
 export const EVENTLESS_RESYNC_MS = 60_000;
 /**
  * Events arrive in bursts (100 starts while a fleet converges; a die, then the replacement's
- * start): one pass this long after the first, however many follow. Short, because it is part of
- * desired→applied (the running task is reported this long after it starts); long enough that a
- * burst costs a pass per 250 ms, at 2 Engine calls and a few ms of CPU each.
+ * start): one pass this long after the first, however many follow, so a burst costs a pass per
+ * 250 ms, at 2 Engine calls and a few ms of CPU each. A start is part of desired→applied, so one
+ * after a quiet spell is looked at sooner (start-watch.ts).
  */
 export const EVENT_COALESCE_MS = 250;
 /** Container events that can change a deployment's status. */
@@ -132,6 +133,7 @@ export class Reconciler {
   #schedulingDeadline: number | undefined;
   #eventsLive = false;
   readonly #secrets: SecretSweeper;
+  readonly #starts = new StartWatch(EVENT_COALESCE_MS);
 
   constructor(deps: ReconcilerDeps) {
     this.#deps = deps;
@@ -158,7 +160,10 @@ export class Reconciler {
         ? CONTAINER_ACTIONS.has(e.action) &&
           (ownedBy(e.attributes, this.#deps.workerId) || this.#desiredServiceIds.has(e.attributes[LABEL.serviceId] ?? ''))
         : e.type === 'service' && this.#ownedServiceIds.has(e.id);
-    if (ours) this.#loop.runWithin(EVENT_COALESCE_MS);
+    if (ours)
+      this.#loop.runWithin(
+        e.type === 'container' && e.action === 'start' ? this.#starts.noteStart(e.id, performance.now()) : EVENT_COALESCE_MS,
+      );
   }
 
   #resyncMs(): number {
@@ -211,18 +216,22 @@ export class Reconciler {
       this.#settleMs = Math.min(EVENTLESS_RESYNC_MS, this.#resyncMs(), this.#settleMs * 2);
       return this.#settleMs;
     }
+    // A start whose task Swarm's record does not yet say is running: look again soon.
+    const soon = this.#starts.nextLookMs();
     const deploying = [...this.#records.values()].some((r) => r.reported?.derived.status === 'deploying');
-    if (!deploying) return this.#resyncMs();
+    if (!deploying) return Math.min(soon, this.#resyncMs());
     const next = Math.min(
       this.#settleMs,
       this.#schedulingDeadline === undefined ? Infinity : Math.max(SETTLE_MIN_MS, this.#schedulingDeadline - Date.now()),
     );
+    if (soon < next) return soon; // the settle cadence resumes after it
     this.#settleMs = Math.min(EVENTLESS_RESYNC_MS, this.#resyncMs(), this.#settleMs * 2);
     return next;
   }
 
   async #pass(): Promise<void> {
     const started = performance.now();
+    this.#starts.passStarted(started);
     const observed = await this.#observe(Date.now());
     const planned = await this.#plan(observed);
     const results = await this.#apply(planned.actions, observed);
@@ -253,6 +262,7 @@ export class Reconciler {
     const { port } = this.#deps;
     const set = this.#desired!;
     const [listed, tasks] = await Promise.all([port.listServices(), port.listTasks()]);
+    this.#starts.observed(tasks, performance.now());
     const nodeId = this.#deps.nodeId();
     if (!nodeId) throw new Error('this engine reports no swarm node id');
     const ctx = { workerId: this.#deps.workerId, nodeId };
