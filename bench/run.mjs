@@ -40,7 +40,7 @@ const { defaultSocketPath } = await import('../dist/swarm/docker-client.js');
 // dockerode, a dev dependency; the agent's code under measurement uses its own Engine API client.
 const { default: Docker } = await import('dockerode');
 const { AGENT_VERSION } = await import('../dist/version.js');
-const { RESULTS_FILE, UNIT_ENV, UNIT_NODE_ARGS, killAllChildren } = await import('./lib.mjs');
+const { RESULTS_FILE, TENTH_CPU_CORES, UNIT_ENV, UNIT_NODE_ARGS, killAllChildren } = await import('./lib.mjs');
 const { cleanupBench, rememberOrganization } = await import('./cleanup.mjs');
 const { measureSwarmStart } = await import('./swarm-start.mjs');
 const { measureStartup } = await import('./startup.mjs');
@@ -185,6 +185,21 @@ try {
   // footprint's 100 containers still run, no agent is busy), so the one is a fair bound for the other.
   log('swarm start time: 5 × service create → running (dockerode)');
   results.swarmStart = await attempt('swarm start', () => measureSwarmStart(docker, { nodeId, organizationId: org('start'), log }));
+  // A second figure, not the target's: the same with a deployment whose CPU limit barely slows its own start.
+  log(`swarm start and desired→applied at the default intervals again, with ${TENTH_CPU_CORES}-core deployments`);
+  results.swarmStartTenth = await attempt('swarm start, 0.1 cores', () =>
+    measureSwarmStart(docker, { nodeId, organizationId: org('start-tenth'), cpuCores: TENTH_CPU_CORES, log }),
+  );
+  results.latencyDefaultTenth = await attempt('desired→applied (30 s poll, 0.1 cores)', () =>
+    measureApplyLatency(cp, dir, docker, {
+      organizationId: org('p30-tenth'),
+      samples: 10,
+      spacingMs: 7_000,
+      label: 'p30-tenth',
+      cpuCores: TENTH_CPU_CORES,
+      log,
+    }),
+  );
   log('desired→applied with SKYPANEL_AGENT_POLL_INTERVAL=2');
   results.latencyFast = await attempt('desired→applied (2 s poll)', () =>
     measureApplyLatency(cp, dir, docker, { organizationId: org('p2'), pollSec: 2, samples: 10, spacingMs: 3_300, label: 'p2', log }),

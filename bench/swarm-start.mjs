@@ -1,12 +1,12 @@
 // The swarm's own start time: `docker service create` → task running, with the exact spec the agent
-// would send for a bench deployment, straight through dockerode (no agent involved).
+// would send for a bench deployment (of `cpuCores`), straight through dockerode (no agent involved).
 import { randomUUID } from 'node:crypto';
 import { buildNetworkSpec, buildServiceSpec } from '../dist/domain/service-spec.js';
 import { parseDeployment } from '../dist/protocol/deployment.js';
 import { rememberWorker } from './cleanup.mjs';
-import { max, median, sleep, sleeperDeployment, waitFor } from './lib.mjs';
+import { SLEEPER_CPU_CORES, max, median, sleep, sleeperDeployment, waitFor } from './lib.mjs';
 
-export async function measureSwarmStart(docker, { nodeId, organizationId, samples = 5, log }) {
+export async function measureSwarmStart(docker, { nodeId, organizationId, samples = 5, cpuCores, log }) {
   const workerId = randomUUID();
   rememberWorker(workerId);
   const net = buildNetworkSpec(organizationId);
@@ -15,7 +15,7 @@ export async function measureSwarmStart(docker, { nodeId, organizationId, sample
 
   const ms = [];
   for (let i = 0; i < samples; i++) {
-    const parsed = parseDeployment(sleeperDeployment(organizationId, `swarm-start-${i}`));
+    const parsed = parseDeployment(sleeperDeployment(organizationId, `swarm-start-${i}`, 'running', { cpuCores }));
     if (!parsed.ok) throw new Error(`bench deployment rejected: ${parsed.rejected.message}`);
     const { spec } = buildServiceSpec(parsed.deployment, { workerId, nodeId });
     const t0 = Date.now();
@@ -32,6 +32,6 @@ export async function measureSwarmStart(docker, { nodeId, organizationId, sample
     await docker.getService(id).remove();
     await sleep(200);
   }
-  log?.(`swarm start: ${ms.map((x) => `${x} ms`).join(', ')}`);
-  return { samplesMs: ms, medianMs: median(ms), maxMs: max(ms), workerId };
+  log?.(`swarm start${cpuCores === undefined ? '' : ` (${cpuCores} cores)`}: ${ms.map((x) => `${x} ms`).join(', ')}`);
+  return { cpuCores: cpuCores ?? SLEEPER_CPU_CORES, samplesMs: ms, medianMs: median(ms), maxMs: max(ms), workerId };
 }

@@ -166,6 +166,7 @@ class RefControlPlane extends ExtensionStore implements ReferenceControlPlane {
     };
     res.on('finish', () => {
       record.status = res.statusCode;
+      record.answeredAt = Date.now();
       logOnce(String(res.statusCode));
     });
     res.on('close', () => logOnce(record.fault === 'reset' ? 'reset' : 'aborted'));

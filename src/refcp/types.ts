@@ -45,6 +45,8 @@ export interface RequestRecord {
   status: number;
   /** Arrival time, Date.now(). */
   at: number;
+  /** When the answer was sent, Date.now() (a held call 3 arrives long before it is answered). */
+  answeredAt?: number;
   /** The parsed JSON body, only when the request carried valid JSON with a JSON content type. */
   body?: unknown;
   /** Never the Authorization value itself: only whether one was sent. */

@@ -150,6 +150,8 @@ describe('blocking desired-set query, agent side', () => {
     expect(held.length).toBeLessThanOrEqual(4);
     const answered = held.slice(0, -1); // the last is still held
     expect(answered.map((r) => r.status)).toEqual(answered.map(() => 304));
+    // The reference panel records when each was answered, not only when it arrived (the bench's latency phases use it).
+    for (const r of answered) expect(r.answeredAt! - r.at).toBeGreaterThanOrEqual(1_900);
   });
 
   it('not announced (stock answer shape): the agent polls as before, without ?wait', async () => {

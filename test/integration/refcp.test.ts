@@ -716,7 +716,7 @@ describe('fault injection', () => {
 });
 
 describe('request records and logs', () => {
-  it('records method, path without query, status, arrival time, parsed body and header facts', async () => {
+  it('records method, path without query, status, arrival and answer times, parsed body and header facts', async () => {
     const before = Date.now();
     await register(REGISTER_BODY, { headers: { 'if-none-match': '"v1"' } });
     await call('/api/workers/register?debug=1', { body: '{', auth: null, contentType: 'application/json; charset=utf-8' });
@@ -726,6 +726,7 @@ describe('request records and logs', () => {
         path: '/api/workers/register',
         status: 201,
         at: expect.any(Number),
+        answeredAt: expect.any(Number),
         body: REGISTER_BODY,
         headers: { authorization: true, contentType: 'application/json', ifNoneMatch: '"v1"' },
       },
@@ -734,10 +735,12 @@ describe('request records and logs', () => {
         path: '/api/workers/register',
         status: 500,
         at: expect.any(Number),
+        answeredAt: expect.any(Number),
         headers: { authorization: false, contentType: 'application/json; charset=utf-8' },
       },
     ]);
     expect(cp.requests[0]!.at).toBeGreaterThanOrEqual(before);
+    expect(cp.requests[0]!.answeredAt).toBeGreaterThanOrEqual(cp.requests[0]!.at);
   });
 
   it('never holds the token, even when a client puts it in the path or the body', async () => {
