@@ -256,7 +256,7 @@ export function spawnBareNode() {
  * inside it, at 1 ms of CPU per 100 ms): Swarm's create → running takes ~2.3 s instead of ~0.6 s.
  */
 export const SLEEPER_CPU_CORES = 0.01;
-/** A bench deployment whose CPU limit barely slows its start (~0.8 s), as a tenant's smallest paid plan might be. */
+/** A bench deployment whose CPU limit barely slows its start (0.7–1 s here), as a tenant's smallest paid plan might be. */
 export const TENTH_CPU_CORES = 0.1;
 
 export function sleeperDeployment(organizationId, slug, desiredState = 'running', { cpuCores = SLEEPER_CPU_CORES } = {}) {
