@@ -186,7 +186,8 @@ export const CONFIG_KEYS: readonly ConfigKeyInfo[] = [
     key: 'publicUrlTemplate',
     env: 'SKYPANEL_AGENT_PUBLIC_URL_TEMPLATE',
     default: 'http://{ipAddress}:{externalPort}',
-    description: 'Public URL reported per deployment; also {slug}, {serviceId}',
+    description:
+      'Public URL reported per deployment: {ipAddress} (bracketed when IPv6), {externalPort}, {slug} and {serviceId} (URL-encoded); none until a port is published',
   },
   {
     key: 'usageSampleIntervalSec',

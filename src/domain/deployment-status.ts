@@ -133,7 +133,12 @@ export function deriveStatus(
   return { ...base, status: 'deploying', message: null };
 }
 
-/** `http://{ipAddress}:{externalPort}` by default; null until a port is known. */
+/**
+ * The public URL reported for a deployment: the operator's `publicUrlTemplate` with {ipAddress}
+ * (the worker's, bracketed when IPv6), {externalPort} (the published host port), {slug} and
+ * {serviceId} (both URL-encoded) filled in; other braces are left as written. Null until a port is
+ * known, so no report points somewhere wrong. The one renderer: the README's config table lists the same set.
+ */
 export function renderPublicUrl(
   template: string,
   values: { ipAddress: string; externalPort: number | null; slug: string; serviceId: string },

@@ -11,8 +11,6 @@ export const LABEL = {
   serviceId: 'skypanel.service.id',
   organizationId: 'skypanel.organization.id',
   specHash: 'skypanel.spec-hash',
-  /** Optional, informational: rendered from the operator's publicUrlTemplate. */
-  publicUrl: 'skypanel.public-url',
 } as const;
 
 export type LabelName = (typeof LABEL)[keyof typeof LABEL];

@@ -3,7 +3,7 @@ import type { Deployment } from '../protocol/deployment.js';
 import { secretMountTarget } from '../protocol/deployment-schema.js';
 import { SWARM_MIN_MEMORY_BYTES } from '../protocol/resource-limits.js';
 import { LABEL } from './labels.js';
-import { networkName, sanitizeDnsPart, secretName, serviceName } from './naming.js';
+import { networkName, secretName, serviceName } from './naming.js';
 
 /**
  * Deployment → Docker Engine API ServiceSpec, as plain data. Pure: the executor sends it (adding
@@ -84,12 +84,6 @@ export interface ServiceSpec {
 export interface SpecContext {
   workerId: string;
   nodeId: string;
-  /**
-   * Rendered into the informational `skypanel.public-url` label. Placeholders: {slug} (sanitised),
-   * {serviceName}, {serviceId}, {externalPort}; when a used placeholder has no value (no
-   * externalPort) the label is left out rather than pointing somewhere wrong.
-   */
-  publicUrlTemplate?: string;
 }
 
 export interface SecretToCreate {
@@ -120,23 +114,6 @@ export function desiredReplicas(d: Deployment): number {
   return d.desiredState === 'stopped' ? 0 : d.replicas;
 }
 
-function renderPublicUrl(template: string, d: Deployment, name: string): string | undefined {
-  const values: Record<string, string | undefined> = {
-    slug: sanitizeDnsPart(d.slug, 63),
-    serviceName: name,
-    serviceId: d.serviceId,
-    externalPort: d.externalPort === undefined ? undefined : String(d.externalPort),
-  };
-  let missing = false;
-  const out = template.replace(/\{(\w+)\}/g, (whole, key: string) => {
-    if (!Object.hasOwn(values, key)) return whole;
-    const v = values[key];
-    if (v === undefined) missing = true;
-    return v ?? '';
-  });
-  return missing ? undefined : out;
-}
-
 function updatePolicy(order: UpdatePolicy['Order'], failureAction: UpdatePolicy['FailureAction']): UpdatePolicy {
   return { Parallelism: 1, Delay: 0, FailureAction: failureAction, Monitor: 15 * SECOND_NS, MaxFailureRatio: 0, Order: order };
 }
@@ -151,7 +128,7 @@ function updatePolicy(order: UpdatePolicy['Order'], failureAction: UpdatePolicy[
 const builtByDeployment = new WeakMap<Deployment, { context: string; built: BuiltService }>();
 
 export function buildServiceSpec(d: Deployment, ctx: SpecContext): BuiltService {
-  const context = `${ctx.workerId}\n${ctx.nodeId}\n${ctx.publicUrlTemplate ?? ''}`;
+  const context = `${ctx.workerId}\n${ctx.nodeId}`;
   const hit = builtByDeployment.get(d);
   if (hit?.context === context) return hit.built;
   const result = buildFresh(d, ctx);
@@ -163,10 +140,6 @@ function buildFresh(d: Deployment, ctx: SpecContext): BuiltService {
   const name = serviceName(d);
   const labels = deploymentLabels(d, ctx.workerId);
   const serviceLabels: Record<string, string> = { ...labels };
-  if (ctx.publicUrlTemplate !== undefined) {
-    const url = renderPublicUrl(ctx.publicUrlTemplate, d, name);
-    if (url !== undefined) serviceLabels[LABEL.publicUrl] = url;
-  }
 
   const env = new Map<string, string>(Object.entries(d.environmentVars));
   const secrets: SecretToCreate[] = [];

@@ -88,6 +88,13 @@ describe('public URL', () => {
     );
     expect(renderPublicUrl('http://{ipAddress}:{externalPort}', { ...v, externalPort: null })).toBeNull();
   });
+
+  it('fills every documented placeholder, URL-encoding the panel names, and leaves other braces as written', () => {
+    const v = { ipAddress: '192.0.2.1', externalPort: 8080, slug: 'shop', serviceId: 'svc/1' };
+    expect(renderPublicUrl('https://{slug}.example.com/{serviceId}?p={externalPort}&h={ipAddress}&x={serviceName}', v)).toBe(
+      'https://shop.example.com/svc%2F1?p=8080&h=192.0.2.1&x={serviceName}',
+    );
+  });
 });
 
 describe('drift', () => {

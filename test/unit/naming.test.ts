@@ -130,7 +130,6 @@ describe('labels', () => {
       'skypanel.service.id',
       'skypanel.organization.id',
       'skypanel.spec-hash',
-      'skypanel.public-url',
     ]);
   });
 });

@@ -123,8 +123,7 @@ describe('buildServiceSpec: shape', () => {
 });
 
 describe('buildServiceSpec: spec hash', () => {
-  const h = (over: Record<string, unknown> = {}, c: typeof ctx & { publicUrlTemplate?: string } = ctx) =>
-    buildServiceSpec(dep(over), c).specHash;
+  const h = (over: Record<string, unknown> = {}, c: typeof ctx = ctx) => buildServiceSpec(dep(over), c).specHash;
   const baseHash = h();
 
   it('is sha256 hex of the spec minus its own label, and reproducible', () => {
@@ -166,24 +165,8 @@ describe('buildServiceSpec: spec hash', () => {
     ['secret value (rotation)', { secrets: [{ name: 'db-password', value: 'new', envVarName: 'DB_PASSWORD' }] }],
   ])('changes with %s', (_n, over) => expect(h(over)).not.toBe(baseHash));
 
-  it('changes with the node and the public URL label', () => {
+  it('changes with the node', () => {
     expect(h({}, { ...ctx, nodeId: 'node-other' })).not.toBe(baseHash);
-    expect(h({}, { ...ctx, publicUrlTemplate: 'https://{slug}.apps.example.com' })).not.toBe(baseHash);
-  });
-});
-
-describe('buildServiceSpec: public URL label', () => {
-  const url = (tpl: string, over: Record<string, unknown> = {}) =>
-    buildServiceSpec(dep(over), { ...ctx, publicUrlTemplate: tpl }).spec.Labels[LABEL.publicUrl];
-
-  it('renders placeholders', () => {
-    expect(url('https://{slug}.apps.example.com')).toBe('https://my-app.apps.example.com');
-    expect(url('http://203.0.113.5:{externalPort}/', { externalPort: 30080 })).toBe('http://203.0.113.5:30080/');
-    expect(url('{serviceName}/{serviceId}/{unknown}')).toBe(`${serviceName({ slug: 'My App', serviceId: 'svc_1' })}/svc_1/{unknown}`);
-  });
-
-  it('is left out when a used placeholder has no value', () => {
-    expect(url('http://host:{externalPort}')).toBeUndefined();
   });
 });
 
