@@ -178,9 +178,3 @@ export async function writeConfigFile(path: string, config: AgentConfigInput): P
   const explicit = Object.fromEntries(Object.entries(config).filter(([, v]) => v !== undefined));
   await writeFileAtomic(path, `${JSON.stringify(explicit, null, 2)}\n`, 0o600);
 }
-
-/** Change some keys of an existing config file, keeping everything else as the operator wrote it. */
-export async function updateConfigFile(path: string, patch: Partial<AgentConfigInput>): Promise<void> {
-  const current = (await readConfigFile(path)) ?? {};
-  await writeConfigFile(path, { ...(current as AgentConfigInput), ...patch });
-}

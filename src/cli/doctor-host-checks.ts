@@ -9,7 +9,6 @@ import { parseListen } from '../agent/status/status-server.js';
 import { diskPathFor } from '../collectors/host-metrics.js';
 import { createDockerClient, type EngineClient } from '../swarm/docker-client.js';
 import { getEngineFacts, type EngineFacts } from '../swarm/engine.js';
-import { engineCall } from '../swarm/swarm-reader.js';
 import { boundedGet, statusUrlFromListen } from './status.js';
 import { UNIT_DIR, UNIT_NAME, lookupUser, unitUser } from './system.js';
 import { errCode, fail, pass, skip, warn, type Outcome } from './doctor-check.js';
@@ -110,8 +109,7 @@ export async function checkDocker(where: DockerEndpoint, timeoutMs: number, stat
   let version: { Version?: unknown; ApiVersion?: unknown };
   try {
     version =
-      (await engineCall<typeof version | undefined>(docker, { method: 'GET', path: '/version', signal: AbortSignal.timeout(timeoutMs) })) ??
-      {};
+      (await docker.request<typeof version | undefined>({ method: 'GET', path: '/version', signal: AbortSignal.timeout(timeoutMs) })) ?? {};
   } catch (err) {
     const code = errCode(err);
     const e = err as { statusCode?: number; message?: string };

@@ -7,7 +7,6 @@ import { DRAIN_FILE, clearDrain, readDrain, writeDrain } from '../agent/drain.js
 import { LABEL } from '../domain/labels.js';
 import { createDockerClient, describeDockerEndpoint, type EngineClient } from '../swarm/docker-client.js';
 import { getEngineFacts } from '../swarm/engine.js';
-import { engineCall } from '../swarm/swarm-reader.js';
 import { UNIT_NAME } from './system.js';
 
 type Say = (line: string) => void;
@@ -152,7 +151,7 @@ export async function runDrain(opts: DrainOptions): Promise<DrainResult> {
   }
   const nodePath = `/nodes/${encodeURIComponent(sw.nodeId)}`;
   const inspect = () =>
-    call(docker, `GET /nodes/${sw.nodeId}`, (signal) => engineCall<NodeInfo>(docker, { method: 'GET', path: nodePath, signal }));
+    call(docker, `GET /nodes/${sw.nodeId}`, (signal) => docker.request<NodeInfo>({ method: 'GET', path: nodePath, signal }));
   let info = await inspect();
   const hostname = info.Description?.Hostname ?? '?';
   const before = info.Spec?.Availability ?? 'unknown';
@@ -176,7 +175,7 @@ export async function runDrain(opts: DrainOptions): Promise<DrainResult> {
     try {
       const spec = { ...(info.Spec ?? {}), Availability: target };
       await call(docker, `POST /nodes/${sw.nodeId}/update`, (signal) =>
-        engineCall(docker, {
+        docker.request({
           method: 'POST',
           path: `${nodePath}/update`,
           query: { version: info.Version?.Index ?? 0 },
@@ -213,7 +212,7 @@ interface Here {
 
 async function tasksHere(docker: EngineClient, nodeId: string): Promise<Here> {
   const tasks = await call(docker, 'GET /tasks', (signal) =>
-    engineCall<TaskInfo[]>(docker, {
+    docker.request<TaskInfo[]>({
       method: 'GET',
       path: '/tasks',
       query: { filters: { node: [nodeId], 'desired-state': ['running'] } },
@@ -225,7 +224,7 @@ async function tasksHere(docker: EngineClient, nodeId: string): Promise<Here> {
     ids.size === 0
       ? []
       : await call(docker, 'GET /services', (signal) =>
-          engineCall<ServiceInfo[]>(docker, { method: 'GET', path: '/services', query: { filters: { id: [...ids] } }, signal }),
+          docker.request<ServiceInfo[]>({ method: 'GET', path: '/services', query: { filters: { id: [...ids] } }, signal }),
         );
   return { tasks: tasks.length, services };
 }

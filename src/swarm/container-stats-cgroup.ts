@@ -23,7 +23,6 @@ import {
   type StatsSnapshot,
 } from './container-stats-engine.js';
 import { LABEL } from '../domain/labels.js';
-import { engineCall } from './swarm-reader.js';
 
 /**
  * The usage sampler that reads the kernel's counters itself: the same numbers `docker stats`
@@ -108,7 +107,7 @@ export function createCgroupStatsSampler(client: EngineClient, opts: ContainerSt
   const choose = async (): Promise<CgroupLayout | ContainerStatsSampler> => {
     if (layout) return layout;
     if (fallback) return fallback;
-    const info = await engineCall<{ CgroupDriver?: unknown; CgroupVersion?: unknown }>(client, { method: 'GET', path: '/info' });
+    const info = await client.request<{ CgroupDriver?: unknown; CgroupVersion?: unknown }>({ method: 'GET', path: '/info' });
     const l = cgroupLayout(info ?? {}, root, fs);
     if ('unusable' in l) return (fallback = createEngineStatsSampler(client, opts, l.unusable));
     return (layout = l);

@@ -3,7 +3,6 @@ import { mapLimited } from '../util/map-limited.js';
 import type { MeterReading } from '../ports.js';
 import { usageLessInactive, type CgroupFs } from './cgroup-files.js';
 import type { EngineClient } from './docker-client.js';
-import { engineCall } from './swarm-reader.js';
 
 /**
  * Cumulative resource counters of this worker's containers read through the Engine API: the
@@ -161,7 +160,7 @@ export function errorText(err: unknown): string {
   return String((err as Error)?.message ?? err).slice(0, 300);
 }
 
-// ---- Engine API calls (only through engineCall) ----
+// ---- Engine API calls ----
 
 /** This worker's containers: running ones, or also stopped ones with `all`; optionally only these ids. */
 export function listOwned(
@@ -174,7 +173,7 @@ export function listOwned(
   const query: Record<string, string | boolean> = { filters: JSON.stringify(filters) };
   if (opts.size) query.size = true;
   if (opts.all) query.all = true;
-  return engineCall<ListedContainer[]>(client, { method: 'GET', path: '/containers/json', query });
+  return client.request<ListedContainer[]>({ method: 'GET', path: '/containers/json', query });
 }
 
 /** A listed container of this worker that the meter reads: it has a deployment and is running (or paused). */
@@ -196,7 +195,7 @@ export interface RunInfo {
 export async function inspectRun(client: EngineClient, id: string, createdSec = 0): Promise<RunInfo | undefined> {
   let info: { Created?: string; State?: { Running?: boolean; StartedAt?: string; Pid?: number }; HostConfig?: { NetworkMode?: string } };
   try {
-    info = await engineCall(client, { method: 'GET', path: `/containers/${encodeURIComponent(id)}/json` });
+    info = await client.request({ method: 'GET', path: `/containers/${encodeURIComponent(id)}/json` });
   } catch (err) {
     if (statusCodeOf(err) === 404) return undefined;
     throw err;
@@ -217,7 +216,7 @@ export async function inspectRun(client: EngineClient, id: string, createdSec = 
 export async function engineStatsOf(client: EngineClient, id: string): Promise<ParsedStats | 'gone'> {
   let raw: EngineStats;
   try {
-    raw = await engineCall<EngineStats>(client, {
+    raw = await client.request<EngineStats>({
       method: 'GET',
       path: `/containers/${encodeURIComponent(id)}/stats`,
       query: { stream: false, 'one-shot': true },

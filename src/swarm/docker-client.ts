@@ -49,7 +49,10 @@ export interface EngineRequest {
   path: string;
   /** Objects (filters) are sent as JSON, as the Engine expects; undefined values are left out. */
   query?: Record<string, QueryValue>;
-  /** Sent as JSON. */
+  /**
+   * Sent as JSON, never folded into the query (dockerode did that for some routes): the URL is what
+   * proxies and dockerd's debug log record, and a body may hold a secret's data or a whole spec.
+   */
   body?: unknown;
   /** Sent as X-Registry-Auth, never in the URL or an error. */
   registryAuth?: { serveraddress: string; username: string; password: string };

@@ -1,7 +1,6 @@
 import { AgentError } from '../errors.js';
 import type { SwarmRole } from '../protocol/worker.js';
 import { describeDockerEndpoint, dockerTimeoutMs, type EngineClient } from './docker-client.js';
-import { engineCall } from './swarm-reader.js';
 
 /**
  * Docker could not be reached or answered nonsense. The message is one line naming the endpoint;
@@ -120,7 +119,7 @@ async function bounded<T>(docker: EngineClient, fn: (signal: AbortSignal) => Pro
 }
 
 async function fetchInfo(docker: EngineClient): Promise<InfoBody> {
-  const info = await bounded(docker, (signal) => engineCall<unknown>(docker, { method: 'GET', path: '/info', signal }));
+  const info = await bounded(docker, (signal) => docker.request<unknown>({ method: 'GET', path: '/info', signal }));
   // Anything that is not a JSON object with a ServerVersion is some other server on the socket.
   if (!info || typeof info !== 'object' || Buffer.isBuffer(info) || typeof (info as InfoBody).ServerVersion !== 'string') {
     throw new DockerUnavailableError(describeDockerEndpoint(docker), 'GET /info did not return Docker engine info', 'EBADRESPONSE');
@@ -157,19 +156,4 @@ export async function getEngineFacts(docker: EngineClient): Promise<EngineFacts>
       ...(typeof sw.Managers === 'number' && role === 'manager' ? { managers: sw.Managers } : {}),
     },
   };
-}
-
-/** Running containers as the engine counts them (`/info`), without listing them. */
-export async function countRunningContainers(docker: EngineClient): Promise<number> {
-  return num((await fetchInfo(docker)).ContainersRunning);
-}
-
-/** Whether the engine answers `GET /_ping` within the client's timeout. Never throws. */
-export async function pingDocker(docker: EngineClient): Promise<boolean> {
-  try {
-    await bounded(docker, (signal) => engineCall(docker, { method: 'GET', path: '/_ping', signal }));
-    return true;
-  } catch {
-    return false;
-  }
 }

@@ -1,7 +1,6 @@
 import type { EngineClient } from './docker-client.js';
 import { AgentError } from '../errors.js';
 import { redact, type Secret } from '../secret.js';
-import { engineCall } from './swarm-reader.js';
 
 export interface JoinOptions {
   joinToken: Secret;
@@ -16,7 +15,7 @@ export interface JoinOptions {
  * reaches the caller verbatim.
  */
 export async function joinSwarm(docker: EngineClient, opts: JoinOptions): Promise<string> {
-  const info = await engineCall<SwarmInfo>(docker, { method: 'GET', path: '/info' });
+  const info = await docker.request<SwarmInfo>({ method: 'GET', path: '/info' });
   if (info.Swarm?.LocalNodeState === 'active' && info.Swarm.NodeID) {
     throw new AgentError(
       'SKP_ERR_SWARM_JOIN',
@@ -24,7 +23,7 @@ export async function joinSwarm(docker: EngineClient, opts: JoinOptions): Promis
     );
   }
   try {
-    await engineCall(docker, {
+    await docker.request({
       method: 'POST',
       path: '/swarm/join',
       body: {
@@ -38,7 +37,7 @@ export async function joinSwarm(docker: EngineClient, opts: JoinOptions): Promis
     const raw = redact(String((err as Error).message ?? err), [opts.joinToken], { maxLength: 300 });
     throw new AgentError('SKP_ERR_SWARM_JOIN', `joining the swarm through ${opts.managerAddr} failed: ${raw}`);
   }
-  const after = await engineCall<SwarmInfo>(docker, { method: 'GET', path: '/info' });
+  const after = await docker.request<SwarmInfo>({ method: 'GET', path: '/info' });
   if (!after.Swarm?.NodeID) throw new AgentError('SKP_ERR_SWARM_JOIN', 'joined the swarm but Docker reports no node id');
   return after.Swarm.NodeID;
 }

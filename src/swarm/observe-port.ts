@@ -5,7 +5,6 @@ import type { SwarmPort } from '../ports.js';
 import type { EngineClient } from './docker-client.js';
 import { demuxDockerLogs } from './logs.js';
 import { SwarmError } from './observed.js';
-import { engineCall } from './swarm-reader.js';
 
 interface ContainerInfo {
   Id: string;
@@ -37,7 +36,7 @@ export function createObservePort(docker: EngineClient): SwarmPort {
   return {
     async listServices(): Promise<ObservedService[]> {
       try {
-        containers = await engineCall<ContainerInfo[]>(docker, {
+        containers = await docker.request<ContainerInfo[]>({
           method: 'GET',
           path: '/containers/json',
           // skypanel.service.id, not skypanel.managed: tasks placed by SkyPanelV2's own orchestrator
@@ -98,7 +97,7 @@ export function createObservePort(docker: EngineClient): SwarmPort {
         .slice(0, 3);
       for (const c of candidates) {
         // Not a stream: `tail` bounds the answer, and the client caps what it buffers.
-        const raw = await engineCall<Buffer | undefined>(docker, {
+        const raw = await docker.request<Buffer | undefined>({
           method: 'GET',
           path: `/containers/${encodeURIComponent(c.Id)}/logs`,
           query: { stdout: true, stderr: true, tail, follow: false },

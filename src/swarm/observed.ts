@@ -66,18 +66,6 @@ export interface ObservedTask {
   secretNames: string[];
 }
 
-/** A swarm task's container as a worker node's own engine sees it (workers refuse /tasks). */
-export interface LocalTaskContainer {
-  containerId: string;
-  serviceId: string;
-  taskId: string;
-  /** Docker's container state: created, running, exited, dead, ... */
-  state: string;
-  /** Human text such as "Exited (3) 2 seconds ago". */
-  status: string;
-  labels: Record<string, string>;
-}
-
 export interface ObservedSecret {
   id: string;
   name: string;

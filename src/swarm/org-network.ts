@@ -3,7 +3,6 @@ import type { buildNetworkSpec } from '../domain/service-spec.js';
 import type { Logger } from '../ports.js';
 import type { EngineClient } from './docker-client.js';
 import { SwarmError, toSwarmError } from './observed.js';
-import { engineCall } from './swarm-reader.js';
 
 export interface OrgNetworkPool {
   pool: Cidr;
@@ -26,7 +25,7 @@ const subnetsOf = (n: NetworkJson): Cidr[] =>
 const labelled = (n: NetworkJson, labels: Record<string, string>): boolean => Object.entries(labels).every(([k, v]) => n.Labels?.[k] === v);
 
 async function listNetworks(docker: EngineClient, filters?: Record<string, string[]>): Promise<NetworkJson[]> {
-  return engineCall<NetworkJson[]>(docker, {
+  return docker.request<NetworkJson[]>({
     method: 'GET',
     path: '/networks',
     ...(filters ? { query: { filters: JSON.stringify(filters) } } : {}),
@@ -72,7 +71,7 @@ export async function ensureOrgNetwork(
       let id: string;
       try {
         id = (
-          await engineCall<{ Id: string }>(docker, {
+          await docker.request<{ Id: string }>({
             method: 'POST',
             path: '/networks/create',
             body: { ...spec, CheckDuplicate: true, IPAM: { Driver: 'default', Config: [{ Subnet: formatCidr(subnet) }] } },
@@ -93,7 +92,7 @@ export async function ensureOrgNetwork(
         );
         return { id, created: true };
       }
-      await engineCall(docker, { method: 'DELETE', path: `/networks/${encodeURIComponent(id)}` }).catch(() => {});
+      await docker.request({ method: 'DELETE', path: `/networks/${encodeURIComponent(id)}` }).catch(() => {});
     }
   } catch (err) {
     throw toSwarmError(action, err);

@@ -8,7 +8,7 @@ import type { ObservedService } from '../domain/observed-service.js';
 import type { Logger, SwarmPort } from '../ports.js';
 import type { EngineClient } from './docker-client.js';
 import { toSwarmError } from './observed.js';
-import { engineCall, listTasks, serviceLogs, toObservedService } from './swarm-reader.js';
+import { listTasks, serviceLogs, toObservedService } from './swarm-reader.js';
 import { createService, ensureSecret, listSecrets, removeSecret, removeService, scaleService, updateService } from './swarm-writer.js';
 import { ensureOrgNetwork, type OrgNetworkPool } from './org-network.js';
 
@@ -35,7 +35,7 @@ export function createSwarmPort(
       // The raw list (not swarm-reader's listServices) because drift detection needs each live Spec.
       let raw: Parameters<typeof toObservedService>[0][];
       try {
-        raw = await engineCall(docker, { method: 'GET', path: '/services', query: { filters: JSON.stringify({ label: owned }) } });
+        raw = await docker.request({ method: 'GET', path: '/services', query: { filters: JSON.stringify({ label: owned }) } });
       } catch (err) {
         throw toSwarmError('listing services', err);
       }
@@ -47,7 +47,7 @@ export function createSwarmPort(
       // skypanel.managed; Docker cannot filter on a missing label, so that is checked here.
       let raw: Parameters<typeof toObservedService>[0][];
       try {
-        raw = await engineCall(docker, {
+        raw = await docker.request({
           method: 'GET',
           path: '/services',
           query: { filters: JSON.stringify({ label: [LABEL.deploymentId] }) },
@@ -83,12 +83,14 @@ export function createSwarmPort(
     },
 
     async updateService(id: string, spec: ServiceSpec, auth?: RegistryAuth): Promise<void> {
-      const current = await engineCall<{ Version?: { Index?: number } }>(docker, {
-        method: 'GET',
-        path: `/services/${encodeURIComponent(id)}`,
-      }).catch((err) => {
-        throw toSwarmError(`reading service ${id}`, err);
-      });
+      const current = await docker
+        .request<{ Version?: { Index?: number } }>({
+          method: 'GET',
+          path: `/services/${encodeURIComponent(id)}`,
+        })
+        .catch((err) => {
+          throw toSwarmError(`reading service ${id}`, err);
+        });
       await updateService(docker, id, current.Version?.Index ?? 0, spec, { registryAuth: auth });
     },
 

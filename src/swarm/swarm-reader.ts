@@ -1,30 +1,17 @@
 import type { IncomingMessage } from 'node:http';
 import { StringDecoder } from 'node:string_decoder';
-import type { EngineClient, EngineRequest } from './docker-client.js';
+import type { EngineClient } from './docker-client.js';
 import type { ObservedService, UpdateState } from '../domain/observed-service.js';
 import {
   SwarmError,
   TASK_STATES,
   TERMINAL_TASK_STATES,
   toSwarmError,
-  type LocalTaskContainer,
   type ObservedPort,
   type ObservedServiceDetail,
   type ObservedTask,
   type TaskState,
 } from './observed.js';
-
-export type { EngineRequest } from './docker-client.js';
-
-/**
- * One Engine API request. Query and body are always separate: dockerode's helpers put the request
- * object into the query string whenever their path ended in `?` (a secret's base64 Data for POST
- * /secrets/create, a whole spec for /services/{id}/update), and the URL is what proxies and
- * dockerd's debug log record. Every Docker call of the agent goes through here or EngineClient.request.
- */
-export function engineCall<T>(docker: EngineClient, req: EngineRequest): Promise<T> {
-  return docker.request<T>(req);
-}
 
 interface ServiceJson {
   ID: string;
@@ -148,7 +135,7 @@ export function toObservedTask(t: TaskJson): ObservedTask {
 /** Services carrying all of `labelFilters` (`key=value` or `key`): one Engine API call. */
 export async function listServices(docker: EngineClient, labelFilters: readonly string[]): Promise<ObservedServiceDetail[]> {
   try {
-    const list = await engineCall<ServiceJson[]>(docker, {
+    const list = await docker.request<ServiceJson[]>({
       method: 'GET',
       path: '/services',
       query: { filters: labelFilter(labelFilters) },
@@ -185,49 +172,12 @@ export async function listTasks(docker: EngineClient, opts: ListTasksOptions = {
   if (opts.desiredState?.length) filters['desired-state'] = [...opts.desiredState];
   let list: TaskJson[];
   try {
-    list = await engineCall<TaskJson[]>(docker, { method: 'GET', path: '/tasks', query: { filters: JSON.stringify(filters) } });
+    list = await docker.request<TaskJson[]>({ method: 'GET', path: '/tasks', query: { filters: JSON.stringify(filters) } });
   } catch (err) {
     throw toSwarmError('listing tasks', err);
   }
   const keep = opts.serviceIds ? new Set(opts.serviceIds) : undefined;
   return list.filter((t) => !keep || keep.has(t.ServiceID)).map(toObservedTask);
-}
-
-interface ContainerJson {
-  Id: string;
-  State?: string;
-  Status?: string;
-  Labels?: Record<string, string> | null;
-}
-
-/**
- * Swarm task containers on the engine `docker` talks to, for worker nodes whose API answers
- * /tasks and /services with 503. Only labels on the ContainerSpec (and Swarm's own
- * com.docker.swarm.*) are on containers: service labels are not, so `labelFilters` must name
- * labels the agent also puts on the ContainerSpec. Exited containers are included: they explain failures.
- */
-export async function listLocalTaskContainers(docker: EngineClient, labelFilters: readonly string[]): Promise<LocalTaskContainer[]> {
-  let list: ContainerJson[];
-  try {
-    list = await engineCall<ContainerJson[]>(docker, {
-      method: 'GET',
-      path: '/containers/json',
-      query: { all: true, filters: labelFilter(['com.docker.swarm.service.id', ...labelFilters]) },
-    });
-  } catch (err) {
-    throw toSwarmError('listing task containers', err);
-  }
-  return list.map((c) => {
-    const labels = c.Labels ?? {};
-    return {
-      containerId: c.Id,
-      serviceId: labels['com.docker.swarm.service.id'] ?? '',
-      taskId: labels['com.docker.swarm.task.id'] ?? '',
-      state: c.State ?? '',
-      status: c.Status ?? '',
-      labels,
-    };
-  });
 }
 
 export interface ServiceLogsOptions {
@@ -264,7 +214,7 @@ export async function serviceLogs(
     res?.destroy();
   }, timeoutMs);
   try {
-    res = await engineCall<IncomingMessage>(docker, {
+    res = await docker.request<IncomingMessage>({
       method: 'GET',
       path: `/services/${encodeURIComponent(serviceId)}/logs`,
       query: { stdout: true, stderr: true, follow: false, timestamps: false, tail: keep },

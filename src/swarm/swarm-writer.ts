@@ -1,7 +1,6 @@
 import type { EngineClient } from './docker-client.js';
 import type { Secret } from '../secret.js';
 import { SwarmError, toSwarmError, type ObservedSecret } from './observed.js';
-import { engineCall } from './swarm-reader.js';
 
 export interface RegistryAuth {
   serveraddress: string;
@@ -45,7 +44,7 @@ const isOutOfSequence = (err: unknown): boolean =>
   /update out of sequence/i.test(JSON.stringify((err as { json?: unknown }).json ?? '') + String((err as Error)?.message ?? ''));
 
 async function inspect(docker: EngineClient, id: string): Promise<ServiceInspect> {
-  return engineCall<ServiceInspect>(docker, { method: 'GET', path: `/services/${encodeURIComponent(id)}` });
+  return docker.request<ServiceInspect>({ method: 'GET', path: `/services/${encodeURIComponent(id)}` });
 }
 
 /**
@@ -61,7 +60,7 @@ export async function createService(
 ): Promise<{ id: string; warnings: string[] }> {
   const { header, revealed } = authOf(opts);
   try {
-    const res = await engineCall<{ ID: string; Warnings?: string[] | null }>(docker, {
+    const res = await docker.request<{ ID: string; Warnings?: string[] | null }>({
       method: 'POST',
       path: '/services/create',
       body: spec,
@@ -90,7 +89,7 @@ export async function updateService(
   let v = version;
   for (let attempt = 0; ; attempt++) {
     try {
-      const res = await engineCall<{ Warnings?: string[] | null }>(docker, {
+      const res = await docker.request<{ Warnings?: string[] | null }>({
         method: 'POST',
         path: `/services/${encodeURIComponent(id)}/update`,
         query: { version: v },
@@ -121,7 +120,7 @@ export async function scaleService(docker: EngineClient, id: string, replicas: n
       const info = await inspect(docker, id);
       const spec = info.Spec ?? {};
       if (!spec.Mode?.Replicated) throw new SwarmError('rejected', `scaling service ${id}: not a replicated service`);
-      await engineCall(docker, {
+      await docker.request({
         method: 'POST',
         path: `/services/${encodeURIComponent(id)}/update`,
         query: { version: info.Version?.Index ?? 0 },
@@ -138,7 +137,7 @@ export async function scaleService(docker: EngineClient, id: string, replicas: n
 /** True when it removed the service, false when there was none: removing twice is not an error. */
 export async function removeService(docker: EngineClient, id: string): Promise<boolean> {
   try {
-    await engineCall(docker, { method: 'DELETE', path: `/services/${encodeURIComponent(id)}` });
+    await docker.request({ method: 'DELETE', path: `/services/${encodeURIComponent(id)}` });
     return true;
   } catch (err) {
     const e = toSwarmError(`removing service ${id}`, err);
@@ -157,7 +156,7 @@ interface NetworkJson {
 async function findNetwork(docker: EngineClient, name: string, labels: Record<string, string>): Promise<string | undefined> {
   // The name filter matches substrings: compare exactly.
   const filters = JSON.stringify({ name: [name], label: asLabelFilters(labels) });
-  const list = await engineCall<NetworkJson[]>(docker, { method: 'GET', path: '/networks', query: { filters } });
+  const list = await docker.request<NetworkJson[]>({ method: 'GET', path: '/networks', query: { filters } });
   return list.find((n) => n.Name === name)?.Id;
 }
 
@@ -176,7 +175,7 @@ export async function ensureNetwork(
   try {
     const existing = await findNetwork(docker, name, labels);
     if (existing) return { id: existing, created: false };
-    const res = await engineCall<{ Id: string }>(docker, {
+    const res = await docker.request<{ Id: string }>({
       method: 'POST',
       path: '/networks/create',
       body: { Name: name, Driver: 'overlay', Attachable: true, CheckDuplicate: true, Options: { encrypted: '' }, Labels: labels },
@@ -228,7 +227,7 @@ export async function ensureSecret(
   const value = data.reveal();
   const action = `creating secret ${name}`;
   try {
-    const res = await engineCall<{ ID: string }>(docker, {
+    const res = await docker.request<{ ID: string }>({
       method: 'POST',
       path: '/secrets/create',
       body: { Name: name, Labels: labels, Data: Buffer.from(value).toString('base64') },
@@ -239,7 +238,7 @@ export async function ensureSecret(
     if (e.kind !== 'conflict') throw e;
   }
   try {
-    const list = await engineCall<SecretJson[]>(docker, {
+    const list = await docker.request<SecretJson[]>({
       method: 'GET',
       path: '/secrets',
       query: { filters: JSON.stringify({ name: [name] }) },
@@ -254,7 +253,7 @@ export async function ensureSecret(
 
 export async function listSecrets(docker: EngineClient, labelFilters: readonly string[]): Promise<ObservedSecret[]> {
   try {
-    const list = await engineCall<SecretJson[]>(docker, {
+    const list = await docker.request<SecretJson[]>({
       method: 'GET',
       path: '/secrets',
       query: { filters: JSON.stringify({ label: labelFilters }) },
@@ -271,7 +270,7 @@ export async function listSecrets(docker: EngineClient, labelFilters: readonly s
  */
 export async function removeSecret(docker: EngineClient, id: string): Promise<boolean> {
   try {
-    await engineCall(docker, { method: 'DELETE', path: `/secrets/${encodeURIComponent(id)}` });
+    await docker.request({ method: 'DELETE', path: `/secrets/${encodeURIComponent(id)}` });
     return true;
   } catch (err) {
     const e = toSwarmError(`removing secret ${id}`, err);

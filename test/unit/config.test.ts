@@ -2,7 +2,7 @@ import { chmod, chown, mkdtemp, readFile, stat, writeFile } from 'node:fs/promis
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeEach, describe, expect, it } from 'vitest';
-import { loadConfig, updateConfigFile, writeConfigFile } from '../../src/agent/config.js';
+import { loadConfig, writeConfigFile } from '../../src/agent/config.js';
 import { CONFIG_KEYS, configSchema } from '../../src/agent/config-schema.js';
 import { AgentError, exitCodeFor } from '../../src/errors.js';
 import { readToken } from '../../src/cli/token-input.js';
@@ -175,12 +175,6 @@ describe('writing the config', () => {
     expect(JSON.parse(await readFile(path, 'utf8'))).toEqual({ controlPlaneUrl: 'http://x', token: TOKEN, workerId: 'w1' });
   });
 
-  it('updateConfigFile changes one key and keeps the rest', async () => {
-    await writeConfigFile(path, { controlPlaneUrl: 'http://x', token: TOKEN, workerId: 'w1', heartbeatIntervalSec: 7 });
-    await updateConfigFile(path, { workerId: 'w2' });
-    expect(JSON.parse(await readFile(path, 'utf8'))).toMatchObject({ workerId: 'w2', heartbeatIntervalSec: 7 });
-  });
-
   it('refuses to write an invalid config', async () => {
     await expect(writeConfigFile(path, { controlPlaneUrl: 'nope', token: TOKEN })).rejects.toThrow();
   });
@@ -191,7 +185,6 @@ describe('atomic writes as root keep the owner', () => {
     const { chown } = await import('node:fs/promises');
     await writeConfigFile(path, { controlPlaneUrl: 'http://x', token: TOKEN });
     await chown(path, 65534, 65534);
-    // writeConfigFile, not updateConfigFile: root refuses to *read* a config another user owns.
     await writeConfigFile(path, { controlPlaneUrl: 'http://x', token: TOKEN, workerId: 'w9' });
     const st = await stat(path);
     expect([st.uid, st.gid]).toEqual([65534, 65534]);
