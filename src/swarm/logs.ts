@@ -1,22 +1,119 @@
+import { StringDecoder } from 'node:string_decoder';
+
+/** Longer log lines are cut (with a trailing …) unless the caller says otherwise. */
+export const DEFAULT_MAX_LOG_LINE = 4096;
+
+/** Docker's stream numbers in a frame header. */
+const STDOUT = 1;
+const HEADER_BYTES = 8;
+
 /**
- * Docker multiplexes stdout and stderr of a non-TTY container into frames: an 8-byte header
- * (stream, 0, 0, 0, big-endian length) then the payload. Returns the text lines, in order.
- * Input that is not framed (a TTY service) is returned as plain lines.
+ * Keeps the last `max` complete lines, each cut at `maxLen`, so memory stays at max × maxLen
+ * whatever Docker sends. Bytes are decoded per output stream, so a stdout line and a stderr line
+ * arriving in alternating frames are never spliced, and a character split across frames is kept whole.
  */
-export function demuxDockerLogs(buf: Buffer): string[] {
-  const chunks: Buffer[] = [];
-  let off = 0;
-  let framed = buf.length >= 8;
-  while (framed && off + 8 <= buf.length) {
-    const stream = buf[off]!;
-    const len = buf.readUInt32BE(off + 4);
-    if (stream > 2 || buf[off + 1] !== 0 || buf[off + 2] !== 0 || buf[off + 3] !== 0 || off + 8 + len > buf.length) {
-      framed = false;
-      break;
-    }
-    chunks.push(buf.subarray(off + 8, off + 8 + len));
-    off += 8 + len;
+export class LogTail {
+  readonly #ring: string[] = [];
+  readonly #partial = new Map<number, string>();
+  readonly #decoders = new Map<number, StringDecoder>();
+  #total = 0;
+
+  constructor(
+    private readonly max: number,
+    private readonly maxLen: number = DEFAULT_MAX_LOG_LINE,
+  ) {}
+
+  /** Lines completed so far, including those the ring has already let go. */
+  get count(): number {
+    return this.#total;
   }
-  const text = framed ? Buffer.concat(chunks).toString('utf8') : buf.toString('utf8');
-  return text.split('\n').filter((l, i, all) => l.length > 0 || i < all.length - 1);
+
+  write(stream: number, bytes: Buffer): void {
+    let dec = this.#decoders.get(stream);
+    if (!dec) this.#decoders.set(stream, (dec = new StringDecoder('utf8')));
+    const parts = ((this.#partial.get(stream) ?? '') + dec.write(bytes)).split('\n');
+    const last = parts.pop()!;
+    for (const line of parts) this.#add(line);
+    this.#partial.set(stream, this.#cut(last));
+  }
+
+  /** The kept lines, oldest first; an unfinished last line of each stream counts as a line. */
+  lines(): string[] {
+    for (const [stream, rest] of this.#partial) {
+      if (rest !== '') this.#add(rest);
+      this.#partial.set(stream, '');
+    }
+    return [...this.#ring];
+  }
+
+  #cut(s: string): string {
+    // One extra character marks an over-long line; it is replaced by … when the line completes.
+    return s.length > this.maxLen ? s.slice(0, this.maxLen + 1) : s;
+  }
+
+  #add(line: string): void {
+    const l = line.endsWith('\r') ? line.slice(0, -1) : line;
+    this.#ring.push(l.length > this.maxLen ? `${l.slice(0, this.maxLen)}…` : l);
+    if (this.#ring.length > this.max) this.#ring.shift();
+    this.#total++;
+  }
+}
+
+/**
+ * The one reader of Docker's log framing. A non-TTY container's output comes as frames:
+ * [stream, 0, 0, 0, uint32 BE length] + payload (stream 1 stdout, 2 stderr); a TTY container's is
+ * raw text. Which one is decided on the first 8 bytes; frames are then parsed incrementally, so a
+ * header or a payload split across chunks costs nothing. Bytes that are not a header where one is
+ * due turn the rest into raw text rather than being dropped.
+ */
+export class DockerLogDemuxer {
+  #mode: 'unknown' | 'framed' | 'raw' = 'unknown';
+  #pending = Buffer.alloc(0);
+  #stream = STDOUT;
+  #left = 0;
+
+  constructor(private readonly out: LogTail) {}
+
+  push(chunk: Buffer): void {
+    if (this.#mode === 'raw') return this.out.write(STDOUT, chunk);
+    let buf = this.#pending.length ? Buffer.concat([this.#pending, chunk]) : chunk;
+    this.#pending = Buffer.alloc(0);
+    while (buf.length > 0) {
+      if (this.#left > 0) {
+        const n = Math.min(this.#left, buf.length);
+        this.out.write(this.#stream, buf.subarray(0, n));
+        this.#left -= n;
+        buf = buf.subarray(n);
+        continue;
+      }
+      if (buf.length < HEADER_BYTES) {
+        this.#pending = Buffer.from(buf);
+        return;
+      }
+      const isHeader = buf[0]! <= 2 && buf[1] === 0 && buf[2] === 0 && buf[3] === 0;
+      if (this.#mode === 'unknown') this.#mode = isHeader ? 'framed' : 'raw';
+      if (this.#mode === 'raw' || !isHeader) {
+        this.#mode = 'raw';
+        return this.out.write(STDOUT, buf);
+      }
+      this.#stream = buf[0]!;
+      this.#left = buf.readUInt32BE(4);
+      buf = buf.subarray(HEADER_BYTES);
+    }
+  }
+
+  /** Output shorter than one header can only be raw text; a cut-off header of framed output is dropped. */
+  end(): void {
+    if (this.#pending.length > 0 && this.#mode !== 'framed') this.out.write(STDOUT, this.#pending);
+    this.#pending = Buffer.alloc(0);
+  }
+}
+
+/** The last `tail` lines of a whole log answer (framed or raw), in order. */
+export function demuxDockerLogs(buf: Buffer, tail: number, maxLineLength = DEFAULT_MAX_LOG_LINE): string[] {
+  const out = new LogTail(Math.max(0, Math.floor(tail)), maxLineLength);
+  const demux = new DockerLogDemuxer(out);
+  demux.push(buf);
+  demux.end();
+  return out.lines();
 }

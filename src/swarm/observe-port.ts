@@ -103,7 +103,7 @@ export function createObservePort(docker: EngineClient): SwarmPort {
           query: { stdout: true, stderr: true, tail, follow: false },
         });
         if (!Buffer.isBuffer(raw)) continue;
-        const lines = demuxDockerLogs(raw).slice(-tail);
+        const lines = demuxDockerLogs(raw, tail);
         if (lines.length > 0) return lines;
       }
       return [];

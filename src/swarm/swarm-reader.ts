@@ -1,7 +1,7 @@
 import type { IncomingMessage } from 'node:http';
-import { StringDecoder } from 'node:string_decoder';
 import type { EngineClient } from './docker-client.js';
 import type { ObservedService, UpdateState } from '../domain/observed-service.js';
+import { DEFAULT_MAX_LOG_LINE, DockerLogDemuxer, LogTail } from './logs.js';
 import {
   SwarmError,
   TASK_STATES,
@@ -204,7 +204,7 @@ export async function serviceLogs(
   const keep = Math.max(0, Math.floor(tail));
   if (keep === 0) return [];
   const maxBytes = opts.maxBytes ?? 4 * 1024 * 1024;
-  const collector = new LineCollector(keep, opts.maxLineLength ?? 4096);
+  const collector = new LogTail(keep, opts.maxLineLength ?? DEFAULT_MAX_LOG_LINE);
   const abort = new AbortController();
   let res: IncomingMessage | undefined;
   let timedOut = false;
@@ -221,7 +221,7 @@ export async function serviceLogs(
       stream: true,
       signal: abort.signal,
     });
-    const demux = new Demuxer(collector);
+    const demux = new DockerLogDemuxer(collector);
     let read = 0;
     await new Promise<void>((resolve) => {
       const done = () => resolve();
@@ -246,98 +246,5 @@ export async function serviceLogs(
   } finally {
     clearTimeout(timer);
     res?.destroy();
-  }
-}
-
-/** Keeps the last `max` complete lines, each cut at `maxLen`, per output stream so interleaved frames don't splice lines. */
-class LineCollector {
-  readonly #ring: string[] = [];
-  readonly #partial = new Map<number, string>();
-  readonly #decoders = new Map<number, StringDecoder>();
-  #total = 0;
-
-  constructor(
-    private readonly max: number,
-    private readonly maxLen: number,
-  ) {}
-
-  get count(): number {
-    return this.#total;
-  }
-
-  write(stream: number, bytes: Buffer): void {
-    let dec = this.#decoders.get(stream);
-    if (!dec) this.#decoders.set(stream, (dec = new StringDecoder('utf8')));
-    const parts = ((this.#partial.get(stream) ?? '') + dec.write(bytes)).split('\n');
-    const last = parts.pop()!;
-    for (const line of parts) this.#add(line);
-    this.#partial.set(stream, this.#cut(last));
-  }
-
-  lines(): string[] {
-    for (const [stream, rest] of this.#partial) {
-      if (rest !== '') this.#add(rest);
-      this.#partial.set(stream, '');
-    }
-    return [...this.#ring];
-  }
-
-  #cut(s: string): string {
-    // One extra character marks an over-long line; it is replaced by … when the line completes.
-    return s.length > this.maxLen ? s.slice(0, this.maxLen + 1) : s;
-  }
-
-  #add(line: string): void {
-    const l = line.endsWith('\r') ? line.slice(0, -1) : line;
-    this.#ring.push(l.length > this.maxLen ? `${l.slice(0, this.maxLen)}…` : l);
-    if (this.#ring.length > this.max) this.#ring.shift();
-    this.#total++;
-  }
-}
-
-/**
- * Docker frames non-TTY output as [stream, 0, 0, 0, uint32 BE length] + payload; a TTY service's
- * output is raw. Decided on the first 8 bytes, then parsed incrementally across chunks.
- */
-class Demuxer {
-  #mode: 'unknown' | 'framed' | 'raw' = 'unknown';
-  #pending = Buffer.alloc(0);
-  #stream = 1;
-  #left = 0;
-
-  constructor(private readonly out: LineCollector) {}
-
-  /** Output shorter than one header can only be raw text. */
-  end(): void {
-    if (this.#pending.length > 0 && this.#mode !== 'framed') this.out.write(1, this.#pending);
-    this.#pending = Buffer.alloc(0);
-  }
-
-  push(chunk: Buffer): void {
-    if (this.#mode === 'raw') return this.out.write(1, chunk);
-    let buf = this.#pending.length ? Buffer.concat([this.#pending, chunk]) : chunk;
-    this.#pending = Buffer.alloc(0);
-    while (buf.length > 0) {
-      if (this.#left > 0) {
-        const n = Math.min(this.#left, buf.length);
-        this.out.write(this.#stream, buf.subarray(0, n));
-        this.#left -= n;
-        buf = buf.subarray(n);
-        continue;
-      }
-      if (buf.length < 8) {
-        this.#pending = Buffer.from(buf);
-        return;
-      }
-      const isHeader = buf[0]! <= 2 && buf[1] === 0 && buf[2] === 0 && buf[3] === 0;
-      if (this.#mode === 'unknown') this.#mode = isHeader ? 'framed' : 'raw';
-      if (this.#mode === 'raw' || !isHeader) {
-        this.#mode = 'raw';
-        return this.out.write(1, buf);
-      }
-      this.#stream = buf[0]!;
-      this.#left = buf.readUInt32BE(4);
-      buf = buf.subarray(8);
-    }
   }
 }
