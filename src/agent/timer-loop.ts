@@ -35,10 +35,11 @@ export class TimerLoop {
     this.#onError = onError;
   }
 
-  start(delayMs = 0): void {
+  /** The first run after `delayMs`; `null` starts the loop idle, until `kick` or `wake`. */
+  start(delayMs: number | null = 0): void {
     if (!this.#stopped) return;
     this.#stopped = false;
-    this.#schedule(delayMs);
+    if (delayMs !== null) this.#schedule(delayMs);
   }
 
   async stop(): Promise<void> {
@@ -59,6 +60,21 @@ export class TimerLoop {
       return;
     }
     if (this.#timer === undefined) this.#schedule(0);
+  }
+
+  /**
+   * Run after `ms` only if the loop is idle: a pending wait (a backoff, a Retry-After) keeps its
+   * time, and a run in flight gets no follow-up, for work its step picks up before it returns
+   * (a queue it drains until empty).
+   */
+  wake(ms = 0): void {
+    if (this.#stopped || this.#inFlight || this.#timer !== undefined) return;
+    this.#schedule(ms);
+  }
+
+  /** Time left before the pending run; null while none is pending (idle, running or stopped). */
+  nextRunInMs(): number | null {
+    return this.#timer === undefined ? null : Math.max(0, this.#dueAt - performance.now());
   }
 
   /** Run now, cancelling any pending wait (a new desired state must not wait out a resync interval). */

@@ -262,4 +262,50 @@ describe('TimerLoop', () => {
       expect(vi.getTimerCount()).toBe(0);
     });
   });
+
+  describe('wake(ms), start(null) and nextRunInMs()', () => {
+    it('start(null) waits idle; wake(ms) runs an idle loop after ms', async () => {
+      vi.useFakeTimers();
+      let runs = 0;
+      const loop = new TimerLoop(
+        async () => (runs++, undefined),
+        () => 0,
+      );
+      loop.start(null);
+      await vi.advanceTimersByTimeAsync(10_000);
+      expect(runs).toBe(0);
+      expect(loop.nextRunInMs()).toBeNull();
+      loop.wake(500);
+      expect(loop.nextRunInMs()).toBe(500);
+      await vi.advanceTimersByTimeAsync(499);
+      expect(runs).toBe(0);
+      await vi.advanceTimersByTimeAsync(1);
+      expect(runs).toBe(1);
+      expect(loop.nextRunInMs()).toBeNull();
+      await loop.stop();
+    });
+
+    it('leaves a pending backoff alone, and adds no follow-up to a run in flight', async () => {
+      vi.useFakeTimers();
+      const { loop, runs, release } = loopBlockingRun(2);
+      loop.start(0);
+      await vi.advanceTimersByTimeAsync(0);
+      expect(runs()).toBe(1);
+      loop.wake(0);
+      await vi.advanceTimersByTimeAsync(1_000);
+      expect(runs()).toBe(1);
+      expect(loop.nextRunInMs()).toBe(59_000);
+      await vi.advanceTimersByTimeAsync(59_000);
+      expect(runs()).toBe(2);
+      loop.wake(0);
+      release();
+      await vi.advanceTimersByTimeAsync(0);
+      expect(runs()).toBe(2);
+      expect(loop.nextRunInMs()).toBe(60_000);
+      await loop.stop();
+      expect(loop.nextRunInMs()).toBeNull();
+      loop.wake(0);
+      expect(vi.getTimerCount()).toBe(0);
+    });
+  });
 });

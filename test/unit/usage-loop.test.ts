@@ -85,6 +85,14 @@ function outbox(client: ReturnType<typeof fakeClient>, extra: Partial<Constructo
   return new UsageOutbox({ client, workerId: () => 'w-1', store: new StateStore(dir), logger, random: () => 0.5, ...extra });
 }
 
+/** Resolves once `cond` holds; fails after 5 s. */
+async function until(cond: () => boolean): Promise<void> {
+  for (const end = Date.now() + 5_000; !cond();) {
+    if (Date.now() > end) throw new Error('condition not met within 5 s');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
 async function storedOutbox(): Promise<{ closedThrough: number | null; pending: UsageRecord[] }> {
   return JSON.parse(await readFile(join(dir, 'usage-outbox.json'), 'utf8'));
 }
@@ -194,6 +202,27 @@ describe('UsageOutbox', () => {
     expect(client.calls).toHaveLength(1);
     expect(box.delivery().nextAttemptInMs).toBeGreaterThan(29_000);
     await box.stop();
+  });
+
+  it('retries by itself after the failure delay, then goes idle until new records arrive; stop() ends it', async () => {
+    let answers = [fail(503), ok()];
+    const client = fakeClient(() => answers.shift() ?? ok());
+    const box = outbox(client, { backoff: { baseMs: 50, capMs: 50 } });
+    box.start();
+    expect(box.delivery().nextAttemptInMs).toBeNull(); // empty: idle, no timer
+    await box.add([record(0)], null);
+    await until(() => box.depth === 0);
+    expect(client.calls).toHaveLength(2);
+    expect(box.delivery().nextAttemptInMs).toBeNull();
+    answers = [];
+    await box.add([record(10)], null);
+    await until(() => box.depth === 0);
+    expect(client.calls).toHaveLength(3);
+    await box.stop();
+    await box.add([record(20)], null);
+    await new Promise((r) => setTimeout(r, 100));
+    expect(client.calls).toHaveLength(3);
+    expect(box.delivery().nextAttemptInMs).toBeNull();
   });
 
   it('spreads the first offer of new records over sendSpreadMs', async () => {

@@ -8,6 +8,7 @@ import type { UsageSampler } from '../../ports.js';
 import { meterStateSchema } from '../state/state-schemas.js';
 import { UsageOutbox, type UsageDeliveryView } from './usage-outbox.js';
 import { DEFAULT_USAGE_PERIOD_SEC, DEFAULT_USAGE_SAMPLE_INTERVAL_SEC } from '../config-schema.js';
+import { TimerLoop } from '../timer-loop.js';
 
 /**
  * A sample waits up to one tick of the daemon's stats collector (1 s), so the spacing that counts
@@ -80,9 +81,8 @@ export class UsageLoop {
   readonly #meter: UsageMeter;
   readonly #outbox: UsageOutbox;
   readonly #intervalMs: number;
-  #timer: NodeJS.Timeout | undefined;
+  readonly #loop: TimerLoop;
   #ticking: Promise<void> | undefined;
-  #stopped = true;
   #restored = false;
   #lastError: string | null = null;
   #failing = false;
@@ -112,6 +112,11 @@ export class UsageLoop {
       extensionProbeMs: opts.extensionProbeMs,
       sendSpreadMs: Math.min(MAX_SEND_SPREAD_MS, (periodSec * 1000) / 10),
     });
+    // The step never throws (a failed sample is logged and counted as such); the error path is a guard.
+    this.#loop = new TimerLoop(
+      () => this.#sampleOnSchedule(),
+      () => this.#intervalMs,
+    );
   }
 
   /** Unsent records (for metrics). */
@@ -151,15 +156,13 @@ export class UsageLoop {
   /** Restores, then samples at once and every interval, and delivers closed periods. */
   async start(): Promise<void> {
     await this.restore();
-    this.#stopped = false;
     this.#outbox.start();
-    this.#schedule(0);
+    this.#loop.start(0);
   }
 
   /** Stops sampling and sending; the open period stays in the state directory for the next start. */
   async stop(): Promise<void> {
-    this.#stopped = true;
-    clearTimeout(this.#timer);
+    await this.#loop.stop();
     await this.#ticking?.catch(() => undefined);
     this.#opts.sampler.close?.();
     if (this.#unsaved) await this.#save();
@@ -198,15 +201,11 @@ export class UsageLoop {
     };
   }
 
-  #schedule(ms: number): void {
-    if (this.#stopped) return;
-    clearTimeout(this.#timer);
-    this.#timer = setTimeout(() => {
-      const started = performance.now();
-      void this.tick()
-        .catch((err: Error) => this.#opts.logger.error({ err: err.message }, 'usage sample failed unexpectedly'))
-        .finally(() => this.#schedule(Math.max(0, this.#intervalMs - (performance.now() - started))));
-    }, ms);
+  /** One sample; the next is due one interval after this one started, so a slow sample does not drift the schedule. */
+  async #sampleOnSchedule(): Promise<number> {
+    const started = performance.now();
+    await this.tick().catch((err: Error) => this.#opts.logger.error({ err: err.message }, 'usage sample failed unexpectedly'));
+    return Math.max(0, this.#intervalMs - (performance.now() - started));
   }
 
   async #tick(): Promise<void> {

@@ -4,7 +4,7 @@ import { DEFAULT_BACKOFF, delayAfterFailure, type BackoffPolicy, type Random } f
 import type { ControlPlaneClient } from '../../controlplane/control-plane-client.js';
 import { EXTENSION_PROBE_MS } from '../deployments/desired-state-poller.js';
 import type { Logger } from '../logger.js';
-import { timerDelay } from '../timer-loop.js';
+import { TimerLoop } from '../timer-loop.js';
 import type { StateStore } from '../state/state-store.js';
 import type { z } from 'zod';
 import { storedUsageOutboxSchema } from '../state/state-schemas.js';
@@ -64,10 +64,14 @@ export class UsageOutbox {
   #closedThrough: number | null = null;
   #failures = 0;
   #batchLimit: number;
-  #timer: NodeJS.Timeout | undefined;
-  #timerDue: number | null = null;
-  #sending: Promise<void> | undefined;
-  #stopped = true;
+  /** Sends while records are pending; idle when the outbox is empty, waiting out a failure's delay otherwise. */
+  readonly #loop: TimerLoop;
+  /** A flush() in progress (it drains outside the loop, which is stopped meanwhile). */
+  #flushing: Promise<unknown> | undefined;
+  /** Between start() and stop(): the loop runs again after a flush. */
+  #running = false;
+  /** stop() was called: a drain in progress ends after its current batch. */
+  #stopping = false;
   #persisting: Promise<void> = Promise.resolve();
   #apiMissing = false;
   #lastAttemptAt: number | null = null;
@@ -77,6 +81,13 @@ export class UsageOutbox {
   constructor(deps: UsageOutboxDeps) {
     this.#deps = deps;
     this.#batchLimit = deps.maxBatchRecords ?? MAX_USAGE_BATCH_RECORDS;
+    this.#loop = new TimerLoop(
+      () => this.#send(),
+      (err) => {
+        deps.logger.error({ err: (err as Error).message }, 'usage outbox failed unexpectedly');
+        return 5_000;
+      },
+    );
   }
 
   get depth(): number {
@@ -98,7 +109,7 @@ export class UsageOutbox {
       lastOutcome: this.#lastOutcome,
       apiMissing: this.#apiMissing,
       consecutiveFailures: this.#failures,
-      nextAttemptInMs: this.#timerDue === null ? null : Math.max(0, this.#timerDue - Date.now()),
+      nextAttemptInMs: this.#loop.nextRunInMs(),
       droppedRecords: this.#droppedRecords,
     };
   }
@@ -147,64 +158,48 @@ export class UsageOutbox {
     if (closedThrough !== null) this.#closedThrough = Math.max(this.#closedThrough ?? closedThrough, closedThrough);
     this.#trim();
     await this.#persist();
-    // A pending retry keeps its time (backoff, Retry-After, the 10-minute probe): the new records go with it.
-    if (this.#timerDue === null) this.#kick(Math.floor((this.#deps.random ?? Math.random)() * (this.#deps.sendSpreadMs ?? 0)));
+    // A pending retry keeps its time (backoff, Retry-After, the 10-minute probe) and a drain in
+    // flight sends them too: the new records go with either.
+    if (this.#pending.size > 0) this.#loop.wake(Math.floor((this.#deps.random ?? Math.random)() * (this.#deps.sendSpreadMs ?? 0)));
   }
 
   start(): void {
-    this.#stopped = false;
-    this.#kick(0);
+    this.#running = true;
+    this.#stopping = false;
+    this.#loop.start(this.#pending.size > 0 ? 0 : null);
   }
 
   async stop(): Promise<void> {
-    this.#stopped = true;
-    clearTimeout(this.#timer);
-    this.#timerDue = null;
-    await this.#sending;
+    this.#running = false;
+    this.#stopping = true;
+    await this.#loop.stop();
+    await this.#flushing?.catch(() => undefined);
     await this.#persisting;
   }
 
   /** One drain now (tests, diagnostics); resolves with the retry delay after a failure, if any. */
   async flush(): Promise<number | undefined> {
-    clearTimeout(this.#timer);
-    this.#timerDue = null;
-    await this.#sending;
-    const wasStopped = this.#stopped;
-    this.#stopped = false;
+    await this.#flushing?.catch(() => undefined);
+    // The loop's pending wait is cancelled and its run in flight awaited: one drain at a time.
+    await this.#loop.stop();
     const drained = this.#drain();
-    this.#sending = drained.then(
-      () => undefined,
-      () => undefined,
-    );
+    this.#flushing = drained;
     let next: number | undefined;
     try {
       next = await drained;
       return next;
     } finally {
-      this.#sending = undefined;
-      this.#stopped = wasStopped;
-      if (!wasStopped && this.#pending.size > 0) this.#kick(next ?? 5_000);
+      this.#flushing = undefined;
+      // Not after a stop() that came meanwhile.
+      if (this.#running) this.#loop.start(this.#pending.size > 0 ? (next ?? 5_000) : null);
     }
   }
 
-  #kick(delayMs: number): void {
-    if (this.#stopped || this.#sending || this.#pending.size === 0) return;
-    const ms = timerDelay(delayMs);
-    clearTimeout(this.#timer);
-    this.#timerDue = Date.now() + ms;
-    this.#timer = setTimeout(() => {
-      this.#timerDue = null;
-      this.#sending = this.#drain()
-        .catch((err: Error) => {
-          this.#deps.logger.error({ err: err.message }, 'usage outbox failed unexpectedly');
-          return 5_000;
-        })
-        .then((next) => {
-          this.#sending = undefined;
-          if (next !== undefined) this.#kick(next);
-          else if (this.#pending.size > 0) this.#kick(0);
-        });
-    }, ms);
+  /** The loop's step: resolves with the delay before the next drain, or undefined (idle) once nothing is left. */
+  async #send(): Promise<number | undefined> {
+    const next = await this.#drain();
+    if (next !== undefined) return next;
+    return this.#pending.size > 0 && !this.#stopping ? 0 : undefined;
   }
 
   #batch(): UsageRecord[] {
@@ -223,7 +218,7 @@ export class UsageOutbox {
   async #drain(): Promise<number | undefined> {
     const { client, logger } = this.#deps;
     while (this.#pending.size > 0) {
-      if (this.#stopped) return undefined;
+      if (this.#stopping) return undefined;
       const batch = this.#batch();
       this.#lastAttemptAt = Date.now();
       const res = await client.postJson(`/api/workers/${encodeURIComponent(this.#deps.workerId())}/usage`, { records: batch });
