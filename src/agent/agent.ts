@@ -20,13 +20,8 @@ import { DeploymentLoops, type EngineEventWatch } from './deployments/deployment
 import { readDrain } from './drain.js';
 import { UsageLoop } from './usage/usage-loop.js';
 import type { EngineProbe, EngineSnapshot, SwarmPort, UsageSampler } from '../ports.js';
+import { EngineFacts } from './engine-facts.js';
 import { localAddressToward, toPanelIp } from '../collectors/address.js';
-
-/**
- * A healthy engine's facts (GET /info) are read again once older than this many heartbeat
- * intervals: every third beat, the half beat absorbing the intervals' jitter.
- */
-const ENGINE_CHECK_EVERY_BEATS = 2.5;
 
 export interface AgentOptions {
   config: AgentConfig;
@@ -73,9 +68,8 @@ export class Agent {
   readonly startedAt = Date.now();
   readonly #workerId: string;
   readonly #token: Secret;
-  #engine: EngineSnapshot | undefined;
-  #dockerHealthy = false;
-  #engineCheckedAt = Number.NEGATIVE_INFINITY;
+  /** GET /info on its own loop; heartbeats and the status API read the latest facts. */
+  readonly #facts: EngineFacts;
   #capacity: Capacity | undefined;
   #lastLoad: StatusView['load'] = null;
   #deployments: DeploymentLoops | undefined;
@@ -102,6 +96,12 @@ export class Agent {
       token: this.#token,
       timeoutMs: config.requestTimeoutSec * 1000,
     });
+    this.#facts = new EngineFacts({
+      probe: opts.engine,
+      heartbeatIntervalMs: config.heartbeatIntervalSec * 1000,
+      logger: opts.logger,
+      onRead: (facts) => this.#onEngineRead(facts),
+    });
     this.#heartbeat = new HeartbeatLoop({
       send: async (id, body) => {
         const res = await this.#client.postJson(`/api/workers/${encodeURIComponent(id)}/heartbeat`, body);
@@ -121,7 +121,7 @@ export class Agent {
       onBeat: (r) => this.#metrics.recordHeartbeat(r),
     });
     this.#metrics = createAgentMetrics({
-      dockerHealthy: () => this.#dockerHealthy,
+      dockerHealthy: () => this.#facts.healthy,
       deployments: () => this.#deployments?.counts() ?? {},
       reportQueueDepth: () => (this.#deployments?.queueDepth ?? 0) + (this.#usage?.queueDepth ?? 0),
       stateWriteFailing: () => this.#store.health().failing,
@@ -170,15 +170,15 @@ export class Agent {
     const intervalSec = this.#opts.config.heartbeatIntervalSec;
     return {
       status: () => {
-        const role = this.#engine?.swarmRole ?? 'none';
+        const role = this.#facts.latest?.swarmRole ?? 'none';
         const hb = this.#heartbeat.last;
         return {
           workerId: this.#workerId,
           agentVersion: AGENT_VERSION,
           uptimeSec: Math.round((Date.now() - this.startedAt) / 1000),
           bootId: this.#heartbeat.bootId,
-          swarm: { nodeId: this.#engine?.swarmNodeId ?? null, role, reconcileMode: this.#mode(role) },
-          dockerHealthy: this.#dockerHealthy,
+          swarm: { nodeId: this.#facts.latest?.swarmNodeId ?? null, role, reconcileMode: this.#mode(role) },
+          dockerHealthy: this.#facts.healthy,
           docker: { endpoint: this.#dockerEndpoint() },
           capacity: this.#capacity ?? null,
           load: this.#lastLoad,
@@ -229,8 +229,8 @@ export class Agent {
 
   async start(): Promise<void> {
     await this.#load.prime(this.#opts.cpuBaseline);
-    await this.#refreshEngine();
-    this.#capacity = (await readCapacity(this.#engine?.dockerRootDir)).capacity;
+    await this.#facts.refresh();
+    this.#capacity = (await readCapacity(this.#facts.latest?.dockerRootDir)).capacity;
     const listening = await this.#statusServer.start();
     this.#statusApi = listening;
     this.#metricsApi = await startMetricsListener(
@@ -238,14 +238,14 @@ export class Agent {
       () => this.#metrics.render(),
       this.#opts.logger.child({ component: 'metrics' }),
     );
-    const role = this.#engine?.swarmRole ?? 'none';
+    const role = this.#facts.latest?.swarmRole ?? 'none';
     this.#opts.logger.info(
       {
         workerId: this.#workerId,
         agentVersion: AGENT_VERSION,
         controlPlane: this.#opts.config.controlPlaneUrl,
         heartbeatIntervalSec: this.#opts.config.heartbeatIntervalSec,
-        dockerHealthy: this.#dockerHealthy,
+        dockerHealthy: this.#facts.healthy,
         dockerEndpoint: this.#dockerEndpoint(),
         swarmRole: role,
         reconcileMode: this.#mode(role),
@@ -255,10 +255,11 @@ export class Agent {
     );
     // Docker did not answer: the swarm role, and so the reconcile mode, is unknown. The loops start in
     // mode "none" (the desired set is fetched and kept, queued reports are delivered) and are rebuilt in
-    // their real mode at the first engine check that succeeds (every heartbeat), not left so until a restart.
-    this.#deploymentsDeferred = this.#engine === undefined;
+    // their real mode at the first engine check that succeeds (every heartbeat interval), not left so until a restart.
+    this.#deploymentsDeferred = this.#facts.latest === undefined;
     if (this.#deploymentsDeferred) this.#opts.logger.warn('docker unreachable at start: deployments are applied once it answers');
     this.#heartbeat.start();
+    this.#facts.start();
     try {
       this.#deploymentsStarting = this.#startDeployments(role);
       await this.#deploymentsStarting;
@@ -299,7 +300,7 @@ export class Agent {
   #heartbeatOnlyReason(): string | null {
     return heartbeatOnlyReason(
       this.#deployments?.deploymentsApi ?? 'unknown',
-      this.#engine === undefined ? undefined : this.#mode(this.#engine.swarmRole),
+      this.#facts.latest === undefined ? undefined : this.#mode(this.#facts.latest.swarmRole),
     );
   }
 
@@ -317,7 +318,7 @@ export class Agent {
       config.ipAddress !== undefined
         ? toPanelIp(config.ipAddress)
         : await localAddressToward(config.controlPlaneUrl).catch(() => undefined);
-    const nodeId = () => this.#engine?.swarmNodeId ?? null;
+    const nodeId = () => this.#facts.latest?.swarmNodeId ?? null;
     const mode = this.#mode(role);
     const ports = this.#opts.swarm;
     let swarm: SwarmPort | undefined;
@@ -325,7 +326,7 @@ export class Agent {
     else if (ports && mode === 'remote-manager' && ports.remote) swarm = await ports.remote(this.#workerId, nodeId);
     else if (ports && mode === 'observe') swarm = ports.observe();
     if (mode === 'observe') logger.info('observe mode: deployments on this node are reported, never written');
-    if (mode === 'none' && this.#engine !== undefined)
+    if (mode === 'none' && this.#facts.latest !== undefined)
       logger.warn('this engine is not in a swarm: deployments cannot run here and are not applied');
     this.#deployments = new DeploymentLoops({
       client: this.#client,
@@ -350,7 +351,7 @@ export class Agent {
       watchEngineEvents: swarm ? this.#opts.watchEngineEvents : undefined,
       parse: {
         hostPorts: { statusPort: this.#statusApi?.port, metricsPort: this.#metricsApi?.port, allowed: config.allowedHostPorts },
-        hostCpus: this.#engine?.ncpu,
+        hostCpus: this.#facts.latest?.ncpu,
       },
     });
     await this.#deployments.start();
@@ -359,6 +360,7 @@ export class Agent {
   async stop(): Promise<void> {
     this.#stopping = true;
     await this.#heartbeat.stop();
+    await this.#facts.stop();
     await this.#deploymentsStarting?.catch(() => {});
     await this.#deployments?.stop();
     await this.#usage?.stop();
@@ -371,51 +373,33 @@ export class Agent {
     this.#opts.logger.info('agent stopped');
   }
 
-  async #refreshEngine(): Promise<void> {
-    this.#engineCheckedAt = Date.now();
-    try {
-      this.#engine = await this.#opts.engine.snapshot();
-      if (!this.#dockerHealthy) this.#opts.logger.info({ dockerVersion: this.#engine.dockerVersion }, 'docker reachable');
-      this.#dockerHealthy = true;
-      if (this.#deploymentsDeferred && !this.#stopping) {
-        this.#deploymentsDeferred = false;
-        const previous = this.#deploymentsStarting;
-        const role = this.#engine.swarmRole;
-        // The mode-"none" loops published no report (no reconciler), so the new outbox's seq cannot collide.
-        this.#deploymentsStarting = (async () => {
-          await previous?.catch(() => {});
-          if (this.#stopping) return;
-          await this.#deployments?.stop();
-          this.#deployments = undefined;
-          if (this.#stopping) return;
-          this.#opts.logger.info(
-            { swarmRole: role, reconcileMode: this.#mode(role) },
-            'docker answers: deployment loops restarted in their mode',
-          );
-          await this.#startDeployments(role);
-        })().catch((err: Error) => {
-          this.#deployments = undefined;
-          this.#deploymentsDeferred = true;
-          this.#opts.logger.error({ err: err.message }, 'deployment loops could not start; trying again at the next engine check');
-        });
-      }
-    } catch (err) {
-      if (this.#dockerHealthy || this.#engine === undefined) {
-        this.#opts.logger.warn({ err: (err as Error).message }, 'docker unreachable; heartbeats report dockerHealthy=false');
-      }
-      this.#dockerHealthy = false;
-    }
+  /** Docker answered: loops deferred because it did not at start now start in their real mode. */
+  #onEngineRead(facts: EngineSnapshot): void {
+    if (!this.#deploymentsDeferred || this.#stopping) return;
+    this.#deploymentsDeferred = false;
+    const previous = this.#deploymentsStarting;
+    const role = facts.swarmRole;
+    // The mode-"none" loops published no report (no reconciler), so the new outbox's seq cannot collide.
+    this.#deploymentsStarting = (async () => {
+      await previous?.catch(() => {});
+      if (this.#stopping) return;
+      await this.#deployments?.stop();
+      this.#deployments = undefined;
+      if (this.#stopping) return;
+      this.#opts.logger.info(
+        { swarmRole: role, reconcileMode: this.#mode(role) },
+        'docker answers: deployment loops restarted in their mode',
+      );
+      await this.#startDeployments(role);
+    })().catch((err: Error) => {
+      this.#deployments = undefined;
+      this.#deploymentsDeferred = true;
+      this.#opts.logger.error({ err: err.message }, 'deployment loops could not start; trying again at the next engine check');
+    });
   }
 
+  /** No Engine call here: the facts come from their own loop (EngineFacts), as fresh as its last read. */
   async #collect(): Promise<HeartbeatPayload> {
-    // GET /info is the heaviest part of a beat and dockerd answers it slowly under a burst of
-    // container starts; engine facts change rarely, so a healthy engine is asked every few beats
-    // (the container count is that stale at most). An unhealthy one is asked every beat, so that
-    // recovery shows in the next heartbeat.
-    const age = Date.now() - this.#engineCheckedAt;
-    if (!this.#dockerHealthy || age >= ENGINE_CHECK_EVERY_BEATS * this.#opts.config.heartbeatIntervalSec * 1000) {
-      await this.#refreshEngine();
-    }
     const drain = await readDrain(this.#opts.config.stateDir);
     if ((drain !== null) !== this.#draining) {
       this.#opts.logger.warn(
@@ -424,16 +408,16 @@ export class Agent {
       );
     }
     this.#draining = drain !== null;
-    const load = await this.#load.read(this.#engine?.dockerRootDir);
+    const load = await this.#load.read(this.#facts.latest?.dockerRootDir);
     // With Docker down the last known count is the best estimate; dockerHealthy=false says so.
-    const containerCount = this.#engine?.containersRunning ?? 0;
+    const containerCount = this.#facts.latest?.containersRunning ?? 0;
     this.#lastLoad = { ...load, containerCount };
     return {
       ...load,
       containerCount,
       agentVersion: AGENT_VERSION,
-      swarmNodeId: this.#engine?.swarmNodeId ?? null,
-      dockerHealthy: this.#dockerHealthy,
+      swarmNodeId: this.#facts.latest?.swarmNodeId ?? null,
+      dockerHealthy: this.#facts.healthy,
       draining: this.#draining,
     };
   }
@@ -460,7 +444,7 @@ export class Agent {
         controlPlaneUrl: config.controlPlaneUrl,
         ipAddress: config.ipAddress,
         name: config.name,
-        engine: this.#engine,
+        engine: this.#facts.latest,
         mode: { managerEndpoint: config.swarmManagerHost !== undefined, forceObserve: config.reconcileMode === 'observe' },
         logger,
       });

@@ -70,7 +70,7 @@ describe.skipIf(!docker.ok)('heartbeats with a real Docker engine', () => {
       expect(extras.dockerHealthy).toBe(true);
       expect(extras.swarmNodeId).toBe(facts.swarm.nodeId);
       // Other test files start and stop containers on the same engine meanwhile, and a beat reports
-      // the count as of its last engine read (up to 2.5 beats old): a beat and a read taken once
+      // the count as of its last engine read (up to 3 heartbeat intervals old): a beat and a read taken once
       // can straddle such a change. The assertion stays exact: a beat reports the count read then.
       const docker = createDockerClient();
       let now = -1;

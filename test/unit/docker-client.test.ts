@@ -115,7 +115,7 @@ describe('EngineClient over a unix socket', () => {
     expect(client().endpoint).toBe(`unix://${socketPath}`);
   });
 
-  it('keeps its idle connection across the gap between routine calls (GET /info every 25 s at 10 s beats)', async () => {
+  it('keeps its idle connection across the gap between routine calls (GET /info every 30 s at 10 s beats)', async () => {
     let connections = 0;
     const count = () => connections++;
     server.on('connection', count);
