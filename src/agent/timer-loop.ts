@@ -21,6 +21,7 @@ export function timerDelay(ms: number): number {
 export class TimerLoop {
   readonly #step: () => Promise<number | undefined>;
   readonly #onError: (err: unknown) => number;
+  readonly #unref: boolean;
   #timer: NodeJS.Timeout | undefined;
   /** When the pending timer fires (performance.now() ms). */
   #dueAt = 0;
@@ -29,10 +30,14 @@ export class TimerLoop {
   /** Kicked while a run was in flight: how soon after it the next run must start. */
   #followUpMs: number | undefined;
 
-  /** `onError` turns an unexpected throw from `step` into the delay before trying again. */
-  constructor(step: () => Promise<number | undefined>, onError: (err: unknown) => number) {
+  /**
+   * `onError` turns an unexpected throw from `step` into the delay before trying again. `unref`:
+   * a pending wait does not keep the process alive (background retries a command may leave behind).
+   */
+  constructor(step: () => Promise<number | undefined>, onError: (err: unknown) => number, opts: { unref?: boolean } = {}) {
     this.#step = step;
     this.#onError = onError;
+    this.#unref = opts.unref ?? false;
   }
 
   /** The first run after `delayMs`; `null` starts the loop idle, until `kick` or `wake`. */
@@ -116,6 +121,7 @@ export class TimerLoop {
       this.#timer = undefined;
       this.#inFlight = this.#run();
     }, ms);
+    if (this.#unref) this.#timer.unref();
   }
 
   async #run(): Promise<void> {

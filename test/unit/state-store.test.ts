@@ -177,11 +177,14 @@ describe.skipIf(!isRoot)('StateStore on a full disk (a real 64 KiB tmpfs; root o
     expect(lines.filter((l) => l.msg === 'cannot write a state file; working from memory and retrying')).toHaveLength(1);
     // No temp file is left behind to hold the space.
     expect((await readdir(dir)).filter((e) => e.endsWith('.tmp'))).toEqual([]);
+    // The retry set by the first failure (jitter 0: half of its 2 s ceiling) fails too, and sets the next (2 s).
+    await waitUntil(() => store.health().writeFailuresTotal === 3, 5_000);
+    expect(store.health().failing).toEqual([expect.objectContaining({ file: 'desired.json', failures: 3 })]);
     await rm(join(dir, 'filler'));
-    // The retry set by the first failure (jitter 0: half of its 2 s ceiling) writes the newest value.
+    // That one writes the newest value.
     await waitUntil(() => store.health().failing.length === 0, 10_000);
     expect(JSON.parse(await readFile(join(dir, 'desired.json'), 'utf8'))).toEqual({ ...value, savedAt: 3 });
-    expect(store.health().writeFailuresTotal).toBe(2);
+    expect(store.health().writeFailuresTotal).toBe(3);
     expect(lines.some((l) => l.msg === 'state file written again after failures')).toBe(true);
     await store.stop();
   }, 20_000);

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import type { z } from 'zod';
 import { writeFileAtomic } from './atomic-file.js';
 import type { Logger } from '../logger.js';
+import { TimerLoop } from '../timer-loop.js';
 
 /** A file larger than this is not something the agent wrote (the usage outbox tops out near 7 MB). */
 const MAX_STATE_FILE_BYTES = 64 * 1024 * 1024;
@@ -54,7 +55,8 @@ interface Slot {
   written: number;
   chain: Promise<void>;
   failure: StateWriteFailure | undefined;
-  retry: NodeJS.Timeout | undefined;
+  /** Writes the newest content again while it is not on disk; idle otherwise. */
+  retry: TimerLoop;
 }
 
 /**
@@ -161,18 +163,26 @@ export class StateStore {
   /** Stops retrying; content still not on disk gets one last attempt. */
   async stop(): Promise<void> {
     this.#stopped = true;
-    for (const s of this.#slots.values()) {
-      clearTimeout(s.retry);
-      s.retry = undefined;
-    }
+    await Promise.all([...this.#slots.values()].map((s) => s.retry.stop()));
     await Promise.all([...this.#slots.values()].map((s) => this.#enqueue(s)));
   }
 
   #slot(name: string): Slot {
     let slot = this.#slots.get(name);
     if (!slot) {
-      slot = { name, data: undefined, version: 0, written: 0, chain: Promise.resolve(), failure: undefined, retry: undefined };
-      this.#slots.set(name, slot);
+      // Unref'd: a retry left pending must not keep a process alive that is otherwise done.
+      const retry = new TimerLoop(
+        async () => {
+          await this.#enqueue(s);
+          return s.failure && !this.#stopped ? this.#retryDelay(s) : undefined;
+        },
+        () => RETRY_CAP_MS,
+        { unref: true },
+      );
+      const s: Slot = { name, data: undefined, version: 0, written: 0, chain: Promise.resolve(), failure: undefined, retry };
+      if (!this.#stopped) retry.start(null);
+      this.#slots.set(name, s);
+      slot = s;
     }
     return slot;
   }
@@ -205,25 +215,22 @@ export class StateStore {
       return;
     }
     slot.written = version;
-    // Keep only content that still has to reach the disk.
+    // Keep only content that still has to reach the disk. A retry still pending finds nothing to write.
     if (slot.written === slot.version) slot.data = undefined;
-    clearTimeout(slot.retry);
-    slot.retry = undefined;
     if (slot.failure) {
       logger?.info({ file: slot.name, failedAttempts: slot.failure.failures }, 'state file written again after failures');
       slot.failure = undefined;
     }
   }
 
+  /** A retry already pending keeps its time; one in flight returns the next delay itself. */
   #scheduleRetry(slot: Slot): void {
-    if (slot.retry || this.#stopped) return;
+    slot.retry.wake(this.#retryDelay(slot));
+  }
+
+  #retryDelay(slot: Slot): number {
     const ceiling = Math.min(RETRY_CAP_MS, 1_000 * 2 ** Math.min(slot.failure?.failures ?? 0, 15));
-    const delay = Math.round(ceiling * (0.5 + (this.#opts.random ?? Math.random)() * 0.5));
-    slot.retry = setTimeout(() => {
-      slot.retry = undefined;
-      void this.#enqueue(slot);
-    }, delay);
-    slot.retry.unref();
+    return Math.round(ceiling * (0.5 + (this.#opts.random ?? Math.random)() * 0.5));
   }
 
   /** Renames an unusable file (the link itself, never its target) and logs it once; resolves undefined. */
