@@ -6,6 +6,7 @@ import pg from 'pg';
 import { loadConfig } from '../agent/config.js';
 import { ownershipFilter } from '../domain/labels.js';
 import type { Logger } from '../agent/logger.js';
+import { TimerLoop } from '../agent/timer-loop.js';
 import { AgentError } from '../errors.js';
 import { pgPoolDatabase, type Database } from '../panel/db.js';
 import {
@@ -116,7 +117,7 @@ export async function runDev(opts: DevOptions): Promise<void> {
   opts.say(`  status: skypanel-agent status --config ${configPath}`);
   const stopWatch = watchRows(db, reg.workerId, org.organizationId, opts);
   stopOnSignals(async () => {
-    stopWatch();
+    await stopWatch();
     await agent.stop();
     // The embedded database goes with this process, and with it the rows that gave these services
     // a reason to exist: left running they would be orphans holding host ports (18080) that the
@@ -160,10 +161,9 @@ async function openDatabase(opts: DevOptions): Promise<{ db: Database; close: ()
 }
 
 /** Prints each deployment row whose status or URL changed, and each new billing row. */
-function watchRows(db: Database, workerId: string, organizationId: string, opts: DevOptions): () => void {
+function watchRows(db: Database, workerId: string, organizationId: string, opts: DevOptions): () => Promise<void> {
   const seen = new Map<string, string>();
   let billing = 0;
-  let busy = false;
   const look = async (): Promise<void> => {
     for (const row of await readWorkerDeployments(db, workerId)) {
       const view = `${row.status ?? 'null'}${row.public_url ? ` at ${row.public_url}` : ''}`;
@@ -177,15 +177,19 @@ function watchRows(db: Database, workerId: string, organizationId: string, opts:
       billing = cycles;
     }
   };
-  const timer = setInterval(() => {
-    if (busy) return;
-    busy = true;
-    look()
-      .catch((err: unknown) => opts.logger.debug({ err: (err as Error).message }, 'dev row watch failed'))
-      .finally(() => (busy = false));
-  }, WATCH_INTERVAL_MS);
-  timer.unref();
-  return () => clearInterval(timer);
+  const loop = new TimerLoop(
+    async () => {
+      await look();
+      return WATCH_INTERVAL_MS;
+    },
+    (err) => {
+      opts.logger.debug({ err: (err as Error).message }, 'dev row watch failed');
+      return WATCH_INTERVAL_MS;
+    },
+    { unref: true },
+  );
+  loop.start(WATCH_INTERVAL_MS);
+  return () => loop.stop();
 }
 
 async function readDeploymentsFile(path: string): Promise<SeedDeployment[]> {
