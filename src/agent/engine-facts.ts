@@ -1,6 +1,6 @@
 import type { EngineProbe, EngineSnapshot } from '../ports.js';
 import type { Logger } from './logger.js';
-import { TimerLoop } from './timer-loop.js';
+import { TimerLoop } from '../util/timer-loop.js';
 
 /**
  * A healthy engine's facts are read again every this many heartbeat intervals. `GET /info` is the

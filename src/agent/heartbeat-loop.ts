@@ -3,7 +3,7 @@ import { classifyResponse } from '../controlplane/classify.js';
 import type { Logger } from './logger.js';
 import type { HeartbeatRequest } from '../protocol/worker.js';
 import type { CallResult } from '../controlplane/control-plane-client.js';
-import { TimerLoop } from './timer-loop.js';
+import { TimerLoop } from '../util/timer-loop.js';
 import { DEFAULT_BACKOFF, delayAfterFailure, jitteredInterval, type BackoffPolicy, type Random } from '../controlplane/backoff.js';
 
 export type HeartbeatPayload = Omit<HeartbeatRequest, 'bootId' | 'seq' | 'sentAt'>;

@@ -6,7 +6,7 @@ import pg from 'pg';
 import { loadConfig } from '../agent/config.js';
 import { ownershipFilter } from '../domain/labels.js';
 import type { Logger } from '../agent/logger.js';
-import { TimerLoop } from '../agent/timer-loop.js';
+import { TimerLoop } from '../util/timer-loop.js';
 import { AgentError } from '../errors.js';
 import { pgPoolDatabase, type Database } from '../panel/db.js';
 import {

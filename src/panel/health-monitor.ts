@@ -1,4 +1,4 @@
-import { TimerLoop } from '../agent/timer-loop.js';
+import { TimerLoop } from '../util/timer-loop.js';
 import type { Queryable } from './db.js';
 import type { PanelLogger } from './handler.js';
 import type { HealthOptions } from './health.js';

@@ -1,6 +1,7 @@
 import type { IncomingMessage } from 'node:http';
 import { createDockerClient, type EngineClient } from './docker-client.js';
 import type { EngineEvent, EngineEventSink } from '../ports.js';
+import { TimerLoop } from '../util/timer-loop.js';
 
 /**
  * Docker's event stream (`GET /events`), kept open for as long as the agent runs, so that a change
@@ -60,16 +61,22 @@ export function parseEngineEvent(line: string): EngineEvent | undefined {
 
 export class EngineEventStream {
   readonly #opts: EngineEventStreamOptions;
+  /** One step is one stream, from connect to its end; the delay before the next is the reconnect backoff. */
+  readonly #loop: TimerLoop;
   #stopped = true;
   #connected = false;
   #failures = 0;
   #abort: AbortController | undefined;
-  #retry: NodeJS.Timeout | undefined;
-  #running: Promise<void> | undefined;
+  /** Counts start() calls: a stream of an earlier start (stop() not awaited) must not touch this one's state. */
   #generation = 0;
 
   constructor(opts: EngineEventStreamOptions) {
     this.#opts = opts;
+    // #attempt never throws; the error path is only a guard.
+    this.#loop = new TimerLoop(
+      () => this.#attempt(),
+      () => 1_000,
+    );
   }
 
   /** True while a stream is open (events are being delivered). */
@@ -82,39 +89,33 @@ export class EngineEventStream {
     this.#stopped = false;
     this.#failures = 0;
     this.#generation++;
-    this.#connect(this.#generation);
+    this.#loop.start(0);
   }
 
   /** Closes the stream and cancels any reconnect; resolves once the stream is released. */
   async stop(): Promise<void> {
     this.#stopped = true;
-    clearTimeout(this.#retry);
-    this.#retry = undefined;
     this.#abort?.abort();
-    await this.#running;
+    await this.#loop.stop();
   }
 
-  /** A session of an earlier start() (stop() not awaited) must not touch this one's state. */
-  #connect(generation: number): void {
-    if (this.#stopped || generation !== this.#generation) return;
-    this.#retry = undefined;
-    const running = this.#session(generation).then((reason) => {
-      if (generation !== this.#generation) return;
-      if (this.#running === running) this.#running = undefined;
-      const wasConnected = this.#connected;
-      this.#connected = false;
-      if (this.#stopped) return;
-      if (wasConnected || this.#failures === 0) guarded(() => this.#opts.onDisconnected(reason));
-      let delay = 1_000;
-      guarded(() => (delay = this.#opts.retryDelayMs(this.#failures)));
-      this.#failures++;
-      this.#retry = setTimeout(() => this.#connect(generation), delay);
-    });
-    this.#running = running;
+  /** One stream, then the delay before the next (undefined once stopped). */
+  async #attempt(): Promise<number | undefined> {
+    const generation = this.#generation;
+    const reason = await this.#session();
+    if (generation !== this.#generation) return undefined;
+    const wasConnected = this.#connected;
+    this.#connected = false;
+    if (this.#stopped) return undefined;
+    if (wasConnected || this.#failures === 0) guarded(() => this.#opts.onDisconnected(reason));
+    let delay = 1_000;
+    guarded(() => (delay = this.#opts.retryDelayMs(this.#failures)));
+    this.#failures++;
+    return delay;
   }
 
   /** One stream, from connect to its end; resolves with why it ended. Never rejects. */
-  async #session(generation: number): Promise<string> {
+  async #session(): Promise<string> {
     const abort = (this.#abort = new AbortController());
     let res: IncomingMessage;
     try {
@@ -129,7 +130,7 @@ export class EngineEventStream {
     } catch (err) {
       return (err as Error).message;
     }
-    if (generation !== this.#generation || this.#stopped) {
+    if (this.#stopped || abort.signal.aborted) {
       res.destroy();
       return 'stopped';
     }

@@ -8,7 +8,7 @@ import {
   UNAUTHORIZED_RETRY_MS,
 } from '../../src/controlplane/backoff.js';
 import { MAX_SERVER_WAIT_MS, parseRateLimitReset, parseRetryAfter, serverRequestedWaitMs } from '../../src/controlplane/retry-after.js';
-import { MAX_TIMER_MS, TimerLoop, timerDelay } from '../../src/agent/timer-loop.js';
+import { MAX_TIMER_MS, TimerLoop, timerDelay } from '../../src/util/timer-loop.js';
 
 const policy = { baseMs: 1000, capMs: 60_000 };
 

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { TimerLoop } from '../../src/agent/timer-loop.js';
+import { TimerLoop } from '../../src/util/timer-loop.js';
 
 afterEach(() => vi.useRealTimers());
 
@@ -307,5 +307,25 @@ describe('TimerLoop', () => {
       loop.wake(0);
       expect(vi.getTimerCount()).toBe(0);
     });
+  });
+
+  it('start() before an earlier stop() finished waits for the run in flight, then keeps one chain of runs', async () => {
+    vi.useFakeTimers();
+    const { loop, runs, release } = loopBlockingRun(1);
+    loop.start(0);
+    await vi.advanceTimersByTimeAsync(0);
+    expect(runs()).toBe(1);
+    const stopping = loop.stop();
+    loop.start(0);
+    await vi.advanceTimersByTimeAsync(1_000);
+    expect(runs()).toBe(1); // the first run is still in flight: no second one beside it
+    release();
+    await stopping;
+    await vi.advanceTimersByTimeAsync(0);
+    expect(runs()).toBe(2);
+    expect(vi.getTimerCount()).toBe(1); // the old run scheduled nothing: one pending wait, this start's
+    await vi.advanceTimersByTimeAsync(60_000);
+    expect(runs()).toBe(3);
+    await loop.stop();
   });
 });

@@ -6,7 +6,7 @@ import {
   type RejectedDeployment,
 } from '../../protocol/deployment.js';
 import { classifyResponse } from '../../controlplane/classify.js';
-import { TimerLoop } from '../timer-loop.js';
+import { TimerLoop } from '../../util/timer-loop.js';
 import { DEFAULT_BACKOFF, delayAfterFailure, jitteredInterval, type BackoffPolicy, type Random } from '../../controlplane/backoff.js';
 import type { ControlPlaneClient } from '../../controlplane/control-plane-client.js';
 import type { Logger } from '../logger.js';

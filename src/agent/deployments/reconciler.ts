@@ -33,7 +33,7 @@ import { createActionHandlers, runAction } from './executor.js';
 import type { Logger } from '../logger.js';
 import { SecretSweeper } from './secret-sweeper.js';
 import { StartWatch } from './start-watch.js';
-import { TimerLoop } from '../timer-loop.js';
+import { TimerLoop } from '../../util/timer-loop.js';
 import type { DeploymentView, ReconcilePassView } from '../status/status-model.js';
 
 /** What the reconciler tells the reporter after every pass, per deployment it knows of. */

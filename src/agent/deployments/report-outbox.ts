@@ -1,6 +1,6 @@
 import { statusReportSchema, type StatusReportContent } from '../../protocol/status-report.js';
 import { classifyResponse } from '../../controlplane/classify.js';
-import { TimerLoop } from '../timer-loop.js';
+import { TimerLoop } from '../../util/timer-loop.js';
 import { DEFAULT_BACKOFF, delayAfterFailure, type BackoffPolicy, type Random } from '../../controlplane/backoff.js';
 import type { ControlPlaneClient } from '../../controlplane/control-plane-client.js';
 import type { Logger } from '../logger.js';

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import type { z } from 'zod';
 import { writeFileAtomic } from './atomic-file.js';
 import type { Logger } from '../logger.js';
-import { TimerLoop } from '../timer-loop.js';
+import { TimerLoop } from '../../util/timer-loop.js';
 
 /** A file larger than this is not something the agent wrote (the usage outbox tops out near 7 MB). */
 const MAX_STATE_FILE_BYTES = 64 * 1024 * 1024;

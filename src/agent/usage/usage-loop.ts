@@ -8,7 +8,7 @@ import type { UsageSampler } from '../../ports.js';
 import { meterStateSchema } from '../state/state-schemas.js';
 import { UsageOutbox, type UsageDeliveryView } from './usage-outbox.js';
 import { DEFAULT_USAGE_PERIOD_SEC, DEFAULT_USAGE_SAMPLE_INTERVAL_SEC } from '../config-schema.js';
-import { TimerLoop } from '../timer-loop.js';
+import { TimerLoop } from '../../util/timer-loop.js';
 
 /**
  * A sample waits up to one tick of the daemon's stats collector (1 s), so the spacing that counts

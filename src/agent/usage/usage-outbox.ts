@@ -4,7 +4,7 @@ import { DEFAULT_BACKOFF, delayAfterFailure, type BackoffPolicy, type Random } f
 import type { ControlPlaneClient } from '../../controlplane/control-plane-client.js';
 import { EXTENSION_PROBE_MS } from '../deployments/desired-state-poller.js';
 import type { Logger } from '../logger.js';
-import { TimerLoop } from '../timer-loop.js';
+import { TimerLoop } from '../../util/timer-loop.js';
 import type { StateStore } from '../state/state-store.js';
 import type { z } from 'zod';
 import { storedUsageOutboxSchema } from '../state/state-schemas.js';

@@ -27,6 +27,8 @@ export class TimerLoop {
   #dueAt = 0;
   #inFlight: Promise<void> | undefined;
   #stopped = true;
+  /** Counts start() calls: a run of an earlier start (stop() not awaited) must not schedule for this one. */
+  #generation = 0;
   /** Kicked while a run was in flight: how soon after it the next run must start. */
   #followUpMs: number | undefined;
 
@@ -40,11 +42,20 @@ export class TimerLoop {
     this.#unref = opts.unref ?? false;
   }
 
-  /** The first run after `delayMs`; `null` starts the loop idle, until `kick` or `wake`. */
+  /**
+   * The first run after `delayMs`; `null` starts the loop idle, until `kick` or `wake`. Started again
+   * before an earlier stop() finished, it waits for the run in flight: one run at a time still.
+   */
   start(delayMs: number | null = 0): void {
     if (!this.#stopped) return;
     this.#stopped = false;
-    if (delayMs !== null) this.#schedule(delayMs);
+    const generation = ++this.#generation;
+    if (delayMs === null) return;
+    const previous = this.#inFlight;
+    if (!previous) return this.#schedule(delayMs);
+    void previous.then(() => {
+      if (generation === this.#generation && this.#timer === undefined && !this.#inFlight) this.#schedule(delayMs);
+    });
   }
 
   async stop(): Promise<void> {
@@ -125,6 +136,7 @@ export class TimerLoop {
   }
 
   async #run(): Promise<void> {
+    const generation = this.#generation;
     this.#followUpMs = undefined;
     let next: number | undefined;
     try {
@@ -133,6 +145,7 @@ export class TimerLoop {
       next = this.#onError(err);
     }
     this.#inFlight = undefined;
+    if (generation !== this.#generation) return;
     const followUp = this.#followUpMs;
     if (followUp !== undefined) next = next === undefined ? followUp : Math.min(next, followUp);
     if (next !== undefined) this.#schedule(next);
