@@ -1,5 +1,6 @@
 import { fullJitter, type BackoffPolicy } from '../controlplane/backoff.js';
 import type { PanelLogger } from './handler.js';
+import { TimerLoop } from '../util/timer-loop.js';
 
 /**
  * Change notifications for the blocking desired-set query: ONE dedicated PostgreSQL connection
@@ -44,7 +45,10 @@ export class DesiredFeed {
   #listening = false;
   #closed = false;
   #attempt = 0;
-  #retry: NodeJS.Timeout | undefined;
+  /** Reopens the connection after a loss: idle while listening. */
+  readonly #reconnect: TimerLoop;
+  /** Set when the connection was lost: the delay before the next attempt. */
+  #retryInMs: number | undefined;
   #held = 0;
   /**
    * The desired set's ETag per worker, as last loaded while listening and dropped on that worker's
@@ -58,6 +62,15 @@ export class DesiredFeed {
   constructor(connect: ListenConnector, logger?: PanelLogger) {
     this.#connect = connect;
     this.#logger = logger;
+    // #open never throws (a failure is a loss, which sets #retryInMs); the error path is only a guard.
+    this.#reconnect = new TimerLoop(
+      async () => {
+        this.#retryInMs = undefined;
+        await this.#open();
+        return this.#retryInMs;
+      },
+      () => RECONNECT.capMs,
+    );
   }
 
   /** Whether changes reach this process now (only then does the panel hold requests or announce it). */
@@ -72,6 +85,7 @@ export class DesiredFeed {
 
   /** Connects; resolves after the first attempt, whether or not it succeeded (later ones run in the background). */
   async start(): Promise<void> {
+    this.#reconnect.start(null);
     await this.#open();
   }
 
@@ -108,12 +122,14 @@ export class DesiredFeed {
   /** Stops listening and answers every held request now. */
   async close(): Promise<void> {
     this.#closed = true;
-    clearTimeout(this.#retry);
+    // Not awaited before the client ends: an attempt in flight ends with it.
+    const reconnecting = this.#reconnect.stop();
     this.#listening = false;
     this.#broadcast('closed');
     const client = this.#client;
     this.#client = undefined;
     await client?.end().catch(() => undefined);
+    await reconnecting;
   }
 
   #broadcast(event: FeedEvent): void {
@@ -176,6 +192,8 @@ export class DesiredFeed {
       { err: why, retryInMs: delay },
       'desired-set notifications unavailable; agents poll until they are back',
     );
-    this.#retry = setTimeout(() => void this.#open(), delay);
+    // From an attempt in flight, the loop takes the delay from its step; from an idle loop, this schedules it.
+    this.#retryInMs = delay;
+    this.#reconnect.wake(delay);
   }
 }
