@@ -7,6 +7,7 @@ import { ControlPlaneClient, type CallResult } from '../../src/controlplane/cont
 import { MIN_CALL_SPACING_MS } from '../../src/controlplane/call-spacing.js';
 import { MAX_SERVER_WAIT_MS } from '../../src/controlplane/retry-after.js';
 import { Secret } from '../../src/secret.js';
+import { endlessBody } from '../helpers/endless-body.js';
 
 // The client against node:http servers on 127.0.0.1 that misbehave on purpose, one way per test.
 
@@ -100,19 +101,7 @@ describe('ControlPlaneClient', () => {
     let closedEarly: Promise<boolean> | undefined;
     const { port } = await httpServer((req, res) => {
       res.writeHead(200, { 'content-type': 'application/json' }); // chunked: no Content-Length to refuse up front
-      const chunk = Buffer.alloc(64 * 1024, 0x20);
-      let sent = 0;
-      closedEarly = new Promise((resolve) => {
-        res.on('close', () => resolve(sent < 8 << 20));
-        const pump = () => {
-          while (sent < 8 << 20 && !res.destroyed) {
-            sent += chunk.length;
-            if (!res.write(chunk)) return void res.once('drain', pump);
-          }
-          res.end();
-        };
-        pump();
-      });
+      closedEarly = endlessBody(res);
     });
     const r = await client(port, { timeoutMs: 5_000 }).getJson('/big');
     expect(r).toMatchObject({ ok: false, kind: 'invalid-response', status: 200, message: expect.stringMatching(/1 MiB/) });

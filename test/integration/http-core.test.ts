@@ -21,6 +21,7 @@ import {
   type HttpTransportError,
 } from '../../src/http/errors.js';
 import { HttpPool, keepAliveMs, type HttpPoolOptions, type HttpTarget } from '../../src/http/pool.js';
+import { endlessBody } from '../helpers/endless-body.js';
 
 // The HTTP core on its own, against node:http servers on 127.0.0.1 and on a unix socket that misbehave on purpose.
 
@@ -258,19 +259,7 @@ describe('HTTP core: size cap', () => {
     let closedEarly: Promise<boolean> | undefined;
     const { target } = await serve((_req, res) => {
       res.writeHead(200);
-      const chunk = Buffer.alloc(64 * 1024, 0x20);
-      let sent = 0;
-      closedEarly = new Promise((resolve) => {
-        res.on('close', () => resolve(sent < 8 << 20));
-        const pump = () => {
-          while (sent < 8 << 20 && !res.destroyed) {
-            sent += chunk.length;
-            if (!res.write(chunk)) return void res.once('drain', pump);
-          }
-          res.end();
-        };
-        pump();
-      });
+      closedEarly = endlessBody(res);
     });
     const err = await failure(pool(target).request(get({ timeouts: { connectMs: 5_000, headersMs: 5_000, bodyMs: 5_000 } })));
     expect(err).toBeInstanceOf(ResponseTooLargeError);
