@@ -1,6 +1,5 @@
-import http from 'node:http';
-import https from 'node:https';
-import type { IncomingHttpHeaders, RequestOptions } from 'node:http';
+import type { Agent, IncomingHttpHeaders, RequestOptions } from 'node:http';
+import { http, https } from '../util/node-http.js';
 import { HttpCall, type BufferedResponse, type CallContext, type HttpCallSpec, type HttpResponse } from './call.js';
 import type { HttpTransportError } from './errors.js';
 
@@ -46,7 +45,7 @@ export function keepAliveMs(header: string | string[] | undefined, fallbackMs: n
 }
 
 export class HttpPool {
-  readonly #agent: http.Agent | false;
+  readonly #agent: Agent | false;
   readonly #ctx: CallContext;
   readonly #idleSocketMs: number;
   readonly #closeWhenSparse: boolean;

@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { mkdtemp, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -84,6 +84,36 @@ const baseEnv = (): NodeJS.ProcessEnv => {
   return { ...env, SKYPANEL_AGENT_STATUS_LISTEN: '127.0.0.1:0', SKYPANEL_AGENT_METRICS_LISTEN: '127.0.0.1:0' };
 };
 
+/** Preloaded into the agent: writes what it loaded to $RECORD_MODULES_TO as it exits. */
+const RECORD_MODULES = join(ROOT, 'test/helpers/record-modules.mjs');
+interface LoadedModules {
+  urls: string[];
+  builtins: string[];
+}
+
+/**
+ * Every module `run` loads stays in its RSS for the life of the daemon. Loading something it never
+ * uses costs a worker host memory for nothing: the panel half and its PostgreSQL clients, the
+ * reference panel, the other commands, pino-pretty (only for a terminal), or Node's bundled undici
+ * (fetch and WebSocket, ~11 MiB on Node 24), which an ESM import of node:http pulls in through the
+ * module's lazy `WebSocket` export (src/util/node-http.ts).
+ */
+function expectOnlyWhatRunNeeds(loaded: LoadedModules): void {
+  const files = loaded.urls.filter((u) => u.startsWith('file://')).map((u) => fileURLToPath(u));
+  // The recording works: it saw the agent's own modules and the dependencies it does use.
+  expect(files).toContain(join(ROOT, 'dist/agent/agent.js'));
+  expect(files.some((f) => f.includes('/node_modules/pino/'))).toBe(true);
+  const unneeded = files.filter(
+    (f) =>
+      /\/node_modules\/(pg|pg-[^/]+|@electric-sql\/pglite|pino-pretty|dockerode)\//.test(f) ||
+      /\/dist\/(panel|refcp)\//.test(f) ||
+      /\/dist\/cli\/(dev|doctor|install|register|status|drain|system|panel|token-input)\.js$/.test(f),
+  );
+  expect(unneeded).toEqual([]);
+  expect(loaded.builtins).toContain('NativeModule http');
+  expect(loaded.builtins).not.toContain('NativeModule internal/deps/undici/undici');
+}
+
 type RefCp = Awaited<ReturnType<typeof startReferenceControlPlane>>;
 let cp: RefCp;
 const tokens: string[] = [];
@@ -138,8 +168,9 @@ describe("the agent under the unit's node flags", () => {
       (await runCli(['register', '--control-plane', cp.url, '--token-file', tokenFile, '--config', config, '--heartbeat-interval', '1']))
         .code,
     ).toBe(0);
-    const env = { ...baseEnv(), SKYPANEL_AGENT_STATE_DIR: join(dir, 'state') };
-    const child = spawn(process.execPath, [...FLAGS, BIN, 'run', '--config', config], {
+    const modulesFile = join(dir, 'modules.json');
+    const env = { ...baseEnv(), SKYPANEL_AGENT_STATE_DIR: join(dir, 'state'), RECORD_MODULES_TO: modulesFile };
+    const child = spawn(process.execPath, [...FLAGS, '--import', RECORD_MODULES, BIN, 'run', '--config', config], {
       cwd: ROOT,
       env,
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -174,5 +205,6 @@ describe("the agent under the unit's node flags", () => {
     capturedOutput.push(out);
     expect(out).not.toMatch(/WebAssembly|ReferenceError|TypeError/);
     expect(code, out).toBe(0);
+    expectOnlyWhatRunNeeds(JSON.parse(await readFile(modulesFile, 'utf8')) as LoadedModules);
   }, 40_000);
 });

@@ -1,7 +1,8 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
-import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { Secret } from '../../secret.js';
+import { http } from '../../util/node-http.js';
 import type { Logger } from '../logger.js';
 import { parseListen } from './status-server.js';
 
@@ -32,7 +33,7 @@ const sha256 = (s: string) => createHash('sha256').update(s, 'utf8').digest();
 export function createMetricsServer(opts: MetricsServerOptions): MetricsServer {
   const { host, port } = parseListen(opts.listen);
   const digest = opts.token ? sha256(opts.token.reveal()) : undefined;
-  let server: http.Server | undefined;
+  let server: Server | undefined;
 
   const answer = (res: ServerResponse, status: number, body: string, extra: Record<string, string> = {}) => {
     res.writeHead(status, {

@@ -1,10 +1,11 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
-import http, { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
-import https from 'node:https';
+import type { IncomingMessage, Server, ServerOptions, ServerResponse } from 'node:http';
+import type { Server as TlsServer } from 'node:https';
 import type { Duplex } from 'node:stream';
 import { AgentError } from '../../errors.js';
 import { redact, redactDeep, type Secret } from '../../secret.js';
+import { http, https } from '../../util/node-http.js';
 import { limitConnectionsPerAddress } from './connection-limit.js';
 import type { Logger } from '../logger.js';
 import type { DeploymentView, StatusSource } from './status-model.js';
@@ -87,7 +88,7 @@ export function createStatusServer(opts: StatusServerOptions): StatusServer {
   const { source, logger } = opts;
   const { host, port } = parseListen(opts.listen);
   const tokenDigest = sha256(opts.token.reveal());
-  let server: http.Server | undefined;
+  let server: Server | undefined;
 
   const secrets = (): string[] => {
     let extra: string[] = [];
@@ -228,7 +229,7 @@ export function createStatusServer(opts: StatusServerOptions): StatusServer {
     const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
     // Same as node's default, which a listener replaces: answer only if nothing was sent on this socket yet.
     if (err.code !== 'ECONNRESET' && socket.writable && (socket as Duplex & { bytesWritten?: number }).bytesWritten === 0) {
-      socket.write(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+      socket.write(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
     }
     socket.destroy();
   };
@@ -236,7 +237,7 @@ export function createStatusServer(opts: StatusServerOptions): StatusServer {
   return {
     async start() {
       if (server) throw new Error('status server already started');
-      const limits: http.ServerOptions = {
+      const limits: ServerOptions = {
         maxHeaderSize: 8 * 1024,
         // Node enforces these two from one server-wide interval that ticks from listen to close,
         // client or not: at the 500 ms a slowloris bound needs, 7,200 wake-ups an hour, most of the
@@ -302,7 +303,7 @@ export function createStatusServer(opts: StatusServerOptions): StatusServer {
  * connection waits for a request.
  */
 function trackHeaderDeadlines(
-  server: http.Server | https.Server,
+  server: Server | TlsServer,
   event: 'connection' | 'secureConnection',
   expire: (err: NodeJS.ErrnoException, socket: Duplex) => void,
 ): void {
