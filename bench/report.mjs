@@ -1,5 +1,13 @@
 // Turns the measurements into table rows (metric, value, baseline, ratio/target, PASS/MISS/INFO),
 // with a reason under every MISS, and prints them.
+import { MIN_CPU_WINDOW_MS } from '../dist/collectors/cpu.js';
+
+/**
+ * The first heartbeat carries a CPU figure measured over at least MIN_CPU_WINDOW_MS, from a sample
+ * the process takes as it starts: it cannot arrive sooner than that after the spawn. What start-up
+ * may add on top: node's own start before the first sample, and the request itself.
+ */
+const STARTUP_SLACK_MS = 200;
 const f = (x, d = 1) => (Number.isFinite(x) ? x.toFixed(d) : 'n/a');
 const s = (ms, d = 1) => `${f(ms / 1000, d)} s`;
 const phaseText = (p) =>
@@ -166,12 +174,13 @@ export function buildRows(r) {
   const st = r.startup;
   if (st?.error) err('start-up', st.error);
   else if (st) {
-    const ok = st.medianMs <= 1000;
+    const bound = MIN_CPU_WINDOW_MS + STARTUP_SLACK_MS;
+    const ok = st.medianMs <= bound;
     row(
       'start-up: spawn → first heartbeat received (median of 5)',
       `${f(st.medianMs, 0)} ms (worst ${f(st.maxMs, 0)})`,
       `node -e 0: ${f(st.bareNodeMedianMs, 0)} ms`,
-      `${f(st.medianMs / st.bareNodeMedianMs, 1)}×; target ≤ 1000 ms`,
+      `target ≤ ${bound} ms (the first CPU window of ${MIN_CPU_WINDOW_MS} ms + ${STARTUP_SLACK_MS})`,
       ok ? 'PASS' : 'MISS',
       ok ? undefined : `samples ${st.agentMs.join(', ')} ms`,
     );

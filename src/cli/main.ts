@@ -1,4 +1,4 @@
-// First, before commander and the rest run: the CPU sample the first heartbeat's figure starts from.
+// The CPU sample the first heartbeat's figure starts from; bin/skypanel-agent imports it before this module.
 import { PROCESS_START_CPU } from './process-start.js';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { AGENT_VERSION } from '../version.js';

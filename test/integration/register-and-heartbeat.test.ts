@@ -107,16 +107,20 @@ describe('run: heartbeats', () => {
     expect(ms).toBeLessThan(5_000);
   });
 
-  it('first heartbeat is sent right after start', async () => {
+  it('first heartbeat is sent right after start, with a CPU figure measured over at least a second', async () => {
     const { config, workerId } = await registered({ interval: 30 });
     const started = Date.now();
     const agent = startAgent(config);
-    await waitFor(
-      () => beatsFor(workerId).some((r) => r.status === 200),
+    const first = await waitFor(
+      () => beatsFor(workerId).find((r) => r.status === 200),
       10_000,
       () => agent.output,
     );
-    expect(Date.now() - started).toBeLessThan(10_000);
+    expect(first.at - started).toBeLessThan(10_000);
+    // The CPU window opens as the process starts, never before the spawn: a beat sooner than a
+    // second after the spawn would carry a figure measured over less than the second PROTOCOL.md
+    // promises (a literal here, so that shortening MIN_CPU_WINDOW_MS fails this test).
+    expect(first.at - started).toBeGreaterThanOrEqual(1_000);
   });
 
   it('retries 5xx with backoff and recovers', async () => {

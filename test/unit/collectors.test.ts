@@ -51,6 +51,8 @@ describe('cpu utilisation from /proc/stat samples', () => {
     expect(await sampler.sample()).toBe(80);
     expect(reads).toEqual([0, MIN_CPU_WINDOW_MS]);
     expect(sampler.lastWindowMs).toBe(MIN_CPU_WINDOW_MS);
+    // PROTOCOL.md: two samples at least 1 s apart.
+    expect(MIN_CPU_WINDOW_MS).toBeGreaterThanOrEqual(1_000);
   });
 
   it("takes the agent's own CPU time out of the window (1 tick = 10 ms)", async () => {
