@@ -71,7 +71,7 @@ export class HttpPool {
         scheduling: 'lifo' as const,
       };
       // https.Agent verifies certificates against Node's CA store (plus NODE_EXTRA_CA_CERTS) unless `ca` is given.
-      this.#agent = tls ? new https.Agent({ ...pool, ...tlsOptions }) : new http.Agent(pool);
+      this.#agent = tls ? new (https().Agent)({ ...pool, ...tlsOptions }) : new http.Agent(pool);
     } else {
       this.#agent = false;
     }
@@ -79,7 +79,7 @@ export class HttpPool {
     const options: RequestOptions = { ...where, agent: this.#agent, ...(this.#agent === false ? tlsOptions : {}) };
     const agent = this.#agent;
     this.#ctx = {
-      send: tls ? https.request : http.request,
+      send: tls ? https().request : http.request,
       options,
       connectedEvent: tls ? 'secureConnect' : 'connect',
       dropIdleSockets: () => {

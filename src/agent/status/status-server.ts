@@ -250,7 +250,7 @@ export function createStatusServer(opts: StatusServerOptions): StatusServer {
       };
       if (opts.tls) {
         const [cert, key] = await Promise.all([readFile(opts.tls.certFile), readFile(opts.tls.keyFile)]);
-        server = https.createServer({ ...limits, cert, key, minVersion: 'TLSv1.2', handshakeTimeout: HEADERS_TIMEOUT_MS }, onRequest);
+        server = https().createServer({ ...limits, cert, key, minVersion: 'TLSv1.2', handshakeTimeout: HEADERS_TIMEOUT_MS }, onRequest);
       } else {
         server = http.createServer(limits, onRequest);
       }
