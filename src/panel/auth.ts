@@ -48,20 +48,29 @@ export interface WorkerRow {
 
 export type WorkerCheck = { ok: true; worker: WorkerRow; token: string } | { ok: false; reply: PanelReply };
 
+/** The token part of the routes under /api/workers/:id: a valid worker JWT (401) that names :id (403). */
+export function checkWorkerToken(header: string | undefined, jwtSecret: string, pathId: string): TokenCheck {
+  const token = checkToken(header, jwtSecret);
+  if (token.ok && pathId.toLowerCase() !== token.workerId)
+    return { ok: false, reply: failure(403, 'FORBIDDEN', 'Token does not belong to this worker') };
+  return token;
+}
+
+export const WORKER_NOT_FOUND = failure(404, 'WORKER_NOT_FOUND', 'Worker not found');
+
 /**
  * For the routes under /api/workers/:id: the token must name :id (403), the row must exist (404
  * WORKER_NOT_FOUND: the agent registers again), and the token must be the one the row holds (401).
+ * The heartbeat makes the same checks inside its batched write (heartbeat-batcher.ts).
  */
 export async function authorizeWorker(db: Queryable, header: string | undefined, jwtSecret: string, pathId: string): Promise<WorkerCheck> {
-  const token = checkToken(header, jwtSecret);
+  const token = checkWorkerToken(header, jwtSecret, pathId);
   if (!token.ok) return token;
-  if (pathId.toLowerCase() !== token.workerId)
-    return { ok: false, reply: failure(403, 'FORBIDDEN', 'Token does not belong to this worker') };
   const { rows } = await db.query<WorkerRow>('SELECT id, status, auth_token_hash, current_load FROM container_workers WHERE id = $1', [
     token.workerId,
   ]);
   const worker = rows[0];
-  if (worker === undefined) return { ok: false, reply: failure(404, 'WORKER_NOT_FOUND', 'Worker not found') };
+  if (worker === undefined) return { ok: false, reply: WORKER_NOT_FOUND };
   if (!tokenMatchesHash(token.token, worker.auth_token_hash)) return { ok: false, reply: REVOKED };
   return { ok: true, worker, token: token.token };
 }

@@ -9,7 +9,9 @@ import { DEFAULT_HEALTH, validateHealthOptions, type HealthOptions } from './hea
 import { failure, type PanelReply } from './reply.js';
 import { handleStatusReport } from './status-reports.js';
 import { DEFAULT_PRICES, handleUsage, type UsagePrices } from './usage.js';
-import { handleHeartbeat, handleRegister } from './workers.js';
+import { handleHeartbeat } from './heartbeat.js';
+import { DEFAULT_HEARTBEAT_BATCH, HeartbeatBatcher, type HeartbeatBatchOptions } from './heartbeat-batcher.js';
+import { handleRegister } from './workers.js';
 
 /**
  * The panel half of protocol calls 1–5 as a framework-free handler: a matched route and a parsed
@@ -40,6 +42,8 @@ export interface PanelOptions {
   feed?: DesiredFeed;
   /** The longest hold granted to `?wait=N`, in seconds (default 300, at most 600). */
   maxWaitSec?: number;
+  /** Heartbeat write batching (default 200 beats / 5 ms; see heartbeat-batcher.ts). */
+  heartbeatBatch?: Partial<HeartbeatBatchOptions>;
 }
 
 export type PanelRoute =
@@ -109,6 +113,7 @@ export function createPanelHandler(opts: PanelOptions): PanelHandler {
     if (!(Number.isFinite(v) && v >= 0)) throw new RangeError(`prices.${name} must be a number >= 0`);
   const key = secretKey({ sshCredSecret: opts.sshCredSecret, jwtSecret: opts.jwtSecret });
   const { db, logger, feed } = opts;
+  const batcher = new HeartbeatBatcher(db, { ...DEFAULT_HEARTBEAT_BATCH, ...opts.heartbeatBatch });
   const loadHeld = batchedLoader((ids) => loadDesiredSets(db, ids, key));
   /** A worker's set from the database; with a feed its ETag is remembered for the heartbeat's hint. */
   const loadSet = (workerId: string) =>
@@ -119,19 +124,20 @@ export function createPanelHandler(opts: PanelOptions): PanelHandler {
 
   async function serve(route: PanelRoute, req: PanelRequest): Promise<PanelReply> {
     if (route.kind === 'register') return handleRegister(db, req.authorization, req.body, opts.jwtSecret);
+    if (route.kind === 'heartbeat') {
+      const result = await handleHeartbeat({ db, batcher, jwtSecret: opts.jwtSecret, health }, route.id, req.authorization, req.body);
+      if (result.written === undefined) return result.reply;
+      const { workerId, status } = result.written;
+      // The hint spares the agent its polls; the status carries an admin's drain to it.
+      const etag = feed?.etagOf(workerId) ?? (await loadSet(workerId)).etag;
+      // deploymentsWait announces the blocking query, only while changes actually reach this process.
+      const data = { deploymentsEtag: etag, status, ...(feed?.listening === true ? { deploymentsWait: maxWaitSec } : {}) };
+      return { ...result.reply, body: { success: true, message: 'Heartbeat received', data } };
+    }
     const auth = await authorizeWorker(db, req.authorization, opts.jwtSecret, route.id);
     if (!auth.ok) return auth.reply;
     const workerId = auth.worker.id;
     switch (route.kind) {
-      case 'heartbeat': {
-        const result = await handleHeartbeat(db, workerId, req.body, health);
-        if (result.status === undefined) return result.reply;
-        // The hint spares the agent its polls; the status carries an admin's drain to it.
-        const etag = feed?.etagOf(workerId) ?? (await loadSet(workerId)).etag;
-        // deploymentsWait announces the blocking query, only while changes actually reach this process.
-        const data = { deploymentsEtag: etag, status: result.status, ...(feed?.listening === true ? { deploymentsWait: maxWaitSec } : {}) };
-        return { ...result.reply, body: { success: true, message: 'Heartbeat received', data } };
-      }
       case 'deployments': {
         const hold = !route.head && req.waitSec !== undefined && req.waitSec > 0 && feed?.listening === true;
         const desired = hold

@@ -67,7 +67,7 @@ export function beatVerdict(beat: HeartbeatHealth, o: HealthOptions): BeatVerdic
 
 /**
  * The status a heartbeat leaves the worker in, as one SQL expression over the row the heartbeat's
- * UPDATE rewrites (its old `status` and `current_load`) and the verdict in $1..$4 (agentDraining,
+ * UPDATE rewrites (its old `status` and `current_load`) and the verdict (agentDraining,
  * dockerUnhealthy, over, overWithMargin), so a heartbeat is one statement under the row's own lock
  * rather than a locked read, a decision here and a write (four round trips more per beat).
  * - the agent asks to drain: `draining`;
@@ -76,11 +76,12 @@ export function beatVerdict(beat: HeartbeatHealth, o: HealthOptions): BeatVerdic
  * - Docker unreachable, or over a threshold: `unhealthy`; an unhealthy worker recovers only once
  *   every figure is the recovery margin below its threshold, so a load at a threshold does not flap;
  * - otherwise `active` (also from `offline` and `pending`: the worker is back).
- * Write it with `statusAfterHeartbeatSql(first)` where `first` is the number of the first of the
- * four parameters.
+ * `verdict` is either the number of the first of four parameters ($n..$n+3) or four boolean SQL
+ * expressions in that order (the batched heartbeat reads them from its VALUES rows).
  */
-export function statusAfterHeartbeatSql(first: number): string {
-  const [agentDraining, dockerUnhealthy, over, overWithMargin] = [0, 1, 2, 3].map((i) => `$${first + i}::boolean`);
+export function statusAfterHeartbeatSql(verdict: number | readonly [string, string, string, string]): string {
+  const [agentDraining, dockerUnhealthy, over, overWithMargin] =
+    typeof verdict === 'number' ? [0, 1, 2, 3].map((i) => `$${verdict + i}::boolean`) : verdict;
   return `CASE
       WHEN ${agentDraining} THEN 'draining'
       WHEN status = 'draining' AND NOT COALESCE(current_load -> 'draining' = 'true'::jsonb, false) THEN 'draining'

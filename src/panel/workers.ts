@@ -1,21 +1,12 @@
-import {
-  classifyHeartbeatError,
-  classifyRegisterError,
-  heartbeatFieldsError,
-  prop,
-  registerFieldsError,
-  validateMetrics,
-  validateWorkerInfo,
-} from '../skypanel/validation.js';
+import { classifyRegisterError, prop, registerFieldsError, validateWorkerInfo } from '../skypanel/validation.js';
 import { checkToken, hashToken, REVOKED, tokenMatchesHash, type WorkerRow } from './auth.js';
 import { toDate, type Database } from './db.js';
-import { beatVerdict, beatVerdictParams, statusAfterHeartbeatSql, type HealthOptions } from './health.js';
 import { failure, type PanelReply } from './reply.js';
 
 /**
- * Calls 1 and 2 on container_workers. Where stock SkyPanelV2 clobbers (re-registration writes
- * status 'active', replaces metadata and the token hash; a heartbeat writes status from load
- * alone), this keeps what others wrote: an admin drain, metadata keys other panel code set
+ * Call 1 on container_workers (call 2 is heartbeat.ts). Where stock SkyPanelV2 clobbers
+ * (re-registration writes status 'active', replaces metadata and the token hash; a heartbeat writes
+ * status from load alone), this and the heartbeat keep what others wrote: an admin drain, metadata keys other panel code set
  * (NixCacheService), a revocation, and a deleted worker stays deleted.
  */
 
@@ -53,7 +44,7 @@ function isObject(v: unknown): v is Record<string, unknown> {
   return v !== null && typeof v === 'object' && !Array.isArray(v);
 }
 
-function shortString(v: unknown, max: number): string | null {
+export function shortString(v: unknown, max: number): string | null {
   return typeof v === 'string' && v.length > 0 && v.length <= max ? v : null;
 }
 
@@ -61,7 +52,7 @@ function shortString(v: unknown, max: number): string | null {
  * swarm_node_id is UNIQUE: it is written only when no other worker row holds that node id (a stale
  * row of a reinstalled host, say); otherwise the column keeps its value instead of failing the call.
  */
-function swarmNodeIdSql(param: string): string {
+export function swarmNodeIdSql(param: string): string {
   return `CASE WHEN ${param}::varchar IS NULL OR EXISTS (
       SELECT 1 FROM container_workers o WHERE o.swarm_node_id = ${param}::varchar AND o.id <> container_workers.id)
     THEN swarm_node_id ELSE ${param}::varchar END`;
@@ -128,61 +119,4 @@ export async function handleRegister(db: Database, header: string | undefined, b
     );
     return { status: 201, body: { success: true, data: workerJson(inserted.rows[0]!) } };
   });
-}
-
-/** Heartbeat fields beyond the four metrics that the panel keeps in current_load. */
-function heartbeatExtras(body: unknown): Record<string, unknown> {
-  const out: Record<string, unknown> = {};
-  const bootId = shortString(prop(body, 'bootId'), 64);
-  if (bootId !== null) out.bootId = bootId;
-  const seq = prop(body, 'seq');
-  if (typeof seq === 'number' && Number.isSafeInteger(seq)) out.seq = seq;
-  const agentVersion = shortString(prop(body, 'agentVersion'), 64);
-  if (agentVersion !== null) out.agentVersion = agentVersion;
-  const sentAt = shortString(prop(body, 'sentAt'), 64);
-  if (sentAt !== null) out.sentAt = sentAt;
-  for (const flag of ['dockerHealthy', 'draining'] as const) {
-    const v = prop(body, flag);
-    if (typeof v === 'boolean') out[flag] = v;
-  }
-  return out;
-}
-
-export interface HeartbeatResult {
-  reply: PanelReply;
-  /** The status the worker row holds after this heartbeat (undefined when it was refused). */
-  status?: string;
-}
-
-/**
- * POST /api/workers/:id/heartbeat for an authorized worker: load, time, node id and the agent's
- * flags into the row; status by `statusAfterHeartbeatSql`, in the same statement.
- */
-export async function handleHeartbeat(db: Database, workerId: string, body: unknown, health: HealthOptions): Promise<HeartbeatResult> {
-  const missing = heartbeatFieldsError(body);
-  if (missing !== null) return { reply: failure(400, 'VALIDATION_ERROR', missing) };
-  let metrics;
-  try {
-    metrics = validateMetrics(body);
-  } catch (err) {
-    return { reply: classifyHeartbeatError(err) };
-  }
-  const extras = heartbeatExtras(body);
-  const swarmNodeId = shortString(prop(body, 'swarmNodeId'), 255);
-  const verdict = beatVerdict(
-    { ...metrics, dockerHealthy: extras.dockerHealthy as boolean | undefined, draining: extras.draining as boolean | undefined },
-    health,
-  );
-  // One statement: the CASE reads the row's old status and current_load under the lock the UPDATE
-  // itself takes, so an admin's drain or the monitor's sweep never interleaves with it.
-  const { rows } = await db.query<{ status: string }>(
-    `UPDATE container_workers
-        SET current_load = $2, last_heartbeat_at = NOW(), swarm_node_id = ${swarmNodeIdSql('$3')}, status = ${statusAfterHeartbeatSql(4)}
-      WHERE id = $1
-      RETURNING status`,
-    [workerId, JSON.stringify({ ...metrics, ...extras }), swarmNodeId, ...beatVerdictParams(verdict)],
-  );
-  const status = rows[0]?.status;
-  if (status === undefined) return { reply: failure(404, 'WORKER_NOT_FOUND', 'Worker not found') };
-  return { reply: { status: 200, body: { success: true, message: 'Heartbeat received' } }, status };
 }
