@@ -58,18 +58,36 @@ export function checkWorkerToken(header: string | undefined, jwtSecret: string, 
 
 export const WORKER_NOT_FOUND = failure(404, 'WORKER_NOT_FOUND', 'Worker not found');
 
+/** A worker's row by (lower-case) id, undefined when there is none. */
+export type WorkerLookup = (workerId: string) => Promise<WorkerRow | undefined>;
+
+/** The rows of many workers in one query; every id asked for is a key (undefined: no such row). */
+export async function loadWorkerRows(db: Queryable, workerIds: readonly string[]): Promise<Map<string, WorkerRow | undefined>> {
+  const { rows } = await db.query<WorkerRow>(
+    // A JSON array, as loadDesiredSets passes ids: drivers serialise array parameters differently.
+    `SELECT id::text AS id, status, auth_token_hash, current_load FROM container_workers
+      WHERE id IN (SELECT jsonb_array_elements_text($1::jsonb)::uuid)`,
+    [JSON.stringify(workerIds)],
+  );
+  const byId = new Map(rows.map((r) => [r.id.toLowerCase(), r]));
+  return new Map(workerIds.map((id) => [id, byId.get(id.toLowerCase())]));
+}
+
 /**
  * For the routes under /api/workers/:id: the token must name :id (403), the row must exist (404
  * WORKER_NOT_FOUND: the agent registers again), and the token must be the one the row holds (401).
- * The heartbeat makes the same checks inside its batched write (heartbeat-batcher.ts).
+ * `lookup` is the handler's batched one (a fleet's calls in one turn share one query). The
+ * heartbeat makes the same checks inside its batched write (heartbeat-batcher.ts).
  */
-export async function authorizeWorker(db: Queryable, header: string | undefined, jwtSecret: string, pathId: string): Promise<WorkerCheck> {
+export async function authorizeWorker(
+  lookup: WorkerLookup,
+  header: string | undefined,
+  jwtSecret: string,
+  pathId: string,
+): Promise<WorkerCheck> {
   const token = checkWorkerToken(header, jwtSecret, pathId);
   if (!token.ok) return token;
-  const { rows } = await db.query<WorkerRow>('SELECT id, status, auth_token_hash, current_load FROM container_workers WHERE id = $1', [
-    token.workerId,
-  ]);
-  const worker = rows[0];
+  const worker = await lookup(token.workerId);
   if (worker === undefined) return { ok: false, reply: WORKER_NOT_FOUND };
   if (!tokenMatchesHash(token.token, worker.auth_token_hash)) return { ok: false, reply: REVOKED };
   return { ok: true, worker, token: token.token };

@@ -88,12 +88,11 @@ const BATCH_MAX = 500;
 /**
  * Loads asked for within one turn of the event loop go to the database together: a change that
  * wakes the held calls of thousands of workers (a shared secret rotated, one UPDATE over many
- * services) costs a few queries, not two per worker.
+ * services), or a fleet coming back after a panel restart, costs a few queries, not one or two per
+ * worker. `loadMany` answers every id it is asked for (undefined where it has nothing, if T allows).
  */
-export function batchedLoader(
-  loadMany: (workerIds: string[]) => Promise<Map<string, DesiredSet>>,
-): (workerId: string) => Promise<DesiredSet> {
-  type Waiter = { resolve: (set: DesiredSet) => void; reject: (err: unknown) => void };
+export function batchedLoader<T>(loadMany: (workerIds: string[]) => Promise<Map<string, T>>): (workerId: string) => Promise<T> {
+  type Waiter = { resolve: (value: T) => void; reject: (err: unknown) => void };
   let pending = new Map<string, Waiter[]>();
   let scheduled = false;
   const flush = (): void => {
@@ -104,8 +103,8 @@ export function batchedLoader(
     for (let i = 0; i < ids.length; i += BATCH_MAX) {
       const chunk = ids.slice(i, i + BATCH_MAX);
       loadMany(chunk).then(
-        (sets) => {
-          for (const id of chunk) for (const w of batch.get(id)!) w.resolve(sets.get(id)!);
+        (values) => {
+          for (const id of chunk) for (const w of batch.get(id)!) w.resolve(values.get(id) as T);
         },
         (err: unknown) => {
           for (const id of chunk) for (const w of batch.get(id)!) w.reject(err);
@@ -114,7 +113,7 @@ export function batchedLoader(
     }
   };
   return (workerId) =>
-    new Promise<DesiredSet>((resolve, reject) => {
+    new Promise<T>((resolve, reject) => {
       const list = pending.get(workerId);
       if (list === undefined) pending.set(workerId, [{ resolve, reject }]);
       else list.push({ resolve, reject });

@@ -1,10 +1,10 @@
 import { etagMatches } from '../protocol/etag.js';
-import { authorizeWorker } from './auth.js';
+import { authorizeWorker, loadWorkerRows } from './auth.js';
 import { batchedLoader, DEFAULT_MAX_WAIT_SEC, holdDesiredSet, holdMs, MAX_WAIT_CAP_SEC } from './blocking-query.js';
 import { secretKey } from './crypto.js';
 import type { Database } from './db.js';
 import type { DesiredFeed } from './desired-feed.js';
-import { loadDesiredSet, loadDesiredSets } from './desired-set.js';
+import { loadDesiredSets } from './desired-set.js';
 import { DEFAULT_HEALTH, validateHealthOptions, type HealthOptions } from './health.js';
 import { failure, type PanelReply } from './reply.js';
 import { handleStatusReport } from './status-reports.js';
@@ -114,10 +114,12 @@ export function createPanelHandler(opts: PanelOptions): PanelHandler {
   const key = secretKey({ sshCredSecret: opts.sshCredSecret, jwtSecret: opts.jwtSecret });
   const { db, logger, feed } = opts;
   const batcher = new HeartbeatBatcher(db, { ...DEFAULT_HEARTBEAT_BATCH, ...opts.heartbeatBatch });
-  const loadHeld = batchedLoader((ids) => loadDesiredSets(db, ids, key));
+  // Every database read a worker's call makes goes through a loader that batches one event-loop
+  // turn: when a fleet comes back together, thousands of calls share a few queries.
+  const lookup = batchedLoader((ids) => loadWorkerRows(db, ids));
+  const loadMany = batchedLoader((ids) => loadDesiredSets(db, ids, key));
   /** A worker's set from the database; with a feed its ETag is remembered for the heartbeat's hint. */
-  const loadSet = (workerId: string) =>
-    feed ? feed.remember(workerId, () => loadDesiredSet(db, workerId, key)) : loadDesiredSet(db, workerId, key);
+  const loadSet = (workerId: string) => (feed ? feed.remember(workerId, () => loadMany(workerId)) : loadMany(workerId));
   const maxWaitSec = opts.maxWaitSec ?? DEFAULT_MAX_WAIT_SEC;
   if (!(Number.isInteger(maxWaitSec) && maxWaitSec >= 1 && maxWaitSec <= MAX_WAIT_CAP_SEC))
     throw new RangeError(`maxWaitSec must be a whole number of seconds in 1..${MAX_WAIT_CAP_SEC}`);
@@ -125,7 +127,7 @@ export function createPanelHandler(opts: PanelOptions): PanelHandler {
   async function serve(route: PanelRoute, req: PanelRequest): Promise<PanelReply> {
     if (route.kind === 'register') return handleRegister(db, req.authorization, req.body, opts.jwtSecret);
     if (route.kind === 'heartbeat') {
-      const result = await handleHeartbeat({ db, batcher, jwtSecret: opts.jwtSecret, health }, route.id, req.authorization, req.body);
+      const result = await handleHeartbeat({ lookup, batcher, jwtSecret: opts.jwtSecret, health }, route.id, req.authorization, req.body);
       if (result.written === undefined) return result.reply;
       const { workerId, status } = result.written;
       // The hint spares the agent its polls; the status carries an admin's drain to it.
@@ -134,7 +136,7 @@ export function createPanelHandler(opts: PanelOptions): PanelHandler {
       const data = { deploymentsEtag: etag, status, ...(feed?.listening === true ? { deploymentsWait: maxWaitSec } : {}) };
       return { ...result.reply, body: { success: true, message: 'Heartbeat received', data } };
     }
-    const auth = await authorizeWorker(db, req.authorization, opts.jwtSecret, route.id);
+    const auth = await authorizeWorker(lookup, req.authorization, opts.jwtSecret, route.id);
     if (!auth.ok) return auth.reply;
     const workerId = auth.worker.id;
     switch (route.kind) {
@@ -145,7 +147,7 @@ export function createPanelHandler(opts: PanelOptions): PanelHandler {
               feed,
               workerId,
               signal: req.signal,
-              load: () => feed.remember(workerId, () => loadHeld(workerId)),
+              load: () => loadSet(workerId),
               holdMs: holdMs(req.waitSec!, maxWaitSec),
               unchanged: (set) => etagMatches(req.ifNoneMatch, set.etag),
             })

@@ -1,6 +1,5 @@
 import { classifyHeartbeatError, heartbeatFieldsError, prop, validateMetrics } from '../skypanel/validation.js';
-import { authorizeWorker, checkWorkerToken, hashToken, REVOKED, WORKER_NOT_FOUND } from './auth.js';
-import type { Queryable } from './db.js';
+import { authorizeWorker, checkWorkerToken, hashToken, REVOKED, WORKER_NOT_FOUND, type WorkerLookup } from './auth.js';
 import { beatVerdict, type HealthOptions } from './health.js';
 import type { BeatWrite, HeartbeatBatcher } from './heartbeat-batcher.js';
 import { failure, type PanelReply } from './reply.js';
@@ -61,7 +60,7 @@ export interface HeartbeatResult {
 }
 
 export interface HeartbeatDeps {
-  db: Queryable;
+  lookup: WorkerLookup;
   batcher: HeartbeatBatcher;
   jwtSecret: string;
   health: HealthOptions;
@@ -78,7 +77,7 @@ export async function handleHeartbeat(
   const prepared = prepareBeat(body, deps.health);
   if (!prepared.ok) {
     // An unknown or revoked worker hears that before what is wrong with its body, as on every route.
-    const auth = await authorizeWorker(deps.db, authorization, deps.jwtSecret, pathId);
+    const auth = await authorizeWorker(deps.lookup, authorization, deps.jwtSecret, pathId);
     return { reply: auth.ok ? prepared.reply : auth.reply };
   }
   const outcome = await deps.batcher.write({ ...prepared.beat, workerId: token.workerId, tokenHash: hashToken(token.token) });

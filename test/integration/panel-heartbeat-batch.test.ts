@@ -163,6 +163,27 @@ describe('batched heartbeats', () => {
   });
 });
 
+describe('batched reads of the other calls', () => {
+  test('calls of many workers in one turn share the auth lookup and the set load; each still gets its own answer', async () => {
+    const workers = await Promise.all(Array.from({ length: 30 }, registered));
+    const revoked = await registered();
+    await pg.pool.query(`UPDATE container_workers SET auth_token_hash = repeat('0', 64) WHERE id = $1`, [revoked.workerId]);
+    const unknown = newWorkerToken();
+    const before = sent.length;
+    const answers = await Promise.all(
+      [...workers, revoked, unknown].map((w) => call(panel.url, 'GET', `/api/workers/${w.workerId}/deployments`, w.token)),
+    );
+    const texts = sent.slice(before);
+    expect(answers.map((a) => a.status)).toEqual([...workers.map(() => 200), 401, 404]);
+    expect(pick(answers[0]!.body, 'data', 'deployments')).toEqual([]);
+    const lookups = texts.filter((t) => t.includes('FROM container_workers')).length;
+    const loads = texts.filter((t) => t.includes('FROM container_deployments')).length;
+    expect(lookups).toBeGreaterThan(0);
+    expect(lookups).toBeLessThan(workers.length);
+    expect(loads).toBeLessThan(workers.length);
+  });
+});
+
 describe('batch bounds', () => {
   const beatOf = (w: { workerId: string; token: string }, seq: number): BeatWrite => ({
     workerId: w.workerId,
