@@ -28,6 +28,13 @@ export interface PanelServerOptions extends PanelOptions {
   listen?: ListenConnector;
 }
 
+/**
+ * The accept queue asked of the kernel (capped by net.core.somaxconn). Node's default, 511, overflows
+ * when a fleet's connections arrive together (every heartbeat is a new connection once the 5 s
+ * keep-alive ran out), and a dropped SYN costs that agent a one-second retransmit or more.
+ */
+export const LISTEN_BACKLOG = 4096;
+
 /** How long close() lets released answers reach their clients before it cuts connections. */
 const CLOSE_GRACE_MS = 1000;
 
@@ -60,7 +67,7 @@ export async function startPanelServer(opts: PanelServerOptions): Promise<PanelS
   server.requestTimeout = 30_000;
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(opts.port ?? 0, opts.host ?? '127.0.0.1', () => {
+    server.listen({ port: opts.port ?? 0, host: opts.host ?? '127.0.0.1', backlog: LISTEN_BACKLOG }, () => {
       server.off('error', reject);
       resolve();
     });

@@ -1,9 +1,11 @@
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import type { Database } from '../../src/panel/db.js';
 import { beatVerdict, DEFAULT_HEALTH } from '../../src/panel/health.js';
 import { HeartbeatBatcher, type BeatWrite } from '../../src/panel/heartbeat-batcher.js';
 import { hashToken } from '../../src/panel/auth.js';
-import { startPanelServer, type PanelServer } from '../../src/panel/server.js';
+import { LISTEN_BACKLOG, startPanelServer, type PanelServer } from '../../src/panel/server.js';
 import { call, heartbeatBody, JWT_SECRET, newWorkerToken, pick, REGISTER_BODY, SSH_CRED_SECRET } from '../helpers/panel-fixtures.js';
 import { startPostgres, type TestPostgres } from '../helpers/postgres.js';
 
@@ -181,6 +183,19 @@ describe('batched reads of the other calls', () => {
     expect(lookups).toBeGreaterThan(0);
     expect(lookups).toBeLessThan(workers.length);
     expect(loads).toBeLessThan(workers.length);
+  });
+});
+
+describe("a fleet's connections", () => {
+  test('the panel listens with a deep accept queue, so a burst of connections is not dropped', () => {
+    const port = new URL(panel.url).port;
+    // For a listening socket ss shows the accept queue's size (the backlog, capped by somaxconn) as Send-Q.
+    const [, , sendQ] = execFileSync('ss', ['-Hltn', `sport = :${port}`], { encoding: 'utf8' })
+      .trim()
+      .split(/\s+/);
+    const somaxconn = Number(readFileSync('/proc/sys/net/core/somaxconn', 'utf8'));
+    expect(Number(sendQ)).toBe(Math.min(LISTEN_BACKLOG, somaxconn));
+    expect(Number(sendQ)).toBeGreaterThan(511);
   });
 });
 
