@@ -54,6 +54,8 @@ let running = false;
 let measuring = false;
 let beats = [];
 let beatErrors = 0;
+/** Failed beats by what failed: an HTTP status or the socket error, so a collapse says what it was. */
+let beatErrorKinds = {};
 const counts = { heartbeat: 0, held: 0, status: 0, usage: 0, register: 0 };
 /** The pending change: when it was committed, and when each affected worker's held call brought it. */
 let change;
@@ -89,7 +91,11 @@ async function beat(w) {
   counts.heartbeat++;
   if (measuring) {
     if (res.status === 200) beats.push(res.ms);
-    else beatErrors++;
+    else {
+      beatErrors++;
+      const kind = res.status === 0 ? res.error : String(res.status);
+      beatErrorKinds[kind] = (beatErrorKinds[kind] ?? 0) + 1;
+    }
   }
   later(Math.round(HB_MS * (0.95 + Math.random() * 0.1)), () => void beat(w));
 }
@@ -196,10 +202,11 @@ process.on('message', async (m) => {
     measuring = true;
     beats = [];
     beatErrors = 0;
+    beatErrorKinds = {};
     process.send({ kind: 'measuring' });
   } else if (m.cmd === 'collect') {
     measuring = false;
-    process.send({ kind: 'collected', beats, beatErrors, counts });
+    process.send({ kind: 'collected', beats, beatErrors, beatErrorKinds, counts });
   } else if (m.cmd === 'change') {
     change = { affected: new Set(m.affected), got: new Map() };
     process.send({ kind: 'change-armed' });
