@@ -171,6 +171,7 @@ try {
     const xacts = async () =>
       Number((await probeDb.query(`SELECT xact_commit + xact_rollback AS n FROM pg_stat_database WHERE datname = 'skypanel'`)).rows[0].n);
     await Promise.all(clients.map((c) => c.ask({ cmd: 'measure' }, 'measuring')));
+    panel.proc.send({ cmd: 'lag-reset' });
     const loadAtStart = load1();
     const xact0 = await xacts();
     const cpu0 = { panel: cpuSec(panel.proc.pid), pg: pgCpuSec(pgc.postmasterPid), at: performance.now() };
@@ -221,6 +222,11 @@ try {
         return a;
       }, {}),
       loadAverage: [loadAtStart, loadAtEnd],
+      // Event-loop delay over the window (ms): the panel's, and the worst of the client processes'.
+      panelLagP99Ms: samples.at(-1).lagP99Ms,
+      panelLagMaxMs: samples.at(-1).lagMaxMs,
+      clientLagP99Ms: Math.max(...got.map((g) => g.lagP99Ms)),
+      clientLagMaxMs: Math.max(...got.map((g) => g.lagMaxMs)),
       dbTransactionsPerHeartbeat: xactCount / hb,
       hbP50Ms: pct(beats, 50),
       hbP99Ms: pct(beats, 99),
@@ -302,11 +308,11 @@ console.log(
   `Heartbeats every ${HB_SEC} s (±5 %) per worker, real rate; one held call per worker (wait=${WAIT_SEC}); ${MEASURE_SEC} s window after a ${HB_SEC + 5} s warm-up; usage at one batch per worker-hour; ${CLIENTS} client processes; panel pool of 10`,
 );
 console.log(
-  'workers | load | beats/s | hb p50 / p99 ms | panel CPU % (ms/beat) | PG CPU % (ms/beat) | DB xacts/beat | panel RSS MB | held | conns | lock waits | pool queue | change → all (p50 / max ms)',
+  'workers | load | beats/s | hb p50 / p99 ms | panel CPU % (ms/beat) | PG CPU % (ms/beat) | DB xacts/beat | loop delay p99 / max ms (panel; clients) | panel RSS MB | held | conns | lock waits | pool queue | change → all (p50 / max ms)',
 );
 for (const s of results.steps) {
   console.log(
-    `${s.workers} | ${s.loadAverage.join('→')} | ${f(s.heartbeatsPerSec)} | ${f(s.hbP50Ms)} / ${f(s.hbP99Ms)} | ${f(s.panelCpuPct, 0)} (${f(s.panelCpuMsPerHeartbeat, 2)}) | ${f(s.pgCpuPct, 0)} (${f(s.pgCpuMsPerHeartbeat, 2)}) | ${f(s.dbTransactionsPerHeartbeat, 2)} | ${f(s.panelRssMb, 0)} | ${s.held} | ${s.connections} | ${s.maxLockWaits} | ${s.maxPoolWaiting} | ${s.changeDelivered}/${s.workers}: ${f(s.changeP50Ms, 0)} / ${f(s.changeMaxMs, 0)}`,
+    `${s.workers} | ${s.loadAverage.join('→')} | ${f(s.heartbeatsPerSec)} | ${f(s.hbP50Ms)} / ${f(s.hbP99Ms)} | ${f(s.panelCpuPct, 0)} (${f(s.panelCpuMsPerHeartbeat, 2)}) | ${f(s.pgCpuPct, 0)} (${f(s.pgCpuMsPerHeartbeat, 2)}) | ${f(s.dbTransactionsPerHeartbeat, 2)} | ${f(s.panelLagP99Ms, 0)} / ${f(s.panelLagMaxMs, 0)}; ${f(s.clientLagP99Ms, 0)} / ${f(s.clientLagMaxMs, 0)} | ${f(s.panelRssMb, 0)} | ${s.held} | ${s.connections} | ${s.maxLockWaits} | ${s.maxPoolWaiting} | ${s.changeDelivered}/${s.workers}: ${f(s.changeP50Ms, 0)} / ${f(s.changeMaxMs, 0)}`,
   );
 }
 const hw = results.heartbeatWrite;

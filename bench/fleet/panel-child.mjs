@@ -1,5 +1,6 @@
 // The panel module in its own process, as `skypanel-agent panel` runs it: a pg pool of 10, one
 // LISTEN connection, the health monitor. Answers the orchestrator's probes over IPC.
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import pg from 'pg';
 import { pgPoolDatabase, startPanelServer } from '../../dist/panel/index.js';
 
@@ -14,8 +15,12 @@ const server = await startPanelServer({
   migrate: false,
   listen: () => new pg.Client({ connectionString: DATABASE_URL, keepAlive: true }),
 });
+// How late the panel's event loop runs: a beat waits that long on top of its own work.
+const lag = monitorEventLoopDelay({ resolution: 10 });
+lag.enable();
 process.on('message', (m) => {
-  if (m.cmd === 'probe') {
+  if (m.cmd === 'lag-reset') lag.reset();
+  else if (m.cmd === 'probe') {
     server.server.getConnections((_err, connections) => {
       process.send({
         kind: 'probe',
@@ -24,6 +29,8 @@ process.on('message', (m) => {
         listening: server.feed?.listening ?? false,
         connections,
         poolWaiting: pool.waitingCount,
+        lagP99Ms: lag.percentile(99) / 1e6,
+        lagMaxMs: lag.max / 1e6,
       });
     });
   } else if (m.cmd === 'stop') {

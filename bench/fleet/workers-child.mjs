@@ -2,14 +2,18 @@
 // beats every HB_MS (±5 %, random phase), keeps one blocking desired-set call held (?wait=WAIT_SEC
 // with If-None-Match) and re-asks when it returns, reports `running` after its set changed, and
 // sends a usage batch at the agent's rate (one per hourly period). Plain node:http, no agent code:
-// what is measured is the panel.
+// what is measured is the panel. Like the agent against a server that keeps idle connections 5 s,
+// a call that comes long after the previous one (heartbeat, usage) asks for `Connection: close`
+// rather than reusing a socket the server may be closing that instant (the agent's keepForMs).
 import http from 'node:http';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { signWorkerToken } from '../../dist/skypanel/jwt.js';
 
 const { PANEL_URL, JWT_SECRET } = process.env;
 const HB_MS = Number(process.env.HB_MS);
 const WAIT_SEC = Number(process.env.WAIT_SEC);
 const USAGE_PERIOD_MS = 3_600_000;
+const CLOSE = { connection: 'close' };
 const u = new URL(PANEL_URL);
 const agent = new http.Agent({ keepAlive: true, maxSockets: Infinity, maxFreeSockets: 256 });
 
@@ -49,6 +53,9 @@ function request(method, path, token, body, headers = {}, timeoutMs = 20_000) {
   });
 }
 
+// The clients' own event-loop delay is part of every latency they measure: reported beside it.
+const lag = monitorEventLoopDelay({ resolution: 10 });
+lag.enable();
 let workers = [];
 let running = false;
 let measuring = false;
@@ -87,7 +94,7 @@ function heartbeatBody(w) {
 
 async function beat(w) {
   if (!running) return;
-  const res = await request('POST', `/api/workers/${w.id}/heartbeat`, w.token, heartbeatBody(w));
+  const res = await request('POST', `/api/workers/${w.id}/heartbeat`, w.token, heartbeatBody(w), CLOSE);
   counts.heartbeat++;
   if (measuring) {
     if (res.status === 200) beats.push(res.ms);
@@ -147,7 +154,7 @@ function usageLoop() {
       const periodEnd = new Date(start.getTime() + USAGE_PERIOD_MS).toISOString();
       const usage = { cpuHours: 0.1, memoryGbHours: 0.05, storageGbHours: 0.01, networkGb: 0.001, samples: 60, complete: true };
       const rec = { ...w.deployment, periodStart: start.toISOString(), periodEnd, ...usage };
-      await request('POST', `/api/workers/${w.id}/usage`, w.token, { records: [rec] });
+      await request('POST', `/api/workers/${w.id}/usage`, w.token, { records: [rec] }, CLOSE);
       counts.usage++;
     }
     usageLoop();
@@ -203,10 +210,19 @@ process.on('message', async (m) => {
     beats = [];
     beatErrors = 0;
     beatErrorKinds = {};
+    lag.reset();
     process.send({ kind: 'measuring' });
   } else if (m.cmd === 'collect') {
     measuring = false;
-    process.send({ kind: 'collected', beats, beatErrors, beatErrorKinds, counts });
+    process.send({
+      kind: 'collected',
+      beats,
+      beatErrors,
+      beatErrorKinds,
+      counts,
+      lagP99Ms: lag.percentile(99) / 1e6,
+      lagMaxMs: lag.max / 1e6,
+    });
   } else if (m.cmd === 'change') {
     change = { affected: new Set(m.affected), got: new Map() };
     process.send({ kind: 'change-armed' });

@@ -3,11 +3,12 @@ import { beatVerdictParams, statusAfterHeartbeatSql, type BeatVerdict } from './
 import { swarmNodeIdSql } from './workers.js';
 
 /**
- * Heartbeat writes batched: beats that arrive within `maxWaitMs` of each other (at most `maxBatch`)
- * are written by ONE statement, `UPDATE container_workers … FROM unnest(…) … RETURNING`, which also
- * checks each beat's token hash. At 10,000 workers (333 beats/s) the panel's pool is the limit long
- * before CPU is (README, fleet bench); this turns a beat's two round trips (auth lookup, UPDATE) into
- * a share of one.
+ * Heartbeat writes batched: beats that arrive while a batch is being written (waiting at most
+ * `maxWaitMs` for it, at most `maxBatch` of them) are written together by ONE statement,
+ * `UPDATE container_workers … FROM unnest(…) … RETURNING`, which also checks each beat's token hash.
+ * A quiet panel writes each beat at once; under a fleet (10,000 workers beat 333 times a second)
+ * the pool's round trips, not CPU, were the limit (README, fleet bench), and a beat's two (auth
+ * lookup, UPDATE) become a share of one.
  *
  * Each beat's answer is the one it would get alone: the status rule (`statusAfterHeartbeatSql`)
  * runs per row under that row's lock, as in the single-beat UPDATE; a beat whose token hash no
@@ -19,7 +20,7 @@ import { swarmNodeIdSql } from './workers.js';
 export interface HeartbeatBatchOptions {
   /** The most beats one statement writes. */
   maxBatch: number;
-  /** How long the first beat of a batch waits for others (ms); 0 batches only what arrives in one turn. */
+  /** The longest a beat waits for the batch being written before it to finish (ms). */
   maxWaitMs: number;
 }
 
@@ -84,6 +85,9 @@ export class HeartbeatBatcher {
   readonly #opts: HeartbeatBatchOptions;
   #queue: Entry[] = [];
   #timer: NodeJS.Timeout | undefined;
+  #immediate: NodeJS.Immediate | undefined;
+  /** Batches being written now. */
+  #inFlight = 0;
   /** Statements issued (batches and their single-beat retries): the tests read it to check the bounds. */
   statements = 0;
 
@@ -93,11 +97,17 @@ export class HeartbeatBatcher {
     this.#opts = opts;
   }
 
-  /** Writes the beat with whatever else arrives within the wait; resolves with its own outcome. */
+  /**
+   * Writes the beat with others: when no batch is being written it goes at the end of this
+   * event-loop turn (with whatever arrived in it), so a quiet panel adds no wait; while one is
+   * being written it waits for that one to finish, at most `maxWaitMs`, and goes with every beat
+   * that waited meanwhile. Resolves with its own outcome.
+   */
   write(beat: BeatWrite): Promise<BeatOutcome> {
     return new Promise<BeatOutcome>((resolve, reject) => {
       this.#queue.push({ beat, resolve, reject });
       if (this.#queue.length >= this.#opts.maxBatch) this.#flush();
+      else if (this.#inFlight === 0) this.#immediate ??= setImmediate(() => this.#flush());
       else this.#timer ??= setTimeout(() => this.#flush(), this.#opts.maxWaitMs);
     });
   }
@@ -105,6 +115,9 @@ export class HeartbeatBatcher {
   #flush(): void {
     clearTimeout(this.#timer);
     this.#timer = undefined;
+    clearImmediate(this.#immediate);
+    this.#immediate = undefined;
+    if (this.#queue.length === 0) return;
     // A worker's second beat waits for the next batch: UPDATE … FROM writes a row once however many
     // VALUES rows match it, and the other beat would read as revoked. So does a second claim of one
     // swarm node id: the first claim, committed, is what the second one's check must see.
@@ -120,9 +133,14 @@ export class HeartbeatBatcher {
       } else rest.push(e);
     }
     this.#queue = rest;
-    if (rest.length >= this.#opts.maxBatch) setImmediate(() => this.#flush());
+    if (rest.length >= this.#opts.maxBatch) this.#immediate = setImmediate(() => this.#flush());
     else if (rest.length > 0) this.#timer = setTimeout(() => this.#flush(), this.#opts.maxWaitMs);
-    void this.#run(batch, false);
+    this.#inFlight++;
+    void this.#run(batch, false).finally(() => {
+      this.#inFlight--;
+      // The database is free again: what waited for it goes now rather than at its timer.
+      if (this.#inFlight === 0 && this.#queue.length > 0) this.#flush();
+    });
   }
 
   async #run(batch: Entry[], retried: boolean): Promise<void> {

@@ -245,15 +245,40 @@ describe('batch bounds', () => {
     expect(batcher.statements).toBe(sizes.length);
   });
 
-  test('a lone beat waits no longer than maxWaitMs for company', async () => {
-    const w = await registered();
-    const batcher = new HeartbeatBatcher(pg.db, { maxBatch: 200, maxWaitMs: 40 });
-    const t0 = performance.now();
-    expect(await batcher.write(beatOf(w, 3))).toMatchObject({ kind: 'written', status: 'active' });
-    const ms = performance.now() - t0;
-    expect(ms).toBeGreaterThanOrEqual(35);
-    expect(ms).toBeLessThan(2_000);
-    expect(batcher.statements).toBe(1);
+  test('a beat goes at once when none is being written; beats that arrive meanwhile wait for it, at most maxWaitMs', async () => {
+    const workers = await Promise.all(Array.from({ length: 7 }, registered));
+    const started: { at: number; size: number }[] = [];
+    let hold = 0; // ms each statement is held back before it reaches the database
+    const batcher = new HeartbeatBatcher(
+      {
+        query: async (text, params) => {
+          if (isBeatWrite(text)) started.push({ at: performance.now(), size: (params![0] as unknown[]).length });
+          await new Promise((r) => setTimeout(r, hold));
+          return pg.db.query(text, params);
+        },
+      },
+      { maxBatch: 200, maxWaitMs: 50 },
+    );
+    // A slow statement: the beats behind it go when their wait is over, not when it finishes.
+    hold = 400;
+    let t0 = performance.now();
+    const first = batcher.write(beatOf(workers[0]!, 5));
+    await new Promise((r) => setTimeout(r, 5));
+    const waiting = [1, 2, 3].map((i) => batcher.write(beatOf(workers[i]!, 5)));
+    await Promise.all([first, ...waiting]);
+    expect(started.map((s) => s.size)).toEqual([1, 3]);
+    expect(started[0]!.at - t0).toBeLessThan(40);
+    expect(started[1]!.at - t0).toBeGreaterThanOrEqual(50);
+    expect(started[1]!.at - t0).toBeLessThan(400);
+    // A quick one: the beats behind it go as soon as it is done.
+    started.length = 0;
+    hold = 0;
+    t0 = performance.now();
+    const again = batcher.write(beatOf(workers[4]!, 6));
+    const behind = [5, 6].map((i) => batcher.write(beatOf(workers[i]!, 6)));
+    expect((await Promise.all([again, ...behind])).map((o) => o.kind)).toEqual(['written', 'written', 'written']);
+    expect(started.map((s) => s.size)).toEqual([3]); // same turn: one statement
+    expect(started[0]!.at - t0).toBeLessThan(50);
   });
 
   test('a batch with misses costs one read more; bounds outside their limits are refused', async () => {
