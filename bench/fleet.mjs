@@ -20,6 +20,7 @@ const SIZES = (process.env.FLEET_SIZES ?? '1000,5000,10000').split(',').map(Numb
 const HB_SEC = Number(process.env.FLEET_HB_SEC ?? 30);
 const MEASURE_SEC = Number(process.env.FLEET_MEASURE_SEC ?? 30);
 const WAIT_SEC = 300;
+const WARM_CAP_SEC = 180;
 const CLIENTS = 4;
 const JWT_SECRET = 'fleet-bench-jwt-secret-0123456789abcdef';
 const TICK = 100; // USER_HZ on Linux
@@ -158,14 +159,20 @@ try {
       deps.map((d) => [d.worker_id, { deploymentId: d.id, serviceId: d.service_id, organizationId: org }]),
     );
     await Promise.all(clients.map((c) => c.ask({ cmd: 'start', deployments }, 'started')));
-    // Warm-up: every worker has beaten once and holds its call.
-    const warmEnd = Date.now() + HB_SEC * 1000 + 5_000;
+    // Warm-up: every worker has beaten once and (nearly) every one holds its call, so the window
+    // measures the steady state rather than the tail of the start: a fleet that starts together
+    // overruns the accept queue on a loaded machine, and a dropped SYN is retried 1, 3, 7, 15 s later.
+    // Waits at most WARM_CAP_SEC past the interval; how long it took is reported.
+    const warmStart = Date.now();
+    const warmEnd = warmStart + HB_SEC * 1000 + 5_000;
+    const warmCap = warmEnd + WARM_CAP_SEC * 1000;
     let probe;
-    while (Date.now() < warmEnd) {
+    while (Date.now() < warmEnd || (probe.held < 0.99 * n && Date.now() < warmCap)) {
       await sleep(2_000);
       probe = await panel.ask({ cmd: 'probe' }, 'probe', 30_000);
     }
-    log(`warm: ${probe.held} calls held, ${probe.connections} connections`);
+    const warmSec = (Date.now() - warmStart) / 1000;
+    log(`warm after ${warmSec.toFixed(0)} s: ${probe.held} calls held, ${probe.connections} connections`);
     const probeDb = new pg.Client({ connectionString: pgc.url });
     await probeDb.connect();
     const xacts = async () =>
@@ -214,6 +221,7 @@ try {
     const step = {
       workers: n,
       registerSec,
+      warmSec,
       heartbeats: hb,
       heartbeatsPerSec: hb / wallSec,
       heartbeatErrors: got.reduce((a, g) => a + g.beatErrors, 0),
@@ -305,7 +313,7 @@ console.log(
   `\nFleet bench on ${availableParallelism()} CPUs, 1-minute load average ${results.steps.map((s) => s.loadAverage.join('→')).join(', ')} during the windows (other work on the machine moves every figure)`,
 );
 console.log(
-  `Heartbeats every ${HB_SEC} s (±5 %) per worker, real rate; one held call per worker (wait=${WAIT_SEC}); ${MEASURE_SEC} s window after a ${HB_SEC + 5} s warm-up; usage at one batch per worker-hour; ${CLIENTS} client processes; panel pool of 10`,
+  `Heartbeats every ${HB_SEC} s (±5 %) per worker, real rate; one held call per worker (wait=${WAIT_SEC}); ${MEASURE_SEC} s window after a warm-up of at least ${HB_SEC + 5} s that waits (≤ ${WARM_CAP_SEC} s more) until 99 % of calls are held (${results.steps.map((s) => `${s.warmSec.toFixed(0)} s`).join(', ')}); usage at one batch per worker-hour; ${CLIENTS} client processes; panel pool of 10`,
 );
 console.log(
   'workers | load | beats/s | hb p50 / p99 ms | panel CPU % (ms/beat) | PG CPU % (ms/beat) | DB xacts/beat | loop delay p99 / max ms (panel; clients) | panel RSS MB | held | conns | lock waits | pool queue | change → all (p50 / max ms)',
