@@ -18,6 +18,7 @@ export { HealthMonitor } from './health-monitor.js';
 export { DesiredFeed, DESIRED_CHANNEL, type ListenClient, type ListenConnector } from './desired-feed.js';
 export { DEFAULT_MAX_WAIT_SEC } from './blocking-query.js';
 export { DEFAULT_HEALTH, type HealthOptions } from './health.js';
+export { DEFAULT_HEARTBEAT_BATCH, type HeartbeatBatchOptions } from './heartbeat-batcher.js';
 export { DEFAULT_PRICES, type UsagePrices } from './usage.js';
 export { encryptSecret, decryptSecret, secretKey } from './crypto.js';
 export { applyPanelMigration, PANEL_MIGRATION_STATEMENTS } from './schema/panel-migration.js';
