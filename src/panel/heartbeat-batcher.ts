@@ -88,7 +88,7 @@ export class HeartbeatBatcher {
   #immediate: NodeJS.Immediate | undefined;
   /** Batches being written now. */
   #inFlight = 0;
-  /** Statements issued (batches and their single-beat retries): the tests read it to check the bounds. */
+  /** Statements issued (batches, their retries, the reads of misses): the tests read it to check the bounds. */
   statements = 0;
 
   constructor(db: Queryable, opts: HeartbeatBatchOptions = DEFAULT_HEARTBEAT_BATCH) {
