@@ -17,7 +17,7 @@ const CLOSE = { connection: 'close' };
 const u = new URL(PANEL_URL);
 const agent = new http.Agent({ keepAlive: true, maxSockets: Infinity, maxFreeSockets: 256 });
 
-function request(method, path, token, body, headers = {}, timeoutMs = 20_000) {
+function request(method, path, w, body, headers = {}, timeoutMs = 20_000) {
   return new Promise((resolve) => {
     const data = body === undefined ? undefined : JSON.stringify(body);
     const started = performance.now();
@@ -25,11 +25,12 @@ function request(method, path, token, body, headers = {}, timeoutMs = 20_000) {
       {
         agent,
         host: u.hostname,
+        localAddress: w.addr,
         port: u.port,
         method,
         path,
         headers: {
-          authorization: `Bearer ${token}`,
+          authorization: `Bearer ${w.token}`,
           ...(data ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data) } : {}),
           ...headers,
         },
@@ -94,7 +95,7 @@ function heartbeatBody(w) {
 
 async function beat(w) {
   if (!running) return;
-  const res = await request('POST', `/api/workers/${w.id}/heartbeat`, w.token, heartbeatBody(w), CLOSE);
+  const res = await request('POST', `/api/workers/${w.id}/heartbeat`, w, heartbeatBody(w), CLOSE);
   counts.heartbeat++;
   if (measuring) {
     if (res.status === 200) beats.push(res.ms);
@@ -112,7 +113,7 @@ async function hold(w) {
   const res = await request(
     'GET',
     `/api/workers/${w.id}/deployments?wait=${WAIT_SEC}`,
-    w.token,
+    w,
     undefined,
     w.etag ? { 'if-none-match': w.etag } : {},
     ((WAIT_SEC * 17) / 16 + 10) * 1000,
@@ -133,7 +134,7 @@ async function hold(w) {
 
 async function report(w, deploymentId) {
   w.reportSeq++;
-  await request('POST', `/api/workers/${w.id}/deployments/${deploymentId}/status`, w.token, {
+  await request('POST', `/api/workers/${w.id}/deployments/${deploymentId}/status`, w, {
     status: 'running',
     bootId: w.bootId,
     seq: w.reportSeq,
@@ -154,7 +155,7 @@ function usageLoop() {
       const periodEnd = new Date(start.getTime() + USAGE_PERIOD_MS).toISOString();
       const usage = { cpuHours: 0.1, memoryGbHours: 0.05, storageGbHours: 0.01, networkGb: 0.001, samples: 60, complete: true };
       const rec = { ...w.deployment, periodStart: start.toISOString(), periodEnd, ...usage };
-      await request('POST', `/api/workers/${w.id}/usage`, w.token, { records: [rec] }, CLOSE);
+      await request('POST', `/api/workers/${w.id}/usage`, w, { records: [rec] }, CLOSE);
       counts.usage++;
     }
     usageLoop();
@@ -170,6 +171,17 @@ async function pool(items, n, fn) {
   );
 }
 
+/**
+ * Each simulated worker calls from its own address in 127/8, as real workers come from their own
+ * hosts. From one address, 10,000 workers' connections (one per beat, closed by the panel) would cycle
+ * through 28,000 ports while the panel's side of each closed one sits in TIME_WAIT for 60 s, and a
+ * new SYN that lands on such a 4-tuple waits a second for its retransmit: a loopback artefact.
+ */
+function loopbackAddress(id) {
+  const b = Buffer.from(id.replace(/-/g, '').slice(0, 6), 'hex');
+  return `127.${b[0]}.${b[1]}.${b[2]}`;
+}
+
 const REGISTER = {
   hostname: 'fleet',
   ipAddress: '127.0.0.1',
@@ -182,6 +194,7 @@ process.on('message', async (m) => {
     workers = m.ids.map((id) => ({
       id,
       token: signWorkerToken(JWT_SECRET, { workerId: id }),
+      addr: loopbackAddress(id),
       bootId: `boot-${id.slice(0, 8)}`,
       seq: 0,
       reportSeq: 0,
@@ -191,7 +204,7 @@ process.on('message', async (m) => {
     }));
     let failed = 0;
     await pool(workers, 16, async (w) => {
-      const res = await request('POST', '/api/workers/register', w.token, REGISTER);
+      const res = await request('POST', '/api/workers/register', w, REGISTER);
       counts.register++;
       if (res.status !== 201) failed++;
     });
