@@ -95,9 +95,12 @@ function heartbeatBody(w) {
 
 async function beat(w) {
   if (!running) return;
+  // Only beats sent inside the window count: one sent during the start and answered in the window
+  // would carry the start's tail (a SYN dropped then is retried for up to a minute) into it.
+  const sentInWindow = measuring;
   const res = await request('POST', `/api/workers/${w.id}/heartbeat`, w, heartbeatBody(w), CLOSE);
   counts.heartbeat++;
-  if (measuring) {
+  if (sentInWindow && measuring) {
     if (res.status === 200) beats.push(res.ms);
     else {
       beatErrors++;
