@@ -190,13 +190,23 @@ describe.skipIf(!dockerReady.ok)('reconciling against a real swarm', () => {
       drifted: ['TaskTemplate.ContainerSpec.Env', 'TaskTemplate.Resources.Limits.MemoryBytes'],
     });
     expect(logLines.join('')).not.toContain(handValue);
-  });
+    // The put-back is a rolling update of its own; the next test starts once Swarm has finished it,
+    // so its own update does not race the rollout's version bumps ("update out of sequence").
+    await waitFor(
+      async () => {
+        const s = (await docker.getService(svc!.ID).inspect()) as { UpdateStatus?: { State?: string } };
+        return s.UpdateStatus?.State === undefined || s.UpdateStatus.State === 'completed';
+      },
+      60_000,
+      () => 'the put-back rollout to complete',
+    );
+  }, 120_000);
 
   it('stopped scales to zero and keeps the service; removed from the list removes it', async () => {
     const [web] = desired;
     const stopped = deployment({ ...rawOf(web!), desiredState: 'stopped' });
     setDesired([stopped]);
-    await waitStatus(stopped.id, 'stopped');
+    await waitStatus(stopped.id, 'stopped', 60_000);
     expect((await ownServices())[0]!.Spec.Mode.Replicated.Replicas).toBe(0);
     setDesired([]);
     await waitFor(
@@ -205,7 +215,7 @@ describe.skipIf(!dockerReady.ok)('reconciling against a real swarm', () => {
       () => 'service to be removed',
     );
     expect(allReports.filter((r) => r.deploymentId === stopped.id).at(-1)!.derived.status).toBe('stopped');
-  });
+  }, 120_000);
 
   it('a bad image fails with the reason, a crash loop fails with its log tail, and a good neighbour still runs', async () => {
     const bad = deployment({ slug: 'bad', imageTag: 'skypanel-test/does-not-exist:1' });
