@@ -72,10 +72,16 @@ export async function createService(
   }
 }
 
+/** Version races `updateService` rides out before it gives up (and the caller backs off). */
+export const MAX_VERSION_RACES = 3;
+
 /**
  * Replaces a service's spec. `version` is the one the caller observed; if Swarm says "update out
  * of sequence" (500) the service changed since, and the caller's spec is still what it wants, so
- * the current version is read once and the update sent again. A second conflict is thrown.
+ * the current version is read and the update sent again. During a rollout Swarm's own updater
+ * bumps the version every few hundred milliseconds, so one re-read can lose again: up to
+ * MAX_VERSION_RACES re-reads, 100 ms apart after the first, before the conflict is thrown (the
+ * caller's per-deployment backoff, which starts at seconds, is for real failures).
  * Without registryAuth, Swarm keeps the login stored with the service (registryAuthFrom=spec).
  */
 export async function updateService(
@@ -98,8 +104,9 @@ export async function updateService(
       });
       return { warnings: res?.Warnings ?? [] };
     } catch (err) {
-      if (attempt > 0 || !isOutOfSequence(err)) throw toSwarmError(`updating service ${id}`, err, revealed);
+      if (attempt >= MAX_VERSION_RACES || !isOutOfSequence(err)) throw toSwarmError(`updating service ${id}`, err, revealed);
     }
+    if (attempt > 0) await new Promise((r) => setTimeout(r, 100));
     try {
       v = (await inspect(docker, id)).Version?.Index ?? v;
     } catch (err) {
